@@ -1,0 +1,237 @@
+//! Raft commands: every change of job state (DESIGN §1).
+//!
+//! Commands travel as `{"v":1,"op":...}`. A node that meets a version it does
+//! not know still decodes the entry (so its log stays readable) but refuses to
+//! apply it, stopping instead of diverging.
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::ErrorCode;
+use crate::job::{Job, JobStatus};
+use crate::NodeId;
+
+/// The command version this build writes and understands.
+pub const COMMAND_VERSION: u32 = 1;
+
+/// A replicated command, versioned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Version 1 commands.
+    V1(CommandV1),
+    /// A command from a newer version; applying it is a fatal error.
+    Unknown { version: u64, raw: serde_json::Value },
+}
+
+impl From<CommandV1> for Command {
+    fn from(c: CommandV1) -> Self {
+        Command::V1(c)
+    }
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::V1(c) => write!(f, "v1:{}", c.name()),
+            Command::Unknown { version, .. } => write!(f, "v{version}:unknown"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TaggedRef<'a> {
+    v: u32,
+    #[serde(flatten)]
+    body: &'a CommandV1,
+}
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Command::V1(c) => TaggedRef { v: 1, body: c }.serialize(s),
+            Command::Unknown { raw, .. } => raw.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut raw = serde_json::Value::deserialize(d)?;
+        let version = raw.get("v").and_then(|v| v.as_u64()).ok_or_else(|| D::Error::missing_field("v"))?;
+        if version != u64::from(COMMAND_VERSION) {
+            return Ok(Command::Unknown { version, raw });
+        }
+        if let Some(obj) = raw.as_object_mut() {
+            obj.remove("v");
+        }
+        CommandV1::deserialize(raw).map(Command::V1).map_err(D::Error::custom)
+    }
+}
+
+/// Idempotency bookkeeping carried by a submit (DESIGN §1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    /// The client's `Idempotency-Key`, scoped to the job's user.
+    pub key: String,
+    /// Hash of the submitted body: the same key with another body is a conflict.
+    pub fingerprint: String,
+    /// When the key may be forgotten (RFC 3339, leader-stamped).
+    pub expires_at: String,
+}
+
+/// A cluster (plugin) a node hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedCluster {
+    pub name: String,
+    /// The scheduler outlives the node (Slurm, Kubernetes): jobs are adopted, not failed, when it is lost.
+    pub shared: bool,
+}
+
+/// A status/pid/exit change reported by a job's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct JobUpdate {
+    pub id: String,
+    /// The reporting node; must be the job's owner.
+    pub node: NodeId,
+    /// The owner epoch the reporter holds; a stale epoch is ignored.
+    pub epoch: u64,
+    /// Per-job sequence number; only a newer one is applied.
+    pub seq: u64,
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A control operation on a job (Plugin API numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlOp {
+    Suspend,
+    Resume,
+    Stop,
+    Kill,
+    Cancel,
+}
+
+impl ControlOp {
+    /// Parses the API's lowercase name.
+    pub fn parse(s: &str) -> Option<ControlOp> {
+        match s {
+            "suspend" => Some(ControlOp::Suspend),
+            "resume" => Some(ControlOp::Resume),
+            "stop" => Some(ControlOp::Stop),
+            "kill" => Some(ControlOp::Kill),
+            "cancel" => Some(ControlOp::Cancel),
+            _ => None,
+        }
+    }
+}
+
+/// Version 1 of the command set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CommandV1 {
+    /// Store a new job, stamped by the leader (id, user, times, owner).
+    Submit { job: Box<Job>, owner: NodeId, idempotency: Option<Idempotency> },
+    /// The owner is about to hand the job to its plugin (at-most-once launch).
+    LaunchIntent { id: String, node: NodeId, epoch: u64, time: String },
+    /// The owner reports a change of the job.
+    Update(JobUpdate),
+    /// A user asked for a control operation; the owner carries it out.
+    Control { id: String, operation: ControlOp, time: String },
+    /// Remove a terminal job's record.
+    Delete { id: String },
+    /// Remove terminal jobs last updated before `cutoff` and idempotency keys expired by `now`.
+    Expire { cutoff: String, now: String },
+    /// The leader declared `node` lost: fail its local jobs, hand its shared-scheduler jobs to `adopters`.
+    NodeLost { node: NodeId, time: String, adopters: Vec<(String, NodeId)> },
+    /// A member announces its address and hosted clusters.
+    RegisterNode { id: NodeId, addr: String, clusters: Vec<HostedCluster>, version: String },
+    /// Hand out a fresh node id from the replicated counter.
+    AllocateNodeId { addr: String },
+    /// Stop (or resume) placing new jobs on a node.
+    SetDraining { node: NodeId, draining: bool },
+    /// Forget a member for good: its id is never reused.
+    RemoveNode { node: NodeId },
+}
+
+impl CommandV1 {
+    /// Short name for logs and metrics (never includes job contents: environment values are secret).
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandV1::Submit { .. } => "submit",
+            CommandV1::LaunchIntent { .. } => "launch_intent",
+            CommandV1::Update(_) => "update",
+            CommandV1::Control { .. } => "control",
+            CommandV1::Delete { .. } => "delete",
+            CommandV1::Expire { .. } => "expire",
+            CommandV1::NodeLost { .. } => "node_lost",
+            CommandV1::RegisterNode { .. } => "register_node",
+            CommandV1::AllocateNodeId { .. } => "allocate_node_id",
+            CommandV1::SetDraining { .. } => "set_draining",
+            CommandV1::RemoveNode { .. } => "remove_node",
+        }
+    }
+}
+
+/// Result of applying a command: deterministic, identical on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    /// Nothing to report (membership entries, blanks).
+    #[default]
+    None,
+    /// The job after the command, as canonical JSON; `created` is false when an idempotent retry found it.
+    Job { job: String, created: bool },
+    /// Whether the command changed anything (an ignored stale update gives `false`).
+    Applied { changed: bool, count: u64 },
+    /// A freshly allocated node id.
+    NodeId { id: NodeId },
+    /// The command was refused; the state is unchanged.
+    Error { code: ErrorCode, message: String },
+}
+
+impl Response {
+    /// Shorthand for a refusal.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error { code, message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_round_trip() {
+        let c = Command::V1(CommandV1::Delete { id: "x".into() });
+        let s = serde_json::to_string(&c).unwrap();
+        assert_eq!(s, r#"{"v":1,"op":"delete","id":"x"}"#);
+        assert_eq!(serde_json::from_str::<Command>(&s).unwrap(), c);
+    }
+
+    #[test]
+    fn newer_version_decodes_as_unknown() {
+        let c: Command = serde_json::from_str(r#"{"v":2,"op":"teleport"}"#).unwrap();
+        assert!(matches!(c, Command::Unknown { version: 2, .. }));
+        // and re-encodes unchanged, so a log holding it can be replicated
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"op":"teleport","v":2}"#);
+    }
+
+    #[test]
+    fn missing_version_is_an_error() {
+        assert!(serde_json::from_str::<Command>(r#"{"op":"delete","id":"x"}"#).is_err());
+    }
+}
