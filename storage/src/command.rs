@@ -227,7 +227,7 @@ mod tests {
         let c: Command = serde_json::from_str(r#"{"v":2,"op":"teleport"}"#).unwrap();
         assert!(matches!(c, Command::Unknown { version: 2, .. }));
         // and re-encodes unchanged, so a log holding it can be replicated
-        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"op":"teleport","v":2}"#);
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"v":2,"op":"teleport"}"#);
     }
 
     #[test]

@@ -18,8 +18,7 @@
 // boxing it in the helpers only to unbox it at the trait boundary buys nothing.
 #![allow(clippy::result_large_err)]
 
-use std::fmt::Debug;
-use std::fmt::Display;
+use std::fmt::{Debug, Display};
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;

@@ -1,0 +1,156 @@
+//! The internal credential every node-to-node and gateway-to-node call carries (DESIGN §1):
+//! HMAC-SHA256 of `launcher-internal` keyed with the secure-cookie-key, plus the cluster id.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Status};
+
+/// Metadata key of the cluster id.
+pub const CLUSTER_ID_HEADER: &str = "launcher-cluster-id";
+const SCHEME: &str = "Launcher-Internal ";
+
+/// Reads the secure-cookie-key: it must exist, not be readable by others, and hold ≥ 32 bytes
+/// once trailing whitespace is trimmed.
+pub fn load_key(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!("cannot read the secure-cookie-key file {}: {e}; create it with 32+ random bytes, mode 0600", path.display())
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| e.to_string())?.permissions().mode();
+        if mode & 0o004 != 0 {
+            return Err(format!(
+                "the secure-cookie-key file {} is readable by every user (mode {:o}); run chmod 0600 on it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |p| p + 1);
+    let key = bytes[..end].to_vec();
+    if key.len() < 32 {
+        return Err(format!(
+            "the secure-cookie-key file {} holds {} bytes; it needs at least 32",
+            path.display(),
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// The internal credential and cluster id, attached to outgoing calls and checked on incoming ones.
+#[derive(Clone)]
+pub struct InternalAuth {
+    token: Arc<str>,
+    cluster_id: Arc<RwLock<String>>,
+}
+
+impl std::fmt::Debug for InternalAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalAuth").field("cluster_id", &self.cluster_id()).finish_non_exhaustive()
+    }
+}
+
+impl InternalAuth {
+    /// Derives the credential from the secure-cookie-key.
+    pub fn new(key: &[u8], cluster_id: String) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(b"launcher-internal");
+        let token = format!("{SCHEME}{}", hex::encode(mac.finalize().into_bytes()));
+        InternalAuth { token: token.into(), cluster_id: Arc::new(RwLock::new(cluster_id)) }
+    }
+
+    /// The cluster id this node belongs to (empty before it joined one).
+    pub fn cluster_id(&self) -> String {
+        self.cluster_id.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Binds this node to a cluster.
+    pub fn set_cluster_id(&self, id: &str) {
+        *self.cluster_id.write().unwrap_or_else(|p| p.into_inner()) = id.to_string();
+    }
+
+    /// Checks an incoming call. `allow_unbound` admits callers that do not know the cluster id
+    /// yet (discovery, join, status); the credential is always required.
+    #[allow(clippy::result_large_err)]
+    pub fn check<T>(&self, req: &Request<T>, allow_unbound: bool) -> Result<(), Status> {
+        let presented = req.metadata().get("authorization").map(|v| v.as_bytes()).unwrap_or_default();
+        if !bool::from(presented.ct_eq(self.token.as_bytes())) {
+            return Err(Status::unauthenticated(
+                "missing or wrong internal credential: every node and gateway must share the same secure-cookie-key",
+            ));
+        }
+        let theirs = req.metadata().get(CLUSTER_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let ours = self.cluster_id();
+        if theirs.is_empty() || ours.is_empty() {
+            if allow_unbound {
+                return Ok(());
+            }
+            return Err(Status::permission_denied(format!(
+                "this call needs a cluster id on both sides (caller: '{theirs}', this node: '{ours}')"
+            )));
+        }
+        if theirs != ours {
+            return Err(Status::permission_denied(format!(
+                "call for cluster {theirs} refused: this node belongs to cluster {ours}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl tonic::service::Interceptor for InternalAuth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let md = req.metadata_mut();
+        md.insert("authorization", MetadataValue::try_from(&*self.token).expect("hex is valid metadata"));
+        if let Ok(v) = MetadataValue::try_from(self.cluster_id()) {
+            md.insert(CLUSTER_ID_HEADER, v);
+        }
+        Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::service::Interceptor;
+
+    #[test]
+    fn credential_and_cluster_are_checked() {
+        let mut a = InternalAuth::new(&[7u8; 32], "c1".into());
+        let ok = a.call(Request::new(())).unwrap();
+        assert!(a.check(&ok, false).is_ok());
+        let mut other_key = InternalAuth::new(&[8u8; 32], "c1".into());
+        let bad = other_key.call(Request::new(())).unwrap();
+        assert_eq!(a.check(&bad, true).unwrap_err().code(), tonic::Code::Unauthenticated);
+        let mut other_cluster = InternalAuth::new(&[7u8; 32], "c2".into());
+        let wrong = other_cluster.call(Request::new(())).unwrap();
+        assert_eq!(a.check(&wrong, true).unwrap_err().code(), tonic::Code::PermissionDenied);
+        let mut fresh = InternalAuth::new(&[7u8; 32], String::new());
+        let unbound = fresh.call(Request::new(())).unwrap();
+        assert!(a.check(&unbound, true).is_ok());
+        assert!(a.check(&unbound, false).is_err());
+        assert!(a.check(&Request::new(()), true).is_err());
+    }
+
+    #[test]
+    fn key_file_rules() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, "short\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_key(&p).unwrap_err().contains("at least 32"));
+        std::fs::write(&p, format!("{}\n\n", "x".repeat(40))).unwrap();
+        assert_eq!(load_key(&p).unwrap().len(), 40);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_key(&p).unwrap_err().contains("chmod"));
+        assert!(load_key(&dir.path().join("missing")).is_err());
+    }
+}

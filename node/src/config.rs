@@ -1,0 +1,2074 @@
+//! Loading and checking `launcher.conf` (DESIGN.md §4).
+//!
+//! The file is INI as in the product: `[server]`, `[node]` (ours) and any number of `[cluster]`
+//! sections, each of which is its own cluster. Lines are `key=value` (whitespace around both
+//! trimmed), full-line comments starting with `#` or `;`, or blank. There are no inline comments,
+//! quotes or escapes: everything after the first `=` is the value.
+//!
+//! The file is read by a small line parser rather than `rust-ini`: rust-ini keeps no line numbers
+//! for keys and silently merges duplicate keys, and an operator editing a file by hand deserves
+//! `launcher.conf:12: [node] heartbeat-ms: ...` for every problem at once, not the first one.
+//!
+//! Every problem is collected into [`ConfigErrors`]: syntax, unknown sections and keys, duplicate
+//! keys, bad values and cross-field constraints. Container deployments override a few keys from
+//! `LAUNCHER_*` environment variables (see [`ENV_OVERRIDES`]).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// Environment variable naming the configuration directory, as RStudio itself uses it.
+pub const CONFIG_DIR_ENV: &str = "RSTUDIO_CONFIG_DIR";
+/// Configuration directory used when [`CONFIG_DIR_ENV`] is unset or empty.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/rstudio";
+/// Name of the launcher's configuration file inside the configuration directory.
+pub const CONFIG_FILE_NAME: &str = "launcher.conf";
+
+/// Environment overrides for containers: `(variable, section, key)`; a set, non-blank variable
+/// replaces the key's value from the file.
+pub const ENV_OVERRIDES: &[(&str, &str, &str)] = &[
+    ("LAUNCHER_NODE_ID", "node", "id"),
+    ("LAUNCHER_GRPC_ADDRESS", "node", "grpc-address"),
+    ("LAUNCHER_ADVERTISE_ADDRESS", "node", "advertise-address"),
+    ("LAUNCHER_DATA_DIR", "node", "data-dir"),
+    ("LAUNCHER_JOIN", "node", "join"),
+    ("LAUNCHER_BOOTSTRAP_EXPECT", "node", "bootstrap-expect"),
+    ("LAUNCHER_PORT", "server", "port"),
+    ("LAUNCHER_ADDRESS", "server", "address"),
+];
+
+/// The configuration directory: `$RSTUDIO_CONFIG_DIR`, or `/etc/rstudio` when unset or empty.
+pub fn config_dir() -> PathBuf {
+    config_dir_from(|name| std::env::var(name).ok())
+}
+
+/// [`config_dir`] reading variables through `env`, so tests need not touch the process environment.
+pub fn config_dir_from(env: impl Fn(&str) -> Option<String>) -> PathBuf {
+    match env(CONFIG_DIR_ENV) {
+        Some(dir) if !dir.trim().is_empty() => PathBuf::from(dir.trim()),
+        _ => PathBuf::from(DEFAULT_CONFIG_DIR),
+    }
+}
+
+/// Reads and checks the file at `path`; `Config::dir` becomes the file's directory.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_env(path, |_| None)
+}
+
+/// Like [`load`], then applies [`ENV_OVERRIDES`] from `env` before the cross-field checks, so an
+/// error caused by an override names the variable rather than a line of the file.
+pub fn load_with_env(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    tracing::debug!(path = %file, "loading launcher configuration");
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::from(ConfigError {
+            file: file.clone(),
+            line: None,
+            section: String::new(),
+            key: None,
+            message: format!("cannot read the configuration file: {e}"),
+        })
+    })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    parse_inner(&text, &file, &dir, &env)
+}
+
+/// Parses and checks `text`; `file_name` is used in error messages and `Config::dir` is
+/// [`config_dir()`].
+pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
+    parse_with_dir(text, file_name, &config_dir())
+}
+
+/// Like [`parse`] with an explicit configuration directory (for defaults such as the
+/// secure-cookie-key path).
+pub fn parse_with_dir(text: &str, file_name: &str, dir: &Path) -> Result<Config, ConfigErrors> {
+    parse_inner(text, file_name, dir, &|_| None)
+}
+
+fn parse_inner(
+    text: &str,
+    file: &str,
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let (mut config, mut origins, mut errors) = parse_text(text, file, dir);
+    errors.extend(apply_env(&mut config, &mut origins, env));
+    errors.extend(check(&config, &origins));
+    ConfigErrors::result(errors).map(|()| config)
+}
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// `[server]`: the HTTP side, authentication and plugin options.
+    pub server: ServerConfig,
+    /// `[node]`: Raft membership and storage of this node.
+    pub node: NodeConfig,
+    /// Every `[cluster]` section, in file order.
+    pub clusters: Vec<ClusterConfig>,
+    /// The configuration directory (holds secure-cookie-key, filter files, plugin configs).
+    pub dir: PathBuf,
+}
+
+impl Default for Config {
+    /// Documented defaults rooted in [`config_dir()`], with no clusters.
+    fn default() -> Self {
+        Config::new(config_dir())
+    }
+}
+
+impl Config {
+    /// Documented defaults rooted in `dir`, with no clusters.
+    pub fn new(dir: PathBuf) -> Self {
+        Config {
+            server: ServerConfig::with_config_dir(&dir),
+            node: NodeConfig::default(),
+            clusters: Vec::new(),
+            dir,
+        }
+    }
+
+    /// Runs the cross-field and value checks on a configuration built in code.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        ConfigErrors::result(check(self, &Origins::new(&self.default_file_name())))
+    }
+
+    /// Applies [`ENV_OVERRIDES`] read through `env`, then checks the result. Values that do not
+    /// parse are reported and leave the key unchanged; blank variables are ignored.
+    pub fn apply_env_overrides(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigErrors> {
+        let mut origins = Origins::new(&self.default_file_name());
+        let mut errors = apply_env(self, &mut origins, &env);
+        errors.extend(check(self, &origins));
+        ConfigErrors::result(errors)
+    }
+
+    /// The effective configuration as `launcher.conf` text (every key, defaults included), for
+    /// debug logs; parsing it again gives the same configuration.
+    pub fn dump(&self) -> String {
+        let mut out = format!("# effective configuration (config dir: {})\n", self.dir.display());
+        write_section(&mut out, "server", SERVER_KEYS, &self.server);
+        write_section(&mut out, "node", NODE_KEYS, &self.node);
+        for cluster in &self.clusters {
+            write_section(&mut out, "cluster", CLUSTER_KEYS, cluster);
+        }
+        out
+    }
+
+    /// The cluster with this exact name.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// The plugin's own config file, `<dir>/launcher.<plugin-name>.conf`.
+    pub fn plugin_config_file(&self, cluster: &ClusterConfig) -> PathBuf {
+        self.dir.join(format!("launcher.{}.conf", cluster.plugin_name))
+    }
+
+    fn default_file_name(&self) -> String {
+        self.dir.join(CONFIG_FILE_NAME).display().to_string()
+    }
+}
+
+/// `[server]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerConfig {
+    /// HTTP listen address (`address`, default `0.0.0.0`).
+    pub address: String,
+    /// HTTP listen port (`port`, default 5559; 0 picks a free port, for tests).
+    pub port: u16,
+    /// Also listen on this unix socket (`unix-socket`).
+    pub unix_socket: Option<PathBuf>,
+    /// Serve HTTPS (`enable-ssl`, default off).
+    pub enable_ssl: bool,
+    /// PEM certificate chain (`certificate-file`), required with `enable-ssl`.
+    pub certificate_file: Option<PathBuf>,
+    /// PEM private key (`certificate-key-file`), required with `enable-ssl`.
+    pub certificate_key_file: Option<PathBuf>,
+    /// Unprivileged user the services run as (`server-user`, default `rstudio-server`).
+    pub server_user: String,
+    /// Check request authorization (`authorization-enabled`, default on).
+    pub authorization_enabled: bool,
+    /// Members of this group are launcher admins (`admin-group`).
+    pub admin_group: Option<String>,
+    /// Users who are launcher admins (`admin-users`, comma separated).
+    pub admin_users: Vec<String>,
+    /// Shared secret file (`secure-cookie-key-file`, default `<config dir>/secure-cookie-key`).
+    pub secure_cookie_key_file: PathBuf,
+    /// Longest accepted token lifetime (`max-token-lifetime-seconds`, default 86400).
+    pub max_token_lifetime_seconds: u64,
+    /// Largest accepted request body (`max-request-body-bytes`, default 1 MiB).
+    pub max_request_body_bytes: usize,
+    /// Worker threads (`thread-pool-size`, default: the number of CPUs).
+    pub thread_pool_size: Option<usize>,
+    /// Deadline of every plugin request (`request-timeout-seconds`, default 120).
+    pub request_timeout_seconds: u64,
+    /// Deadline of a plugin's Bootstrap (`bootstrap-timeout-seconds`, default 120).
+    pub bootstrap_timeout_seconds: u64,
+    /// Plugin heartbeat period (`heartbeat-interval-seconds`, default 5; 0 disables).
+    pub heartbeat_interval_seconds: u64,
+    /// Finished jobs are removed after this long (`job-expiry-hours`, default 24).
+    pub job_expiry_hours: u64,
+    /// Debug logging for the launcher and its plugins (`enable-debug-logging`, default off).
+    pub enable_debug_logging: bool,
+    /// Working directory for plugins (`scratch-path`, default `/var/lib/rstudio-launcher`).
+    pub scratch_path: PathBuf,
+    /// Gateway only: seed node gRPC addresses (`nodes`, comma separated `host:port`).
+    pub nodes: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    /// Documented defaults, with the secure-cookie-key under [`config_dir()`].
+    fn default() -> Self {
+        ServerConfig::with_config_dir(&config_dir())
+    }
+}
+
+impl ServerConfig {
+    /// Documented defaults, with the secure-cookie-key under `dir`.
+    pub fn with_config_dir(dir: &Path) -> Self {
+        ServerConfig {
+            address: "0.0.0.0".to_string(),
+            port: 5559,
+            unix_socket: None,
+            enable_ssl: false,
+            certificate_file: None,
+            certificate_key_file: None,
+            server_user: "rstudio-server".to_string(),
+            authorization_enabled: true,
+            admin_group: None,
+            admin_users: Vec::new(),
+            secure_cookie_key_file: dir.join("secure-cookie-key"),
+            max_token_lifetime_seconds: 86_400,
+            max_request_body_bytes: 1_048_576,
+            thread_pool_size: None,
+            request_timeout_seconds: 120,
+            bootstrap_timeout_seconds: 120,
+            heartbeat_interval_seconds: 5,
+            job_expiry_hours: 24,
+            enable_debug_logging: false,
+            scratch_path: PathBuf::from("/var/lib/rstudio-launcher"),
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// `[node]` section (ours): membership, Raft timing and storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeConfig {
+    /// Node id, positive (`id`); unset means the leader assigns one at join.
+    pub id: Option<u64>,
+    /// gRPC listen address, `host:port` (`grpc-address`, default `0.0.0.0:5560`).
+    pub grpc_address: String,
+    /// Address other nodes use to reach this one (`advertise-address`).
+    pub advertise_address: Option<String>,
+    /// Raft log, state machine and persisted ids (`data-dir`, default `/var/lib/rstudio-launcher/node`).
+    pub data_dir: PathBuf,
+    /// Addresses or DNS names of members to join (`join`, comma separated `host:port`).
+    pub join: Vec<String>,
+    /// Form a new cluster once this many empty nodes see each other (`bootstrap-expect`).
+    pub bootstrap_expect: Option<usize>,
+    /// A member unseen this long is lost (`node-lost-timeout-seconds`, default 30).
+    pub node_lost_timeout_seconds: u64,
+    /// A member down this long is removed (`dead-member-removal-seconds`, default 300; 0 disables).
+    pub dead_member_removal_seconds: u64,
+    /// Snapshot every this many log entries (`snapshot-log-entries`, default 10000).
+    pub snapshot_log_entries: u64,
+    /// Raft heartbeat period (`heartbeat-ms`, default 250).
+    pub heartbeat_ms: u64,
+    /// Raft election timeout lower bound (`election-timeout-min-ms`, default 1500).
+    pub election_timeout_min_ms: u64,
+    /// Raft election timeout upper bound (`election-timeout-max-ms`, default 3000).
+    pub election_timeout_max_ms: u64,
+    /// sled page cache (`cache-capacity-mb`, default 64).
+    pub cache_capacity_mb: u64,
+    /// Expected cluster id (`cluster-id`); unset accepts whatever the data dir or join gives.
+    pub cluster_id: Option<String>,
+}
+
+impl Default for NodeConfig {
+    /// Documented defaults.
+    fn default() -> Self {
+        NodeConfig {
+            id: None,
+            grpc_address: "0.0.0.0:5560".to_string(),
+            advertise_address: None,
+            data_dir: PathBuf::from("/var/lib/rstudio-launcher/node"),
+            join: Vec::new(),
+            bootstrap_expect: None,
+            node_lost_timeout_seconds: 30,
+            dead_member_removal_seconds: 300,
+            snapshot_log_entries: 10_000,
+            heartbeat_ms: 250,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+            cache_capacity_mb: 64,
+            cluster_id: None,
+        }
+    }
+}
+
+/// Kind of a `[cluster]` (its `type` key, case-insensitive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+pub enum ClusterType {
+    /// Jobs run on the node itself through our Local plugin.
+    #[default]
+    Local,
+    /// Jobs go to Slurm, whose scheduler outlives any node.
+    Slurm,
+    /// Any third-party plugin binary named by `exe`.
+    Plugin,
+}
+
+impl ClusterType {
+    /// The name as written in the file: `Local`, `Slurm` or `Plugin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterType::Local => "Local",
+            ClusterType::Slurm => "Slurm",
+            ClusterType::Plugin => "Plugin",
+        }
+    }
+
+    /// Whether jobs outlive their node by default (`shared-scheduler`): only for Slurm.
+    pub fn default_shared_scheduler(self) -> bool {
+        matches!(self, ClusterType::Slurm)
+    }
+}
+
+impl fmt::Display for ClusterType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `type` that is not Local, Slurm or Plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown cluster type '{0}' (expected Local, Slurm or Plugin)")]
+pub struct UnknownClusterType(pub String);
+
+impl FromStr for ClusterType {
+    type Err = UnknownClusterType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [ClusterType::Local, ClusterType::Slurm, ClusterType::Plugin]
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownClusterType(s.to_string()))
+    }
+}
+
+/// One `[cluster]` section: a plugin process this node hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterConfig {
+    /// Cluster name seen by API users (`name`, required, unique).
+    pub name: String,
+    /// Kind of cluster (`type`, required).
+    pub kind: ClusterType,
+    /// Plugin binary (`exe`); required for `Plugin`, defaults to ours for `Local`.
+    pub exe: Option<PathBuf>,
+    /// Plugin name, used for `launcher.<plugin-name>.conf` (`plugin-name`, default: lowercased name).
+    pub plugin_name: String,
+    /// Extra `--name=value` options passed verbatim (`plugin-args`, whitespace separated).
+    pub plugin_args: Vec<String>,
+    /// Jobs outlive their node and are adopted elsewhere (`shared-scheduler`, default: Slurm only).
+    pub shared_scheduler: bool,
+}
+
+impl Default for ClusterConfig {
+    /// The product's default cluster: `name=Local`, `type=Local`.
+    fn default() -> Self {
+        ClusterConfig::new("Local", ClusterType::Local)
+    }
+}
+
+impl ClusterConfig {
+    /// A cluster with the documented defaults for its name and type.
+    pub fn new(name: &str, kind: ClusterType) -> Self {
+        ClusterConfig {
+            name: name.to_string(),
+            kind,
+            exe: None,
+            plugin_name: name.to_lowercase(),
+            plugin_args: Vec::new(),
+            shared_scheduler: kind.default_shared_scheduler(),
+        }
+    }
+}
+
+/// One problem in the configuration, with where it was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    /// The file (or `environment variable NAME`) the problem is in.
+    pub file: String,
+    /// 1-based line, when the problem is tied to one.
+    pub line: Option<usize>,
+    /// Section label (`server`, `node`, `cluster`, or `cluster "name"` without a line); may be empty.
+    pub section: String,
+    /// The key concerned, if any.
+    pub key: Option<String>,
+    /// What is wrong and, where possible, what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(":")?;
+        if !self.section.is_empty() {
+            write!(f, " [{}]", self.section)?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, " {key}:")?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found, in line order; displayed one per line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigErrors {
+    /// The problems, never empty when returned as an error.
+    pub errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    /// Number of problems.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// True when there are no problems.
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// The problems in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
+        self.errors.iter()
+    }
+
+    fn result(mut errors: Vec<ConfigError>) -> Result<(), ConfigErrors> {
+        if errors.is_empty() {
+            return Ok(());
+        }
+        // Stable: problems without a line keep their order after those with one.
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        Err(ConfigErrors { errors })
+    }
+}
+
+impl<'a> IntoIterator for &'a ConfigErrors {
+    type Item = &'a ConfigError;
+    type IntoIter = std::slice::Iter<'a, ConfigError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter()
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> Self {
+        ConfigErrors { errors: vec![error] }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---------------------------------------------------------------------------------------------
+// Key tables: one entry per key, so parsing, env overrides and dump cannot drift apart.
+
+struct KeySpec<T> {
+    name: &'static str,
+    set: fn(&mut T, &str) -> Result<(), String>,
+    get: fn(&T) -> String,
+}
+
+const SERVER_KEYS: &[KeySpec<ServerConfig>] = &[
+    KeySpec {
+        name: "address",
+        set: |s, v| set(&mut s.address, v.to_string()),
+        get: |s| s.address.clone(),
+    },
+    KeySpec {
+        name: "port",
+        set: |s, v| set(&mut s.port, parse_port(v)?),
+        get: |s| s.port.to_string(),
+    },
+    KeySpec {
+        name: "unix-socket",
+        set: |s, v| set(&mut s.unix_socket, opt_path(v)),
+        get: |s| show_opt_path(&s.unix_socket),
+    },
+    KeySpec {
+        name: "enable-ssl",
+        set: |s, v| set(&mut s.enable_ssl, parse_bool(v)?),
+        get: |s| show_bool(s.enable_ssl),
+    },
+    KeySpec {
+        name: "certificate-file",
+        set: |s, v| set(&mut s.certificate_file, opt_path(v)),
+        get: |s| show_opt_path(&s.certificate_file),
+    },
+    KeySpec {
+        name: "certificate-key-file",
+        set: |s, v| set(&mut s.certificate_key_file, opt_path(v)),
+        get: |s| show_opt_path(&s.certificate_key_file),
+    },
+    KeySpec {
+        name: "server-user",
+        set: |s, v| set(&mut s.server_user, v.to_string()),
+        get: |s| s.server_user.clone(),
+    },
+    KeySpec {
+        name: "authorization-enabled",
+        set: |s, v| set(&mut s.authorization_enabled, parse_bool(v)?),
+        get: |s| show_bool(s.authorization_enabled),
+    },
+    KeySpec {
+        name: "admin-group",
+        set: |s, v| set(&mut s.admin_group, opt_string(v)),
+        get: |s| s.admin_group.clone().unwrap_or_default(),
+    },
+    KeySpec {
+        name: "admin-users",
+        set: |s, v| set(&mut s.admin_users, parse_list(v)),
+        get: |s| s.admin_users.join(","),
+    },
+    KeySpec {
+        name: "secure-cookie-key-file",
+        set: |s, v| set(&mut s.secure_cookie_key_file, path(v)?),
+        get: |s| s.secure_cookie_key_file.display().to_string(),
+    },
+    KeySpec {
+        name: "max-token-lifetime-seconds",
+        set: |s, v| set(&mut s.max_token_lifetime_seconds, parse_u64(v)?),
+        get: |s| s.max_token_lifetime_seconds.to_string(),
+    },
+    KeySpec {
+        name: "max-request-body-bytes",
+        set: |s, v| set(&mut s.max_request_body_bytes, parse_usize(v)?),
+        get: |s| s.max_request_body_bytes.to_string(),
+    },
+    KeySpec {
+        name: "thread-pool-size",
+        set: |s, v| set(&mut s.thread_pool_size, opt(v, parse_usize)?),
+        get: |s| show_opt(&s.thread_pool_size),
+    },
+    KeySpec {
+        name: "request-timeout-seconds",
+        set: |s, v| set(&mut s.request_timeout_seconds, parse_u64(v)?),
+        get: |s| s.request_timeout_seconds.to_string(),
+    },
+    KeySpec {
+        name: "bootstrap-timeout-seconds",
+        set: |s, v| set(&mut s.bootstrap_timeout_seconds, parse_u64(v)?),
+        get: |s| s.bootstrap_timeout_seconds.to_string(),
+    },
+    KeySpec {
+        name: "heartbeat-interval-seconds",
+        set: |s, v| set(&mut s.heartbeat_interval_seconds, parse_u64(v)?),
+        get: |s| s.heartbeat_interval_seconds.to_string(),
+    },
+    KeySpec {
+        name: "job-expiry-hours",
+        set: |s, v| set(&mut s.job_expiry_hours, parse_u64(v)?),
+        get: |s| s.job_expiry_hours.to_string(),
+    },
+    KeySpec {
+        name: "enable-debug-logging",
+        set: |s, v| set(&mut s.enable_debug_logging, parse_bool(v)?),
+        get: |s| show_bool(s.enable_debug_logging),
+    },
+    KeySpec {
+        name: "scratch-path",
+        set: |s, v| set(&mut s.scratch_path, path(v)?),
+        get: |s| s.scratch_path.display().to_string(),
+    },
+    KeySpec {
+        name: "nodes",
+        set: |s, v| set(&mut s.nodes, parse_list(v)),
+        get: |s| s.nodes.join(","),
+    },
+];
+
+const NODE_KEYS: &[KeySpec<NodeConfig>] = &[
+    KeySpec {
+        name: "id",
+        set: |n, v| set(&mut n.id, opt(v, parse_u64)?),
+        get: |n| show_opt(&n.id),
+    },
+    KeySpec {
+        name: "grpc-address",
+        set: |n, v| set(&mut n.grpc_address, v.to_string()),
+        get: |n| n.grpc_address.clone(),
+    },
+    KeySpec {
+        name: "advertise-address",
+        set: |n, v| set(&mut n.advertise_address, opt_string(v)),
+        get: |n| n.advertise_address.clone().unwrap_or_default(),
+    },
+    KeySpec {
+        name: "data-dir",
+        set: |n, v| set(&mut n.data_dir, path(v)?),
+        get: |n| n.data_dir.display().to_string(),
+    },
+    KeySpec {
+        name: "join",
+        set: |n, v| set(&mut n.join, parse_list(v)),
+        get: |n| n.join.join(","),
+    },
+    KeySpec {
+        name: "bootstrap-expect",
+        set: |n, v| set(&mut n.bootstrap_expect, opt(v, parse_usize)?),
+        get: |n| show_opt(&n.bootstrap_expect),
+    },
+    KeySpec {
+        name: "node-lost-timeout-seconds",
+        set: |n, v| set(&mut n.node_lost_timeout_seconds, parse_u64(v)?),
+        get: |n| n.node_lost_timeout_seconds.to_string(),
+    },
+    KeySpec {
+        name: "dead-member-removal-seconds",
+        set: |n, v| set(&mut n.dead_member_removal_seconds, parse_u64(v)?),
+        get: |n| n.dead_member_removal_seconds.to_string(),
+    },
+    KeySpec {
+        name: "snapshot-log-entries",
+        set: |n, v| set(&mut n.snapshot_log_entries, parse_u64(v)?),
+        get: |n| n.snapshot_log_entries.to_string(),
+    },
+    KeySpec {
+        name: "heartbeat-ms",
+        set: |n, v| set(&mut n.heartbeat_ms, parse_u64(v)?),
+        get: |n| n.heartbeat_ms.to_string(),
+    },
+    KeySpec {
+        name: "election-timeout-min-ms",
+        set: |n, v| set(&mut n.election_timeout_min_ms, parse_u64(v)?),
+        get: |n| n.election_timeout_min_ms.to_string(),
+    },
+    KeySpec {
+        name: "election-timeout-max-ms",
+        set: |n, v| set(&mut n.election_timeout_max_ms, parse_u64(v)?),
+        get: |n| n.election_timeout_max_ms.to_string(),
+    },
+    KeySpec {
+        name: "cache-capacity-mb",
+        set: |n, v| set(&mut n.cache_capacity_mb, parse_u64(v)?),
+        get: |n| n.cache_capacity_mb.to_string(),
+    },
+    KeySpec {
+        name: "cluster-id",
+        set: |n, v| set(&mut n.cluster_id, opt_string(v)),
+        get: |n| n.cluster_id.clone().unwrap_or_default(),
+    },
+];
+
+const CLUSTER_KEYS: &[KeySpec<ClusterConfig>] = &[
+    KeySpec {
+        name: "name",
+        set: |c, v| set(&mut c.name, v.to_string()),
+        get: |c| c.name.clone(),
+    },
+    KeySpec {
+        name: "type",
+        set: |c, v| set(&mut c.kind, parse_cluster_type(v)?),
+        get: |c| c.kind.to_string(),
+    },
+    KeySpec {
+        name: "exe",
+        set: |c, v| set(&mut c.exe, opt_path(v)),
+        get: |c| show_opt_path(&c.exe),
+    },
+    KeySpec {
+        name: "plugin-name",
+        set: |c, v| set(&mut c.plugin_name, v.to_string()),
+        get: |c| c.plugin_name.clone(),
+    },
+    KeySpec {
+        name: "plugin-args",
+        set: |c, v| set(&mut c.plugin_args, parse_words(v)),
+        get: |c| c.plugin_args.join(" "),
+    },
+    KeySpec {
+        name: "shared-scheduler",
+        set: |c, v| set(&mut c.shared_scheduler, parse_bool(v)?),
+        get: |c| show_bool(c.shared_scheduler),
+    },
+];
+
+fn set<T>(slot: &mut T, value: T) -> Result<(), String> {
+    *slot = value;
+    Ok(())
+}
+
+fn write_section<T>(out: &mut String, name: &str, keys: &[KeySpec<T>], value: &T) {
+    out.push_str(&format!("\n[{name}]\n"));
+    for key in keys {
+        out.push_str(&format!("{}={}\n", key.name, (key.get)(value)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value parsers. An empty value means "unset" for optional keys and lists.
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(format!("expected a boolean (1/0, true/false, yes/no), got '{v}'")),
+    }
+}
+
+fn parse_uint(v: &str, max: u64) -> Result<u64, String> {
+    let digits = v.strip_prefix('+').unwrap_or(v);
+    if v.is_empty() {
+        return Err("value is empty; expected a whole number".to_string());
+    }
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return match digits.parse::<u64>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(format!("{v} is out of range (0 to {max})")),
+        };
+    }
+    let negative = v
+        .strip_prefix('-')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    if negative {
+        Err(format!("must not be negative, got '{v}'"))
+    } else {
+        Err(format!("expected a whole number, got '{v}'"))
+    }
+}
+
+fn parse_u64(v: &str) -> Result<u64, String> {
+    parse_uint(v, u64::MAX)
+}
+
+fn parse_usize(v: &str) -> Result<usize, String> {
+    parse_uint(v, usize::MAX as u64).map(|n| n as usize)
+}
+
+fn parse_port(v: &str) -> Result<u16, String> {
+    parse_uint(v, u16::MAX.into()).map(|n| n as u16)
+}
+
+fn opt<T>(v: &str, parse: fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        parse(v).map(Some)
+    }
+}
+
+fn opt_string(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+fn opt_path(v: &str) -> Option<PathBuf> {
+    (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+fn path(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        Err("value is empty; expected a path".to_string())
+    } else {
+        Ok(PathBuf::from(v))
+    }
+}
+
+fn parse_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn parse_words(v: &str) -> Vec<String> {
+    v.split_whitespace().map(str::to_string).collect()
+}
+
+fn parse_cluster_type(v: &str) -> Result<ClusterType, String> {
+    v.parse().map_err(|e: UnknownClusterType| e.to_string())
+}
+
+fn show_bool(b: bool) -> String {
+    if b { "1" } else { "0" }.to_string()
+}
+
+fn show_opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(T::to_string).unwrap_or_default()
+}
+
+fn show_opt_path(v: &Option<PathBuf>) -> String {
+    v.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// Checks `host:port` (IPv6 in brackets, no scheme); the port may be 0 only when `allow_port_0`.
+fn check_host_port(v: &str, allow_port_0: bool) -> Result<(), String> {
+    if v.contains("://") {
+        return Err(format!("expected host:port without a scheme, got '{v}'"));
+    }
+    if v.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "expected host:port, got '{v}' (lists are comma separated)"
+        ));
+    }
+    let Some((host, port)) = v.rsplit_once(':') else {
+        return Err(format!("expected host:port, got '{v}'"));
+    };
+    if host.is_empty() {
+        return Err(format!("missing host in '{v}'"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "IPv6 addresses need brackets, as in [::1]:5560; got '{v}'"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(0) if !allow_port_0 => Err(format!("port 0 cannot be dialled, got '{v}'")),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("bad port in '{v}' (expected 1 to 65535)")),
+    }
+}
+
+fn is_wildcard_host(addr: &str) -> bool {
+    matches!(
+        addr.rsplit_once(':').map(|(h, _)| h),
+        Some("0.0.0.0" | "[::]" | "[0:0:0:0:0:0:0:0]")
+    )
+}
+
+fn is_plugin_arg(arg: &str) -> bool {
+    let Some((name, _value)) = arg.strip_prefix("--").and_then(|a| a.split_once('=')) else {
+        return false;
+    };
+    name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn is_file_name_safe(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where each value came from, so that checks on the typed config can still point at a line.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Sect {
+    Server,
+    Node,
+    Cluster(usize),
+}
+
+impl Sect {
+    fn kind(self) -> &'static str {
+        match self {
+            Sect::Server => "server",
+            Sect::Node => "node",
+            Sect::Cluster(_) => "cluster",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    Line(usize),
+    Env(&'static str),
+}
+
+struct Origins {
+    file: String,
+    /// Line of each section header.
+    sections: HashMap<Sect, usize>,
+    /// Where each key that was set came from.
+    keys: HashMap<(Sect, &'static str), Origin>,
+    /// Keys whose value did not parse (already reported): checks involving them are skipped.
+    bad: HashSet<(Sect, &'static str)>,
+}
+
+impl Origins {
+    fn new(file: &str) -> Self {
+        Origins {
+            file: file.to_string(),
+            sections: HashMap::new(),
+            keys: HashMap::new(),
+            bad: HashSet::new(),
+        }
+    }
+}
+
+fn error_at(file: &str, line: usize, section: &str, key: Option<&str>, message: String) -> ConfigError {
+    ConfigError {
+        file: file.to_string(),
+        line: Some(line),
+        section: section.to_string(),
+        key: key.map(str::to_string),
+        message,
+    }
+}
+
+/// Known key name in `'static` form, if `key` belongs to `section`.
+fn known_key(section: &str, key: &str) -> Option<&'static str> {
+    fn find<T>(keys: &[KeySpec<T>], key: &str) -> Option<&'static str> {
+        keys.iter().find(|k| k.name == key).map(|k| k.name)
+    }
+    match section {
+        "server" => find(SERVER_KEYS, key),
+        "node" => find(NODE_KEYS, key),
+        "cluster" => find(CLUSTER_KEYS, key),
+        _ => None,
+    }
+}
+
+fn key_names(section: &str) -> Vec<&'static str> {
+    match section {
+        "server" => SERVER_KEYS.iter().map(|k| k.name).collect(),
+        "node" => NODE_KEYS.iter().map(|k| k.name).collect(),
+        "cluster" => CLUSTER_KEYS.iter().map(|k| k.name).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn set_key(config: &mut Config, sect: Sect, key: &str, value: &str) -> Result<(), String> {
+    fn apply<T>(keys: &[KeySpec<T>], target: &mut T, key: &str, value: &str) -> Result<(), String> {
+        match keys.iter().find(|k| k.name == key) {
+            Some(spec) => (spec.set)(target, value),
+            None => Err("unknown key".to_string()),
+        }
+    }
+    match sect {
+        Sect::Server => apply(SERVER_KEYS, &mut config.server, key, value),
+        Sect::Node => apply(NODE_KEYS, &mut config.node, key, value),
+        Sect::Cluster(i) => apply(CLUSTER_KEYS, &mut config.clusters[i], key, value),
+    }
+}
+
+fn unknown_key_message(section: &str, key: &str) -> String {
+    if let Some(home) = ["server", "node", "cluster"]
+        .into_iter()
+        .find(|s| *s != section && known_key(s, key).is_some())
+    {
+        return format!("unknown key in [{section}]; it belongs in [{home}]");
+    }
+    let wanted = key.to_ascii_lowercase().replace('_', "-");
+    let best = key_names(section)
+        .into_iter()
+        .map(|k| (edit_distance(&wanted, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, k)) => format!("unknown key; did you mean '{k}'?"),
+        None => format!(
+            "unknown key; [{section}] accepts: {}",
+            key_names(section).join(", ")
+        ),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+// ---------------------------------------------------------------------------------------------
+// The line parser.
+
+enum Current {
+    /// Before the first section header.
+    Start,
+    /// Inside an unknown or malformed section: its keys are skipped (the header was reported).
+    Skip,
+    In(Sect),
+}
+
+fn parse_text(text: &str, file: &str, dir: &Path) -> (Config, Origins, Vec<ConfigError>) {
+    let mut config = Config::new(dir.to_path_buf());
+    let mut origins = Origins::new(file);
+    let mut errors = Vec::new();
+    let mut current = Current::Start;
+
+    for (index, raw) in text.lines().enumerate() {
+        let n = index + 1;
+        let line = if index == 0 {
+            raw.trim_start_matches('\u{feff}')
+        } else {
+            raw
+        }
+        .trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let Some(name) = rest.strip_suffix(']').map(str::trim) else {
+                errors.push(error_at(
+                    file,
+                    n,
+                    "",
+                    None,
+                    format!("malformed section header '{line}': expected [name]"),
+                ));
+                current = Current::Skip;
+                continue;
+            };
+            current = match name {
+                "server" | "node" => {
+                    let sect = if name == "server" {
+                        Sect::Server
+                    } else {
+                        Sect::Node
+                    };
+                    if let Some(first) = origins.sections.get(&sect) {
+                        let message = format!("section appears twice (first on line {first}); merge them");
+                        errors.push(error_at(file, n, name, None, message));
+                    } else {
+                        origins.sections.insert(sect, n);
+                    }
+                    Current::In(sect)
+                }
+                "cluster" => {
+                    // Placeholder values; `finish_clusters` fills in what the section leaves unset.
+                    config.clusters.push(ClusterConfig::new("", ClusterType::Local));
+                    let sect = Sect::Cluster(config.clusters.len() - 1);
+                    origins.sections.insert(sect, n);
+                    Current::In(sect)
+                }
+                other => {
+                    let lower = other.to_ascii_lowercase();
+                    let hint = if ["server", "node", "cluster"].contains(&lower.as_str()) {
+                        format!("section names are lowercase: use [{lower}]")
+                    } else {
+                        "expected [server], [node] or [cluster]".to_string()
+                    };
+                    errors.push(error_at(
+                        file,
+                        n,
+                        "",
+                        None,
+                        format!("unknown section [{other}]; {hint}"),
+                    ));
+                    Current::Skip
+                }
+            };
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            let message = format!("expected key=value, a [section] header or a # comment; got '{line}'");
+            errors.push(error_at(file, n, "", None, message));
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let sect = match current {
+            Current::Start => {
+                let message = "key before any section header; put it under [server], [node] or [cluster]";
+                errors.push(error_at(file, n, "", Some(key), message.to_string()));
+                continue;
+            }
+            Current::Skip => continue,
+            Current::In(sect) => sect,
+        };
+        let section = sect.kind();
+        if key.is_empty() {
+            errors.push(error_at(
+                file,
+                n,
+                section,
+                None,
+                format!("missing key before '=' in '{line}'"),
+            ));
+            continue;
+        }
+        let Some(key) = known_key(section, key) else {
+            errors.push(error_at(
+                file,
+                n,
+                section,
+                Some(key),
+                unknown_key_message(section, key),
+            ));
+            continue;
+        };
+        if let Some(Origin::Line(first)) = origins.keys.get(&(sect, key)) {
+            let message =
+                format!("duplicate key (first set on line {first}); each key may appear once per section");
+            errors.push(error_at(file, n, section, Some(key), message));
+            continue;
+        }
+        origins.keys.insert((sect, key), Origin::Line(n));
+        if let Err(message) = set_key(&mut config, sect, key, value) {
+            errors.push(error_at(file, n, section, Some(key), message));
+            origins.bad.insert((sect, key));
+        }
+    }
+    finish_clusters(&mut config, &mut origins, &mut errors);
+    (config, origins, errors)
+}
+
+/// Reports missing required keys and fills in defaults that depend on `name` and `type`.
+fn finish_clusters(config: &mut Config, origins: &mut Origins, errors: &mut Vec<ConfigError>) {
+    for (i, cluster) in config.clusters.iter_mut().enumerate() {
+        let sect = Sect::Cluster(i);
+        let header = origins.sections.get(&sect).copied().unwrap_or(0);
+        for (key, what) in [("name", "the cluster's name"), ("type", "Local, Slurm or Plugin")] {
+            if !origins.keys.contains_key(&(sect, key)) {
+                let message = format!("missing required key '{key}' ({what})");
+                errors.push(error_at(&origins.file, header, "cluster", Some(key), message));
+                origins.bad.insert((sect, key));
+            }
+        }
+        if !origins.keys.contains_key(&(sect, "plugin-name")) {
+            cluster.plugin_name = cluster.name.to_lowercase();
+            if origins.bad.contains(&(sect, "name")) {
+                origins.bad.insert((sect, "plugin-name"));
+            }
+        }
+        if !origins.keys.contains_key(&(sect, "shared-scheduler")) {
+            cluster.shared_scheduler = cluster.kind.default_shared_scheduler();
+        }
+    }
+}
+
+fn apply_env(
+    config: &mut Config,
+    origins: &mut Origins,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for &(var, section, key) in ENV_OVERRIDES {
+        let Some(value) = env(var) else { continue };
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let sect = if section == "server" {
+            Sect::Server
+        } else {
+            Sect::Node
+        };
+        origins.keys.insert((sect, key), Origin::Env(var));
+        origins.bad.remove(&(sect, key));
+        if let Err(message) = set_key(config, sect, key, value) {
+            errors.push(ConfigError {
+                file: format!("environment variable {var}"),
+                line: None,
+                section: section.to_string(),
+                key: Some(key.to_string()),
+                message,
+            });
+            origins.bad.insert((sect, key));
+        }
+    }
+    errors
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks on the typed configuration: values and cross-field constraints.
+
+fn check(config: &Config, origins: &Origins) -> Vec<ConfigError> {
+    let mut checker = Checker {
+        config,
+        origins,
+        errors: Vec::new(),
+    };
+    checker.server();
+    checker.node();
+    checker.clusters();
+    checker.errors
+}
+
+struct Checker<'a> {
+    config: &'a Config,
+    origins: &'a Origins,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    /// True when none of `keys` failed to parse (their error is already reported).
+    fn usable(&self, sect: Sect, keys: &[&'static str]) -> bool {
+        keys.iter().all(|k| !self.origins.bad.contains(&(sect, *k)))
+    }
+
+    fn label(&self, sect: Sect) -> String {
+        match sect {
+            Sect::Cluster(i) if !self.origins.sections.contains_key(&sect) => {
+                let name = &self.config.clusters[i].name;
+                if name.is_empty() {
+                    format!("cluster #{}", i + 1)
+                } else {
+                    format!("cluster \"{name}\"")
+                }
+            }
+            _ => sect.kind().to_string(),
+        }
+    }
+
+    /// Reports `message` about `key`, at the line (or variable) of the first of `key` and `related`
+    /// that was set, else at the section header.
+    fn report(&mut self, sect: Sect, key: &'static str, related: &[&'static str], message: String) {
+        let origin = std::iter::once(&key)
+            .chain(related)
+            .find_map(|k| self.origins.keys.get(&(sect, *k)));
+        let (file, line) = match origin {
+            Some(Origin::Line(n)) => (self.origins.file.clone(), Some(*n)),
+            Some(Origin::Env(var)) => (format!("environment variable {var}"), None),
+            None => (
+                self.origins.file.clone(),
+                self.origins.sections.get(&sect).copied(),
+            ),
+        };
+        let section = self.label(sect);
+        self.errors.push(ConfigError {
+            file,
+            line,
+            section,
+            key: Some(key.to_string()),
+            message,
+        });
+    }
+
+    fn positive(&mut self, sect: Sect, key: &'static str, value: u64) {
+        if value == 0 && self.usable(sect, &[key]) {
+            self.report(sect, key, &[], "must be at least 1".to_string());
+        }
+    }
+
+    fn not_empty(&mut self, sect: Sect, key: &'static str, value: &str) {
+        if value.trim().is_empty() && self.usable(sect, &[key]) {
+            self.report(sect, key, &[], "must not be empty".to_string());
+        }
+    }
+
+    fn addresses(&mut self, sect: Sect, key: &'static str, values: &[String], allow_port_0: bool) {
+        for value in values {
+            if let Err(message) = check_host_port(value, allow_port_0) {
+                self.report(sect, key, &[], message);
+            }
+        }
+    }
+
+    fn server(&mut self) {
+        let s = Sect::Server;
+        let server = &self.config.server;
+        self.not_empty(s, "address", &server.address);
+        self.not_empty(s, "server-user", &server.server_user);
+        if server.enable_ssl && self.usable(s, &["enable-ssl"]) {
+            if server.certificate_file.is_none() {
+                self.report(
+                    s,
+                    "certificate-file",
+                    &["enable-ssl"],
+                    "required when enable-ssl is on".to_string(),
+                );
+            }
+            if server.certificate_key_file.is_none() {
+                let message = "required when enable-ssl is on".to_string();
+                self.report(s, "certificate-key-file", &["enable-ssl"], message);
+            }
+        }
+        self.positive(s, "max-token-lifetime-seconds", server.max_token_lifetime_seconds);
+        self.positive(s, "max-request-body-bytes", server.max_request_body_bytes as u64);
+        if server.thread_pool_size == Some(0) {
+            self.report(
+                s,
+                "thread-pool-size",
+                &[],
+                "must be at least 1 (leave it unset for one per CPU)".to_string(),
+            );
+        }
+        self.positive(s, "request-timeout-seconds", server.request_timeout_seconds);
+        self.positive(s, "bootstrap-timeout-seconds", server.bootstrap_timeout_seconds);
+        self.positive(s, "job-expiry-hours", server.job_expiry_hours);
+        self.addresses(s, "nodes", &server.nodes, false);
+    }
+
+    fn node(&mut self) {
+        let s = Sect::Node;
+        let node = &self.config.node;
+        if node.id == Some(0) {
+            let message =
+                "must be a positive integer (node ids start at 1); leave it unset to have one assigned";
+            self.report(s, "id", &[], message.to_string());
+        }
+        if self.usable(s, &["grpc-address"]) {
+            if let Err(message) = check_host_port(&node.grpc_address, true) {
+                self.report(s, "grpc-address", &[], message);
+            }
+        }
+        if let Some(addr) = &node.advertise_address {
+            if let Err(message) = check_host_port(addr, false) {
+                self.report(s, "advertise-address", &[], message);
+            } else if is_wildcard_host(addr) {
+                let message = format!("'{addr}' is a wildcard; give an address other nodes can reach");
+                self.report(s, "advertise-address", &[], message);
+            }
+        }
+        self.not_empty(s, "data-dir", &node.data_dir.to_string_lossy());
+        self.addresses(s, "join", &node.join, false);
+        match node.bootstrap_expect {
+            Some(0) => {
+                let message = "must be at least 1 (the number of nodes that form the new cluster)";
+                self.report(s, "bootstrap-expect", &[], message.to_string());
+            }
+            Some(n) if n > 1 && node.join.is_empty() && self.usable(s, &["join"]) => {
+                let message =
+                    format!("bootstrap-expect={n} needs join addresses to discover the other nodes");
+                self.report(s, "join", &["bootstrap-expect"], message);
+            }
+            _ => {}
+        }
+        self.positive(s, "node-lost-timeout-seconds", node.node_lost_timeout_seconds);
+        let (removal, lost) = (node.dead_member_removal_seconds, node.node_lost_timeout_seconds);
+        if removal != 0
+            && removal < lost
+            && self.usable(s, &["dead-member-removal-seconds", "node-lost-timeout-seconds"])
+        {
+            let message =
+                format!("must be 0 (disabled) or at least node-lost-timeout-seconds ({removal} < {lost})");
+            self.report(
+                s,
+                "dead-member-removal-seconds",
+                &["node-lost-timeout-seconds"],
+                message,
+            );
+        }
+        self.positive(s, "snapshot-log-entries", node.snapshot_log_entries);
+        self.positive(s, "heartbeat-ms", node.heartbeat_ms);
+        self.positive(s, "cache-capacity-mb", node.cache_capacity_mb);
+        let (min, max) = (node.election_timeout_min_ms, node.election_timeout_max_ms);
+        if min >= max && self.usable(s, &["election-timeout-min-ms", "election-timeout-max-ms"]) {
+            let message = format!("must be less than election-timeout-max-ms ({min} >= {max})");
+            self.report(
+                s,
+                "election-timeout-min-ms",
+                &["election-timeout-max-ms"],
+                message,
+            );
+        }
+        let heartbeat = node.heartbeat_ms;
+        if heartbeat != 0 && heartbeat >= min && self.usable(s, &["heartbeat-ms", "election-timeout-min-ms"])
+        {
+            let message = format!("must be less than election-timeout-min-ms ({heartbeat} >= {min})");
+            self.report(s, "heartbeat-ms", &["election-timeout-min-ms"], message);
+        }
+        if let Some(id) = &node.cluster_id {
+            if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.report(
+                    s,
+                    "cluster-id",
+                    &[],
+                    format!("'{id}' must be non-empty without spaces"),
+                );
+            }
+        }
+    }
+
+    fn clusters(&mut self) {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut plugin_names: HashMap<&str, usize> = HashMap::new();
+        for (i, cluster) in self.config.clusters.iter().enumerate() {
+            let s = Sect::Cluster(i);
+            if self.usable(s, &["name"]) {
+                if cluster.name.trim().is_empty() {
+                    self.report(s, "name", &[], "must not be empty".to_string());
+                } else if let Some(&first) = names.get(cluster.name.as_str()) {
+                    let message = format!(
+                        "duplicate cluster name '{}' (first {})",
+                        cluster.name,
+                        self.place(first)
+                    );
+                    self.report(s, "name", &[], message);
+                } else {
+                    names.insert(&cluster.name, i);
+                }
+            }
+            if cluster.kind == ClusterType::Plugin && cluster.exe.is_none() && self.usable(s, &["type"]) {
+                let message = "required for type=Plugin: the path of the plugin binary".to_string();
+                self.report(s, "exe", &["type"], message);
+            }
+            let bad_args: Vec<&str> = cluster
+                .plugin_args
+                .iter()
+                .map(String::as_str)
+                .filter(|a| !is_plugin_arg(a))
+                .collect();
+            if !bad_args.is_empty() {
+                let message = format!(
+                    "each argument must have the form --name=value; not so: '{}'",
+                    bad_args.join("', '")
+                );
+                self.report(s, "plugin-args", &[], message);
+            }
+            // Built in code (no section line) counts as explicit: nothing was derived.
+            let explicit = self.origins.keys.contains_key(&(s, "plugin-name"))
+                || !self.origins.sections.contains_key(&s);
+            if self.usable(s, &["plugin-name"]) && !cluster.plugin_name.is_empty() {
+                if !is_file_name_safe(&cluster.plugin_name) {
+                    let derived = if explicit {
+                        ""
+                    } else {
+                        " (derived from name; set plugin-name explicitly)"
+                    };
+                    let message = format!(
+                        "'{}' may hold only letters, digits, '-', '_' and '.'{derived}",
+                        cluster.plugin_name
+                    );
+                    self.report(s, "plugin-name", &["name"], message);
+                } else if let Some(&first) = plugin_names.get(cluster.plugin_name.as_str()) {
+                    let message = format!(
+                        "plugin name '{}' is also used by the cluster {}; plugins must not share config and scratch files",
+                        cluster.plugin_name,
+                        self.place(first)
+                    );
+                    self.report(s, "plugin-name", &["name"], message);
+                } else {
+                    plugin_names.insert(&cluster.plugin_name, i);
+                }
+            } else if cluster.plugin_name.is_empty() && explicit {
+                // An empty name is reported on its own; only an explicit empty plugin-name is news.
+                self.report(s, "plugin-name", &["name"], "must not be empty".to_string());
+            }
+        }
+    }
+
+    /// Where cluster `i` was defined, for messages about duplicates.
+    fn place(&self, i: usize) -> String {
+        match self.origins.sections.get(&Sect::Cluster(i)) {
+            Some(line) => format!("defined on line {line}"),
+            None => format!("#{}", i + 1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "launcher.conf";
+
+    fn parse_ok(text: &str) -> Config {
+        match parse_with_dir(text, FILE, Path::new("/cfg")) {
+            Ok(config) => config,
+            Err(e) => panic!("unexpected errors:\n{e}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> ConfigErrors {
+        match parse_with_dir(text, FILE, Path::new("/cfg")) {
+            Ok(config) => panic!("expected errors, got {config:#?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn lines(errors: &ConfigErrors) -> Vec<String> {
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    /// Exactly one error, displayed as `expected`.
+    fn assert_one_error(text: &str, expected: &str) {
+        let errors = parse_err(text);
+        assert_eq!(lines(&errors), vec![expected.to_string()], "for input:\n{text}");
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    /// Defaults are exactly those of DESIGN.md §4.
+    #[test]
+    fn defaults_match_the_design() {
+        let server = ServerConfig::with_config_dir(Path::new("/cfg"));
+        assert_eq!(server.address, "0.0.0.0");
+        assert_eq!(server.port, 5559);
+        assert_eq!(server.unix_socket, None);
+        assert!(!server.enable_ssl);
+        assert_eq!(server.server_user, "rstudio-server");
+        assert!(server.authorization_enabled);
+        assert_eq!(server.admin_group, None);
+        assert!(server.admin_users.is_empty());
+        assert_eq!(
+            server.secure_cookie_key_file,
+            PathBuf::from("/cfg/secure-cookie-key")
+        );
+        assert_eq!(server.max_token_lifetime_seconds, 86_400);
+        assert_eq!(server.max_request_body_bytes, 1024 * 1024);
+        assert_eq!(server.thread_pool_size, None);
+        assert_eq!(server.request_timeout_seconds, 120);
+        assert_eq!(server.bootstrap_timeout_seconds, 120);
+        assert_eq!(server.heartbeat_interval_seconds, 5);
+        assert_eq!(server.job_expiry_hours, 24);
+        assert!(!server.enable_debug_logging);
+        assert_eq!(server.scratch_path, PathBuf::from("/var/lib/rstudio-launcher"));
+        assert!(server.nodes.is_empty());
+
+        let node = NodeConfig::default();
+        assert_eq!(node.id, None);
+        assert_eq!(node.grpc_address, "0.0.0.0:5560");
+        assert_eq!(node.advertise_address, None);
+        assert_eq!(node.data_dir, PathBuf::from("/var/lib/rstudio-launcher/node"));
+        assert!(node.join.is_empty());
+        assert_eq!(node.bootstrap_expect, None);
+        assert_eq!(node.node_lost_timeout_seconds, 30);
+        assert_eq!(node.dead_member_removal_seconds, 300);
+        assert_eq!(node.snapshot_log_entries, 10_000);
+        assert_eq!(node.heartbeat_ms, 250);
+        assert_eq!(node.election_timeout_min_ms, 1500);
+        assert_eq!(node.election_timeout_max_ms, 3000);
+        assert_eq!(node.cache_capacity_mb, 64);
+        assert_eq!(node.cluster_id, None);
+
+        let local = ClusterConfig::default();
+        assert_eq!(
+            (local.name.as_str(), local.kind, local.plugin_name.as_str()),
+            ("Local", ClusterType::Local, "local")
+        );
+        assert!(!local.shared_scheduler);
+        let slurm = ClusterConfig::new("HPC", ClusterType::Slurm);
+        assert_eq!(slurm.plugin_name, "hpc");
+        assert!(slurm.shared_scheduler);
+        assert!(!ClusterConfig::new("K", ClusterType::Plugin).shared_scheduler);
+
+        let config = Config::new(PathBuf::from("/cfg"));
+        assert_eq!(config.server, server);
+        assert_eq!(config.node, node);
+        config.validate().unwrap();
+    }
+
+    /// An empty file (or only sections without keys) gives the defaults.
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse_ok(""), Config::new(PathBuf::from("/cfg")));
+        assert_eq!(parse_ok("[server]\n[node]\n"), Config::new(PathBuf::from("/cfg")));
+    }
+
+    #[test]
+    fn config_dir_comes_from_the_environment() {
+        assert_eq!(config_dir_from(env_of(&[])), PathBuf::from("/etc/rstudio"));
+        assert_eq!(
+            config_dir_from(env_of(&[("RSTUDIO_CONFIG_DIR", "")])),
+            PathBuf::from("/etc/rstudio")
+        );
+        assert_eq!(
+            config_dir_from(env_of(&[("RSTUDIO_CONFIG_DIR", "/tmp/n1")])),
+            PathBuf::from("/tmp/n1")
+        );
+    }
+
+    const FULL: &str = "\
+# launcher.conf for node 2
+[server]
+address=127.0.0.1
+port=5600
+unix-socket=/run/launcher.sock
+enable-ssl=yes
+certificate-file=/etc/ssl/launcher.pem
+certificate-key-file=/etc/ssl/launcher.key
+server-user=launcher
+authorization-enabled=false
+admin-group=rstudio-server
+admin-users=alice, bob ,,carol
+secure-cookie-key-file=/etc/keys/cookie
+max-token-lifetime-seconds=600
+max-request-body-bytes=2048
+thread-pool-size=8
+request-timeout-seconds=30
+bootstrap-timeout-seconds=45
+heartbeat-interval-seconds=0
+job-expiry-hours=48
+enable-debug-logging=1
+scratch-path=/scratch
+nodes=n1:5560,n2:5560
+
+[node]
+id=2
+grpc-address=0.0.0.0:7000
+advertise-address=n2.example:7000
+data-dir=/data/node2
+join=n1:7000, n3:7000
+bootstrap-expect=3
+node-lost-timeout-seconds=10
+dead-member-removal-seconds=0
+snapshot-log-entries=500
+heartbeat-ms=100
+election-timeout-min-ms=1000
+election-timeout-max-ms=2000
+cache-capacity-mb=16
+cluster-id=prod-1
+
+[cluster]
+name=Local
+type=local
+
+[cluster]
+name=HPC
+type=SLURM
+exe=/usr/lib/rstudio-server/bin/rstudio-slurm-launcher
+plugin-args=--slurm-service-user=slurm   --max-output-stream-seconds=30
+shared-scheduler=no
+";
+
+    /// Every key of a complete file lands in its field, and clusters keep file order.
+    #[test]
+    fn full_file_with_two_clusters() {
+        let config = parse_ok(FULL);
+        let s = &config.server;
+        assert_eq!(s.address, "127.0.0.1");
+        assert_eq!(s.port, 5600);
+        assert_eq!(s.unix_socket, Some(PathBuf::from("/run/launcher.sock")));
+        assert!(s.enable_ssl);
+        assert_eq!(s.certificate_file, Some(PathBuf::from("/etc/ssl/launcher.pem")));
+        assert_eq!(
+            s.certificate_key_file,
+            Some(PathBuf::from("/etc/ssl/launcher.key"))
+        );
+        assert_eq!(s.server_user, "launcher");
+        assert!(!s.authorization_enabled);
+        assert_eq!(s.admin_group.as_deref(), Some("rstudio-server"));
+        assert_eq!(s.admin_users, ["alice", "bob", "carol"]);
+        assert_eq!(s.secure_cookie_key_file, PathBuf::from("/etc/keys/cookie"));
+        assert_eq!(s.max_token_lifetime_seconds, 600);
+        assert_eq!(s.max_request_body_bytes, 2048);
+        assert_eq!(s.thread_pool_size, Some(8));
+        assert_eq!(s.request_timeout_seconds, 30);
+        assert_eq!(s.bootstrap_timeout_seconds, 45);
+        assert_eq!(s.heartbeat_interval_seconds, 0);
+        assert_eq!(s.job_expiry_hours, 48);
+        assert!(s.enable_debug_logging);
+        assert_eq!(s.scratch_path, PathBuf::from("/scratch"));
+        assert_eq!(s.nodes, ["n1:5560", "n2:5560"]);
+
+        let n = &config.node;
+        assert_eq!(n.id, Some(2));
+        assert_eq!(n.grpc_address, "0.0.0.0:7000");
+        assert_eq!(n.advertise_address.as_deref(), Some("n2.example:7000"));
+        assert_eq!(n.data_dir, PathBuf::from("/data/node2"));
+        assert_eq!(n.join, ["n1:7000", "n3:7000"]);
+        assert_eq!(n.bootstrap_expect, Some(3));
+        assert_eq!(n.node_lost_timeout_seconds, 10);
+        assert_eq!(n.dead_member_removal_seconds, 0);
+        assert_eq!(n.snapshot_log_entries, 500);
+        assert_eq!(n.heartbeat_ms, 100);
+        assert_eq!(n.election_timeout_min_ms, 1000);
+        assert_eq!(n.election_timeout_max_ms, 2000);
+        assert_eq!(n.cache_capacity_mb, 16);
+        assert_eq!(n.cluster_id.as_deref(), Some("prod-1"));
+
+        assert_eq!(config.clusters.len(), 2);
+        assert_eq!(
+            config.clusters[0],
+            ClusterConfig::new("Local", ClusterType::Local)
+        );
+        let hpc = &config.clusters[1];
+        assert_eq!(hpc.name, "HPC");
+        assert_eq!(hpc.kind, ClusterType::Slurm);
+        assert_eq!(
+            hpc.exe,
+            Some(PathBuf::from(
+                "/usr/lib/rstudio-server/bin/rstudio-slurm-launcher"
+            ))
+        );
+        assert_eq!(hpc.plugin_name, "hpc");
+        assert_eq!(
+            hpc.plugin_args,
+            ["--slurm-service-user=slurm", "--max-output-stream-seconds=30"]
+        );
+        assert!(
+            !hpc.shared_scheduler,
+            "explicit shared-scheduler=no wins over the Slurm default"
+        );
+        assert_eq!(config.cluster("HPC"), Some(hpc));
+        assert_eq!(
+            config.plugin_config_file(hpc),
+            PathBuf::from("/cfg/launcher.hpc.conf")
+        );
+        assert_eq!(config.dir, PathBuf::from("/cfg"));
+    }
+
+    #[test]
+    fn cluster_defaults_follow_name_and_type() {
+        let config = parse_ok("[cluster]\ntype=Slurm\nname=Big HPC\nplugin-name=bighpc\n[cluster]\nname=K8s\ntype=plugin\nexe=/opt/k8s-plugin\n");
+        assert_eq!(config.clusters[0].kind, ClusterType::Slurm);
+        assert!(config.clusters[0].shared_scheduler);
+        assert_eq!(config.clusters[0].plugin_name, "bighpc");
+        assert_eq!(config.clusters[1].plugin_name, "k8s");
+        assert!(!config.clusters[1].shared_scheduler);
+        assert_eq!(config.clusters[1].exe, Some(PathBuf::from("/opt/k8s-plugin")));
+    }
+
+    /// Comments, blank lines, indentation, CRLF, a BOM and '=' inside values are all handled.
+    #[test]
+    fn comments_and_whitespace() {
+        let text = "\u{feff}# leading comment\r\n\r\n  ; semicolon comment\r\n   [ server ]   \r\n\tport   =   6000  \r\n  # indented comment\r\naddress=\r\n[node]\nid = 7\njoin =  \n[cluster]\n name = Local \n type = Local\n plugin-args =  --a=b=c   --x=  \n";
+        let errors = parse_err(text);
+        // `address=` is empty: the only problem, on its own line.
+        assert_eq!(
+            lines(&errors),
+            ["launcher.conf:7: [server] address: must not be empty"]
+        );
+
+        let config = parse_ok(&text.replace("address=\r\n", ""));
+        assert_eq!(config.server.port, 6000);
+        assert_eq!(config.node.id, Some(7));
+        assert!(config.node.join.is_empty());
+        assert_eq!(config.clusters[0].name, "Local");
+        assert_eq!(config.clusters[0].plugin_args, ["--a=b=c", "--x="]);
+    }
+
+    /// Booleans accept 0/1, true/false and yes/no in any case.
+    #[test]
+    fn boolean_spellings() {
+        for (value, expected) in [
+            ("1", true),
+            ("TRUE", true),
+            ("Yes", true),
+            ("0", false),
+            ("false", false),
+            ("NO", false),
+        ] {
+            let config = parse_ok(&format!("[server]\nenable-debug-logging={value}\n"));
+            assert_eq!(config.server.enable_debug_logging, expected, "{value}");
+        }
+    }
+
+    /// The brief's example error, with its exact wording.
+    #[test]
+    fn election_timeout_error_matches_the_documented_example() {
+        let text = format!(
+            "{}[node]\nelection-timeout-max-ms=1000\nelection-timeout-min-ms=1500\n",
+            "#\n".repeat(9)
+        );
+        assert_one_error(
+            &text,
+            "launcher.conf:12: [node] election-timeout-min-ms: must be less than election-timeout-max-ms (1500 >= 1000)",
+        );
+    }
+
+    /// Each kind of problem is reported with its line and key.
+    #[test]
+    fn every_error_kind_names_line_and_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[server]\n[sever]\nport=1\n", "launcher.conf:2: unknown section [sever]; expected [server], [node] or [cluster]"),
+            ("[Server]\n", "launcher.conf:1: unknown section [Server]; section names are lowercase: use [server]"),
+            ("[server\n", "launcher.conf:1: malformed section header '[server': expected [name]"),
+            ("port=1\n", "launcher.conf:1: port: key before any section header; put it under [server], [node] or [cluster]"),
+            ("[server]\njust words\n", "launcher.conf:2: expected key=value, a [section] header or a # comment; got 'just words'"),
+            ("[server]\n=5\n", "launcher.conf:2: [server] missing key before '=' in '=5'"),
+            ("[server]\nprot=5559\n", "launcher.conf:2: [server] prot: unknown key; did you mean 'port'?"),
+            ("[server]\nthread_pool_size=4\n", "launcher.conf:2: [server] thread_pool_size: unknown key; did you mean 'thread-pool-size'?"),
+            ("[server]\nid=4\n", "launcher.conf:2: [server] id: unknown key in [server]; it belongs in [node]"),
+            ("[node]\nid=1\n\nid=2\n", "launcher.conf:4: [node] id: duplicate key (first set on line 2); each key may appear once per section"),
+            ("[server]\n[node]\n[server]\n", "launcher.conf:3: [server] section appears twice (first on line 1); merge them"),
+            ("[server]\nport=abc\n", "launcher.conf:2: [server] port: expected a whole number, got 'abc'"),
+            ("[server]\nport=70000\n", "launcher.conf:2: [server] port: 70000 is out of range (0 to 65535)"),
+            ("[server]\nport=-1\n", "launcher.conf:2: [server] port: must not be negative, got '-1'"),
+            ("[server]\nport=\n", "launcher.conf:2: [server] port: value is empty; expected a whole number"),
+            ("[node]\nid=0\n", "launcher.conf:2: [node] id: must be a positive integer (node ids start at 1); leave it unset to have one assigned"),
+            ("[node]\nelection-timeout-min-ms=3000\n", "launcher.conf:2: [node] election-timeout-min-ms: must be less than election-timeout-max-ms (3000 >= 3000)"),
+            ("[node]\nheartbeat-ms=1500\n", "launcher.conf:2: [node] heartbeat-ms: must be less than election-timeout-min-ms (1500 >= 1500)"),
+            ("[server]\nenable-ssl=maybe\n", "launcher.conf:2: [server] enable-ssl: expected a boolean (1/0, true/false, yes/no), got 'maybe'"),
+            ("[cluster]\nname=A\ntype=Local\n[cluster]\nname=A\ntype=Local\nplugin-name=a2\n", "launcher.conf:5: [cluster] name: duplicate cluster name 'A' (first defined on line 1)"),
+            ("[cluster]\nname=\ntype=Local\n", "launcher.conf:2: [cluster] name: must not be empty"),
+            ("[cluster]\ntype=Local\n", "launcher.conf:1: [cluster] name: missing required key 'name' (the cluster's name)"),
+            ("[cluster]\nname=A\n", "launcher.conf:1: [cluster] type: missing required key 'type' (Local, Slurm or Plugin)"),
+            ("[cluster]\nname=A\ntype=Kubernetes\n", "launcher.conf:3: [cluster] type: unknown cluster type 'Kubernetes' (expected Local, Slurm or Plugin)"),
+            ("[cluster]\nname=A\ntype=Local\nplugin-args=--ok=1 -x=1 --novalue\n", "launcher.conf:4: [cluster] plugin-args: each argument must have the form --name=value; not so: '-x=1', '--novalue'"),
+            ("[cluster]\nname=A\ntype=Plugin\n", "launcher.conf:3: [cluster] exe: required for type=Plugin: the path of the plugin binary"),
+            ("[cluster]\nname=My Cluster\ntype=Local\n", "launcher.conf:2: [cluster] plugin-name: 'my cluster' may hold only letters, digits, '-', '_' and '.' (derived from name; set plugin-name explicitly)"),
+            ("[cluster]\nname=A\ntype=Local\n[cluster]\nname=B\ntype=Local\nplugin-name=a\n", "launcher.conf:7: [cluster] plugin-name: plugin name 'a' is also used by the cluster defined on line 1; plugins must not share config and scratch files"),
+            ("[node]\nbootstrap-expect=0\n", "launcher.conf:2: [node] bootstrap-expect: must be at least 1 (the number of nodes that form the new cluster)"),
+            ("[node]\nbootstrap-expect=3\n", "launcher.conf:2: [node] join: bootstrap-expect=3 needs join addresses to discover the other nodes"),
+            ("[node]\njoin=n1:5560,n2\n", "launcher.conf:2: [node] join: expected host:port, got 'n2'"),
+            ("[node]\ngrpc-address=http://x:1\n", "launcher.conf:2: [node] grpc-address: expected host:port without a scheme, got 'http://x:1'"),
+            ("[node]\nadvertise-address=0.0.0.0:5560\n", "launcher.conf:2: [node] advertise-address: '0.0.0.0:5560' is a wildcard; give an address other nodes can reach"),
+            ("[node]\nadvertise-address=::1:5560\n", "launcher.conf:2: [node] advertise-address: IPv6 addresses need brackets, as in [::1]:5560; got '::1:5560'"),
+            ("[node]\ndead-member-removal-seconds=10\n", "launcher.conf:2: [node] dead-member-removal-seconds: must be 0 (disabled) or at least node-lost-timeout-seconds (10 < 30)"),
+            ("[node]\nsnapshot-log-entries=0\n", "launcher.conf:2: [node] snapshot-log-entries: must be at least 1"),
+            ("[server]\nenable-ssl=1\ncertificate-key-file=/k\n", "launcher.conf:2: [server] certificate-file: required when enable-ssl is on"),
+            ("[server]\nthread-pool-size=0\n", "launcher.conf:2: [server] thread-pool-size: must be at least 1 (leave it unset for one per CPU)"),
+            ("[server]\nnodes=a:1, b:0\n", "launcher.conf:2: [server] nodes: port 0 cannot be dialled, got 'b:0'"),
+            ("[server]\nscratch-path=\n", "launcher.conf:2: [server] scratch-path: value is empty; expected a path"),
+        ];
+        for (text, expected) in cases {
+            assert_one_error(text, expected);
+        }
+    }
+
+    /// All problems of a file come back together, in line order, one per line of the Display.
+    #[test]
+    fn multiple_errors_are_reported_together() {
+        let text = "\
+[server]
+port=abc
+bogus=1
+port=1
+
+[node]
+id=0
+election-timeout-min-ms=5000
+
+[cluster]
+name=X
+type=Plugin
+plugin-args=oops
+
+[cluster]
+name=X
+type=Local
+";
+        let errors = parse_err(text);
+        let expected = [
+            "launcher.conf:2: [server] port: expected a whole number, got 'abc'",
+            "launcher.conf:3: [server] bogus: unknown key; [server] accepts: address, port, unix-socket, enable-ssl, certificate-file, certificate-key-file, server-user, authorization-enabled, admin-group, admin-users, secure-cookie-key-file, max-token-lifetime-seconds, max-request-body-bytes, thread-pool-size, request-timeout-seconds, bootstrap-timeout-seconds, heartbeat-interval-seconds, job-expiry-hours, enable-debug-logging, scratch-path, nodes",
+            "launcher.conf:4: [server] port: duplicate key (first set on line 2); each key may appear once per section",
+            "launcher.conf:7: [node] id: must be a positive integer (node ids start at 1); leave it unset to have one assigned",
+            "launcher.conf:8: [node] election-timeout-min-ms: must be less than election-timeout-max-ms (5000 >= 3000)",
+            "launcher.conf:12: [cluster] exe: required for type=Plugin: the path of the plugin binary",
+            "launcher.conf:13: [cluster] plugin-args: each argument must have the form --name=value; not so: 'oops'",
+            "launcher.conf:16: [cluster] name: duplicate cluster name 'X' (first defined on line 10)",
+            "launcher.conf:16: [cluster] plugin-name: plugin name 'x' is also used by the cluster defined on line 10; plugins must not share config and scratch files",
+        ];
+        assert_eq!(lines(&errors), expected);
+        assert_eq!(errors.len(), expected.len());
+        assert_eq!(errors.to_string(), expected.join("\n"));
+        let first = &errors.errors[0];
+        assert_eq!(
+            (
+                first.file.as_str(),
+                first.line,
+                first.section.as_str(),
+                first.key.as_deref()
+            ),
+            (FILE, Some(2), "server", Some("port"))
+        );
+    }
+
+    /// A value that fails to parse does not also trigger cross-field errors against its default.
+    #[test]
+    fn bad_values_do_not_cascade() {
+        assert_one_error(
+            "[node]\nelection-timeout-min-ms=soon\nelection-timeout-max-ms=1000\n",
+            "launcher.conf:2: [node] election-timeout-min-ms: expected a whole number, got 'soon'",
+        );
+        assert_one_error(
+            "[cluster]\ntype=Plugin\nexe=/x\n",
+            "launcher.conf:1: [cluster] name: missing required key 'name' (the cluster's name)",
+        );
+    }
+
+    /// Keys of unknown sections are skipped: the section is reported once.
+    #[test]
+    fn unknown_section_is_reported_once() {
+        let errors = parse_err("[kubernetes]\nfoo=1\nbar=2\n[server]\nport=1\n");
+        assert_eq!(errors.len(), 1);
+    }
+
+    /// `LAUNCHER_*` variables override the file; blank ones are ignored.
+    #[test]
+    fn env_overrides_replace_keys() {
+        let mut config = Config::new(PathBuf::from("/cfg"));
+        let env = env_of(&[
+            ("LAUNCHER_NODE_ID", "3"),
+            ("LAUNCHER_GRPC_ADDRESS", "0.0.0.0:7003"),
+            ("LAUNCHER_ADVERTISE_ADDRESS", "node3:7003"),
+            ("LAUNCHER_DATA_DIR", "/data/3"),
+            ("LAUNCHER_JOIN", "node1:7001,node2:7002"),
+            ("LAUNCHER_BOOTSTRAP_EXPECT", "3"),
+            ("LAUNCHER_PORT", "8080"),
+            ("LAUNCHER_ADDRESS", "  "),
+        ]);
+        config.apply_env_overrides(env).unwrap();
+        assert_eq!(config.node.id, Some(3));
+        assert_eq!(config.node.grpc_address, "0.0.0.0:7003");
+        assert_eq!(config.node.advertise_address.as_deref(), Some("node3:7003"));
+        assert_eq!(config.node.data_dir, PathBuf::from("/data/3"));
+        assert_eq!(config.node.join, ["node1:7001", "node2:7002"]);
+        assert_eq!(config.node.bootstrap_expect, Some(3));
+        assert_eq!(config.server.port, 8080);
+        assert_eq!(
+            config.server.address, "0.0.0.0",
+            "a blank variable leaves the key alone"
+        );
+
+        config
+            .apply_env_overrides(env_of(&[("LAUNCHER_ADDRESS", "127.0.0.1")]))
+            .unwrap();
+        assert_eq!(config.server.address, "127.0.0.1");
+    }
+
+    /// Bad variables are named in the error, all at once, and checked like file values.
+    #[test]
+    fn env_override_errors_name_the_variable() {
+        let mut config = Config::new(PathBuf::from("/cfg"));
+        let errors = config
+            .apply_env_overrides(env_of(&[
+                ("LAUNCHER_NODE_ID", "0"),
+                ("LAUNCHER_PORT", "http"),
+                ("LAUNCHER_BOOTSTRAP_EXPECT", "2"),
+            ]))
+            .unwrap_err();
+        assert_eq!(
+            lines(&errors),
+            [
+                "environment variable LAUNCHER_PORT: [server] port: expected a whole number, got 'http'",
+                "environment variable LAUNCHER_NODE_ID: [node] id: must be a positive integer (node ids start at 1); leave it unset to have one assigned",
+                "environment variable LAUNCHER_BOOTSTRAP_EXPECT: [node] join: bootstrap-expect=2 needs join addresses to discover the other nodes",
+            ]
+        );
+    }
+
+    /// `load_with_env` reads the file, roots defaults in its directory and applies overrides.
+    #[test]
+    fn load_from_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE_NAME);
+        std::fs::write(
+            &path,
+            "[node]\nid=1\ndata-dir=/data/1\n[cluster]\nname=Local\ntype=Local\n",
+        )
+        .unwrap();
+
+        let config = load(&path).unwrap();
+        assert_eq!(config.dir, dir.path());
+        assert_eq!(
+            config.server.secure_cookie_key_file,
+            dir.path().join("secure-cookie-key")
+        );
+        assert_eq!(config.node.id, Some(1));
+
+        let config = load_with_env(&path, env_of(&[("LAUNCHER_NODE_ID", "5")])).unwrap();
+        assert_eq!(config.node.id, Some(5));
+        assert_eq!(config.node.data_dir, PathBuf::from("/data/1"));
+
+        // An override that fixes a bad line still leaves the file's error reported.
+        std::fs::write(&path, "[node]\nid=zero\n").unwrap();
+        let errors = load_with_env(&path, env_of(&[("LAUNCHER_NODE_ID", "5")])).unwrap_err();
+        let file = path.display().to_string();
+        assert_eq!(
+            lines(&errors),
+            [format!(
+                "{file}:2: [node] id: expected a whole number, got 'zero'"
+            )]
+        );
+
+        let missing = dir.path().join("nope.conf");
+        let errors = load(&missing).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors.to_string().starts_with(&format!(
+            "{}: cannot read the configuration file",
+            missing.display()
+        )));
+    }
+
+    /// `validate` on a configuration built in code names clusters, since there are no lines.
+    #[test]
+    fn validate_programmatic_config() {
+        let mut config = Config::new(PathBuf::from("/cfg"));
+        config
+            .clusters
+            .push(ClusterConfig::new("Ext", ClusterType::Plugin));
+        config.clusters.push(ClusterConfig {
+            plugin_args: vec!["bad".into()],
+            ..ClusterConfig::default()
+        });
+        config.clusters.push(ClusterConfig {
+            plugin_name: String::new(),
+            ..ClusterConfig::new("Z", ClusterType::Local)
+        });
+        config.node.heartbeat_ms = 0;
+        let errors = config.validate().unwrap_err();
+        assert_eq!(
+            lines(&errors),
+            [
+                "/cfg/launcher.conf: [node] heartbeat-ms: must be at least 1",
+                "/cfg/launcher.conf: [cluster \"Ext\"] exe: required for type=Plugin: the path of the plugin binary",
+                "/cfg/launcher.conf: [cluster \"Local\"] plugin-args: each argument must have the form --name=value; not so: 'bad'",
+                "/cfg/launcher.conf: [cluster \"Z\"] plugin-name: must not be empty",
+            ]
+        );
+        config.clusters.pop();
+        config.clusters[0].exe = Some(PathBuf::from("/opt/ext"));
+        config.clusters[1].plugin_args.clear();
+        config.node.heartbeat_ms = 250;
+        config.validate().unwrap();
+    }
+
+    /// The dump lists every key and parses back to the same configuration.
+    #[test]
+    fn dump_round_trips() {
+        for config in [parse_ok(FULL), Config::new(PathBuf::from("/cfg"))] {
+            let text = config.dump();
+            assert!(text.contains("[server]\naddress="), "{text}");
+            assert_eq!(parse_ok(&text), config, "{text}");
+        }
+        let dump = parse_ok(FULL).dump();
+        assert!(dump.contains("\n[cluster]\nname=HPC\ntype=Slurm\n"), "{dump}");
+        assert!(dump.contains("shared-scheduler=0"), "{dump}");
+    }
+
+    /// Every key in the tables is accepted by the parser (no table/parser drift).
+    #[test]
+    fn every_documented_key_is_known() {
+        for section in ["server", "node", "cluster"] {
+            for key in key_names(section) {
+                assert_eq!(known_key(section, key), Some(key));
+            }
+        }
+        assert_eq!(key_names("server").len(), 21);
+        assert_eq!(key_names("node").len(), 14);
+        assert_eq!(key_names("cluster").len(), 6);
+        for (var, section, key) in ENV_OVERRIDES {
+            assert!(known_key(section, key).is_some(), "{var}");
+        }
+    }
+
+    #[test]
+    fn cluster_type_parses_case_insensitively() {
+        assert_eq!("local".parse::<ClusterType>(), Ok(ClusterType::Local));
+        assert_eq!("SLURM".parse::<ClusterType>(), Ok(ClusterType::Slurm));
+        assert_eq!(" Plugin ".parse::<ClusterType>(), Ok(ClusterType::Plugin));
+        assert!("k8s".parse::<ClusterType>().is_err());
+    }
+}

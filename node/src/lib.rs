@@ -1,0 +1,24 @@
+//! launcher-node: a member of the replicated launcher cluster.
+//!
+//! It replicates every job change through Raft (openraft over tonic gRPC), serves the
+//! launcher service the gateway calls, and (later) hosts the plugins of its clusters.
+//! Everything a binary or a test needs is reachable through [`start`].
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod membership;
+pub mod network;
+pub mod raft_service;
+pub mod reads;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod writes;
+
+pub use server::{recover_into, start, NodeHandle, StartOptions};
+
+/// A member answered the leader's heartbeats this recently, it shows as healthy.
+pub const HEALTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);

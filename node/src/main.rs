@@ -1,0 +1,138 @@
+//! The `launcher-node` binary: parse arguments, load the config, install tracing, run.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use launcher_node::config::{self, Config};
+use launcher_node::network::Peers;
+use launcher_node::{auth, StartOptions};
+use launcher_proto::launcher::{Caller, SaveSnapshotRequest};
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "A node of the replicated launcher cluster")]
+struct Args {
+    /// launcher.conf to use (default: $RSTUDIO_CONFIG_DIR/launcher.conf).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Form a new one-node cluster when the data dir is empty.
+    #[arg(long)]
+    init: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Snapshot operations.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
+    /// Start a NEW one-node cluster from a snapshot file after losing quorum for good.
+    Recover {
+        /// Snapshot file written by `snapshot save`.
+        #[arg(long)]
+        from: PathBuf,
+        /// Confirms that the old cluster is gone and a new one is wanted.
+        #[arg(long)]
+        force_new_cluster: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCmd {
+    /// Saves a consistent snapshot of the job table from a running node to FILE.
+    Save {
+        file: PathBuf,
+        /// gRPC address of a running node (default: this config's grpc-address).
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    let path = path.unwrap_or_else(|| config::config_dir().join(config::CONFIG_FILE_NAME));
+    config::load_with_env(&path, |k| std::env::var(k).ok()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn init_tracing(debug: bool) {
+    let default = if debug { "debug,h2=info,tower=info,hyper=info" } else { "info,openraft=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let json = std::env::var("LAUNCHER_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+}
+
+async fn run_node(config: Config, opts: StartOptions) -> anyhow::Result<()> {
+    tracing::debug!(config = %config.dump(), "effective configuration");
+    let mut node = launcher_node::start(config, opts).await?;
+    let stopper = node.stopper();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: graceful stop (membership is kept)"),
+            _ = int.recv() => tracing::info!("SIGINT: graceful stop (membership is kept)"),
+        }
+        let _ = stopper.send(true);
+    });
+    node.wait().await
+}
+
+async fn save_snapshot(config: &Config, file: PathBuf, node: Option<String>) -> anyhow::Result<()> {
+    let key = auth::load_key(&config.server.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
+    let addr = node.unwrap_or_else(|| config.node.grpc_address.replace("0.0.0.0", "127.0.0.1"));
+    let peers = Peers::new(auth::InternalAuth::new(&key, String::new()));
+    // Learn the cluster id first: snapshot export is a bound call.
+    let status = peers.launcher(&addr).status(launcher_proto::launcher::StatusRequest {}).await?.into_inner();
+    peers.auth().set_cluster_id(&status.cluster_id);
+    let req = SaveSnapshotRequest { caller: Some(Caller { user: "launcher-node".into(), admin: true }) };
+    let mut stream = peers.launcher(&addr).save_snapshot(req).await?.into_inner();
+    let tmp = file.with_extension("partial");
+    let mut out = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut total = 0usize;
+    while let Some(part) = stream.next().await {
+        let part = part?;
+        total += part.data.len();
+        out.write_all(&part.data).await?;
+    }
+    out.sync_all().await?;
+    tokio::fs::rename(&tmp, &file).await?;
+    println!("saved snapshot of cluster {} at index {} to {} ({total} bytes)", status.cluster_id, status.applied_index, file.display());
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let result = async {
+        let config = load_config(args.config.clone())?;
+        init_tracing(config.server.enable_debug_logging);
+        match args.cmd {
+            None => run_node(config, StartOptions { init: args.init }).await,
+            Some(Cmd::Snapshot { cmd: SnapshotCmd::Save { file, node } }) => save_snapshot(&config, file, node).await,
+            Some(Cmd::Recover { from, force_new_cluster }) => {
+                if !force_new_cluster {
+                    anyhow::bail!("recover starts a NEW cluster from the snapshot; confirm with --force-new-cluster");
+                }
+                launcher_node::recover_into(&config, &from)?;
+                run_node(config, StartOptions { init: true }).await
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        eprintln!("launcher-node: {e:#}");
+        std::process::exit(1);
+    }
+}

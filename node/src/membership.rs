@@ -1,0 +1,488 @@
+//! Membership (DESIGN §1): node identity on disk, forming a cluster (`--init` or
+//! `bootstrap-expect`), joining as a learner, promotion, explicit removal, and the
+//! leader's periodic duties (lost members, dead-member cleanup, expiry).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use launcher_proto::launcher::{JoinReply, JoinRequest};
+use launcher_proto::raft::{DiscoverReply, DiscoverRequest, NodeHeartbeat};
+use launcher_storage::command::HostedCluster;
+use launcher_storage::{Command, CommandV1, ErrorCode, Node, NodeId, Response};
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+
+use crate::clock;
+use crate::error::{NodeError, NodeResult};
+use crate::network::Peers;
+use crate::state::{Shared, VERSION};
+use crate::writes::WriteRequest;
+
+/// Who this data directory belongs to. Written once, fsynced, before Raft starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+}
+
+const IDENTITY_FILE: &str = "identity.json";
+
+impl Identity {
+    /// Reads the identity of `data_dir`, if it has one.
+    pub fn load(data_dir: &Path) -> Result<Option<Identity>, String> {
+        let p = data_dir.join(IDENTITY_FILE);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                format!("{} is corrupt ({e}); this data dir cannot be trusted: restore it or wipe it to rejoin", p.display())
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+        }
+    }
+
+    /// Writes the identity durably (temp file, fsync, rename, directory fsync).
+    pub fn store(&self, data_dir: &Path) -> Result<(), String> {
+        let p = data_dir.join(IDENTITY_FILE);
+        let tmp = data_dir.join("identity.json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(self).expect("identity serialises"))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &p)?;
+            std::fs::File::open(data_dir)?.sync_all()
+        };
+        write().map_err(|e| format!("cannot write {}: {e}", p.display()))
+    }
+}
+
+/// How a node with an empty data dir becomes a member.
+#[derive(Debug, Clone)]
+pub enum Formation {
+    /// Start a new one-node cluster here (`--init`).
+    Init,
+    /// Wait for `expect` empty nodes among the join addresses; the lowest address initialises.
+    BootstrapExpect { expect: usize, join: Vec<String> },
+    /// Join an existing cluster through any of these addresses.
+    Join(Vec<String>),
+}
+
+/// The outcome of formation: who we are, and whether we must initialise Raft with these voters.
+#[derive(Debug, Clone)]
+pub struct Formed {
+    pub identity: Identity,
+    pub initial_voters: Option<BTreeMap<NodeId, Node>>,
+}
+
+/// Resolves join entries (`host:port`, DNS names may give several addresses).
+async fn resolve(join: &[String]) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for j in join {
+        match tokio::net::lookup_host(j.as_str()).await {
+            Ok(addrs) => out.extend(addrs.map(|a| a.to_string())),
+            Err(e) => tracing::debug!(address = %j, error = %e, "join address does not resolve yet"),
+        }
+    }
+    out.into_iter().collect()
+}
+
+async fn discover(peers: &Peers, addr: &str) -> Option<DiscoverReply> {
+    let mut req = tonic::Request::new(DiscoverRequest { from_address: String::new() });
+    req.set_timeout(Duration::from_secs(1));
+    peers.raft(addr).discover(req).await.ok().map(|r| r.into_inner())
+}
+
+/// Asks `addr` to let this node join; returns the identity to adopt.
+async fn join_via(peers: &Peers, addr: &str, node_id: Option<NodeId>, advertise: &str) -> NodeResult<Identity> {
+    let mut req = tonic::Request::new(JoinRequest {
+        node_id: node_id.unwrap_or(0),
+        address: advertise.to_string(),
+        cluster_id: String::new(),
+    });
+    req.set_timeout(Duration::from_secs(15));
+    let reply = peers.launcher(addr).join(req).await.map_err(|s| NodeError::from(&s))?.into_inner();
+    Ok(Identity { node_id: reply.node_id, cluster_id: reply.cluster_id })
+}
+
+/// Becomes a member of a cluster, waiting as long as it takes (until `give_up`).
+pub async fn form(
+    how: Formation,
+    configured_id: Option<NodeId>,
+    configured_cluster: Option<String>,
+    advertise: &str,
+    peers: &Peers,
+    mut give_up: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Formed> {
+    match how {
+        Formation::Init => {
+            let node_id = configured_id.unwrap_or(1);
+            let cluster_id = configured_cluster.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let voters = BTreeMap::from([(node_id, Node { addr: advertise.to_string() })]);
+            Ok(Formed { identity: Identity { node_id, cluster_id }, initial_voters: Some(voters) })
+        }
+        Formation::Join(join) | Formation::BootstrapExpect { join, .. } if join.is_empty() => {
+            anyhow::bail!("join is empty: set [node] join to the addresses of other nodes")
+        }
+        Formation::Join(join) => loop {
+            for addr in resolve(&join).await.into_iter().filter(|a| a != advertise) {
+                match join_via(peers, &addr, configured_id, advertise).await {
+                    Ok(identity) => return Ok(Formed { identity, initial_voters: None }),
+                    Err(e) if e.code == ErrorCode::InvalidRequest => {
+                        anyhow::bail!("the cluster refused this node: {}", e.message)
+                    }
+                    Err(e) => tracing::info!(via = %addr, error = %e, "join attempt failed; retrying"),
+                }
+            }
+            wait_or_give_up(&mut give_up, Duration::from_millis(500)).await?;
+        },
+        Formation::BootstrapExpect { expect, join } => loop {
+            let mut fresh: BTreeMap<String, NodeId> = BTreeMap::new();
+            fresh.insert(advertise.to_string(), configured_id.unwrap_or(0));
+            for addr in resolve(&join).await.into_iter().filter(|a| a != advertise) {
+                let Some(reply) = discover(peers, &addr).await else { continue };
+                if !reply.cluster_id.is_empty() && reply.initialized {
+                    // A cluster exists (perhaps formed a moment ago by the lowest address): join it.
+                    match join_via(peers, &addr, configured_id, advertise).await {
+                        Ok(identity) => return Ok(Formed { identity, initial_voters: None }),
+                        Err(e) if e.code == ErrorCode::InvalidRequest => {
+                            anyhow::bail!("the cluster refused this node: {}", e.message)
+                        }
+                        Err(e) => tracing::info!(via = %addr, error = %e, "join attempt failed; retrying"),
+                    }
+                } else if reply.cluster_id.is_empty() {
+                    fresh.insert(reply.address, reply.node_id);
+                }
+            }
+            if fresh.len() >= expect {
+                let chosen: Vec<(String, NodeId)> = fresh.into_iter().take(expect).collect();
+                if chosen[0].0 == advertise {
+                    let all_configured = chosen.iter().all(|(_, id)| *id != 0);
+                    let voters: BTreeMap<NodeId, Node> = chosen
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (addr, id))| {
+                            let id = if all_configured { *id } else { i as NodeId + 1 };
+                            (id, Node { addr: addr.clone() })
+                        })
+                        .collect();
+                    if voters.len() != expect {
+                        anyhow::bail!("bootstrap-expect={expect}: the discovered nodes have duplicate node ids {chosen:?}");
+                    }
+                    let node_id = voters.iter().find(|(_, n)| n.addr == advertise).map(|(id, _)| *id).expect("self chosen");
+                    let cluster_id = configured_cluster.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                    tracing::info!(expect, ?voters, "bootstrap-expect reached: initialising the cluster");
+                    return Ok(Formed { identity: Identity { node_id, cluster_id }, initial_voters: Some(voters) });
+                }
+            } else {
+                tracing::info!(seen = fresh.len(), expect, "waiting for bootstrap-expect nodes to appear");
+            }
+            wait_or_give_up(&mut give_up, Duration::from_millis(500)).await?;
+        },
+    }
+}
+
+async fn wait_or_give_up(give_up: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> anyhow::Result<()> {
+    if *give_up.borrow() {
+        anyhow::bail!("stopped while forming the cluster");
+    }
+    let _ = tokio::time::timeout(d, give_up.changed()).await;
+    if *give_up.borrow() {
+        anyhow::bail!("stopped while forming the cluster");
+    }
+    Ok(())
+}
+
+fn raft_err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::unavailable(format!("membership change failed: {e}"))
+}
+
+impl Shared {
+    /// Handles a join request: on the leader, adds the node as a learner (promotion follows
+    /// once it caught up); elsewhere forwards it to the leader.
+    pub async fn handle_join(&self, req: JoinRequest) -> NodeResult<JoinReply> {
+        if !req.cluster_id.is_empty() && req.cluster_id != self.cluster_id() {
+            return Err(NodeError::invalid(format!(
+                "the joining node belongs to cluster {}, this is cluster {}",
+                req.cluster_id,
+                self.cluster_id()
+            )));
+        }
+        if !self.is_leader() {
+            let (_, addr) = self.leader_addr()?;
+            let mut call = tonic::Request::new(req);
+            call.set_timeout(Duration::from_secs(10));
+            return Ok(self.peers.launcher(&addr).join(call).await.map_err(|s| NodeError::from(&s))?.into_inner());
+        }
+        let (membership_nodes, voters) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let mem = m.membership_config.membership();
+            let nodes: BTreeMap<NodeId, Node> = mem.nodes().map(|(id, n)| (*id, n.clone())).collect();
+            (nodes, mem.voter_ids().collect::<BTreeSet<_>>())
+        };
+        let records = self.table(|sm| sm.nodes()).await?;
+        if req.node_id != 0 && records.iter().any(|r| r.id == req.node_id && r.removed) {
+            return Err(NodeError::invalid(format!(
+                "node id {} was removed from this cluster and cannot come back under it; wipe its data dir and \
+                 start it without an id to join under a new one",
+                req.node_id
+            )));
+        }
+        let at_addr = membership_nodes.iter().find(|(_, n)| n.addr == req.address).map(|(id, _)| *id);
+        let reply = |node_id| JoinReply { node_id, cluster_id: self.cluster_id(), leader_id: self.id };
+        match (at_addr, req.node_id) {
+            // The formation's own voters, or a retried join: idempotent.
+            (Some(existing), 0) => return Ok(reply(existing)),
+            (Some(existing), asked) if asked == existing && !self.has_registered(existing, &records) => {
+                return Ok(reply(existing))
+            }
+            _ => {}
+        }
+        if req.node_id != 0 {
+            if let Some(n) = membership_nodes.get(&req.node_id) {
+                if n.addr != req.address {
+                    return Err(NodeError::invalid(format!(
+                        "node id {} is already a member at {}; a second node cannot use it. Remove it first \
+                         (members remove {}) or start this node without an id",
+                        req.node_id, n.addr, req.node_id
+                    )));
+                }
+            }
+        }
+        // A node coming back at the same address with an empty data dir is a new incarnation:
+        // reusing the old id would forget its votes, so it gets a fresh id and the old one goes.
+        let replaced = at_addr;
+        let asked_is_free =
+            req.node_id != 0 && !membership_nodes.contains_key(&req.node_id) && !records.iter().any(|r| r.id == req.node_id);
+        let node_id = if asked_is_free {
+            req.node_id
+        } else {
+            let cmd = Command::V1(CommandV1::AllocateNodeId { addr: req.address.clone() });
+            match self.write(WriteRequest::Command { command: cmd }).await?.0 {
+                Response::NodeId { id } => id,
+                other => return Err(NodeError::internal(format!("unexpected answer to id allocation: {other:?}"))),
+            }
+        };
+        if let Some(old) = replaced {
+            tracing::warn!(old, new = node_id, addr = %req.address, "a wiped node rejoins; retiring its old id");
+            self.retire(old, voters.contains(&old)).await?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.raft.add_learner(node_id, Node { addr: req.address.clone() }, false).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!(node_id, error = %e, "add learner failed; retrying (membership changes queue)");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(raft_err(e)),
+            }
+        }
+        tracing::info!(node_id, addr = %req.address, "node joined as learner");
+        Ok(reply(node_id))
+    }
+
+    fn has_registered(&self, id: NodeId, records: &[launcher_storage::table::NodeRecord]) -> bool {
+        records.iter().any(|r| r.id == id)
+    }
+
+    /// Removes a member from Raft and tombstones its id.
+    async fn retire(&self, node: NodeId, voter: bool) -> NodeResult<u64> {
+        let change = if voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([node]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([node]))
+        };
+        self.change_membership_retrying(change).await?;
+        if voter {
+            // A removed voter is left as a learner by openraft unless removed as a node too.
+            let _ = self.change_membership_retrying(ChangeMembers::RemoveNodes(BTreeSet::from([node]))).await;
+        }
+        let cmd = Command::V1(CommandV1::RemoveNode { node });
+        Ok(self.write(WriteRequest::Command { command: cmd }).await?.1)
+    }
+
+    async fn change_membership_retrying(&self, change: ChangeMembers<NodeId, Node>) -> NodeResult<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.raft.change_membership(change.clone(), false).await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() < deadline && e.forward_to_leader().is_none() => {
+                    tracing::info!(error = %e, "membership change failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(raft_err(e)),
+            }
+        }
+    }
+
+    /// `members remove <id>`: leaves the cluster for good (DESIGN §1).
+    pub async fn remove_member(&self, node: NodeId) -> NodeResult<u64> {
+        if !self.is_leader() {
+            let (_, addr) = self.leader_addr()?;
+            let req = launcher_proto::launcher::LeaveRequest {
+                caller: Some(launcher_proto::launcher::Caller { user: "launcher-node".into(), admin: true }),
+                node_id: node,
+            };
+            let mut call = tonic::Request::new(req);
+            call.set_timeout(Duration::from_secs(15));
+            let r = self.peers.launcher(&addr).leave(call).await.map_err(|s| NodeError::from(&s))?;
+            return Ok(r.into_inner().applied_index);
+        }
+        let (voters, learners) = self.members();
+        let is_voter = voters.contains(&node);
+        if !is_voter && !learners.contains(&node) {
+            return Err(NodeError::new(ErrorCode::InvalidRequest, format!("node {node} is not a member")));
+        }
+        if is_voter && voters.len() == 1 {
+            return Err(NodeError::new(ErrorCode::InvalidJobState, "cannot remove the last voter of the cluster"));
+        }
+        self.retire(node, is_voter).await
+    }
+
+    /// Announces this node's address and clusters in the job table, retrying until it lands.
+    pub async fn register(&self, clusters: Vec<HostedCluster>) -> NodeResult<()> {
+        let cmd = Command::V1(CommandV1::RegisterNode {
+            id: self.id,
+            addr: self.advertise.clone(),
+            clusters,
+            version: VERSION.into(),
+        });
+        match self.write(WriteRequest::Command { command: cmd }).await?.0 {
+            Response::Applied { .. } => Ok(()),
+            Response::Error { code, message } => Err(NodeError::new(code, message)),
+            other => Err(NodeError::internal(format!("unexpected answer to registration: {other:?}"))),
+        }
+    }
+
+    /// Sends this node's heartbeat to the leader.
+    pub async fn send_heartbeat(&self) {
+        let Ok((leader, addr)) = self.leader_addr() else { return };
+        if leader == self.id {
+            return;
+        }
+        let mut req = tonic::Request::new(NodeHeartbeat {
+            node_id: self.id,
+            applied_index: self.applied_index(),
+            version: VERSION.into(),
+        });
+        req.set_timeout(Duration::from_secs(1));
+        if let Err(e) = self.peers.raft(&addr).heartbeat(req).await {
+            tracing::debug!(leader, error = %e, "heartbeat to the leader failed");
+        }
+    }
+
+    /// One round of the leader's duties; does nothing on followers.
+    pub async fn maintain(&self) {
+        let (is_leader, term, quorum_ack, last_log, replication) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (
+                m.state == openraft::ServerState::Leader,
+                m.current_term,
+                m.millis_since_quorum_ack,
+                m.last_log_index.unwrap_or(0),
+                m.replication.clone(),
+            )
+        };
+        let (voters, learners) = self.members();
+        let all: Vec<NodeId> = voters.iter().chain(learners.iter()).copied().collect();
+        self.liveness.observe_term(is_leader, term, &all);
+        if !is_leader {
+            return;
+        }
+        // Promote caught-up learners, one membership change at a time.
+        for l in &learners {
+            let matched = replication.as_ref().and_then(|r| r.get(l).cloned().flatten()).map_or(0, |x| x.index);
+            if matched + 100 >= last_log && self.is_healthy(*l) {
+                let change = ChangeMembers::AddVoterIds(BTreeSet::from([*l]));
+                match self.raft.change_membership(change, false).await {
+                    Ok(_) => tracing::info!(node = l, "learner caught up: promoted to voter"),
+                    Err(e) => tracing::info!(node = l, error = %e, "promotion deferred"),
+                }
+                return;
+            }
+        }
+        let cfg = &self.config.node;
+        let lost_after = Duration::from_secs(cfg.node_lost_timeout_seconds);
+        // Only a leader that recently heard from a quorum, and has led long enough to have
+        // heard from everyone, may condemn a member (a leader waking from a pause must not).
+        let quorum_fresh = quorum_ack.is_some_and(|ms| ms <= cfg.election_timeout_max_ms);
+        let settled = self.liveness.leader_for().is_some_and(|d| d > lost_after);
+        if quorum_fresh && settled {
+            for node in all.iter().copied().filter(|n| *n != self.id) {
+                if self.is_alive(node) || self.liveness.is_lost(node) {
+                    continue;
+                }
+                self.declare_lost(node).await;
+            }
+            if cfg.dead_member_removal_seconds > 0 {
+                let dead_after = Duration::from_secs(cfg.dead_member_removal_seconds);
+                for node in all.iter().copied().filter(|n| *n != self.id) {
+                    let dead = self.liveness.seen(node).is_none_or(|s| s.at.elapsed() > dead_after);
+                    let is_voter = voters.contains(&node);
+                    if dead && (!is_voter || voters.len() > 3) {
+                        tracing::warn!(node, "member down longer than dead-member-removal-seconds: removing it");
+                        if let Err(e) = self.retire(node, is_voter).await {
+                            tracing::warn!(node, error = %e, "dead-member removal failed");
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        self.expire_jobs().await;
+    }
+
+    async fn declare_lost(&self, node: NodeId) {
+        let active = self.table(move |sm| sm.active_jobs(node)).await.unwrap_or(0);
+        if active == 0 {
+            self.liveness.mark_lost(node);
+            return;
+        }
+        // Shared-scheduler jobs go to another live node hosting the same cluster.
+        let records = self.table(|sm| sm.nodes()).await.unwrap_or_default();
+        let mut adopters = Vec::new();
+        if let Some(lost) = records.iter().find(|r| r.id == node) {
+            for c in lost.clusters.iter().filter(|c| c.shared) {
+                let heir = records
+                    .iter()
+                    .filter(|r| r.id != node && !r.removed && !r.draining && r.hosts(&c.name).is_some())
+                    .map(|r| r.id)
+                    .find(|id| self.is_alive(*id));
+                if let Some(h) = heir {
+                    adopters.push((c.name.clone(), h));
+                }
+            }
+        }
+        let cmd = Command::V1(CommandV1::NodeLost { node, time: clock::now(), adopters });
+        match self.write(WriteRequest::Command { command: cmd }).await {
+            Ok((Response::Applied { count, .. }, _)) => {
+                tracing::warn!(node, jobs = count, "member lost: its local jobs failed, shared ones handed over");
+                self.liveness.mark_lost(node);
+            }
+            Ok((other, _)) => tracing::warn!(node, ?other, "declaring member lost was refused"),
+            Err(e) => tracing::warn!(node, error = %e, "declaring member lost failed; will retry"),
+        }
+    }
+
+    async fn expire_jobs(&self) {
+        let cutoff = clock::seconds_ago(self.config.server.job_expiry_hours * 3600);
+        let check = cutoff.clone();
+        if !self.table(move |sm| sm.has_expired(&check)).await.unwrap_or(false) {
+            return;
+        }
+        let cmd = Command::V1(CommandV1::Expire { cutoff, now: clock::now() });
+        match self.write(WriteRequest::Command { command: cmd }).await {
+            Ok((Response::Applied { count, .. }, _)) => tracing::info!(count, "expired terminal jobs"),
+            Ok((other, _)) => tracing::warn!(?other, "expiry refused"),
+            Err(e) => tracing::warn!(error = %e, "expiry failed; will retry"),
+        }
+    }
+}
+
+/// Where the data of one node lives.
+pub fn data_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    (data_dir.join("db"), data_dir.join("snapshots"))
+}

@@ -1,0 +1,136 @@
+//! The Raft gRPC service: openraft RPCs, forwarded writes, read indexes, liveness
+//! heartbeats and discovery. Every call but `Discover` must carry this cluster's id.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use launcher_proto::raft::raft_server::Raft as RaftApi;
+use launcher_proto::raft::{
+    DiscoverReply, DiscoverRequest, ForwardedWrite, ForwardedWriteReply, NodeHeartbeat, NodeHeartbeatReply,
+    RaftPayload, RaftReply, ReadIndexReply, ReadIndexRequest, SnapshotChunk,
+};
+use launcher_storage::NodeId;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tonic::{Request, Response, Status};
+
+use crate::auth::InternalAuth;
+use crate::error::NodeError;
+use crate::state::Shared;
+use crate::writes::WriteRequest;
+
+/// What the gRPC services can reach before and after Raft starts: discovery works from the
+/// first moment; everything else answers Unavailable until the node is up.
+pub struct NodeCell {
+    pub auth: InternalAuth,
+    pub advertise: String,
+    pub bootstrap_expect: u64,
+    pub node_id: Mutex<Option<NodeId>>,
+    pub shared: OnceLock<Arc<Shared>>,
+}
+
+impl NodeCell {
+    /// The running node, or Unavailable while it starts.
+    #[allow(clippy::result_large_err)]
+    pub fn shared(&self) -> Result<&Arc<Shared>, Status> {
+        self.shared.get().ok_or_else(|| NodeError::unavailable("this node is still starting; retry shortly").into())
+    }
+}
+
+/// The Raft service.
+#[derive(Clone)]
+pub struct RaftService {
+    cell: Arc<NodeCell>,
+}
+
+impl RaftService {
+    /// A service over `cell`.
+    pub fn new(cell: Arc<NodeCell>) -> Self {
+        RaftService { cell }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn enter<T>(&self, req: &Request<T>) -> Result<&Arc<Shared>, Status> {
+        self.cell.auth.check(req, false)?;
+        self.cell.shared()
+    }
+}
+
+fn bad_payload(e: serde_json::Error) -> Status {
+    Status::invalid_argument(format!("undecodable Raft payload: {e}"))
+}
+
+fn reply<T: serde::Serialize, E: serde::Serialize>(r: Result<T, E>) -> Result<Response<RaftReply>, Status> {
+    let out = match r {
+        Ok(v) => RaftReply { payload: serde_json::to_vec(&v).map_err(|e| Status::internal(e.to_string()))?, error: vec![] },
+        Err(e) => RaftReply { payload: vec![], error: serde_json::to_vec(&e).map_err(|e| Status::internal(e.to_string()))? },
+    };
+    Ok(Response::new(out))
+}
+
+#[tonic::async_trait]
+impl RaftApi for RaftService {
+    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftReply>, Status> {
+        let shared = self.enter(&req)?;
+        let rpc: AppendEntriesRequest<launcher_storage::TypeConfig> =
+            serde_json::from_slice(&req.get_ref().payload).map_err(bad_payload)?;
+        reply(shared.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftReply>, Status> {
+        let shared = self.enter(&req)?;
+        let rpc: VoteRequest<NodeId> = serde_json::from_slice(&req.get_ref().payload).map_err(bad_payload)?;
+        reply(shared.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<SnapshotChunk>) -> Result<Response<RaftReply>, Status> {
+        let shared = self.enter(&req)?;
+        let c = req.into_inner();
+        let rpc = InstallSnapshotRequest {
+            vote: serde_json::from_slice(&c.vote).map_err(bad_payload)?,
+            meta: serde_json::from_slice(&c.meta).map_err(bad_payload)?,
+            offset: c.offset,
+            data: c.data,
+            done: c.done,
+        };
+        reply(shared.raft.install_snapshot(rpc).await)
+    }
+
+    async fn client_write(&self, req: Request<ForwardedWrite>) -> Result<Response<ForwardedWriteReply>, Status> {
+        let shared = self.enter(&req)?;
+        let write: WriteRequest = serde_json::from_slice(&req.get_ref().request)
+            .map_err(|e| Status::invalid_argument(format!("undecodable forwarded write: {e}")))?;
+        let (resp, index) = shared.serve_forwarded(write).await?;
+        let response = serde_json::to_vec(&resp).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ForwardedWriteReply { response, log_index: index }))
+    }
+
+    async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+        let shared = self.enter(&req)?;
+        let read_index = shared.leader_read_index().await?;
+        Ok(Response::new(ReadIndexReply { read_index }))
+    }
+
+    async fn heartbeat(&self, req: Request<NodeHeartbeat>) -> Result<Response<NodeHeartbeatReply>, Status> {
+        let shared = self.enter(&req)?;
+        let hb = req.into_inner();
+        shared.liveness.heard(hb.node_id, hb.applied_index);
+        let m = shared.raft.metrics();
+        let m = m.borrow();
+        Ok(Response::new(NodeHeartbeatReply { leader_id: m.current_leader.unwrap_or(0), term: m.current_term }))
+    }
+
+    async fn discover(&self, req: Request<DiscoverRequest>) -> Result<Response<DiscoverReply>, Status> {
+        self.cell.auth.check(&req, true)?;
+        let (initialized, leader_id) = match self.cell.shared.get() {
+            Some(s) => (true, s.leader().unwrap_or(0)),
+            None => (false, 0),
+        };
+        Ok(Response::new(DiscoverReply {
+            address: self.cell.advertise.clone(),
+            cluster_id: self.cell.auth.cluster_id(),
+            node_id: self.cell.node_id.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(0),
+            bootstrap_expect: self.cell.bootstrap_expect,
+            initialized,
+            leader_id,
+        }))
+    }
+}

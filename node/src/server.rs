@@ -1,0 +1,360 @@
+//! Starting and stopping a node: storage, identity, gRPC server, Raft, background duties,
+//! and the ordered graceful stop of DESIGN §1 (which keeps membership).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use launcher_proto::launcher::launcher_server::LauncherServer;
+use launcher_proto::raft::raft_server::RaftServer;
+use launcher_storage::command::HostedCluster;
+use launcher_storage::engine::{KvEngine, SledEngine, SledOptions};
+use launcher_storage::{LogStore, Raft, StateMachine};
+use openraft::storage::RaftLogStorage;
+use openraft::SnapshotPolicy;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::auth::{load_key, InternalAuth};
+use crate::config::Config;
+use crate::membership::{data_paths, form, Formation, Identity};
+use crate::network::{NetworkFactory, Peers, MAX_GRPC_MESSAGE};
+use crate::raft_service::{NodeCell, RaftService};
+use crate::service::LauncherService;
+use crate::state::{Liveness, Shared};
+
+/// How often members send liveness heartbeats to the leader, and the leader runs its duties.
+pub const TICK: Duration = Duration::from_secs(1);
+/// How long an in-flight request may take to finish during a graceful stop.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Options that do not live in `launcher.conf`.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Form a new one-node cluster if the data dir is empty.
+    pub init: bool,
+}
+
+/// A running node.
+pub struct NodeHandle {
+    /// The bound gRPC address.
+    pub addr: SocketAddr,
+    /// The address other nodes use.
+    pub advertise: String,
+    cell: Arc<NodeCell>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl NodeHandle {
+    /// The node's shared state, once Raft is up.
+    pub fn shared(&self) -> Option<Arc<Shared>> {
+        self.cell.shared.get().cloned()
+    }
+
+    /// Whether the node stopped by itself (fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Graceful stop: stop serving, drain, stop Raft, flush storage. Keeps membership.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("node task panicked")?
+    }
+
+    /// Waits until the node stops (after a fatal error or a stop request).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("node task panicked")?
+    }
+
+    /// A sender that asks the node to stop gracefully.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+fn advertise_for(config: &Config, bound: SocketAddr) -> String {
+    if let Some(a) = &config.node.advertise_address {
+        return a.clone();
+    }
+    if bound.ip().is_unspecified() {
+        let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+        return format!("{host}:{}", bound.port());
+    }
+    bound.to_string()
+}
+
+fn openraft_config(config: &Config, cluster_id: &str) -> anyhow::Result<openraft::Config> {
+    let n = &config.node;
+    let c = openraft::Config {
+        cluster_name: cluster_id.to_string(),
+        heartbeat_interval: n.heartbeat_ms,
+        election_timeout_min: n.election_timeout_min_ms,
+        election_timeout_max: n.election_timeout_max_ms,
+        install_snapshot_timeout: 10_000,
+        // Entries are at most max-request-body-bytes each; keep a payload well inside the gRPC cap.
+        max_payload_entries: ((MAX_GRPC_MESSAGE / 2) / config.server.max_request_body_bytes.max(1)).clamp(1, 300) as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(n.snapshot_log_entries),
+        snapshot_max_chunk_size: 4 * 1024 * 1024,
+        max_in_snapshot_log_to_keep: n.snapshot_log_entries.min(1000),
+        ..Default::default()
+    };
+    Ok(c.validate()?)
+}
+
+/// Opens storage, checking that the data dir is usable and consistent with its identity.
+fn open_storage(config: &Config) -> anyhow::Result<(SledEngine, LogStore<SledEngine>, StateMachine<SledEngine>)> {
+    let dir = &config.node.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    let (db, snaps) = data_paths(dir);
+    let opts = SledOptions { cache_capacity_bytes: config.node.cache_capacity_mb * 1024 * 1024 };
+    let engine = SledEngine::open(&db, &opts).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}. The data dir {} may be corrupt, truncated or in use by another launcher-node; \
+             it is not reset automatically: restore it from a backup or wipe it to rejoin under a new id",
+            dir.display()
+        )
+    })?;
+    let log = LogStore::open(engine.clone()).map_err(|e| anyhow::anyhow!("data dir {}: {e}", dir.display()))?;
+    let sm = StateMachine::open(engine.clone(), snaps).map_err(|e| anyhow::anyhow!("data dir {}: {e}", dir.display()))?;
+    Ok((engine, log, sm))
+}
+
+/// Starts a node: binds its gRPC port and brings it into its cluster in the background.
+pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHandle> {
+    config.validate().map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let key = load_key(&config.server.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
+    let (engine, log, sm) = open_storage(&config)?;
+    let identity = Identity::load(&config.node.data_dir).map_err(anyhow::Error::msg)?;
+    let mut log_probe = log.clone();
+    let has_raft_data = log_probe.read_vote().await?.is_some() || sm.applied()?.is_some();
+    if identity.is_none() && has_raft_data {
+        anyhow::bail!(
+            "the data dir {} holds Raft data but no identity.json: it is damaged; restore it or wipe it",
+            config.node.data_dir.display()
+        );
+    }
+    if let (Some(id), Some(want)) = (&identity, &config.node.cluster_id) {
+        if &id.cluster_id != want {
+            anyhow::bail!(
+                "the data dir {} belongs to cluster {}, but the configuration names cluster {want}: refusing to start",
+                config.node.data_dir.display(),
+                id.cluster_id
+            );
+        }
+    }
+    let listener = TcpListener::bind(&config.node.grpc_address)
+        .await
+        .with_context(|| format!("cannot listen on grpc-address {}", config.node.grpc_address))?;
+    let addr = listener.local_addr()?;
+    let advertise = advertise_for(&config, addr);
+    let auth = InternalAuth::new(&key, identity.as_ref().map(|i| i.cluster_id.clone()).unwrap_or_default());
+    let cell = Arc::new(NodeCell {
+        auth: auth.clone(),
+        advertise: advertise.clone(),
+        bootstrap_expect: config.node.bootstrap_expect.unwrap_or(0) as u64,
+        node_id: Mutex::new(identity.as_ref().map(|i| i.node_id).or(config.node.id)),
+        shared: OnceLock::new(),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let server = {
+        let mut stop_rx = stop_rx.clone();
+        let raft_svc = RaftServer::new(RaftService::new(cell.clone()))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE);
+        let launcher_svc = LauncherServer::new(LauncherService::new(cell.clone()))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE);
+        let incoming = TcpListenerStream::new(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(raft_svc)
+                .add_service(launcher_svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                }),
+        )
+    };
+    tracing::info!(grpc = %addr, advertise = %advertise, data_dir = %config.node.data_dir.display(), "node listening");
+    let config = Arc::new(config);
+    let task = {
+        let cell = cell.clone();
+        let advertise = advertise.clone();
+        tokio::spawn(async move {
+            let result = run(config, opts, identity, cell, advertise, engine, log, sm, stop_rx).await;
+            // Stop serving in every case; give in-flight calls a bounded time to finish.
+            if tokio::time::timeout(DRAIN, server).await.is_err() {
+                tracing::warn!("gRPC server did not drain in time");
+            }
+            result
+        })
+    };
+    Ok(NodeHandle { addr, advertise, cell, stop, task })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    config: Arc<Config>,
+    opts: StartOptions,
+    identity: Option<Identity>,
+    cell: Arc<NodeCell>,
+    advertise: String,
+    engine: SledEngine,
+    log: LogStore<SledEngine>,
+    sm: StateMachine<SledEngine>,
+    mut stop_rx: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let peers = Peers::new(cell.auth.clone());
+    let (identity, initial_voters) = match identity {
+        Some(id) => {
+            if let Some(cfg_id) = config.node.id.filter(|c| *c != id.node_id) {
+                tracing::warn!(
+                    configured = cfg_id,
+                    actual = id.node_id,
+                    "[node] id is ignored: this data dir belongs to node {} (it rejoined under a new id)",
+                    id.node_id
+                );
+            }
+            (id, None)
+        }
+        None => {
+            let how = if opts.init {
+                Formation::Init
+            } else if let Some(expect) = config.node.bootstrap_expect {
+                Formation::BootstrapExpect { expect, join: config.node.join.clone() }
+            } else if !config.node.join.is_empty() {
+                Formation::Join(config.node.join.clone())
+            } else {
+                anyhow::bail!(
+                    "the data dir {} is empty and there is no way to form a cluster: start with --init, \
+                     or set [node] bootstrap-expect or join",
+                    config.node.data_dir.display()
+                );
+            };
+            let formed = form(how, config.node.id, config.node.cluster_id.clone(), &advertise, &peers, stop_rx.clone())
+                .await?;
+            formed.identity.store(&config.node.data_dir).map_err(anyhow::Error::msg)?;
+            (formed.identity, formed.initial_voters)
+        }
+    };
+    cell.auth.set_cluster_id(&identity.cluster_id);
+    *cell.node_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(identity.node_id);
+    let raft_config = Arc::new(openraft_config(&config, &identity.cluster_id)?);
+    let raft = Raft::new(identity.node_id, raft_config, NetworkFactory::new(peers.clone()), log.clone(), sm.clone())
+        .await
+        .context("cannot start Raft")?;
+    if let Some(voters) = initial_voters {
+        match raft.initialize(voters).await {
+            Ok(()) => tracing::info!(cluster = %identity.cluster_id, "initialised a new cluster"),
+            Err(e) => tracing::info!(error = %e, "cluster already initialised"),
+        }
+    }
+    let shared = Arc::new(Shared {
+        id: identity.node_id,
+        config: config.clone(),
+        advertise,
+        raft: raft.clone(),
+        sm,
+        log,
+        engine: engine.clone(),
+        peers,
+        liveness: Liveness::default(),
+    });
+    let _ = cell.shared.set(shared.clone());
+    tracing::info!(node_id = shared.id, cluster = %identity.cluster_id, "node running");
+
+    let clusters: Vec<HostedCluster> = config
+        .clusters
+        .iter()
+        .map(|c| HostedCluster { name: c.name.clone(), shared: c.shared_scheduler })
+        .collect();
+    let duties = tokio::spawn(duties(shared.clone(), clusters, stop_rx.clone()));
+
+    let mut metrics = raft.metrics();
+    let outcome: anyhow::Result<()> = loop {
+        if let Err(fatal) = &metrics.borrow().running_state {
+            break Err(anyhow::anyhow!(
+                "Raft stopped with a fatal error: {fatal}. If the disk is full, free space and restart the node: \
+                 acknowledged data is intact"
+            ));
+        }
+        tokio::select! {
+            _ = stop_rx.wait_for(|s| *s) => break Ok(()),
+            changed = metrics.changed() => if changed.is_err() { break Err(anyhow::anyhow!("Raft stopped")) },
+            r = wait_removed(shared.clone()) => break r,
+        }
+    };
+    tracing::info!("stopping: background duties, Raft, storage");
+    duties.abort();
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "Raft shutdown reported an error");
+    }
+    let flushed = tokio::task::spawn_blocking(move || engine.flush()).await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        tracing::error!(?flushed, "final flush of storage failed");
+    }
+    tracing::info!("node stopped");
+    outcome
+}
+
+/// Ends with an error if this node learns it was removed from the cluster.
+async fn wait_removed(shared: Arc<Shared>) -> anyhow::Result<()> {
+    loop {
+        tokio::time::sleep(TICK).await;
+        let id = shared.id;
+        let removed = shared.table(move |sm| Ok(sm.nodes()?.iter().any(|n| n.id == id && n.removed))).await;
+        if removed.unwrap_or(false) {
+            anyhow::bail!(
+                "this node (id {id}) was removed from the cluster; wipe its data dir to join again under a new id"
+            );
+        }
+    }
+}
+
+/// Registration, liveness heartbeats and the leader's duties, once per tick.
+async fn duties(shared: Arc<Shared>, clusters: Vec<HostedCluster>, stop_rx: watch::Receiver<bool>) {
+    let mut registered = false;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !*stop_rx.borrow() {
+        tick.tick().await;
+        if !registered {
+            match shared.register(clusters.clone()).await {
+                Ok(()) => {
+                    registered = true;
+                    tracing::info!(node_id = shared.id, "registered in the job table");
+                }
+                Err(e) => tracing::info!(error = %e, "registration not done yet; retrying"),
+            }
+        }
+        shared.send_heartbeat().await;
+        shared.maintain().await;
+    }
+}
+
+/// Loads a snapshot file into an empty data dir and prepares a fresh one-node cluster from it
+/// (`recover --from FILE --force-new-cluster`). The node then starts with `--init`.
+pub fn recover_into(config: &Config, from: &Path) -> anyhow::Result<()> {
+    let dir = &config.node.data_dir;
+    if Identity::load(dir).map_err(anyhow::Error::msg)?.is_some() {
+        anyhow::bail!(
+            "the data dir {} already belongs to a cluster; recovery needs an empty data dir (move the old one away)",
+            dir.display()
+        );
+    }
+    let (engine, _log, sm) = open_storage(config)?;
+    let meta = sm.import_for_recovery(from).map_err(|e| anyhow::anyhow!("cannot load {}: {e}", from.display()))?;
+    engine.flush()?;
+    tracing::warn!(
+        snapshot = %meta.snapshot_id,
+        "recovered the job table from {}: starting a NEW one-node cluster; add nodes by joining them",
+        from.display()
+    );
+    Ok(())
+}

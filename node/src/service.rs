@@ -1,0 +1,511 @@
+//! The launcher gRPC service (`proto/launcher.proto`): what the gateway calls.
+//!
+//! Isolation (DESIGN §2) is enforced here, on the `{user, admin}` the gateway passes:
+//! users see only their own jobs, and another user's job is "not found".
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use launcher_proto::launcher::launcher_server::Launcher;
+use launcher_proto::launcher::{
+    self as pb, ClusterInfoReply, ClusterInfoRequest, ControlJobReply, ControlJobRequest, DrainRequest, GetJobRequest,
+    IndexReply, JobChunk, JobNetwork, JobReply, JobRequest, JoinReply, JoinRequest, LeaveRequest, ListJobsRequest,
+    MembersReply, MembersRequest, OutputChunk, OutputRequest, ResourceUse, SaveSnapshotRequest, SnapshotPart,
+    StatusEvent, StatusReply, StatusRequest, SubmitJobRequest,
+};
+use launcher_storage::command::ControlOp;
+use launcher_storage::table::ListFilter;
+use launcher_storage::{Command, CommandV1, ErrorCode, Job, JobStatus, Response as SmResponse};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::clock;
+use crate::error::{NodeError, NodeResult};
+use crate::raft_service::NodeCell;
+use crate::reads::ReadMode;
+use crate::state::Shared;
+use crate::writes::{Caller, WriteRequest};
+
+/// Jobs per streamed listing chunk.
+const LIST_CHUNK_JOBS: usize = 256;
+/// Bytes per streamed listing chunk (well under the gRPC message limit).
+const LIST_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes per snapshot part.
+const SNAPSHOT_PART_BYTES: usize = 1024 * 1024;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The launcher service.
+#[derive(Clone)]
+pub struct LauncherService {
+    cell: Arc<NodeCell>,
+}
+
+impl LauncherService {
+    /// A service over `cell`.
+    pub fn new(cell: Arc<NodeCell>) -> Self {
+        LauncherService { cell }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn enter<T>(&self, req: &Request<T>, allow_unbound: bool) -> Result<Arc<Shared>, Status> {
+        self.cell.auth.check(req, allow_unbound)?;
+        self.cell.shared().cloned()
+    }
+}
+
+fn caller(c: &Option<pb::Caller>) -> NodeResult<Caller> {
+    match c {
+        Some(c) if !c.user.is_empty() => Ok(Caller { user: c.user.clone(), admin: c.admin }),
+        _ => Err(NodeError::new(ErrorCode::Unauthorized, "the request names no calling user")),
+    }
+}
+
+fn read_mode(r: &Option<pb::ReadOptions>) -> ReadMode {
+    match r {
+        Some(r) => ReadMode { stale: r.consistency == pb::Consistency::Stale as i32, min_index: r.min_index },
+        None => ReadMode::default(),
+    }
+}
+
+fn require_admin(c: &Caller, what: &str) -> NodeResult<()> {
+    if c.admin {
+        Ok(())
+    } else {
+        Err(NodeError::new(ErrorCode::Forbidden, format!("only admins may {what}")))
+    }
+}
+
+/// Keeps `id` plus the requested fields of a job, in canonical order.
+pub fn project(bytes: Vec<u8>, fields: &[String]) -> NodeResult<Vec<u8>> {
+    if fields.is_empty() {
+        return Ok(bytes);
+    }
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(NodeError::internal)?;
+    map.retain(|k, _| k == "id" || fields.iter().any(|f| f == k));
+    serde_json::to_vec(&map).map_err(NodeError::internal)
+}
+
+fn job_owner_user(bytes: &[u8]) -> NodeResult<Job> {
+    Job::from_canonical(bytes).map_err(NodeError::internal)
+}
+
+fn visible(job: &Job, c: &Caller) -> bool {
+    c.admin || job.user.as_deref() == Some(c.user.as_str())
+}
+
+impl Shared {
+    /// A job the caller may see, after a read barrier; others' jobs are "not found".
+    pub async fn visible_job(&self, caller: &Caller, id: &str, mode: ReadMode) -> NodeResult<(u64, Vec<u8>, Job)> {
+        self.read_barrier(mode).await?;
+        let key = id.to_string();
+        let (index, bytes) = self.table(move |sm| sm.get_job(&key)).await?;
+        let bytes = bytes.ok_or_else(|| NodeError::job_not_found(id))?;
+        let job = job_owner_user(&bytes)?;
+        if !visible(&job, caller) {
+            return Err(NodeError::job_not_found(id));
+        }
+        Ok((index, bytes, job))
+    }
+
+    fn list_filter(&self, req: &ListJobsRequest, caller: &Caller) -> NodeResult<ListFilter> {
+        let user = match req.user.as_str() {
+            "" => Some(caller.user.clone()),
+            u if u == caller.user => Some(caller.user.clone()),
+            "*" => {
+                require_admin(caller, "list every user's jobs (user=*)")?;
+                None
+            }
+            other => {
+                require_admin(caller, &format!("list the jobs of user {other}"))?;
+                Some(other.to_string())
+            }
+        };
+        let statuses = req
+            .statuses
+            .iter()
+            .map(|s| {
+                JobStatus::parse(s).ok_or_else(|| {
+                    NodeError::invalid(format!(
+                        "unknown status '{s}'; use one of Pending, Running, Suspended, Finished, Failed, Killed, Canceled"
+                    ))
+                })
+            })
+            .collect::<NodeResult<Vec<_>>>()?;
+        let time = |t: &str| -> NodeResult<Option<String>> {
+            if t.is_empty() {
+                Ok(None)
+            } else {
+                clock::normalize(t).map(Some).map_err(NodeError::invalid)
+            }
+        };
+        Ok(ListFilter {
+            user,
+            statuses,
+            tags: req.tags.iter().filter(|t| !t.is_empty()).cloned().collect(),
+            start_time: time(&req.start_time)?,
+            end_time: time(&req.end_time)?,
+            after: (!req.after.is_empty()).then(|| req.after.clone()),
+            limit: (req.limit > 0).then_some(req.limit as usize),
+        })
+    }
+
+    /// The cluster status as this node reports it (DESIGN §2 `GET /status`).
+    pub fn local_status(&self) -> StatusReply {
+        let m = self.raft.metrics();
+        let m = m.borrow().clone();
+        let membership = m.membership_config.membership();
+        let records = self.sm.nodes().unwrap_or_default();
+        let leader = m.current_leader;
+        let mut nodes = Vec::new();
+        for (id, node) in membership.nodes() {
+            let voter = membership.voter_ids().any(|v| v == *id);
+            let role = if Some(*id) == leader {
+                "leader"
+            } else if !voter {
+                "learner"
+            } else if *id == self.id && m.state == openraft::ServerState::Candidate {
+                "candidate"
+            } else {
+                "follower"
+            };
+            let i_lead = leader == Some(self.id);
+            let healthy = if *id == self.id { leader.is_some() } else { i_lead && self.is_healthy(*id) };
+            let applied = if *id == self.id {
+                m.last_applied.map_or(0, |l| l.index)
+            } else {
+                self.liveness.seen(*id).map_or(0, |s| s.applied)
+            };
+            nodes.push(pb::NodeStatus {
+                id: *id,
+                address: node.addr.clone(),
+                role: role.into(),
+                healthy,
+                applied_index: applied,
+                draining: records.iter().any(|r| r.id == *id && r.draining),
+                voter,
+            });
+        }
+        let status = match leader {
+            None => "Red",
+            Some(_) if nodes.iter().all(|n| n.healthy) => "Green",
+            Some(_) => "Yellow",
+        };
+        StatusReply {
+            status: status.into(),
+            leader: leader.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            nodes,
+            version: crate::state::VERSION.into(),
+            node_id: self.id,
+            cluster_id: self.cluster_id(),
+            term: m.current_term,
+            ignored_updates: self.sm.ignored_updates().unwrap_or(0),
+        }
+    }
+}
+
+fn sm_error(resp: SmResponse) -> NodeError {
+    match resp {
+        SmResponse::Error { code, message } => NodeError::new(code, message),
+        other => NodeError::internal(format!("unexpected state machine answer {other:?}")),
+    }
+}
+
+#[tonic::async_trait]
+impl Launcher for LauncherService {
+    async fn submit_job(&self, req: Request<SubmitJobRequest>) -> Result<Response<JobReply>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        let caller = caller(&r.caller)?;
+        let job = String::from_utf8(r.job).map_err(|_| NodeError::invalid("the job is not UTF-8 JSON"))?;
+        let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key);
+        let (resp, index) = shared.write(WriteRequest::Submit { caller, job, idempotency_key: key }).await?;
+        match resp {
+            SmResponse::Job { job, created } => {
+                Ok(Response::new(JobReply { job: job.into_bytes(), created, applied_index: index }))
+            }
+            other => Err(sm_error(other).into()),
+        }
+    }
+
+    async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<JobReply>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        let caller = caller(&r.caller)?;
+        let (index, bytes, _) = shared.visible_job(&caller, &r.id, read_mode(&r.read)).await?;
+        Ok(Response::new(JobReply { job: project(bytes, &r.fields)?, created: false, applied_index: index }))
+    }
+
+    type ListJobsStream = BoxStream<JobChunk>;
+
+    async fn list_jobs(&self, req: Request<ListJobsRequest>) -> Result<Response<Self::ListJobsStream>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        let caller = caller(&r.caller)?;
+        let filter = shared.list_filter(&r, &caller)?;
+        shared.read_barrier(read_mode(&r.read)).await?;
+        let (index, jobs) = shared.table(move |sm| sm.list(&filter)).await?;
+        let fields = r.fields;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut chunk = JobChunk { jobs: Vec::new(), applied_index: index };
+            let mut size = 0;
+            for bytes in jobs {
+                let bytes = match project(bytes, &fields) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                size += bytes.len();
+                chunk.jobs.push(bytes);
+                if chunk.jobs.len() >= LIST_CHUNK_JOBS || size >= LIST_CHUNK_BYTES {
+                    let full = std::mem::replace(&mut chunk, JobChunk { jobs: Vec::new(), applied_index: index });
+                    size = 0;
+                    if tx.send(Ok(full)).await.is_err() {
+                        return; // the caller went away
+                    }
+                }
+            }
+            // Always at least one chunk, so an empty listing still reports its index.
+            let _ = tx.send(Ok(chunk)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn control_job(&self, req: Request<ControlJobRequest>) -> Result<Response<ControlJobReply>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        let caller = caller(&r.caller)?;
+        let op = ControlOp::parse(&r.operation).ok_or_else(|| {
+            NodeError::invalid(format!(
+                "unknown operation '{}'; use suspend, resume, stop, kill or cancel",
+                r.operation
+            ))
+        })?;
+        shared.visible_job(&caller, &r.id, ReadMode::default()).await?;
+        let (resp, index) = shared.write(WriteRequest::Control { id: r.id.clone(), operation: op }).await?;
+        match resp {
+            SmResponse::Applied { count, .. } => {
+                let (msg, done) = if count > 0 {
+                    ("Job canceled".to_string(), true)
+                } else {
+                    (format!("{} requested; the job's node carries it out", r.operation), false)
+                };
+                Ok(Response::new(ControlJobReply { status_message: msg, operation_complete: done, applied_index: index }))
+            }
+            other => Err(sm_error(other).into()),
+        }
+    }
+
+    async fn delete_job(&self, req: Request<JobRequest>) -> Result<Response<IndexReply>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        let caller = caller(&r.caller)?;
+        shared.visible_job(&caller, &r.id, ReadMode::default()).await?;
+        let (resp, index) = shared.write(WriteRequest::Delete { id: r.id }).await?;
+        match resp {
+            SmResponse::Applied { .. } => Ok(Response::new(IndexReply { applied_index: index })),
+            other => Err(sm_error(other).into()),
+        }
+    }
+
+    type StreamStatusStream = BoxStream<StatusEvent>;
+
+    /// Status changes of one job, from the replicated state, until it ends or the caller leaves.
+    async fn stream_status(&self, req: Request<JobRequest>) -> Result<Response<Self::StreamStatusStream>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        let caller = caller(&r.caller)?;
+        let mode = read_mode(&r.read);
+        shared.visible_job(&caller, &r.id, mode).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let id = r.id;
+        tokio::spawn(async move {
+            let mut metrics = shared.raft.metrics();
+            let mut last: Option<(Option<JobStatus>, Option<String>)> = None;
+            loop {
+                let key = id.clone();
+                let got = shared.table(move |sm| sm.get_job(&key)).await;
+                let (index, job) = match got {
+                    Ok((i, Some(b))) => (i, Job::from_canonical(&b).ok()),
+                    Ok((_, None)) => return, // deleted: the stream ends
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let Some(job) = job else { return };
+                let now = (job.status, job.status_message.clone());
+                if last.as_ref() != Some(&now) {
+                    let event = serde_json::json!({
+                        "id": job.id, "status": job.status(), "statusMessage": job.status_message,
+                        "lastUpdateTime": job.last_update_time,
+                    });
+                    let ev = StatusEvent { event: event.to_string().into_bytes(), applied_index: index };
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                    last = Some(now);
+                }
+                if job.status().is_terminal() {
+                    return;
+                }
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type StreamOutputStream = BoxStream<OutputChunk>;
+
+    async fn stream_output(&self, req: Request<OutputRequest>) -> Result<Response<Self::StreamOutputStream>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        shared.visible_job(&caller(&r.caller)?, &r.id, ReadMode::default()).await?;
+        Err(not_yet("job output"))
+    }
+
+    type StreamResourceUseStream = BoxStream<ResourceUse>;
+
+    async fn stream_resource_use(
+        &self,
+        req: Request<JobRequest>,
+    ) -> Result<Response<Self::StreamResourceUseStream>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        shared.visible_job(&caller(&r.caller)?, &r.id, ReadMode::default()).await?;
+        Err(not_yet("resource utilization"))
+    }
+
+    async fn get_job_network(&self, req: Request<JobRequest>) -> Result<Response<JobNetwork>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        let (_, _, job) = shared.visible_job(&caller(&r.caller)?, &r.id, ReadMode::default()).await?;
+        match job.host {
+            Some(host) => Ok(Response::new(JobNetwork { host, ip_addresses: vec![] })),
+            None => Err(NodeError::new(ErrorCode::JobNotRunning, format!("job {} has not started on a host", r.id)).into()),
+        }
+    }
+
+    async fn cluster_info(&self, req: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoReply>, Status> {
+        let shared = self.enter(&req, false)?;
+        caller(&req.get_ref().caller)?;
+        let records = shared.table(|sm| sm.nodes()).await?;
+        let mut names: Vec<String> =
+            records.iter().filter(|n| !n.removed).flat_map(|n| n.clusters.iter().map(|c| c.name.clone())).collect();
+        names.sort();
+        names.dedup();
+        let clusters: Vec<serde_json::Value> = names
+            .into_iter()
+            .map(|name| {
+                serde_json::json!({
+                    "name": name, "supportsContainers": false, "queues": [], "resourceLimits": [],
+                    "placementConstraints": [], "images": [], "allowUnknownImages": false, "config": [],
+                })
+            })
+            .collect();
+        let clusters = serde_json::to_vec(&clusters).map_err(NodeError::internal)?;
+        Ok(Response::new(ClusterInfoReply { clusters }))
+    }
+
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let shared = self.enter(&req, true)?;
+        if shared.is_leader() {
+            return Ok(Response::new(shared.local_status()));
+        }
+        // Only the leader hears every member's heartbeat; ask it, else report what we know.
+        if let Ok((_, addr)) = shared.leader_addr() {
+            let mut call = Request::new(StatusRequest {});
+            call.set_timeout(Duration::from_secs(2));
+            if let Ok(reply) = shared.peers.launcher(&addr).status(call).await {
+                let mut reply = reply.into_inner();
+                reply.node_id = shared.id;
+                return Ok(Response::new(reply));
+            }
+        }
+        let mut local = shared.local_status();
+        local.status = "Red".into();
+        Ok(Response::new(local))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let shared = self.enter(&req, true)?;
+        Ok(Response::new(shared.handle_join(req.into_inner()).await?))
+    }
+
+    async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<IndexReply>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        require_admin(&caller(&r.caller)?, "remove cluster members")?;
+        let index = shared.remove_member(r.node_id).await?;
+        Ok(Response::new(IndexReply { applied_index: index }))
+    }
+
+    async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<IndexReply>, Status> {
+        let shared = self.enter(&req, false)?;
+        let r = req.into_inner();
+        require_admin(&caller(&r.caller)?, "drain cluster members")?;
+        let cmd = Command::V1(CommandV1::SetDraining { node: r.node_id, draining: r.draining });
+        let (resp, index) = shared.write(WriteRequest::Command { command: cmd }).await?;
+        match resp {
+            SmResponse::Applied { .. } => Ok(Response::new(IndexReply { applied_index: index })),
+            other => Err(sm_error(other).into()),
+        }
+    }
+
+    async fn members(&self, req: Request<MembersRequest>) -> Result<Response<MembersReply>, Status> {
+        let shared = self.enter(&req, false)?;
+        require_admin(&caller(&req.get_ref().caller)?, "list cluster members")?;
+        let status = self.status(Request::new(StatusRequest {})).await;
+        let status = match status {
+            Ok(s) => s.into_inner(),
+            Err(_) => shared.local_status(),
+        };
+        Ok(Response::new(MembersReply { members: status.nodes, applied_index: status.applied_index }))
+    }
+
+    type SaveSnapshotStream = BoxStream<SnapshotPart>;
+
+    async fn save_snapshot(
+        &self,
+        req: Request<SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        let shared = self.enter(&req, false)?;
+        require_admin(&caller(&req.get_ref().caller)?, "export snapshots")?;
+        shared.read_barrier(ReadMode::default()).await?;
+        let dir = shared.config.node.data_dir.clone();
+        let bytes = shared
+            .table(move |sm| {
+                let tmp = tempfile_in(&dir);
+                sm.export_snapshot(&tmp).map_err(|e| launcher_storage::table::ApplyError::Engine(std::io::Error::other(e.to_string()).into()))?;
+                let b = std::fs::read(&tmp).map_err(|e| launcher_storage::table::ApplyError::Engine(e.into()));
+                let _ = std::fs::remove_file(&tmp);
+                b
+            })
+            .await?;
+        let parts: Vec<Result<SnapshotPart, Status>> =
+            bytes.chunks(SNAPSHOT_PART_BYTES).map(|c| Ok(SnapshotPart { data: c.to_vec() })).collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(parts))))
+    }
+}
+
+fn tempfile_in(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join(format!("export-{}.snap", uuid::Uuid::now_v7()))
+}
+
+fn not_yet(what: &str) -> Status {
+    NodeError::new(
+        ErrorCode::RequestNotSupported,
+        format!("{what} needs the job's plugin, which this launcher-node version does not host yet"),
+    )
+    .into()
+}

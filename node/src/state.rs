@@ -1,0 +1,180 @@
+//! What every service of a running node shares: Raft, the job table, peers, liveness.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use launcher_storage::engine::SledEngine;
+use launcher_storage::{LogStore, NodeId, Raft, StateMachine};
+use openraft::ServerState;
+
+use crate::config::Config;
+use crate::error::{NodeError, NodeResult};
+use crate::network::Peers;
+
+/// Version string nodes report to each other.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A node's view of one member's liveness (leader side).
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub at: Instant,
+    pub applied: u64,
+}
+
+/// Leader-side liveness bookkeeping (DESIGN §1): heartbeats from members, when this node
+/// became leader, and which members it declared lost.
+#[derive(Default)]
+pub struct Liveness {
+    inner: Mutex<LivenessInner>,
+}
+
+#[derive(Default)]
+struct LivenessInner {
+    /// (term, since) of the current leadership of this node.
+    leader_since: Option<(u64, Instant)>,
+    seen: HashMap<NodeId, Seen>,
+    lost: HashSet<NodeId>,
+}
+
+impl Liveness {
+    /// Records a heartbeat.
+    pub fn heard(&self, node: NodeId, applied: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.seen.insert(node, Seen { at: Instant::now(), applied });
+        g.lost.remove(&node);
+    }
+
+    /// Called on every maintenance tick: notes a new leadership term, giving every member a
+    /// fresh grace period (we have not heard from anyone yet in this term).
+    pub fn observe_term(&self, is_leader: bool, term: u64, members: &[NodeId]) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !is_leader {
+            g.leader_since = None;
+            return;
+        }
+        if g.leader_since.map(|(t, _)| t) != Some(term) {
+            let now = Instant::now();
+            g.leader_since = Some((term, now));
+            for m in members {
+                let applied = g.seen.get(m).map_or(0, |s| s.applied);
+                g.seen.insert(*m, Seen { at: now, applied });
+            }
+            g.lost.clear();
+        }
+    }
+
+    /// How long this node has been leader.
+    pub fn leader_for(&self) -> Option<Duration> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.leader_since.map(|(_, t)| t.elapsed())
+    }
+
+    /// Last heartbeat of `node`.
+    pub fn seen(&self, node: NodeId) -> Option<Seen> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).seen.get(&node).copied()
+    }
+
+    /// Marks `node` as declared lost; false if it already was.
+    pub fn mark_lost(&self, node: NodeId) -> bool {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).lost.insert(node)
+    }
+
+    /// Whether `node` has been declared lost and not heard from since.
+    pub fn is_lost(&self, node: NodeId) -> bool {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).lost.contains(&node)
+    }
+}
+
+/// A running node's shared state.
+pub struct Shared {
+    pub id: NodeId,
+    pub config: Arc<Config>,
+    /// The address other nodes reach this one at.
+    pub advertise: String,
+    pub raft: Raft,
+    pub sm: StateMachine<SledEngine>,
+    pub log: LogStore<SledEngine>,
+    pub engine: SledEngine,
+    pub peers: Peers,
+    pub liveness: Liveness,
+}
+
+impl Shared {
+    /// The cluster id.
+    pub fn cluster_id(&self) -> String {
+        self.peers.auth().cluster_id()
+    }
+
+    /// Current leader id, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Whether this node is the leader right now.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Address of a member, from the Raft membership.
+    pub fn addr_of(&self, node: NodeId) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
+    }
+
+    /// The applied index of this node.
+    pub fn applied_index(&self) -> u64 {
+        self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Raft voters and learners.
+    pub fn members(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let mem = m.membership_config.membership();
+        let voters: Vec<NodeId> = mem.voter_ids().collect();
+        let learners: Vec<NodeId> = mem.learner_ids().collect();
+        (voters, learners)
+    }
+
+    /// Whether `node` counts as alive for placement and lost-member rules.
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        if node == self.id {
+            return true;
+        }
+        let limit = Duration::from_secs(self.config.node.node_lost_timeout_seconds);
+        self.liveness.seen(node).is_some_and(|s| s.at.elapsed() < limit)
+    }
+
+    /// Whether `node` answered heartbeats in the last few seconds (health as shown by Status).
+    pub fn is_healthy(&self, node: NodeId) -> bool {
+        if node == self.id {
+            return true;
+        }
+        self.liveness.seen(node).is_some_and(|s| s.at.elapsed() < crate::HEALTH_WINDOW)
+    }
+
+    /// The leader's address, or Unavailable.
+    pub fn leader_addr(&self) -> NodeResult<(NodeId, String)> {
+        let leader = self.leader().ok_or_else(|| NodeError::unavailable("no leader elected right now; retry shortly"))?;
+        let addr = self
+            .addr_of(leader)
+            .ok_or_else(|| NodeError::unavailable(format!("leader {leader} has no known address yet")))?;
+        Ok((leader, addr))
+    }
+
+    /// Runs blocking job-table work off the async runtime.
+    pub async fn table<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StateMachine<SledEngine>) -> Result<R, launcher_storage::table::ApplyError> + Send + 'static,
+    ) -> NodeResult<R> {
+        let sm = self.sm.clone();
+        tokio::task::spawn_blocking(move || f(&sm))
+            .await
+            .map_err(NodeError::internal)?
+            .map_err(NodeError::internal)
+    }
+}

@@ -1,0 +1,281 @@
+//! The write path: every change goes to the leader, which stamps it (ids, times, owner,
+//! DESIGN §1) and proposes it through Raft. A follower forwards the *unstamped* request.
+
+use std::time::{Duration, Instant};
+
+use launcher_proto::raft::ForwardedWrite;
+use launcher_storage::command::{ControlOp, Idempotency};
+use launcher_storage::job::RawJson;
+use launcher_storage::{Command, CommandV1, ErrorCode, Job, NodeId, Response};
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock;
+use crate::error::{NodeError, NodeResult};
+use crate::state::Shared;
+
+/// How long a write may wait for a leader before it fails with Unavailable.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Who asked, as decided by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Caller {
+    pub user: String,
+    pub admin: bool,
+}
+
+/// A write before the leader stamped it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WriteRequest {
+    /// A job as the client sent it.
+    Submit { caller: Caller, job: String, idempotency_key: Option<String> },
+    /// A control operation (authorisation was checked by the receiving node).
+    Control { id: String, operation: ControlOp },
+    /// Delete a terminal job.
+    Delete { id: String },
+    /// A complete command from a node (updates, registration, bookkeeping); the leader re-stamps its time.
+    Command { command: Command },
+}
+
+impl WriteRequest {
+    /// Whether proposing this twice is harmless, so a retry after an unknown outcome is safe.
+    fn retry_safe(&self) -> bool {
+        match self {
+            WriteRequest::Submit { idempotency_key, .. } => idempotency_key.is_some(),
+            WriteRequest::Control { .. } => false,
+            WriteRequest::Delete { .. } => true,
+            WriteRequest::Command { command } => !matches!(command, Command::V1(CommandV1::AllocateNodeId { .. })),
+        }
+    }
+}
+
+/// Hash of what a submit asked for, so a reused Idempotency-Key with another body is detected.
+fn fingerprint(user: &str, job: &Job) -> String {
+    let mut h = Sha256::new();
+    h.update(user.as_bytes());
+    h.update([0]);
+    h.update(job.to_canonical());
+    hex::encode(h.finalize())
+}
+
+impl Shared {
+    /// Applies `req` through Raft, from any node. Returns the state machine's response and the
+    /// log index it was applied at.
+    pub async fn write(&self, req: WriteRequest) -> NodeResult<(Response, u64)> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leader = metrics.borrow().current_leader;
+            match leader {
+                Some(l) if l == self.id => match self.propose(&req).await {
+                    Err(Retry::Elsewhere) => {}
+                    Err(Retry::Fatal(e)) => return Err(e),
+                    Ok(r) => return Ok(r),
+                },
+                Some(l) => match self.forward(l, &req).await {
+                    Ok(r) => return Ok(r),
+                    Err((e, sent)) if sent && !req.retry_safe() => return Err(e),
+                    Err((e, _)) if e.code != ErrorCode::Unavailable => return Err(e),
+                    Err(_) => {}
+                },
+                None => {}
+            }
+            // No leader, or it moved: wait for the next change of Raft state, bounded.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(NodeError::unavailable(
+                    "no leader accepted the write in time: the cluster has no quorum or is electing; retry",
+                ));
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await;
+        }
+    }
+
+    /// Stamps and proposes on this node, which believes it is the leader.
+    async fn propose(&self, req: &WriteRequest) -> Result<(Response, u64), Retry> {
+        let cmd = self.stamp(req.clone()).await.map_err(Retry::Fatal)?;
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok((resp.data, resp.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Retry::Elsewhere),
+            Err(e) => Err(Retry::Fatal(NodeError::unavailable(format!("write failed: {e}")))),
+        }
+    }
+
+    /// Sends `req` to the leader. The flag tells whether the request may have reached it.
+    async fn forward(&self, leader: NodeId, req: &WriteRequest) -> Result<(Response, u64), (NodeError, bool)> {
+        let addr = self
+            .addr_of(leader)
+            .ok_or_else(|| (NodeError::unavailable(format!("leader {leader} has no known address")), false))?;
+        let body = serde_json::to_vec(req).map_err(|e| (NodeError::internal(e), false))?;
+        let mut call = tonic::Request::new(ForwardedWrite { request: body });
+        call.set_timeout(WRITE_DEADLINE);
+        match self.peers.raft(&addr).client_write(call).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                let resp: Response = serde_json::from_slice(&reply.response).map_err(|e| (NodeError::internal(e), true))?;
+                Ok((resp, reply.log_index))
+            }
+            Err(status) => {
+                // A refused connection never reached the leader; anything else may have.
+                let never_sent = status.code() == tonic::Code::Unavailable && status.message().contains("connect");
+                let not_leader = status.metadata().get(NOT_LEADER_HEADER).is_some();
+                Err((NodeError::from(&status), !(never_sent || not_leader)))
+            }
+        }
+    }
+
+    /// Serves a forwarded write on the leader.
+    pub async fn serve_forwarded(&self, req: WriteRequest) -> Result<(Response, u64), tonic::Status> {
+        match self.propose(&req).await {
+            Ok(r) => Ok(r),
+            Err(Retry::Elsewhere) => Err(not_leader_status()),
+            Err(Retry::Fatal(e)) => Err(e.into()),
+        }
+    }
+
+    /// Turns a request into a command: the leader's ids, times, owner and checks (DESIGN §1).
+    pub async fn stamp(&self, req: WriteRequest) -> NodeResult<Command> {
+        let now = clock::now();
+        Ok(Command::V1(match req {
+            WriteRequest::Submit { caller, job, idempotency_key } => {
+                let (job, owner, idempotency) = self.stamp_submit(&caller, &job, idempotency_key, &now).await?;
+                CommandV1::Submit { job: Box::new(job), owner, idempotency }
+            }
+            WriteRequest::Control { id, operation } => CommandV1::Control { id, operation, time: now },
+            WriteRequest::Delete { id } => CommandV1::Delete { id },
+            WriteRequest::Command { command: Command::V1(mut c) } => {
+                match &mut c {
+                    CommandV1::Update(u) => u.time = now,
+                    CommandV1::LaunchIntent { time, .. } => *time = now,
+                    CommandV1::NodeLost { time, .. } => *time = now,
+                    _ => {}
+                }
+                c
+            }
+            WriteRequest::Command { command: Command::Unknown { version, .. } } => {
+                return Err(NodeError::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("command version {version} is not supported by the leader"),
+                ))
+            }
+        }))
+    }
+
+    async fn stamp_submit(
+        &self,
+        caller: &Caller,
+        body: &str,
+        idempotency_key: Option<String>,
+        now: &str,
+    ) -> NodeResult<(Job, NodeId, Option<Idempotency>)> {
+        let limit = self.config.server.max_request_body_bytes;
+        if body.len() > limit {
+            return Err(NodeError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the job is {} bytes; the limit is {limit} (max-request-body-bytes)", body.len()),
+            ));
+        }
+        let mut job: Job =
+            serde_json::from_str(body).map_err(|e| NodeError::invalid(format!("the job is not valid: {e}")))?;
+        job.validate_submission().map_err(NodeError::invalid)?;
+        let user = match job.user.take().filter(|u| !u.is_empty()) {
+            Some(u) if u != caller.user && !caller.admin => {
+                return Err(NodeError::new(
+                    ErrorCode::Forbidden,
+                    format!("user {} may not submit jobs on behalf of {u}; only admins may", caller.user),
+                ))
+            }
+            Some(u) => u,
+            None => caller.user.clone(),
+        };
+        if user.is_empty() {
+            return Err(NodeError::invalid("the submitting user is unknown"));
+        }
+        // Whatever the client put in system fields is replaced.
+        job.id = None;
+        job.status = None;
+        job.status_message = None;
+        job.status_code = None;
+        job.pid = None;
+        job.exit_code = None;
+        job.host = None;
+        job.submission_time = None;
+        job.last_update_time = None;
+        job.plugin_job_id = None;
+        job.instance_id = None;
+        job.metadata = job.metadata.map(|m| {
+            let v: serde_json::Value = serde_json::from_str(m.0.get()).expect("RawValue holds valid JSON");
+            RawJson::normalized(&v)
+        });
+        job.user = Some(user.clone());
+        let idempotency = idempotency_key
+            .filter(|k| !k.is_empty())
+            .map(|key| -> NodeResult<Idempotency> {
+                if key.len() > 256 {
+                    return Err(NodeError::invalid("Idempotency-Key is longer than 256 characters"));
+                }
+                Ok(Idempotency {
+                    key,
+                    fingerprint: fingerprint(&user, &job),
+                    expires_at: clock::seconds_ahead(self.config.server.job_expiry_hours * 3600),
+                })
+            })
+            .transpose()?;
+        let owner = self.place(&job.cluster).await?;
+        job.id = Some(uuid::Uuid::now_v7().to_string());
+        job.submission_time = Some(now.to_string());
+        job.last_update_time = Some(now.to_string());
+        Ok((job, owner, idempotency))
+    }
+
+    /// Picks the owner of a new job: a live, non-draining member hosting the cluster with the
+    /// fewest active jobs, ties by node id (DESIGN §1).
+    async fn place(&self, cluster: &str) -> NodeResult<NodeId> {
+        let (voters, learners) = self.members();
+        let members: Vec<NodeId> = voters.into_iter().chain(learners).collect();
+        let records = self.table(|sm| sm.nodes()).await?;
+        let hosting: Vec<_> =
+            records.iter().filter(|n| !n.removed && members.contains(&n.id) && n.hosts(cluster).is_some()).collect();
+        if hosting.is_empty() {
+            let mut known: Vec<String> =
+                records.iter().filter(|n| !n.removed).flat_map(|n| n.clusters.iter().map(|c| c.name.clone())).collect();
+            known.sort();
+            known.dedup();
+            return Err(NodeError::invalid(format!(
+                "no node hosts cluster '{cluster}'; configured clusters: {}",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        }
+        let mut best: Option<(usize, NodeId)> = None;
+        for n in hosting.iter().filter(|n| !n.draining && self.is_alive(n.id)) {
+            let id = n.id;
+            let active = self.table(move |sm| sm.active_jobs(id)).await?;
+            if best.is_none_or(|b| (active, id) < b) {
+                best = Some((active, id));
+            }
+        }
+        best.map(|(_, id)| id).ok_or_else(|| {
+            NodeError::unavailable(format!(
+                "every node hosting cluster '{cluster}' is draining or unreachable; retry later"
+            ))
+        })
+    }
+}
+
+/// Outcome of a proposal that did not succeed here.
+enum Retry {
+    /// Leadership moved before anything was proposed.
+    Elsewhere,
+    Fatal(NodeError),
+}
+
+/// Metadata marking a refusal because the callee is not the leader (nothing was proposed).
+pub const NOT_LEADER_HEADER: &str = "launcher-not-leader";
+
+fn not_leader_status() -> tonic::Status {
+    let mut s: tonic::Status = NodeError::unavailable("this node is no longer the leader").into();
+    s.metadata_mut().insert(NOT_LEADER_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+    s
+}
