@@ -23,6 +23,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut client = LauncherClient::connect(args.node.clone()).await?;
     let status = client.status(StatusRequest {}).await?.into_inner();
-    println!("{} leader={} applied={}", status.status, status.leader, status.applied_index);
+    println!(
+        "{} leader={} applied={}",
+        status.status, status.leader, status.applied_index
+    );
     anyhow::bail!("the HTTP API is not implemented yet (see the gateway issue)")
 }

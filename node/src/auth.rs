@@ -18,12 +18,18 @@ const SCHEME: &str = "Launcher-Internal ";
 /// once trailing whitespace is trimmed.
 pub fn load_key(path: &Path) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| {
-        format!("cannot read the secure-cookie-key file {}: {e}; create it with 32+ random bytes, mode 0600", path.display())
+        format!(
+            "cannot read the secure-cookie-key file {}: {e}; create it with 32+ random bytes, mode 0600",
+            path.display()
+        )
     })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(|e| e.to_string())?.permissions().mode();
+        let mode = std::fs::metadata(path)
+            .map_err(|e| e.to_string())?
+            .permissions()
+            .mode();
         if mode & 0o004 != 0 {
             return Err(format!(
                 "the secure-cookie-key file {} is readable by every user (mode {:o}); run chmod 0600 on it",
@@ -32,7 +38,10 @@ pub fn load_key(path: &Path) -> Result<Vec<u8>, String> {
             ));
         }
     }
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |p| p + 1);
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |p| p + 1);
     let key = bytes[..end].to_vec();
     if key.len() < 32 {
         return Err(format!(
@@ -53,7 +62,9 @@ pub struct InternalAuth {
 
 impl std::fmt::Debug for InternalAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InternalAuth").field("cluster_id", &self.cluster_id()).finish_non_exhaustive()
+        f.debug_struct("InternalAuth")
+            .field("cluster_id", &self.cluster_id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,7 +74,10 @@ impl InternalAuth {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(b"launcher-internal");
         let token = format!("{SCHEME}{}", hex::encode(mac.finalize().into_bytes()));
-        InternalAuth { token: token.into(), cluster_id: Arc::new(RwLock::new(cluster_id)) }
+        InternalAuth {
+            token: token.into(),
+            cluster_id: Arc::new(RwLock::new(cluster_id)),
+        }
     }
 
     /// The cluster id this node belongs to (empty before it joined one).
@@ -76,17 +90,33 @@ impl InternalAuth {
         *self.cluster_id.write().unwrap_or_else(|p| p.into_inner()) = id.to_string();
     }
 
-    /// Checks an incoming call. `allow_unbound` admits callers that do not know the cluster id
-    /// yet (discovery, join, status); the credential is always required.
+    /// Checks only the credential (discovery must answer callers of any cluster, so they can
+    /// tell they knocked on the wrong door). Signatures are compared in constant time.
     #[allow(clippy::result_large_err)]
-    pub fn check<T>(&self, req: &Request<T>, allow_unbound: bool) -> Result<(), Status> {
-        let presented = req.metadata().get("authorization").map(|v| v.as_bytes()).unwrap_or_default();
+    pub fn check_credential<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let presented = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
         if !bool::from(presented.ct_eq(self.token.as_bytes())) {
             return Err(Status::unauthenticated(
                 "missing or wrong internal credential: every node and gateway must share the same secure-cookie-key",
             ));
         }
-        let theirs = req.metadata().get(CLUSTER_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        Ok(())
+    }
+
+    /// Checks an incoming call. `allow_unbound` admits callers that do not know the cluster id
+    /// yet (discovery, join, status); the credential is always required.
+    #[allow(clippy::result_large_err)]
+    pub fn check<T>(&self, req: &Request<T>, allow_unbound: bool) -> Result<(), Status> {
+        self.check_credential(req)?;
+        let theirs = req
+            .metadata()
+            .get(CLUSTER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         let ours = self.cluster_id();
         if theirs.is_empty() || ours.is_empty() {
             if allow_unbound {
@@ -108,7 +138,10 @@ impl InternalAuth {
 impl tonic::service::Interceptor for InternalAuth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let md = req.metadata_mut();
-        md.insert("authorization", MetadataValue::try_from(&*self.token).expect("hex is valid metadata"));
+        md.insert(
+            "authorization",
+            MetadataValue::try_from(&*self.token).expect("hex is valid metadata"),
+        );
         if let Ok(v) = MetadataValue::try_from(self.cluster_id()) {
             md.insert(CLUSTER_ID_HEADER, v);
         }
@@ -128,10 +161,16 @@ mod tests {
         assert!(a.check(&ok, false).is_ok());
         let mut other_key = InternalAuth::new(&[8u8; 32], "c1".into());
         let bad = other_key.call(Request::new(())).unwrap();
-        assert_eq!(a.check(&bad, true).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            a.check(&bad, true).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         let mut other_cluster = InternalAuth::new(&[7u8; 32], "c2".into());
         let wrong = other_cluster.call(Request::new(())).unwrap();
-        assert_eq!(a.check(&wrong, true).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            a.check(&wrong, true).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
         let mut fresh = InternalAuth::new(&[7u8; 32], String::new());
         let unbound = fresh.call(Request::new(())).unwrap();
         assert!(a.check(&unbound, true).is_ok());

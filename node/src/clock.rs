@@ -10,7 +10,9 @@ const STAMP: &[time::format_description::BorrowedFormatItem<'static>] =
 
 /// Formats a time as a stamp.
 pub fn format(t: OffsetDateTime) -> String {
-    t.to_offset(UtcOffset::UTC).format(STAMP).expect("every UTC time formats")
+    t.to_offset(UtcOffset::UTC)
+        .format(STAMP)
+        .expect("every UTC time formats")
 }
 
 /// Now, as a stamp.
@@ -41,8 +43,14 @@ mod tests {
 
     #[test]
     fn stamps_are_fixed_width_utc() {
-        assert_eq!(normalize("2026-01-31T12:00:00Z").unwrap(), "2026-01-31T12:00:00.000000Z");
-        assert_eq!(normalize("2026-01-31T13:00:00.5+01:00").unwrap(), "2026-01-31T12:00:00.500000Z");
+        assert_eq!(
+            normalize("2026-01-31T12:00:00Z").unwrap(),
+            "2026-01-31T12:00:00.000000Z"
+        );
+        assert_eq!(
+            normalize("2026-01-31T13:00:00.5+01:00").unwrap(),
+            "2026-01-31T12:00:00.500000Z"
+        );
         assert!(normalize("yesterday").is_err());
         assert_eq!(now().len(), "2026-01-31T12:00:00.000000Z".len());
         assert!(seconds_ago(10) < now());

@@ -18,7 +18,10 @@ pub struct NodeError {
 impl NodeError {
     /// An error with `code`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        NodeError { code, message: message.into() }
+        NodeError {
+            code,
+            message: message.into(),
+        }
     }
     /// 400 InvalidRequest.
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -53,7 +56,9 @@ impl From<NodeError> for Status {
             ErrorCode::Unknown | ErrorCode::JobControlFailure => tonic::Code::Internal,
         };
         let mut status = Status::new(code, e.message);
-        status.metadata_mut().insert(ERROR_CODE_HEADER, MetadataValue::from(e.code.code()));
+        status
+            .metadata_mut()
+            .insert(ERROR_CODE_HEADER, MetadataValue::from(e.code.code()));
         status
     }
 }
@@ -71,9 +76,10 @@ impl From<&Status> for NodeError {
             Some(code) => NodeError::new(code, s.message()),
             None => match s.code() {
                 tonic::Code::DeadlineExceeded => NodeError::new(ErrorCode::Timeout, s.message()),
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-                    NodeError::new(ErrorCode::Unavailable, format!("a peer refused the call: {}", s.message()))
-                }
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => NodeError::new(
+                    ErrorCode::Unavailable,
+                    format!("a peer refused the call: {}", s.message()),
+                ),
                 _ => NodeError::unavailable(format!("peer unreachable: {}", s.message())),
             },
         }
@@ -93,6 +99,9 @@ mod tests {
             let status: Status = NodeError::new(code, "m").into();
             assert_eq!(NodeError::from(&status), NodeError::new(code, "m"));
         }
-        assert_eq!(NodeError::from(&Status::unavailable("tcp connect error")).code, ErrorCode::Unavailable);
+        assert_eq!(
+            NodeError::from(&Status::unavailable("tcp connect error")).code,
+            ErrorCode::Unavailable
+        );
     }
 }

@@ -61,11 +61,17 @@ fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
 }
 
 fn init_tracing(debug: bool) {
-    let default = if debug { "debug,h2=info,tower=info,hyper=info" } else { "info,openraft=warn" };
+    let default = if debug {
+        "debug,h2=info,tower=info,hyper=info"
+    } else {
+        "info,openraft=warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let json = std::env::var("LAUNCHER_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         fmt.json().init();
     } else {
@@ -94,12 +100,23 @@ async fn save_snapshot(config: &Config, file: PathBuf, node: Option<String>) -> 
     let addr = node.unwrap_or_else(|| config.node.grpc_address.replace("0.0.0.0", "127.0.0.1"));
     let peers = Peers::new(auth::InternalAuth::new(&key, String::new()));
     // Learn the cluster id first: snapshot export is a bound call.
-    let status = peers.launcher(&addr).status(launcher_proto::launcher::StatusRequest {}).await?.into_inner();
+    let status = peers
+        .launcher(&addr)
+        .status(launcher_proto::launcher::StatusRequest {})
+        .await?
+        .into_inner();
     peers.auth().set_cluster_id(&status.cluster_id);
-    let req = SaveSnapshotRequest { caller: Some(Caller { user: "launcher-node".into(), admin: true }) };
+    let req = SaveSnapshotRequest {
+        caller: Some(Caller {
+            user: "launcher-node".into(),
+            admin: true,
+        }),
+    };
     let mut stream = peers.launcher(&addr).save_snapshot(req).await?.into_inner();
     let tmp = file.with_extension("partial");
-    let mut out = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut out = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut total = 0usize;
     while let Some(part) = stream.next().await {
         let part = part?;
@@ -108,7 +125,12 @@ async fn save_snapshot(config: &Config, file: PathBuf, node: Option<String>) -> 
     }
     out.sync_all().await?;
     tokio::fs::rename(&tmp, &file).await?;
-    println!("saved snapshot of cluster {} at index {} to {} ({total} bytes)", status.cluster_id, status.applied_index, file.display());
+    println!(
+        "saved snapshot of cluster {} at index {} to {} ({total} bytes)",
+        status.cluster_id,
+        status.applied_index,
+        file.display()
+    );
     Ok(())
 }
 
@@ -120,10 +142,17 @@ async fn main() {
         init_tracing(config.server.enable_debug_logging);
         match args.cmd {
             None => run_node(config, StartOptions { init: args.init }).await,
-            Some(Cmd::Snapshot { cmd: SnapshotCmd::Save { file, node } }) => save_snapshot(&config, file, node).await,
-            Some(Cmd::Recover { from, force_new_cluster }) => {
+            Some(Cmd::Snapshot {
+                cmd: SnapshotCmd::Save { file, node },
+            }) => save_snapshot(&config, file, node).await,
+            Some(Cmd::Recover {
+                from,
+                force_new_cluster,
+            }) => {
                 if !force_new_cluster {
-                    anyhow::bail!("recover starts a NEW cluster from the snapshot; confirm with --force-new-cluster");
+                    anyhow::bail!(
+                        "recover starts a NEW cluster from the snapshot; confirm with --force-new-cluster"
+                    );
                 }
                 launcher_node::recover_into(&config, &from)?;
                 run_node(config, StartOptions { init: true }).await

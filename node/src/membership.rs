@@ -35,7 +35,10 @@ impl Identity {
         let p = data_dir.join(IDENTITY_FILE);
         match std::fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                format!("{} is corrupt ({e}); this data dir cannot be trusted: restore it or wipe it to rejoin", p.display())
+                format!(
+                    "{} is corrupt ({e}); this data dir cannot be trusted: restore it or wipe it to rejoin",
+                    p.display()
+                )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read {}: {e}", p.display())),
@@ -76,7 +79,7 @@ pub struct Formed {
 }
 
 /// Resolves join entries (`host:port`, DNS names may give several addresses).
-async fn resolve(join: &[String]) -> Vec<String> {
+pub(crate) async fn resolve(join: &[String]) -> Vec<String> {
     let mut out = BTreeSet::new();
     for j in join {
         match tokio::net::lookup_host(j.as_str()).await {
@@ -87,22 +90,37 @@ async fn resolve(join: &[String]) -> Vec<String> {
     out.into_iter().collect()
 }
 
-async fn discover(peers: &Peers, addr: &str) -> Option<DiscoverReply> {
-    let mut req = tonic::Request::new(DiscoverRequest { from_address: String::new() });
+pub(crate) async fn discover(peers: &Peers, addr: &str) -> Option<DiscoverReply> {
+    let mut req = tonic::Request::new(DiscoverRequest {
+        from_address: String::new(),
+    });
     req.set_timeout(Duration::from_secs(1));
     peers.raft(addr).discover(req).await.ok().map(|r| r.into_inner())
 }
 
 /// Asks `addr` to let this node join; returns the identity to adopt.
-async fn join_via(peers: &Peers, addr: &str, node_id: Option<NodeId>, advertise: &str) -> NodeResult<Identity> {
+async fn join_via(
+    peers: &Peers,
+    addr: &str,
+    node_id: Option<NodeId>,
+    advertise: &str,
+) -> NodeResult<Identity> {
     let mut req = tonic::Request::new(JoinRequest {
         node_id: node_id.unwrap_or(0),
         address: advertise.to_string(),
         cluster_id: String::new(),
     });
     req.set_timeout(Duration::from_secs(15));
-    let reply = peers.launcher(addr).join(req).await.map_err(|s| NodeError::from(&s))?.into_inner();
-    Ok(Identity { node_id: reply.node_id, cluster_id: reply.cluster_id })
+    let reply = peers
+        .launcher(addr)
+        .join(req)
+        .await
+        .map_err(|s| NodeError::from(&s))?
+        .into_inner();
+    Ok(Identity {
+        node_id: reply.node_id,
+        cluster_id: reply.cluster_id,
+    })
 }
 
 /// Becomes a member of a cluster, waiting as long as it takes (until `give_up`).
@@ -118,8 +136,16 @@ pub async fn form(
         Formation::Init => {
             let node_id = configured_id.unwrap_or(1);
             let cluster_id = configured_cluster.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let voters = BTreeMap::from([(node_id, Node { addr: advertise.to_string() })]);
-            Ok(Formed { identity: Identity { node_id, cluster_id }, initial_voters: Some(voters) })
+            let voters = BTreeMap::from([(
+                node_id,
+                Node {
+                    addr: advertise.to_string(),
+                },
+            )]);
+            Ok(Formed {
+                identity: Identity { node_id, cluster_id },
+                initial_voters: Some(voters),
+            })
         }
         Formation::Join(join) | Formation::BootstrapExpect { join, .. } if join.is_empty() => {
             anyhow::bail!("join is empty: set [node] join to the addresses of other nodes")
@@ -127,7 +153,12 @@ pub async fn form(
         Formation::Join(join) => loop {
             for addr in resolve(&join).await.into_iter().filter(|a| a != advertise) {
                 match join_via(peers, &addr, configured_id, advertise).await {
-                    Ok(identity) => return Ok(Formed { identity, initial_voters: None }),
+                    Ok(identity) => {
+                        return Ok(Formed {
+                            identity,
+                            initial_voters: None,
+                        })
+                    }
                     Err(e) if e.code == ErrorCode::InvalidRequest => {
                         anyhow::bail!("the cluster refused this node: {}", e.message)
                     }
@@ -140,11 +171,18 @@ pub async fn form(
             let mut fresh: BTreeMap<String, NodeId> = BTreeMap::new();
             fresh.insert(advertise.to_string(), configured_id.unwrap_or(0));
             for addr in resolve(&join).await.into_iter().filter(|a| a != advertise) {
-                let Some(reply) = discover(peers, &addr).await else { continue };
+                let Some(reply) = discover(peers, &addr).await else {
+                    continue;
+                };
                 if !reply.cluster_id.is_empty() && reply.initialized {
                     // A cluster exists (perhaps formed a moment ago by the lowest address): join it.
                     match join_via(peers, &addr, configured_id, advertise).await {
-                        Ok(identity) => return Ok(Formed { identity, initial_voters: None }),
+                        Ok(identity) => {
+                            return Ok(Formed {
+                                identity,
+                                initial_voters: None,
+                            })
+                        }
                         Err(e) if e.code == ErrorCode::InvalidRequest => {
                             anyhow::bail!("the cluster refused this node: {}", e.message)
                         }
@@ -169,20 +207,40 @@ pub async fn form(
                     if voters.len() != expect {
                         anyhow::bail!("bootstrap-expect={expect}: the discovered nodes have duplicate node ids {chosen:?}");
                     }
-                    let node_id = voters.iter().find(|(_, n)| n.addr == advertise).map(|(id, _)| *id).expect("self chosen");
-                    let cluster_id = configured_cluster.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                    tracing::info!(expect, ?voters, "bootstrap-expect reached: initialising the cluster");
-                    return Ok(Formed { identity: Identity { node_id, cluster_id }, initial_voters: Some(voters) });
+                    let node_id = voters
+                        .iter()
+                        .find(|(_, n)| n.addr == advertise)
+                        .map(|(id, _)| *id)
+                        .expect("self chosen");
+                    let cluster_id = configured_cluster
+                        .clone()
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                    tracing::info!(
+                        expect,
+                        ?voters,
+                        "bootstrap-expect reached: initialising the cluster"
+                    );
+                    return Ok(Formed {
+                        identity: Identity { node_id, cluster_id },
+                        initial_voters: Some(voters),
+                    });
                 }
             } else {
-                tracing::info!(seen = fresh.len(), expect, "waiting for bootstrap-expect nodes to appear");
+                tracing::info!(
+                    seen = fresh.len(),
+                    expect,
+                    "waiting for bootstrap-expect nodes to appear"
+                );
             }
             wait_or_give_up(&mut give_up, Duration::from_millis(500)).await?;
         },
     }
 }
 
-async fn wait_or_give_up(give_up: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> anyhow::Result<()> {
+async fn wait_or_give_up(
+    give_up: &mut tokio::sync::watch::Receiver<bool>,
+    d: Duration,
+) -> anyhow::Result<()> {
     if *give_up.borrow() {
         anyhow::bail!("stopped while forming the cluster");
     }
@@ -212,7 +270,13 @@ impl Shared {
             let (_, addr) = self.leader_addr()?;
             let mut call = tonic::Request::new(req);
             call.set_timeout(Duration::from_secs(10));
-            return Ok(self.peers.launcher(&addr).join(call).await.map_err(|s| NodeError::from(&s))?.into_inner());
+            return Ok(self
+                .peers
+                .launcher(&addr)
+                .join(call)
+                .await
+                .map_err(|s| NodeError::from(&s))?
+                .into_inner());
         }
         let (membership_nodes, voters) = {
             let m = self.raft.metrics();
@@ -229,8 +293,15 @@ impl Shared {
                 req.node_id
             )));
         }
-        let at_addr = membership_nodes.iter().find(|(_, n)| n.addr == req.address).map(|(id, _)| *id);
-        let reply = |node_id| JoinReply { node_id, cluster_id: self.cluster_id(), leader_id: self.id };
+        let at_addr = membership_nodes
+            .iter()
+            .find(|(_, n)| n.addr == req.address)
+            .map(|(id, _)| *id);
+        let reply = |node_id| JoinReply {
+            node_id,
+            cluster_id: self.cluster_id(),
+            leader_id: self.id,
+        };
         match (at_addr, req.node_id) {
             // The formation's own voters, or a retried join: idempotent.
             (Some(existing), 0) => return Ok(reply(existing)),
@@ -253,15 +324,22 @@ impl Shared {
         // A node coming back at the same address with an empty data dir is a new incarnation:
         // reusing the old id would forget its votes, so it gets a fresh id and the old one goes.
         let replaced = at_addr;
-        let asked_is_free =
-            req.node_id != 0 && !membership_nodes.contains_key(&req.node_id) && !records.iter().any(|r| r.id == req.node_id);
+        let asked_is_free = req.node_id != 0
+            && !membership_nodes.contains_key(&req.node_id)
+            && !records.iter().any(|r| r.id == req.node_id);
         let node_id = if asked_is_free {
             req.node_id
         } else {
-            let cmd = Command::V1(CommandV1::AllocateNodeId { addr: req.address.clone() });
+            let cmd = Command::V1(CommandV1::AllocateNodeId {
+                addr: req.address.clone(),
+            });
             match self.write(WriteRequest::Command { command: cmd }).await?.0 {
                 Response::NodeId { id } => id,
-                other => return Err(NodeError::internal(format!("unexpected answer to id allocation: {other:?}"))),
+                other => {
+                    return Err(NodeError::internal(format!(
+                        "unexpected answer to id allocation: {other:?}"
+                    )))
+                }
             }
         };
         if let Some(old) = replaced {
@@ -270,7 +348,17 @@ impl Shared {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match self.raft.add_learner(node_id, Node { addr: req.address.clone() }, false).await {
+            match self
+                .raft
+                .add_learner(
+                    node_id,
+                    Node {
+                        addr: req.address.clone(),
+                    },
+                    false,
+                )
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if Instant::now() < deadline => {
                     tracing::info!(node_id, error = %e, "add learner failed; retrying (membership changes queue)");
@@ -294,11 +382,8 @@ impl Shared {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([node]))
         };
+        // `retain = false`: a removed voter does not stay behind as a learner.
         self.change_membership_retrying(change).await?;
-        if voter {
-            // A removed voter is left as a learner by openraft unless removed as a node too.
-            let _ = self.change_membership_retrying(ChangeMembers::RemoveNodes(BTreeSet::from([node]))).await;
-        }
         let cmd = Command::V1(CommandV1::RemoveNode { node });
         Ok(self.write(WriteRequest::Command { command: cmd }).await?.1)
     }
@@ -322,21 +407,35 @@ impl Shared {
         if !self.is_leader() {
             let (_, addr) = self.leader_addr()?;
             let req = launcher_proto::launcher::LeaveRequest {
-                caller: Some(launcher_proto::launcher::Caller { user: "launcher-node".into(), admin: true }),
+                caller: Some(launcher_proto::launcher::Caller {
+                    user: "launcher-node".into(),
+                    admin: true,
+                }),
                 node_id: node,
             };
             let mut call = tonic::Request::new(req);
             call.set_timeout(Duration::from_secs(15));
-            let r = self.peers.launcher(&addr).leave(call).await.map_err(|s| NodeError::from(&s))?;
+            let r = self
+                .peers
+                .launcher(&addr)
+                .leave(call)
+                .await
+                .map_err(|s| NodeError::from(&s))?;
             return Ok(r.into_inner().applied_index);
         }
         let (voters, learners) = self.members();
         let is_voter = voters.contains(&node);
         if !is_voter && !learners.contains(&node) {
-            return Err(NodeError::new(ErrorCode::InvalidRequest, format!("node {node} is not a member")));
+            return Err(NodeError::new(
+                ErrorCode::InvalidRequest,
+                format!("node {node} is not a member"),
+            ));
         }
         if is_voter && voters.len() == 1 {
-            return Err(NodeError::new(ErrorCode::InvalidJobState, "cannot remove the last voter of the cluster"));
+            return Err(NodeError::new(
+                ErrorCode::InvalidJobState,
+                "cannot remove the last voter of the cluster",
+            ));
         }
         self.retire(node, is_voter).await
     }
@@ -352,24 +451,45 @@ impl Shared {
         match self.write(WriteRequest::Command { command: cmd }).await?.0 {
             Response::Applied { .. } => Ok(()),
             Response::Error { code, message } => Err(NodeError::new(code, message)),
-            other => Err(NodeError::internal(format!("unexpected answer to registration: {other:?}"))),
+            other => Err(NodeError::internal(format!(
+                "unexpected answer to registration: {other:?}"
+            ))),
         }
     }
 
-    /// Sends this node's heartbeat to the leader.
+    /// Sends this node's heartbeat to the leader (or, without a known leader, to any member:
+    /// a removed node hears of its removal this way, as it no longer receives the log).
     pub async fn send_heartbeat(&self) {
-        let Ok((leader, addr)) = self.leader_addr() else { return };
-        if leader == self.id {
-            return;
-        }
-        let mut req = tonic::Request::new(NodeHeartbeat {
-            node_id: self.id,
-            applied_index: self.applied_index(),
-            version: VERSION.into(),
-        });
-        req.set_timeout(Duration::from_secs(1));
-        if let Err(e) = self.peers.raft(&addr).heartbeat(req).await {
-            tracing::debug!(leader, error = %e, "heartbeat to the leader failed");
+        let targets: Vec<String> = match self.leader_addr() {
+            Ok((leader, _)) if leader == self.id => return,
+            Ok((_, addr)) => vec![addr],
+            Err(_) => {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                m.membership_config
+                    .membership()
+                    .nodes()
+                    .filter(|(id, _)| **id != self.id)
+                    .map(|(_, n)| n.addr.clone())
+                    .collect()
+            }
+        };
+        for addr in targets {
+            let mut req = tonic::Request::new(NodeHeartbeat {
+                node_id: self.id,
+                applied_index: self.applied_index(),
+                version: VERSION.into(),
+            });
+            req.set_timeout(Duration::from_secs(1));
+            match self.peers.raft(&addr).heartbeat(req).await {
+                Ok(reply) => {
+                    if reply.into_inner().removed {
+                        self.removed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    return;
+                }
+                Err(e) => tracing::debug!(to = %addr, error = %e, "heartbeat failed"),
+            }
         }
     }
 
@@ -394,7 +514,10 @@ impl Shared {
         }
         // Promote caught-up learners, one membership change at a time.
         for l in &learners {
-            let matched = replication.as_ref().and_then(|r| r.get(l).cloned().flatten()).map_or(0, |x| x.index);
+            let matched = replication
+                .as_ref()
+                .and_then(|r| r.get(l).cloned().flatten())
+                .map_or(0, |x| x.index);
             if matched + 100 >= last_log && self.is_healthy(*l) {
                 let change = ChangeMembers::AddVoterIds(BTreeSet::from([*l]));
                 match self.raft.change_membership(change, false).await {
@@ -420,10 +543,16 @@ impl Shared {
             if cfg.dead_member_removal_seconds > 0 {
                 let dead_after = Duration::from_secs(cfg.dead_member_removal_seconds);
                 for node in all.iter().copied().filter(|n| *n != self.id) {
-                    let dead = self.liveness.seen(node).is_none_or(|s| s.at.elapsed() > dead_after);
+                    let dead = self
+                        .liveness
+                        .seen(node)
+                        .is_none_or(|s| s.at.elapsed() > dead_after);
                     let is_voter = voters.contains(&node);
                     if dead && (!is_voter || voters.len() > 3) {
-                        tracing::warn!(node, "member down longer than dead-member-removal-seconds: removing it");
+                        tracing::warn!(
+                            node,
+                            "member down longer than dead-member-removal-seconds: removing it"
+                        );
                         if let Err(e) = self.retire(node, is_voter).await {
                             tracing::warn!(node, error = %e, "dead-member removal failed");
                         }
@@ -456,10 +585,18 @@ impl Shared {
                 }
             }
         }
-        let cmd = Command::V1(CommandV1::NodeLost { node, time: clock::now(), adopters });
+        let cmd = Command::V1(CommandV1::NodeLost {
+            node,
+            time: clock::now(),
+            adopters,
+        });
         match self.write(WriteRequest::Command { command: cmd }).await {
             Ok((Response::Applied { count, .. }, _)) => {
-                tracing::warn!(node, jobs = count, "member lost: its local jobs failed, shared ones handed over");
+                tracing::warn!(
+                    node,
+                    jobs = count,
+                    "member lost: its local jobs failed, shared ones handed over"
+                );
                 self.liveness.mark_lost(node);
             }
             Ok((other, _)) => tracing::warn!(node, ?other, "declaring member lost was refused"),
@@ -470,10 +607,17 @@ impl Shared {
     async fn expire_jobs(&self) {
         let cutoff = clock::seconds_ago(self.config.server.job_expiry_hours * 3600);
         let check = cutoff.clone();
-        if !self.table(move |sm| sm.has_expired(&check)).await.unwrap_or(false) {
+        if !self
+            .table(move |sm| sm.has_expired(&check))
+            .await
+            .unwrap_or(false)
+        {
             return;
         }
-        let cmd = Command::V1(CommandV1::Expire { cutoff, now: clock::now() });
+        let cmd = Command::V1(CommandV1::Expire {
+            cutoff,
+            now: clock::now(),
+        });
         match self.write(WriteRequest::Command { command: cmd }).await {
             Ok((Response::Applied { count, .. }, _)) => tracing::info!(count, "expired terminal jobs"),
             Ok((other, _)) => tracing::warn!(?other, "expiry refused"),

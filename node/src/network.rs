@@ -12,8 +12,8 @@ use launcher_storage::{Node, NodeId, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -39,7 +39,10 @@ pub struct Peers {
 impl Peers {
     /// A peer set that signs calls with `auth`.
     pub fn new(auth: InternalAuth) -> Self {
-        Peers { auth, channels: Arc::default() }
+        Peers {
+            auth,
+            channels: Arc::default(),
+        }
     }
 
     /// The credential in use.
@@ -52,7 +55,11 @@ impl Peers {
         if let Some(c) = map.get(addr) {
             return c.clone();
         }
-        let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
         let ch = Endpoint::from_shared(uri)
             .unwrap_or_else(|_| Endpoint::from_static("http://invalid.invalid:1"))
             .connect_timeout(Duration::from_secs(1))
@@ -96,7 +103,10 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerNetwork {
-        PeerNetwork { target, client: self.peers.raft(&node.addr) }
+        PeerNetwork {
+            target,
+            client: self.peers.raft(&node.addr),
+        }
     }
 }
 
@@ -117,7 +127,10 @@ fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<Node
     }
 }
 
-fn decode_reply<R, E>(target: NodeId, reply: RaftReply) -> Result<R, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+fn decode_reply<R, E>(
+    target: NodeId,
+    reply: RaftReply,
+) -> Result<R, RPCError<NodeId, Node, RaftError<NodeId, E>>>
 where
     R: serde::de::DeserializeOwned,
     E: std::error::Error + serde::de::DeserializeOwned,
@@ -143,8 +156,11 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
         let payload = serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let reply =
-            self.client.append_entries(with_deadline(RaftPayload { payload }, &option)).await.map_err(transport_error)?;
+        let reply = self
+            .client
+            .append_entries(with_deadline(RaftPayload { payload }, &option))
+            .await
+            .map_err(transport_error)?;
         decode_reply(self.target, reply.into_inner())
     }
 
@@ -161,13 +177,25 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             data: rpc.data,
             done: rpc.done,
         };
-        let reply = self.client.install_snapshot(with_deadline(chunk, &option)).await.map_err(transport_error)?;
+        let reply = self
+            .client
+            .install_snapshot(with_deadline(chunk, &option))
+            .await
+            .map_err(transport_error)?;
         decode_reply(self.target, reply.into_inner())
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
         let payload = serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let reply = self.client.vote(with_deadline(RaftPayload { payload }, &option)).await.map_err(transport_error)?;
+        let reply = self
+            .client
+            .vote(with_deadline(RaftPayload { payload }, &option))
+            .await
+            .map_err(transport_error)?;
         decode_reply(self.target, reply.into_inner())
     }
 }

@@ -31,7 +31,9 @@ impl NodeCell {
     /// The running node, or Unavailable while it starts.
     #[allow(clippy::result_large_err)]
     pub fn shared(&self) -> Result<&Arc<Shared>, Status> {
-        self.shared.get().ok_or_else(|| NodeError::unavailable("this node is still starting; retry shortly").into())
+        self.shared
+            .get()
+            .ok_or_else(|| NodeError::unavailable("this node is still starting; retry shortly").into())
     }
 }
 
@@ -60,8 +62,14 @@ fn bad_payload(e: serde_json::Error) -> Status {
 
 fn reply<T: serde::Serialize, E: serde::Serialize>(r: Result<T, E>) -> Result<Response<RaftReply>, Status> {
     let out = match r {
-        Ok(v) => RaftReply { payload: serde_json::to_vec(&v).map_err(|e| Status::internal(e.to_string()))?, error: vec![] },
-        Err(e) => RaftReply { payload: vec![], error: serde_json::to_vec(&e).map_err(|e| Status::internal(e.to_string()))? },
+        Ok(v) => RaftReply {
+            payload: serde_json::to_vec(&v).map_err(|e| Status::internal(e.to_string()))?,
+            error: vec![],
+        },
+        Err(e) => RaftReply {
+            payload: vec![],
+            error: serde_json::to_vec(&e).map_err(|e| Status::internal(e.to_string()))?,
+        },
     };
     Ok(Response::new(out))
 }
@@ -94,13 +102,19 @@ impl RaftApi for RaftService {
         reply(shared.raft.install_snapshot(rpc).await)
     }
 
-    async fn client_write(&self, req: Request<ForwardedWrite>) -> Result<Response<ForwardedWriteReply>, Status> {
+    async fn client_write(
+        &self,
+        req: Request<ForwardedWrite>,
+    ) -> Result<Response<ForwardedWriteReply>, Status> {
         let shared = self.enter(&req)?;
         let write: WriteRequest = serde_json::from_slice(&req.get_ref().request)
             .map_err(|e| Status::invalid_argument(format!("undecodable forwarded write: {e}")))?;
         let (resp, index) = shared.serve_forwarded(write).await?;
         let response = serde_json::to_vec(&resp).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(ForwardedWriteReply { response, log_index: index }))
+        Ok(Response::new(ForwardedWriteReply {
+            response,
+            log_index: index,
+        }))
     }
 
     async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
@@ -112,14 +126,31 @@ impl RaftApi for RaftService {
     async fn heartbeat(&self, req: Request<NodeHeartbeat>) -> Result<Response<NodeHeartbeatReply>, Status> {
         let shared = self.enter(&req)?;
         let hb = req.into_inner();
-        shared.liveness.heard(hb.node_id, hb.applied_index);
-        let m = shared.raft.metrics();
-        let m = m.borrow();
-        Ok(Response::new(NodeHeartbeatReply { leader_id: m.current_leader.unwrap_or(0), term: m.current_term }))
+        let member = shared.addr_of(hb.node_id).is_some();
+        let removed = !member && {
+            let id = hb.node_id;
+            shared
+                .table(move |sm| Ok(sm.nodes()?.iter().any(|n| n.id == id && n.removed)))
+                .await
+                .unwrap_or(false)
+        };
+        if member {
+            shared.liveness.heard(hb.node_id, hb.applied_index);
+        }
+        let (leader_id, term) = {
+            let m = shared.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader.unwrap_or(0), m.current_term)
+        };
+        Ok(Response::new(NodeHeartbeatReply {
+            leader_id,
+            term,
+            removed,
+        }))
     }
 
     async fn discover(&self, req: Request<DiscoverRequest>) -> Result<Response<DiscoverReply>, Status> {
-        self.cell.auth.check(&req, true)?;
+        self.cell.auth.check_credential(&req)?;
         let (initialized, leader_id) = match self.cell.shared.get() {
             Some(s) => (true, s.leader().unwrap_or(0)),
             None => (false, 0),
@@ -127,7 +158,12 @@ impl RaftApi for RaftService {
         Ok(Response::new(DiscoverReply {
             address: self.cell.advertise.clone(),
             cluster_id: self.cell.auth.cluster_id(),
-            node_id: self.cell.node_id.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(0),
+            node_id: self
+                .cell
+                .node_id
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or(0),
             bootstrap_expect: self.cell.bootstrap_expect,
             initialized,
             leader_id,

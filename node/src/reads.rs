@@ -40,7 +40,12 @@ impl Shared {
         let (_, addr) = self.leader_addr()?;
         let mut req = tonic::Request::new(ReadIndexRequest {});
         req.set_timeout(READ_DEADLINE);
-        let reply = self.peers.raft(&addr).read_index(req).await.map_err(|s| NodeError::from(&s))?;
+        let reply = self
+            .peers
+            .raft(&addr)
+            .read_index(req)
+            .await
+            .map_err(|s| NodeError::from(&s))?;
         Ok(reply.into_inner().read_index)
     }
 
@@ -48,8 +53,12 @@ impl Shared {
     pub async fn leader_read_index(&self) -> NodeResult<u64> {
         match tokio::time::timeout(READ_DEADLINE, self.raft.get_read_log_id()).await {
             Ok(Ok((read, _applied))) => Ok(read.map_or(0, |l| l.index)),
-            Ok(Err(e)) => Err(NodeError::unavailable(format!("cannot confirm leadership for a read: {e}"))),
-            Err(_) => Err(NodeError::unavailable("no quorum confirmed leadership in time for a linearizable read")),
+            Ok(Err(e)) => Err(NodeError::unavailable(format!(
+                "cannot confirm leadership for a read: {e}"
+            ))),
+            Err(_) => Err(NodeError::unavailable(
+                "no quorum confirmed leadership in time for a linearizable read",
+            )),
         }
     }
 
@@ -58,11 +67,16 @@ impl Shared {
         if index == 0 || self.applied_index() >= index {
             return Ok(());
         }
-        self.raft.wait(Some(READ_DEADLINE)).applied_index_at_least(Some(index), "read").await.map(|_| ()).map_err(|e| {
-            NodeError::unavailable(format!(
-                "this node has not applied index {index} yet (applied {}): {e}",
-                self.applied_index()
-            ))
-        })
+        self.raft
+            .wait(Some(READ_DEADLINE))
+            .applied_index_at_least(Some(index), "read")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                NodeError::unavailable(format!(
+                    "this node has not applied index {index} yet (applied {}): {e}",
+                    self.applied_index()
+                ))
+            })
     }
 }

@@ -29,6 +29,8 @@ use crate::state::{Liveness, Shared};
 
 /// How often members send liveness heartbeats to the leader, and the leader runs its duties.
 pub const TICK: Duration = Duration::from_secs(1);
+/// File in the data dir holding the bound gRPC address (`host:port`).
+pub const ADDR_FILE: &str = "grpc.addr";
 /// How long an in-flight request may take to finish during a graceful stop.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -83,7 +85,10 @@ fn advertise_for(config: &Config, bound: SocketAddr) -> String {
         return a.clone();
     }
     if bound.ip().is_unspecified() {
-        let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
         return format!("{host}:{}", bound.port());
     }
     bound.to_string()
@@ -98,7 +103,8 @@ fn openraft_config(config: &Config, cluster_id: &str) -> anyhow::Result<openraft
         election_timeout_max: n.election_timeout_max_ms,
         install_snapshot_timeout: 10_000,
         // Entries are at most max-request-body-bytes each; keep a payload well inside the gRPC cap.
-        max_payload_entries: ((MAX_GRPC_MESSAGE / 2) / config.server.max_request_body_bytes.max(1)).clamp(1, 300) as u64,
+        max_payload_entries: ((MAX_GRPC_MESSAGE / 2) / config.server.max_request_body_bytes.max(1))
+            .clamp(1, 300) as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(n.snapshot_log_entries),
         snapshot_max_chunk_size: 4 * 1024 * 1024,
         max_in_snapshot_log_to_keep: n.snapshot_log_entries.min(1000),
@@ -108,11 +114,15 @@ fn openraft_config(config: &Config, cluster_id: &str) -> anyhow::Result<openraft
 }
 
 /// Opens storage, checking that the data dir is usable and consistent with its identity.
-fn open_storage(config: &Config) -> anyhow::Result<(SledEngine, LogStore<SledEngine>, StateMachine<SledEngine>)> {
+fn open_storage(
+    config: &Config,
+) -> anyhow::Result<(SledEngine, LogStore<SledEngine>, StateMachine<SledEngine>)> {
     let dir = &config.node.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
     let (db, snaps) = data_paths(dir);
-    let opts = SledOptions { cache_capacity_bytes: config.node.cache_capacity_mb * 1024 * 1024 };
+    let opts = SledOptions {
+        cache_capacity_bytes: config.node.cache_capacity_mb * 1024 * 1024,
+    };
     let engine = SledEngine::open(&db, &opts).map_err(|e| {
         anyhow::anyhow!(
             "{e}. The data dir {} may be corrupt, truncated or in use by another launcher-node; \
@@ -120,14 +130,18 @@ fn open_storage(config: &Config) -> anyhow::Result<(SledEngine, LogStore<SledEng
             dir.display()
         )
     })?;
-    let log = LogStore::open(engine.clone()).map_err(|e| anyhow::anyhow!("data dir {}: {e}", dir.display()))?;
-    let sm = StateMachine::open(engine.clone(), snaps).map_err(|e| anyhow::anyhow!("data dir {}: {e}", dir.display()))?;
+    let log =
+        LogStore::open(engine.clone()).map_err(|e| anyhow::anyhow!("data dir {}: {e}", dir.display()))?;
+    let sm = StateMachine::open(engine.clone(), snaps)
+        .map_err(|e| anyhow::anyhow!("data dir {}: {e}", dir.display()))?;
     Ok((engine, log, sm))
 }
 
 /// Starts a node: binds its gRPC port and brings it into its cluster in the background.
 pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHandle> {
-    config.validate().map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     let key = load_key(&config.server.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
     let (engine, log, sm) = open_storage(&config)?;
     let identity = Identity::load(&config.node.data_dir).map_err(anyhow::Error::msg)?;
@@ -153,7 +167,13 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
         .with_context(|| format!("cannot listen on grpc-address {}", config.node.grpc_address))?;
     let addr = listener.local_addr()?;
     let advertise = advertise_for(&config, addr);
-    let auth = InternalAuth::new(&key, identity.as_ref().map(|i| i.cluster_id.clone()).unwrap_or_default());
+    let auth = InternalAuth::new(
+        &key,
+        identity
+            .as_ref()
+            .map(|i| i.cluster_id.clone())
+            .unwrap_or_default(),
+    );
     let cell = Arc::new(NodeCell {
         auth: auth.clone(),
         advertise: advertise.clone(),
@@ -182,12 +202,18 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
         )
     };
     tracing::info!(grpc = %addr, advertise = %advertise, data_dir = %config.node.data_dir.display(), "node listening");
+    // Scripts and test harnesses that asked for port 0 learn the real address here.
+    let addr_file = config.node.data_dir.join(ADDR_FILE);
+    std::fs::write(&addr_file, format!("{addr}\n"))
+        .with_context(|| format!("cannot write {}", addr_file.display()))?;
     let config = Arc::new(config);
     let task = {
         let cell = cell.clone();
         let advertise = advertise.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let result = run(config, opts, identity, cell, advertise, engine, log, sm, stop_rx).await;
+            let _ = stop.send(true);
             // Stop serving in every case; give in-flight calls a bounded time to finish.
             if tokio::time::timeout(DRAIN, server).await.is_err() {
                 tracing::warn!("gRPC server did not drain in time");
@@ -195,7 +221,13 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
             result
         })
     };
-    Ok(NodeHandle { addr, advertise, cell, stop, task })
+    Ok(NodeHandle {
+        addr,
+        advertise,
+        cell,
+        stop,
+        task,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -213,6 +245,8 @@ async fn run(
     let peers = Peers::new(cell.auth.clone());
     let (identity, initial_voters) = match identity {
         Some(id) => {
+            check_store_mark(&engine, &id, &config.node.data_dir)?;
+            refuse_foreign_cluster(&id, &config.node.join, &advertise, &peers).await?;
             if let Some(cfg_id) = config.node.id.filter(|c| *c != id.node_id) {
                 tracing::warn!(
                     configured = cfg_id,
@@ -227,7 +261,10 @@ async fn run(
             let how = if opts.init {
                 Formation::Init
             } else if let Some(expect) = config.node.bootstrap_expect {
-                Formation::BootstrapExpect { expect, join: config.node.join.clone() }
+                Formation::BootstrapExpect {
+                    expect,
+                    join: config.node.join.clone(),
+                }
             } else if !config.node.join.is_empty() {
                 Formation::Join(config.node.join.clone())
             } else {
@@ -237,18 +274,35 @@ async fn run(
                     config.node.data_dir.display()
                 );
             };
-            let formed = form(how, config.node.id, config.node.cluster_id.clone(), &advertise, &peers, stop_rx.clone())
-                .await?;
-            formed.identity.store(&config.node.data_dir).map_err(anyhow::Error::msg)?;
+            let formed = form(
+                how,
+                config.node.id,
+                config.node.cluster_id.clone(),
+                &advertise,
+                &peers,
+                stop_rx.clone(),
+            )
+            .await?;
+            mark_store(&engine, &formed.identity)?;
+            formed
+                .identity
+                .store(&config.node.data_dir)
+                .map_err(anyhow::Error::msg)?;
             (formed.identity, formed.initial_voters)
         }
     };
     cell.auth.set_cluster_id(&identity.cluster_id);
     *cell.node_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(identity.node_id);
     let raft_config = Arc::new(openraft_config(&config, &identity.cluster_id)?);
-    let raft = Raft::new(identity.node_id, raft_config, NetworkFactory::new(peers.clone()), log.clone(), sm.clone())
-        .await
-        .context("cannot start Raft")?;
+    let raft = Raft::new(
+        identity.node_id,
+        raft_config,
+        NetworkFactory::new(peers.clone()),
+        log.clone(),
+        sm.clone(),
+    )
+    .await
+    .context("cannot start Raft")?;
     if let Some(voters) = initial_voters {
         match raft.initialize(voters).await {
             Ok(()) => tracing::info!(cluster = %identity.cluster_id, "initialised a new cluster"),
@@ -265,6 +319,7 @@ async fn run(
         engine: engine.clone(),
         peers,
         liveness: Liveness::default(),
+        removed: Default::default(),
     });
     let _ = cell.shared.set(shared.clone());
     tracing::info!(node_id = shared.id, cluster = %identity.cluster_id, "node running");
@@ -272,11 +327,17 @@ async fn run(
     let clusters: Vec<HostedCluster> = config
         .clusters
         .iter()
-        .map(|c| HostedCluster { name: c.name.clone(), shared: c.shared_scheduler })
+        .map(|c| HostedCluster {
+            name: c.name.clone(),
+            shared: c.shared_scheduler,
+        })
         .collect();
     let duties = tokio::spawn(duties(shared.clone(), clusters, stop_rx.clone()));
 
     let mut metrics = raft.metrics();
+    // Created once: re-creating it on every metrics change would restart its clock.
+    let removed = wait_removed(shared.clone());
+    tokio::pin!(removed);
     let outcome: anyhow::Result<()> = loop {
         if let Err(fatal) = &metrics.borrow().running_state {
             break Err(anyhow::anyhow!(
@@ -287,7 +348,7 @@ async fn run(
         tokio::select! {
             _ = stop_rx.wait_for(|s| *s) => break Ok(()),
             changed = metrics.changed() => if changed.is_err() { break Err(anyhow::anyhow!("Raft stopped")) },
-            r = wait_removed(shared.clone()) => break r,
+            r = &mut removed => break r,
         }
     };
     tracing::info!("stopping: background duties, Raft, storage");
@@ -303,13 +364,73 @@ async fn run(
     outcome
 }
 
+const MARK_TREE: &str = "node_identity";
+
+/// Records the identity inside the store too, durably. sled recovers a damaged log by
+/// truncating it, which can silently hand back an empty or older store; the mark tells.
+fn mark_store(engine: &SledEngine, id: &Identity) -> anyhow::Result<()> {
+    use launcher_storage::engine::{KvTree, WriteBatch};
+    let tree = engine.open_tree(MARK_TREE)?;
+    let mut b = WriteBatch::default();
+    b.put(b"identity".to_vec(), serde_json::to_vec(id)?);
+    tree.write(b)?;
+    engine.flush()?;
+    Ok(())
+}
+
+fn check_store_mark(engine: &SledEngine, id: &Identity, dir: &Path) -> anyhow::Result<()> {
+    use launcher_storage::engine::KvTree;
+    let stored = engine.open_tree(MARK_TREE)?.get(b"identity")?;
+    let stored: Option<Identity> = stored.and_then(|b| serde_json::from_slice(&b).ok());
+    if stored.as_ref() != Some(id) {
+        anyhow::bail!(
+            "the data dir {} says it is node {} of cluster {}, but its Raft store does not carry that identity \
+             (found {stored:?}): the store was lost or damaged. Refusing to start rather than run on a reset store; \
+             restore the data dir from a backup, or wipe it so the node rejoins under a new id",
+            dir.display(),
+            id.node_id,
+            id.cluster_id
+        );
+    }
+    Ok(())
+}
+
+/// A data dir of one cluster pointed at the nodes of another must not start: it would only be
+/// refused call by call. Best effort: peers that do not answer prove nothing.
+async fn refuse_foreign_cluster(
+    id: &Identity,
+    join: &[String],
+    advertise: &str,
+    peers: &Peers,
+) -> anyhow::Result<()> {
+    for addr in crate::membership::resolve(join)
+        .await
+        .into_iter()
+        .filter(|a| a != advertise)
+    {
+        if let Some(reply) = crate::membership::discover(peers, &addr).await {
+            if !reply.cluster_id.is_empty() && reply.cluster_id != id.cluster_id {
+                anyhow::bail!(
+                    "this data dir belongs to cluster {}, but the node at {addr} (from [node] join) belongs to cluster {}: \
+                     refusing to start. Point join at this node's own cluster, or wipe the data dir to join the other one",
+                    id.cluster_id,
+                    reply.cluster_id
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Ends with an error if this node learns it was removed from the cluster.
 async fn wait_removed(shared: Arc<Shared>) -> anyhow::Result<()> {
     loop {
         tokio::time::sleep(TICK).await;
         let id = shared.id;
-        let removed = shared.table(move |sm| Ok(sm.nodes()?.iter().any(|n| n.id == id && n.removed))).await;
-        if removed.unwrap_or(false) {
+        let tombstone = shared
+            .table(move |sm| Ok(sm.nodes()?.iter().any(|n| n.id == id && n.removed)))
+            .await;
+        if tombstone.unwrap_or(false) || shared.removed.load(std::sync::atomic::Ordering::SeqCst) {
             anyhow::bail!(
                 "this node (id {id}) was removed from the cluster; wipe its data dir to join again under a new id"
             );
@@ -349,7 +470,9 @@ pub fn recover_into(config: &Config, from: &Path) -> anyhow::Result<()> {
         );
     }
     let (engine, _log, sm) = open_storage(config)?;
-    let meta = sm.import_for_recovery(from).map_err(|e| anyhow::anyhow!("cannot load {}: {e}", from.display()))?;
+    let meta = sm
+        .import_for_recovery(from)
+        .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", from.display()))?;
     engine.flush()?;
     tracing::warn!(
         snapshot = %meta.snapshot_id,

@@ -10,10 +10,10 @@ use std::time::Duration;
 use futures::Stream;
 use launcher_proto::launcher::launcher_server::Launcher;
 use launcher_proto::launcher::{
-    self as pb, ClusterInfoReply, ClusterInfoRequest, ControlJobReply, ControlJobRequest, DrainRequest, GetJobRequest,
-    IndexReply, JobChunk, JobNetwork, JobReply, JobRequest, JoinReply, JoinRequest, LeaveRequest, ListJobsRequest,
-    MembersReply, MembersRequest, OutputChunk, OutputRequest, ResourceUse, SaveSnapshotRequest, SnapshotPart,
-    StatusEvent, StatusReply, StatusRequest, SubmitJobRequest,
+    self as pb, ClusterInfoReply, ClusterInfoRequest, ControlJobReply, ControlJobRequest, DrainRequest,
+    GetJobRequest, IndexReply, JobChunk, JobNetwork, JobReply, JobRequest, JoinReply, JoinRequest,
+    LeaveRequest, ListJobsRequest, MembersReply, MembersRequest, OutputChunk, OutputRequest, ResourceUse,
+    SaveSnapshotRequest, SnapshotPart, StatusEvent, StatusReply, StatusRequest, SubmitJobRequest,
 };
 use launcher_storage::command::ControlOp;
 use launcher_storage::table::ListFilter;
@@ -58,14 +58,23 @@ impl LauncherService {
 
 fn caller(c: &Option<pb::Caller>) -> NodeResult<Caller> {
     match c {
-        Some(c) if !c.user.is_empty() => Ok(Caller { user: c.user.clone(), admin: c.admin }),
-        _ => Err(NodeError::new(ErrorCode::Unauthorized, "the request names no calling user")),
+        Some(c) if !c.user.is_empty() => Ok(Caller {
+            user: c.user.clone(),
+            admin: c.admin,
+        }),
+        _ => Err(NodeError::new(
+            ErrorCode::Unauthorized,
+            "the request names no calling user",
+        )),
     }
 }
 
 fn read_mode(r: &Option<pb::ReadOptions>) -> ReadMode {
     match r {
-        Some(r) => ReadMode { stale: r.consistency == pb::Consistency::Stale as i32, min_index: r.min_index },
+        Some(r) => ReadMode {
+            stale: r.consistency == pb::Consistency::Stale as i32,
+            min_index: r.min_index,
+        },
         None => ReadMode::default(),
     }
 }
@@ -74,7 +83,10 @@ fn require_admin(c: &Caller, what: &str) -> NodeResult<()> {
     if c.admin {
         Ok(())
     } else {
-        Err(NodeError::new(ErrorCode::Forbidden, format!("only admins may {what}")))
+        Err(NodeError::new(
+            ErrorCode::Forbidden,
+            format!("only admins may {what}"),
+        ))
     }
 }
 
@@ -99,7 +111,12 @@ fn visible(job: &Job, c: &Caller) -> bool {
 
 impl Shared {
     /// A job the caller may see, after a read barrier; others' jobs are "not found".
-    pub async fn visible_job(&self, caller: &Caller, id: &str, mode: ReadMode) -> NodeResult<(u64, Vec<u8>, Job)> {
+    pub async fn visible_job(
+        &self,
+        caller: &Caller,
+        id: &str,
+        mode: ReadMode,
+    ) -> NodeResult<(u64, Vec<u8>, Job)> {
         self.read_barrier(mode).await?;
         let key = id.to_string();
         let (index, bytes) = self.table(move |sm| sm.get_job(&key)).await?;
@@ -173,7 +190,11 @@ impl Shared {
                 "follower"
             };
             let i_lead = leader == Some(self.id);
-            let healthy = if *id == self.id { leader.is_some() } else { i_lead && self.is_healthy(*id) };
+            let healthy = if *id == self.id {
+                leader.is_some()
+            } else {
+                i_lead && self.is_healthy(*id)
+            };
             let applied = if *id == self.id {
                 m.last_applied.map_or(0, |l| l.index)
             } else {
@@ -223,11 +244,19 @@ impl Launcher for LauncherService {
         let caller = caller(&r.caller)?;
         let job = String::from_utf8(r.job).map_err(|_| NodeError::invalid("the job is not UTF-8 JSON"))?;
         let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key);
-        let (resp, index) = shared.write(WriteRequest::Submit { caller, job, idempotency_key: key }).await?;
+        let (resp, index) = shared
+            .write(WriteRequest::Submit {
+                caller,
+                job,
+                idempotency_key: key,
+            })
+            .await?;
         match resp {
-            SmResponse::Job { job, created } => {
-                Ok(Response::new(JobReply { job: job.into_bytes(), created, applied_index: index }))
-            }
+            SmResponse::Job { job, created } => Ok(Response::new(JobReply {
+                job: job.into_bytes(),
+                created,
+                applied_index: index,
+            })),
             other => Err(sm_error(other).into()),
         }
     }
@@ -237,12 +266,19 @@ impl Launcher for LauncherService {
         let r = req.into_inner();
         let caller = caller(&r.caller)?;
         let (index, bytes, _) = shared.visible_job(&caller, &r.id, read_mode(&r.read)).await?;
-        Ok(Response::new(JobReply { job: project(bytes, &r.fields)?, created: false, applied_index: index }))
+        Ok(Response::new(JobReply {
+            job: project(bytes, &r.fields)?,
+            created: false,
+            applied_index: index,
+        }))
     }
 
     type ListJobsStream = BoxStream<JobChunk>;
 
-    async fn list_jobs(&self, req: Request<ListJobsRequest>) -> Result<Response<Self::ListJobsStream>, Status> {
+    async fn list_jobs(
+        &self,
+        req: Request<ListJobsRequest>,
+    ) -> Result<Response<Self::ListJobsStream>, Status> {
         let shared = self.enter(&req, false)?;
         let r = req.into_inner();
         let caller = caller(&r.caller)?;
@@ -252,7 +288,10 @@ impl Launcher for LauncherService {
         let fields = r.fields;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut chunk = JobChunk { jobs: Vec::new(), applied_index: index };
+            let mut chunk = JobChunk {
+                jobs: Vec::new(),
+                applied_index: index,
+            };
             let mut size = 0;
             for bytes in jobs {
                 let bytes = match project(bytes, &fields) {
@@ -265,7 +304,13 @@ impl Launcher for LauncherService {
                 size += bytes.len();
                 chunk.jobs.push(bytes);
                 if chunk.jobs.len() >= LIST_CHUNK_JOBS || size >= LIST_CHUNK_BYTES {
-                    let full = std::mem::replace(&mut chunk, JobChunk { jobs: Vec::new(), applied_index: index });
+                    let full = std::mem::replace(
+                        &mut chunk,
+                        JobChunk {
+                            jobs: Vec::new(),
+                            applied_index: index,
+                        },
+                    );
                     size = 0;
                     if tx.send(Ok(full)).await.is_err() {
                         return; // the caller went away
@@ -278,7 +323,10 @@ impl Launcher for LauncherService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn control_job(&self, req: Request<ControlJobRequest>) -> Result<Response<ControlJobReply>, Status> {
+    async fn control_job(
+        &self,
+        req: Request<ControlJobRequest>,
+    ) -> Result<Response<ControlJobReply>, Status> {
         let shared = self.enter(&req, false)?;
         let r = req.into_inner();
         let caller = caller(&r.caller)?;
@@ -289,15 +337,27 @@ impl Launcher for LauncherService {
             ))
         })?;
         shared.visible_job(&caller, &r.id, ReadMode::default()).await?;
-        let (resp, index) = shared.write(WriteRequest::Control { id: r.id.clone(), operation: op }).await?;
+        let (resp, index) = shared
+            .write(WriteRequest::Control {
+                id: r.id.clone(),
+                operation: op,
+            })
+            .await?;
         match resp {
             SmResponse::Applied { count, .. } => {
                 let (msg, done) = if count > 0 {
                     ("Job canceled".to_string(), true)
                 } else {
-                    (format!("{} requested; the job's node carries it out", r.operation), false)
+                    (
+                        format!("{} requested; the job's node carries it out", r.operation),
+                        false,
+                    )
                 };
-                Ok(Response::new(ControlJobReply { status_message: msg, operation_complete: done, applied_index: index }))
+                Ok(Response::new(ControlJobReply {
+                    status_message: msg,
+                    operation_complete: done,
+                    applied_index: index,
+                }))
             }
             other => Err(sm_error(other).into()),
         }
@@ -318,7 +378,10 @@ impl Launcher for LauncherService {
     type StreamStatusStream = BoxStream<StatusEvent>;
 
     /// Status changes of one job, from the replicated state, until it ends or the caller leaves.
-    async fn stream_status(&self, req: Request<JobRequest>) -> Result<Response<Self::StreamStatusStream>, Status> {
+    async fn stream_status(
+        &self,
+        req: Request<JobRequest>,
+    ) -> Result<Response<Self::StreamStatusStream>, Status> {
         let shared = self.enter(&req, false)?;
         let r = req.into_inner();
         let caller = caller(&r.caller)?;
@@ -347,7 +410,10 @@ impl Launcher for LauncherService {
                         "id": job.id, "status": job.status(), "statusMessage": job.status_message,
                         "lastUpdateTime": job.last_update_time,
                     });
-                    let ev = StatusEvent { event: event.to_string().into_bytes(), applied_index: index };
+                    let ev = StatusEvent {
+                        event: event.to_string().into_bytes(),
+                        applied_index: index,
+                    };
                     if tx.send(Ok(ev)).await.is_err() {
                         return;
                     }
@@ -367,10 +433,15 @@ impl Launcher for LauncherService {
 
     type StreamOutputStream = BoxStream<OutputChunk>;
 
-    async fn stream_output(&self, req: Request<OutputRequest>) -> Result<Response<Self::StreamOutputStream>, Status> {
+    async fn stream_output(
+        &self,
+        req: Request<OutputRequest>,
+    ) -> Result<Response<Self::StreamOutputStream>, Status> {
         let shared = self.enter(&req, false)?;
         let r = req.into_inner();
-        shared.visible_job(&caller(&r.caller)?, &r.id, ReadMode::default()).await?;
+        shared
+            .visible_job(&caller(&r.caller)?, &r.id, ReadMode::default())
+            .await?;
         Err(not_yet("job output"))
     }
 
@@ -382,26 +453,43 @@ impl Launcher for LauncherService {
     ) -> Result<Response<Self::StreamResourceUseStream>, Status> {
         let shared = self.enter(&req, false)?;
         let r = req.into_inner();
-        shared.visible_job(&caller(&r.caller)?, &r.id, ReadMode::default()).await?;
+        shared
+            .visible_job(&caller(&r.caller)?, &r.id, ReadMode::default())
+            .await?;
         Err(not_yet("resource utilization"))
     }
 
     async fn get_job_network(&self, req: Request<JobRequest>) -> Result<Response<JobNetwork>, Status> {
         let shared = self.enter(&req, false)?;
         let r = req.into_inner();
-        let (_, _, job) = shared.visible_job(&caller(&r.caller)?, &r.id, ReadMode::default()).await?;
+        let (_, _, job) = shared
+            .visible_job(&caller(&r.caller)?, &r.id, ReadMode::default())
+            .await?;
         match job.host {
-            Some(host) => Ok(Response::new(JobNetwork { host, ip_addresses: vec![] })),
-            None => Err(NodeError::new(ErrorCode::JobNotRunning, format!("job {} has not started on a host", r.id)).into()),
+            Some(host) => Ok(Response::new(JobNetwork {
+                host,
+                ip_addresses: vec![],
+            })),
+            None => Err(NodeError::new(
+                ErrorCode::JobNotRunning,
+                format!("job {} has not started on a host", r.id),
+            )
+            .into()),
         }
     }
 
-    async fn cluster_info(&self, req: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoReply>, Status> {
+    async fn cluster_info(
+        &self,
+        req: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoReply>, Status> {
         let shared = self.enter(&req, false)?;
         caller(&req.get_ref().caller)?;
         let records = shared.table(|sm| sm.nodes()).await?;
-        let mut names: Vec<String> =
-            records.iter().filter(|n| !n.removed).flat_map(|n| n.clusters.iter().map(|c| c.name.clone())).collect();
+        let mut names: Vec<String> = records
+            .iter()
+            .filter(|n| !n.removed)
+            .flat_map(|n| n.clusters.iter().map(|c| c.name.clone()))
+            .collect();
         names.sort();
         names.dedup();
         let clusters: Vec<serde_json::Value> = names
@@ -454,7 +542,10 @@ impl Launcher for LauncherService {
         let shared = self.enter(&req, false)?;
         let r = req.into_inner();
         require_admin(&caller(&r.caller)?, "drain cluster members")?;
-        let cmd = Command::V1(CommandV1::SetDraining { node: r.node_id, draining: r.draining });
+        let cmd = Command::V1(CommandV1::SetDraining {
+            node: r.node_id,
+            draining: r.draining,
+        });
         let (resp, index) = shared.write(WriteRequest::Command { command: cmd }).await?;
         match resp {
             SmResponse::Applied { .. } => Ok(Response::new(IndexReply { applied_index: index })),
@@ -470,7 +561,10 @@ impl Launcher for LauncherService {
             Ok(s) => s.into_inner(),
             Err(_) => shared.local_status(),
         };
-        Ok(Response::new(MembersReply { members: status.nodes, applied_index: status.applied_index }))
+        Ok(Response::new(MembersReply {
+            members: status.nodes,
+            applied_index: status.applied_index,
+        }))
     }
 
     type SaveSnapshotStream = BoxStream<SnapshotPart>;
@@ -486,14 +580,19 @@ impl Launcher for LauncherService {
         let bytes = shared
             .table(move |sm| {
                 let tmp = tempfile_in(&dir);
-                sm.export_snapshot(&tmp).map_err(|e| launcher_storage::table::ApplyError::Engine(std::io::Error::other(e.to_string()).into()))?;
-                let b = std::fs::read(&tmp).map_err(|e| launcher_storage::table::ApplyError::Engine(e.into()));
+                sm.export_snapshot(&tmp).map_err(|e| {
+                    launcher_storage::table::ApplyError::Engine(std::io::Error::other(e.to_string()).into())
+                })?;
+                let b =
+                    std::fs::read(&tmp).map_err(|e| launcher_storage::table::ApplyError::Engine(e.into()));
                 let _ = std::fs::remove_file(&tmp);
                 b
             })
             .await?;
-        let parts: Vec<Result<SnapshotPart, Status>> =
-            bytes.chunks(SNAPSHOT_PART_BYTES).map(|c| Ok(SnapshotPart { data: c.to_vec() })).collect();
+        let parts: Vec<Result<SnapshotPart, Status>> = bytes
+            .chunks(SNAPSHOT_PART_BYTES)
+            .map(|c| Ok(SnapshotPart { data: c.to_vec() }))
+            .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(parts))))
     }
 }

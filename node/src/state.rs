@@ -41,7 +41,13 @@ impl Liveness {
     /// Records a heartbeat.
     pub fn heard(&self, node: NodeId, applied: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.seen.insert(node, Seen { at: Instant::now(), applied });
+        g.seen.insert(
+            node,
+            Seen {
+                at: Instant::now(),
+                applied,
+            },
+        );
         g.lost.remove(&node);
     }
 
@@ -72,17 +78,30 @@ impl Liveness {
 
     /// Last heartbeat of `node`.
     pub fn seen(&self, node: NodeId) -> Option<Seen> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).seen.get(&node).copied()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seen
+            .get(&node)
+            .copied()
     }
 
     /// Marks `node` as declared lost; false if it already was.
     pub fn mark_lost(&self, node: NodeId) -> bool {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).lost.insert(node)
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lost
+            .insert(node)
     }
 
     /// Whether `node` has been declared lost and not heard from since.
     pub fn is_lost(&self, node: NodeId) -> bool {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).lost.contains(&node)
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lost
+            .contains(&node)
     }
 }
 
@@ -98,6 +117,8 @@ pub struct Shared {
     pub engine: SledEngine,
     pub peers: Peers,
     pub liveness: Liveness,
+    /// Set when the cluster told this node it was removed.
+    pub removed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -122,7 +143,10 @@ impl Shared {
     pub fn addr_of(&self, node: NodeId) -> Option<String> {
         let m = self.raft.metrics();
         let m = m.borrow();
-        m.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
+        m.membership_config
+            .membership()
+            .get_node(&node)
+            .map(|n| n.addr.clone())
     }
 
     /// The applied index of this node.
@@ -154,12 +178,16 @@ impl Shared {
         if node == self.id {
             return true;
         }
-        self.liveness.seen(node).is_some_and(|s| s.at.elapsed() < crate::HEALTH_WINDOW)
+        self.liveness
+            .seen(node)
+            .is_some_and(|s| s.at.elapsed() < crate::HEALTH_WINDOW)
     }
 
     /// The leader's address, or Unavailable.
     pub fn leader_addr(&self) -> NodeResult<(NodeId, String)> {
-        let leader = self.leader().ok_or_else(|| NodeError::unavailable("no leader elected right now; retry shortly"))?;
+        let leader = self
+            .leader()
+            .ok_or_else(|| NodeError::unavailable("no leader elected right now; retry shortly"))?;
         let addr = self
             .addr_of(leader)
             .ok_or_else(|| NodeError::unavailable(format!("leader {leader} has no known address yet")))?;
@@ -169,7 +197,9 @@ impl Shared {
     /// Runs blocking job-table work off the async runtime.
     pub async fn table<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&StateMachine<SledEngine>) -> Result<R, launcher_storage::table::ApplyError> + Send + 'static,
+        f: impl FnOnce(&StateMachine<SledEngine>) -> Result<R, launcher_storage::table::ApplyError>
+            + Send
+            + 'static,
     ) -> NodeResult<R> {
         let sm = self.sm.clone();
         tokio::task::spawn_blocking(move || f(&sm))

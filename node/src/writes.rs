@@ -26,11 +26,16 @@ pub struct Caller {
 }
 
 /// A write before the leader stamped it.
+// Externally tagged: it carries `Command`s, which must not be buffered (see `Command`'s decoder).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum WriteRequest {
     /// A job as the client sent it.
-    Submit { caller: Caller, job: String, idempotency_key: Option<String> },
+    Submit {
+        caller: Caller,
+        job: String,
+        idempotency_key: Option<String>,
+    },
     /// A control operation (authorisation was checked by the receiving node).
     Control { id: String, operation: ControlOp },
     /// Delete a terminal job.
@@ -46,7 +51,9 @@ impl WriteRequest {
             WriteRequest::Submit { idempotency_key, .. } => idempotency_key.is_some(),
             WriteRequest::Control { .. } => false,
             WriteRequest::Delete { .. } => true,
-            WriteRequest::Command { command } => !matches!(command, Command::V1(CommandV1::AllocateNodeId { .. })),
+            WriteRequest::Command { command } => {
+                !matches!(command, Command::V1(CommandV1::AllocateNodeId { .. }))
+            }
         }
     }
 }
@@ -104,22 +111,31 @@ impl Shared {
     }
 
     /// Sends `req` to the leader. The flag tells whether the request may have reached it.
-    async fn forward(&self, leader: NodeId, req: &WriteRequest) -> Result<(Response, u64), (NodeError, bool)> {
-        let addr = self
-            .addr_of(leader)
-            .ok_or_else(|| (NodeError::unavailable(format!("leader {leader} has no known address")), false))?;
+    async fn forward(
+        &self,
+        leader: NodeId,
+        req: &WriteRequest,
+    ) -> Result<(Response, u64), (NodeError, bool)> {
+        let addr = self.addr_of(leader).ok_or_else(|| {
+            (
+                NodeError::unavailable(format!("leader {leader} has no known address")),
+                false,
+            )
+        })?;
         let body = serde_json::to_vec(req).map_err(|e| (NodeError::internal(e), false))?;
         let mut call = tonic::Request::new(ForwardedWrite { request: body });
         call.set_timeout(WRITE_DEADLINE);
         match self.peers.raft(&addr).client_write(call).await {
             Ok(reply) => {
                 let reply = reply.into_inner();
-                let resp: Response = serde_json::from_slice(&reply.response).map_err(|e| (NodeError::internal(e), true))?;
+                let resp: Response =
+                    serde_json::from_slice(&reply.response).map_err(|e| (NodeError::internal(e), true))?;
                 Ok((resp, reply.log_index))
             }
             Err(status) => {
                 // A refused connection never reached the leader; anything else may have.
-                let never_sent = status.code() == tonic::Code::Unavailable && status.message().contains("connect");
+                let never_sent =
+                    status.code() == tonic::Code::Unavailable && status.message().contains("connect");
                 let not_leader = status.metadata().get(NOT_LEADER_HEADER).is_some();
                 Err((NodeError::from(&status), !(never_sent || not_leader)))
             }
@@ -139,13 +155,28 @@ impl Shared {
     pub async fn stamp(&self, req: WriteRequest) -> NodeResult<Command> {
         let now = clock::now();
         Ok(Command::V1(match req {
-            WriteRequest::Submit { caller, job, idempotency_key } => {
-                let (job, owner, idempotency) = self.stamp_submit(&caller, &job, idempotency_key, &now).await?;
-                CommandV1::Submit { job: Box::new(job), owner, idempotency }
+            WriteRequest::Submit {
+                caller,
+                job,
+                idempotency_key,
+            } => {
+                let (job, owner, idempotency) =
+                    self.stamp_submit(&caller, &job, idempotency_key, &now).await?;
+                CommandV1::Submit {
+                    job: Box::new(job),
+                    owner,
+                    idempotency,
+                }
             }
-            WriteRequest::Control { id, operation } => CommandV1::Control { id, operation, time: now },
+            WriteRequest::Control { id, operation } => CommandV1::Control {
+                id,
+                operation,
+                time: now,
+            },
             WriteRequest::Delete { id } => CommandV1::Delete { id },
-            WriteRequest::Command { command: Command::V1(mut c) } => {
+            WriteRequest::Command {
+                command: Command::V1(mut c),
+            } => {
                 match &mut c {
                     CommandV1::Update(u) => u.time = now,
                     CommandV1::LaunchIntent { time, .. } => *time = now,
@@ -154,7 +185,9 @@ impl Shared {
                 }
                 c
             }
-            WriteRequest::Command { command: Command::Unknown { version, .. } } => {
+            WriteRequest::Command {
+                command: Command::Unknown { version, .. },
+            } => {
                 return Err(NodeError::new(
                     ErrorCode::UnsupportedVersion,
                     format!("command version {version} is not supported by the leader"),
@@ -174,17 +207,23 @@ impl Shared {
         if body.len() > limit {
             return Err(NodeError::new(
                 ErrorCode::PayloadTooLarge,
-                format!("the job is {} bytes; the limit is {limit} (max-request-body-bytes)", body.len()),
+                format!(
+                    "the job is {} bytes; the limit is {limit} (max-request-body-bytes)",
+                    body.len()
+                ),
             ));
         }
-        let mut job: Job =
-            serde_json::from_str(body).map_err(|e| NodeError::invalid(format!("the job is not valid: {e}")))?;
+        let mut job: Job = serde_json::from_str(body)
+            .map_err(|e| NodeError::invalid(format!("the job is not valid: {e}")))?;
         job.validate_submission().map_err(NodeError::invalid)?;
         let user = match job.user.take().filter(|u| !u.is_empty()) {
             Some(u) if u != caller.user && !caller.admin => {
                 return Err(NodeError::new(
                     ErrorCode::Forbidden,
-                    format!("user {} may not submit jobs on behalf of {u}; only admins may", caller.user),
+                    format!(
+                        "user {} may not submit jobs on behalf of {u}; only admins may",
+                        caller.user
+                    ),
                 ))
             }
             Some(u) => u,
@@ -214,7 +253,9 @@ impl Shared {
             .filter(|k| !k.is_empty())
             .map(|key| -> NodeResult<Idempotency> {
                 if key.len() > 256 {
-                    return Err(NodeError::invalid("Idempotency-Key is longer than 256 characters"));
+                    return Err(NodeError::invalid(
+                        "Idempotency-Key is longer than 256 characters",
+                    ));
                 }
                 Ok(Idempotency {
                     key,
@@ -236,16 +277,25 @@ impl Shared {
         let (voters, learners) = self.members();
         let members: Vec<NodeId> = voters.into_iter().chain(learners).collect();
         let records = self.table(|sm| sm.nodes()).await?;
-        let hosting: Vec<_> =
-            records.iter().filter(|n| !n.removed && members.contains(&n.id) && n.hosts(cluster).is_some()).collect();
+        let hosting: Vec<_> = records
+            .iter()
+            .filter(|n| !n.removed && members.contains(&n.id) && n.hosts(cluster).is_some())
+            .collect();
         if hosting.is_empty() {
-            let mut known: Vec<String> =
-                records.iter().filter(|n| !n.removed).flat_map(|n| n.clusters.iter().map(|c| c.name.clone())).collect();
+            let mut known: Vec<String> = records
+                .iter()
+                .filter(|n| !n.removed)
+                .flat_map(|n| n.clusters.iter().map(|c| c.name.clone()))
+                .collect();
             known.sort();
             known.dedup();
             return Err(NodeError::invalid(format!(
                 "no node hosts cluster '{cluster}'; configured clusters: {}",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
         let mut best: Option<(usize, NodeId)> = None;
@@ -276,6 +326,9 @@ pub const NOT_LEADER_HEADER: &str = "launcher-not-leader";
 
 fn not_leader_status() -> tonic::Status {
     let mut s: tonic::Status = NodeError::unavailable("this node is no longer the leader").into();
-    s.metadata_mut().insert(NOT_LEADER_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+    s.metadata_mut().insert(
+        NOT_LEADER_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
     s
 }

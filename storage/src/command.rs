@@ -1,11 +1,12 @@
 //! Raft commands: every change of job state (DESIGN §1).
 //!
-//! Commands travel as `{"v":1,"op":...}`. A node that meets a version it does
+//! Commands travel as `{"v":1,"cmd":{"<name>":{...}}}`. A node that meets a version it does
 //! not know still decodes the entry (so its log stays readable) but refuses to
 //! apply it, stopping instead of diverging.
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use crate::error::ErrorCode;
 use crate::job::{Job, JobStatus};
@@ -38,33 +39,43 @@ impl std::fmt::Display for Command {
     }
 }
 
-#[derive(Serialize)]
-struct TaggedRef<'a> {
-    v: u32,
-    #[serde(flatten)]
-    body: &'a CommandV1,
-}
-
 impl Serialize for Command {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
         match self {
-            Command::V1(c) => TaggedRef { v: 1, body: c }.serialize(s),
+            Command::V1(c) => {
+                let mut st = s.serialize_struct("Command", 2)?;
+                st.serialize_field("v", &COMMAND_VERSION)?;
+                st.serialize_field("cmd", c)?;
+                st.end()
+            }
             Command::Unknown { raw, .. } => raw.serialize(s),
         }
     }
 }
 
+/// The envelope, decoded without buffering so job metadata (a `RawValue`) survives:
+/// serde's internally tagged and flattened forms buffer, and a `RawValue` cannot come from a buffer.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    v: Option<u64>,
+    #[serde(borrow)]
+    cmd: Option<&'a RawValue>,
+}
+
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut raw = serde_json::Value::deserialize(d)?;
-        let version = raw.get("v").and_then(|v| v.as_u64()).ok_or_else(|| D::Error::missing_field("v"))?;
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let env: Envelope<'_> = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+        let version = env.v.ok_or_else(|| D::Error::missing_field("v"))?;
         if version != u64::from(COMMAND_VERSION) {
+            let raw = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
             return Ok(Command::Unknown { version, raw });
         }
-        if let Some(obj) = raw.as_object_mut() {
-            obj.remove("v");
-        }
-        CommandV1::deserialize(raw).map(Command::V1).map_err(D::Error::custom)
+        let cmd = env.cmd.ok_or_else(|| D::Error::missing_field("cmd"))?;
+        serde_json::from_str::<CommandV1>(cmd.get())
+            .map(Command::V1)
+            .map_err(D::Error::custom)
     }
 }
 
@@ -141,24 +152,46 @@ impl ControlOp {
 
 /// Version 1 of the command set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum CommandV1 {
     /// Store a new job, stamped by the leader (id, user, times, owner).
-    Submit { job: Box<Job>, owner: NodeId, idempotency: Option<Idempotency> },
+    Submit {
+        job: Box<Job>,
+        owner: NodeId,
+        idempotency: Option<Idempotency>,
+    },
     /// The owner is about to hand the job to its plugin (at-most-once launch).
-    LaunchIntent { id: String, node: NodeId, epoch: u64, time: String },
+    LaunchIntent {
+        id: String,
+        node: NodeId,
+        epoch: u64,
+        time: String,
+    },
     /// The owner reports a change of the job.
     Update(JobUpdate),
     /// A user asked for a control operation; the owner carries it out.
-    Control { id: String, operation: ControlOp, time: String },
+    Control {
+        id: String,
+        operation: ControlOp,
+        time: String,
+    },
     /// Remove a terminal job's record.
     Delete { id: String },
     /// Remove terminal jobs last updated before `cutoff` and idempotency keys expired by `now`.
     Expire { cutoff: String, now: String },
     /// The leader declared `node` lost: fail its local jobs, hand its shared-scheduler jobs to `adopters`.
-    NodeLost { node: NodeId, time: String, adopters: Vec<(String, NodeId)> },
+    NodeLost {
+        node: NodeId,
+        time: String,
+        adopters: Vec<(String, NodeId)>,
+    },
     /// A member announces its address and hosted clusters.
-    RegisterNode { id: NodeId, addr: String, clusters: Vec<HostedCluster>, version: String },
+    RegisterNode {
+        id: NodeId,
+        addr: String,
+        clusters: Vec<HostedCluster>,
+        version: String,
+    },
     /// Hand out a fresh node id from the replicated counter.
     AllocateNodeId { addr: String },
     /// Stop (or resume) placing new jobs on a node.
@@ -206,7 +239,10 @@ pub enum Response {
 impl Response {
     /// Shorthand for a refusal.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
-        Response::Error { code, message: message.into() }
+        Response::Error {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -218,20 +254,44 @@ mod tests {
     fn versioned_round_trip() {
         let c = Command::V1(CommandV1::Delete { id: "x".into() });
         let s = serde_json::to_string(&c).unwrap();
-        assert_eq!(s, r#"{"v":1,"op":"delete","id":"x"}"#);
+        assert_eq!(s, r#"{"v":1,"cmd":{"delete":{"id":"x"}}}"#);
         assert_eq!(serde_json::from_str::<Command>(&s).unwrap(), c);
     }
 
     #[test]
     fn newer_version_decodes_as_unknown() {
-        let c: Command = serde_json::from_str(r#"{"v":2,"op":"teleport"}"#).unwrap();
+        let c: Command = serde_json::from_str(r#"{"v":2,"cmd":{"teleport":{}}}"#).unwrap();
         assert!(matches!(c, Command::Unknown { version: 2, .. }));
         // and re-encodes unchanged, so a log holding it can be replicated
-        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"v":2,"op":"teleport"}"#);
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"v":2,"cmd":{"teleport":{}}}"#
+        );
     }
 
     #[test]
     fn missing_version_is_an_error() {
-        assert!(serde_json::from_str::<Command>(r#"{"op":"delete","id":"x"}"#).is_err());
+        assert!(serde_json::from_str::<Command>(r#"{"cmd":{"delete":{"id":"x"}}}"#).is_err());
+    }
+
+    #[test]
+    fn raw_metadata_survives_the_log_encoding() {
+        let job: crate::Job = serde_json::from_str(
+            r#"{"id":"a","name":"n","cluster":"c","command":"x","metadata":{"big":12345678901234567890}}"#,
+        )
+        .unwrap();
+        let c = Command::V1(CommandV1::Submit {
+            job: Box::new(job),
+            owner: 1,
+            idempotency: None,
+        });
+        // Inside an openraft entry, as the log store and the network carry it.
+        let entry = openraft::Entry::<crate::TypeConfig> {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 3),
+            payload: openraft::EntryPayload::Normal(c.clone()),
+        };
+        let bytes = serde_json::to_vec(&entry).unwrap();
+        let back: openraft::Entry<crate::TypeConfig> = serde_json::from_slice(&bytes).unwrap();
+        assert!(matches!(back.payload, openraft::EntryPayload::Normal(ref x) if *x == c));
     }
 }

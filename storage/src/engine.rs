@@ -113,7 +113,9 @@ pub struct SledOptions {
 
 impl Default for SledOptions {
     fn default() -> Self {
-        SledOptions { cache_capacity_bytes: 64 * 1024 * 1024 }
+        SledOptions {
+            cache_capacity_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -127,7 +129,10 @@ impl SledEngine {
             .flush_every_ms(None)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|e| EngineError::Open { path: path.display().to_string(), source: sled_io(e) })?;
+            .map_err(|e| EngineError::Open {
+                path: path.display().to_string(),
+                source: sled_io(e),
+            })?;
         Ok(SledEngine { db })
     }
 }
@@ -136,7 +141,9 @@ impl KvEngine for SledEngine {
     type Tree = SledTree;
 
     fn open_tree(&self, name: &str) -> Result<SledTree, EngineError> {
-        Ok(SledTree { tree: self.db.open_tree(name)? })
+        Ok(SledTree {
+            tree: self.db.open_tree(name)?,
+        })
     }
 
     fn flush(&self) -> Result<(), EngineError> {
@@ -156,7 +163,8 @@ pub struct SledTree {
 }
 
 fn map_item(r: Result<(sled::IVec, sled::IVec), sled::Error>) -> Result<(Vec<u8>, Vec<u8>), EngineError> {
-    r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(EngineError::from)
+    r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .map_err(EngineError::from)
 }
 
 impl KvTree for SledTree {

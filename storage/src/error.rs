@@ -52,7 +52,11 @@ impl ErrorCode {
 
     /// The code for a number, `Unknown` for numbers we do not know.
     pub fn from_code(code: i32) -> ErrorCode {
-        Self::ALL.get(code as usize).copied().filter(|_| code >= 0).unwrap_or(ErrorCode::Unknown)
+        Self::ALL
+            .get(code as usize)
+            .copied()
+            .filter(|_| code >= 0)
+            .unwrap_or(ErrorCode::Unknown)
     }
 
     /// The stable name used in error bodies (`"JobNotFound"`).

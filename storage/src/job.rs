@@ -32,7 +32,10 @@ impl JobStatus {
 
     /// Terminal statuses never change again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Finished | JobStatus::Failed | JobStatus::Killed | JobStatus::Canceled)
+        matches!(
+            self,
+            JobStatus::Finished | JobStatus::Failed | JobStatus::Killed | JobStatus::Canceled
+        )
     }
 
     /// Whether a job may move from `self` to `next` (DESIGN §7.2):
@@ -262,7 +265,9 @@ impl Job {
         }
         match (&self.command, &self.exe) {
             (Some(_), Some(_)) => return Err("a job has either 'command' or 'exe', not both".into()),
-            (None, None) => return Err("a job needs one of 'command' (run through the shell) or 'exe'".into()),
+            (None, None) => {
+                return Err("a job needs one of 'command' (run through the shell) or 'exe'".into())
+            }
             _ => {}
         }
         for t in &self.tags {
@@ -314,7 +319,11 @@ mod tests {
 
     #[test]
     fn submission_needs_name_cluster_and_one_program() {
-        let mut j = Job { name: "n".into(), cluster: "c".into(), ..Default::default() };
+        let mut j = Job {
+            name: "n".into(),
+            cluster: "c".into(),
+            ..Default::default()
+        };
         assert!(j.validate_submission().is_err());
         j.command = Some("true".into());
         assert!(j.validate_submission().is_ok());

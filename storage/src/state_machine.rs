@@ -17,7 +17,8 @@ use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
+    EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
 };
 
 use crate::engine::{EngineError, KvEngine, KvTree, WriteBatch};
@@ -40,7 +41,9 @@ pub struct StateMachine<E: KvEngine> {
 
 impl<E: KvEngine> Clone for StateMachine<E> {
     fn clone(&self) -> Self {
-        StateMachine { inner: self.inner.clone() }
+        StateMachine {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -64,7 +67,9 @@ fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError {
 async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> Result<R, StorageError> + Send + 'static,
 ) -> Result<R, StorageError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| sm_write_err(std::io::Error::other(e.to_string())))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| sm_write_err(std::io::Error::other(e.to_string())))?
 }
 
 impl<E: KvEngine> StateMachine<E> {
@@ -74,7 +79,13 @@ impl<E: KvEngine> StateMachine<E> {
         std::fs::create_dir_all(&snapshot_dir)
             .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         let sm = StateMachine {
-            inner: Arc::new(Inner { engine, tree, lock: RwLock::new(()), snapshot_dir, snapshot_seq: AtomicU64::new(0) }),
+            inner: Arc::new(Inner {
+                engine,
+                tree,
+                lock: RwLock::new(()),
+                snapshot_dir,
+                snapshot_seq: AtomicU64::new(0),
+            }),
         };
         // Validate what is on disk now: a corrupt table must stop start-up, not surface later.
         sm.read(|t, _| table::nodes(t)).map_err(sm_read_err)?;
@@ -84,7 +95,10 @@ impl<E: KvEngine> StateMachine<E> {
     /// Runs `f` on the table at one applied index (read side of the apply lock).
     ///
     /// Blocking: call from `spawn_blocking` in async code.
-    pub fn read<R>(&self, f: impl FnOnce(&E::Tree, Option<LogId>) -> Result<R, ApplyError>) -> Result<R, ApplyError> {
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&E::Tree, Option<LogId>) -> Result<R, ApplyError>,
+    ) -> Result<R, ApplyError> {
         let _guard = self.inner.lock.read().unwrap_or_else(|p| p.into_inner());
         let applied = read_json::<LogId>(&self.inner.tree, KEY_LAST_APPLIED)?;
         f(&self.inner.tree, applied)
@@ -145,7 +159,9 @@ impl<E: KvEngine> StateMachine<E> {
         let _guard = self.inner.lock.read().unwrap_or_else(|p| p.into_inner());
         let tree = &self.inner.tree;
         let last_log_id = read_json::<LogId>(tree, KEY_LAST_APPLIED).map_err(sm_read_err)?;
-        let membership = read_json::<Membership>(tree, KEY_MEMBERSHIP).map_err(sm_read_err)?.unwrap_or_default();
+        let membership = read_json::<Membership>(tree, KEY_MEMBERSHIP)
+            .map_err(sm_read_err)?
+            .unwrap_or_default();
         let mut data = Vec::with_capacity(1 << 16);
         data.extend_from_slice(DATA_MAGIC);
         let mut count = 0u64;
@@ -163,7 +179,14 @@ impl<E: KvEngine> StateMachine<E> {
             Some(l) => format!("{}-{}-{}-{seq}", l.leader_id.term, l.leader_id.node_id, l.index),
             None => format!("0-0-0-{seq}"),
         };
-        Ok((Meta { last_log_id, last_membership: membership, snapshot_id }, data))
+        Ok((
+            Meta {
+                last_log_id,
+                last_membership: membership,
+                snapshot_id,
+            },
+            data,
+        ))
     }
 
     /// Writes a consistent snapshot of the table to `path` (for backups: `snapshot save`).
@@ -176,8 +199,12 @@ impl<E: KvEngine> StateMachine<E> {
     /// Loads a snapshot file into an empty table for disaster recovery, forgetting the old
     /// cluster's Raft membership and log position so a fresh cluster can be initialised on it.
     pub fn import_for_recovery(&self, path: &Path) -> Result<Meta, StorageError> {
-        let (meta, data) = read_snapshot_file(path)?
-            .ok_or_else(|| sm_read_err(std::io::Error::other(format!("{} does not exist", path.display()))))?;
+        let (meta, data) = read_snapshot_file(path)?.ok_or_else(|| {
+            sm_read_err(std::io::Error::other(format!(
+                "{} does not exist",
+                path.display()
+            )))
+        })?;
         let items = parse_data(&data)?;
         let _guard = self.inner.lock.write().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
@@ -196,7 +223,10 @@ impl<E: KvEngine> StateMachine<E> {
         self.inner.snapshot_dir.join(SNAPSHOT_FILE)
     }
 
-    fn apply_blocking(&self, entries: Vec<openraft::Entry<TypeConfig>>) -> Result<Vec<Response>, StorageError> {
+    fn apply_blocking(
+        &self,
+        entries: Vec<openraft::Entry<TypeConfig>>,
+    ) -> Result<Vec<Response>, StorageError> {
         let tree = &self.inner.tree;
         let mut tx = Overlay::new(tree);
         let mut out = Vec::with_capacity(entries.len());
@@ -226,12 +256,18 @@ fn to_json<V: serde::Serialize>(v: &V) -> Vec<u8> {
     serde_json::to_vec(v).expect("state records serialise")
 }
 
-fn read_json<V: for<'de> serde::Deserialize<'de>>(tree: &impl KvTree, key: &[u8]) -> Result<Option<V>, ApplyError> {
+fn read_json<V: for<'de> serde::Deserialize<'de>>(
+    tree: &impl KvTree,
+    key: &[u8],
+) -> Result<Option<V>, ApplyError> {
     match tree.get(key)? {
         None => Ok(None),
         Some(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|source| ApplyError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), source }),
+            .map_err(|source| ApplyError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            }),
     }
 }
 
@@ -241,33 +277,41 @@ fn put_chunk(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn corrupt_snapshot(why: &str) -> StorageError {
-    StorageIOError::read_snapshot(None, &std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string())).into()
+    StorageIOError::read_snapshot(
+        None,
+        &std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string()),
+    )
+    .into()
 }
 
 /// Parses snapshot data into key/value pairs, checking magic and trailer.
 fn parse_data(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
     let mut r = Cursor::new(data);
     let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).map_err(|_| corrupt_snapshot("snapshot data is empty"))?;
+    r.read_exact(&mut magic)
+        .map_err(|_| corrupt_snapshot("snapshot data is empty"))?;
     if &magic != DATA_MAGIC {
         return Err(corrupt_snapshot("snapshot data has a wrong header"));
     }
     let mut items = Vec::new();
     let read_u32 = |r: &mut Cursor<&[u8]>| -> Result<u32, StorageError> {
         let mut b = [0u8; 4];
-        r.read_exact(&mut b).map_err(|_| corrupt_snapshot("snapshot data is truncated"))?;
+        r.read_exact(&mut b)
+            .map_err(|_| corrupt_snapshot("snapshot data is truncated"))?;
         Ok(u32::from_be_bytes(b))
     };
     let read_bytes = |r: &mut Cursor<&[u8]>, n: u32| -> Result<Vec<u8>, StorageError> {
         let mut b = vec![0u8; n as usize];
-        r.read_exact(&mut b).map_err(|_| corrupt_snapshot("snapshot data is truncated"))?;
+        r.read_exact(&mut b)
+            .map_err(|_| corrupt_snapshot("snapshot data is truncated"))?;
         Ok(b)
     };
     loop {
         let klen = read_u32(&mut r)?;
         if klen == u32::MAX {
             let mut c = [0u8; 8];
-            r.read_exact(&mut c).map_err(|_| corrupt_snapshot("snapshot trailer is truncated"))?;
+            r.read_exact(&mut c)
+                .map_err(|_| corrupt_snapshot("snapshot trailer is truncated"))?;
             if u64::from_be_bytes(c) != items.len() as u64 {
                 return Err(corrupt_snapshot("snapshot item count does not match its trailer"));
             }
@@ -291,14 +335,17 @@ fn write_snapshot_file(path: &Path, meta: &Meta, data: &[u8]) -> Result<(), Stor
     {
         let mut f = std::fs::File::create(&tmp).map_err(snap_io)?;
         f.write_all(FILE_MAGIC).map_err(snap_io)?;
-        f.write_all(&(meta_json.len() as u32).to_be_bytes()).map_err(snap_io)?;
+        f.write_all(&(meta_json.len() as u32).to_be_bytes())
+            .map_err(snap_io)?;
         f.write_all(&meta_json).map_err(snap_io)?;
         f.write_all(data).map_err(snap_io)?;
         f.sync_all().map_err(snap_io)?;
     }
     std::fs::rename(&tmp, path).map_err(snap_io)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(snap_io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(snap_io)?;
     }
     Ok(())
 }
@@ -308,14 +355,23 @@ fn read_snapshot_file(path: &Path) -> Result<Option<(Meta, Vec<u8>)>, StorageErr
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)),
+        Err(e) => {
+            return Err(StorageError::from_io_error(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Read,
+                e,
+            ))
+        }
     };
     let bad = || corrupt_snapshot(&format!("snapshot file {} is corrupt", path.display()));
     if bytes.len() < 12 || &bytes[..8] != FILE_MAGIC {
         return Err(bad());
     }
     let meta_len = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-    let meta_end = 12usize.checked_add(meta_len).filter(|e| *e <= bytes.len()).ok_or_else(bad)?;
+    let meta_end = 12usize
+        .checked_add(meta_len)
+        .filter(|e| *e <= bytes.len())
+        .ok_or_else(bad)?;
     let meta: Meta = serde_json::from_slice(&bytes[12..meta_end]).map_err(|_| bad())?;
     let data = bytes[meta_end..].to_vec();
     parse_data(&data)?;
@@ -331,7 +387,10 @@ impl<E: KvEngine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
             this.inner.engine.flush().map_err(sm_write_err)?;
             write_snapshot_file(&this.snapshot_path(), &meta, &data)?;
             tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
-            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+            Ok(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            })
         })
         .await
     }
@@ -344,7 +403,9 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         let tree = &self.inner.tree;
         let _guard = self.inner.lock.read().unwrap_or_else(|p| p.into_inner());
         let applied = read_json::<LogId>(tree, KEY_LAST_APPLIED).map_err(sm_read_err)?;
-        let membership = read_json::<Membership>(tree, KEY_MEMBERSHIP).map_err(sm_read_err)?.unwrap_or_default();
+        let membership = read_json::<Membership>(tree, KEY_MEMBERSHIP)
+            .map_err(sm_read_err)?
+            .unwrap_or_default();
         Ok((applied, membership))
     }
 
@@ -358,7 +419,10 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             EntryPayload::Normal(Command::Unknown { version, .. }) => Some(*version),
             _ => None,
         }) {
-            tracing::error!(version = bad, "refusing to apply a command from a newer launcher version; stopping");
+            tracing::error!(
+                version = bad,
+                "refusing to apply a command from a newer launcher version; stopping"
+            );
         }
         let this = self.clone();
         blocking(move || this.apply_blocking(entries)).await
@@ -372,7 +436,11 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let this = self.clone();
         let meta = meta.clone();
         blocking(move || {
@@ -407,7 +475,10 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachine<E> {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let path = self.snapshot_path();
         blocking(move || {
-            Ok(read_snapshot_file(&path)?.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+            Ok(read_snapshot_file(&path)?.map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            }))
         })
         .await
     }
@@ -439,7 +510,10 @@ mod tests {
             let _g = sm.inner.lock.write().unwrap();
             let mut b = WriteBatch::default();
             b.put(b"j/x".to_vec(), b"{}".to_vec());
-            b.put(KEY_LAST_APPLIED.to_vec(), to_json(&LogId::new(openraft::CommittedLeaderId::new(1, 1), 5)));
+            b.put(
+                KEY_LAST_APPLIED.to_vec(),
+                to_json(&LogId::new(openraft::CommittedLeaderId::new(1, 1), 5)),
+            );
             sm.inner.tree.write(b).unwrap();
         }
         let file = dir.path().join("backup.snap");

@@ -160,11 +160,17 @@ pub trait TableRead {
     /// The value at `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
     /// Keys (with values) in `[start, end)`, ascending.
-    fn range_items(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError>;
+    fn range_items(
+        &self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError>;
 
     /// Keys with `prefix`, ascending.
     fn prefix_items(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
-        let end = prefix_end(prefix).map(Bound::Excluded).unwrap_or(Bound::Unbounded);
+        let end = prefix_end(prefix)
+            .map(Bound::Excluded)
+            .unwrap_or(Bound::Unbounded);
         self.range_items(Bound::Included(prefix.to_vec()), end)
     }
 }
@@ -173,7 +179,11 @@ impl<T: KvTree> TableRead for T {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         KvTree::get(self, key)
     }
-    fn range_items(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    fn range_items(
+        &self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
         self.range(start, end).collect()
     }
 }
@@ -188,7 +198,10 @@ pub struct Overlay<'a, T: KvTree> {
 impl<'a, T: KvTree> Overlay<'a, T> {
     /// An empty overlay over `base`.
     pub fn new(base: &'a T) -> Self {
-        Overlay { base, writes: BTreeMap::new() }
+        Overlay {
+            base,
+            writes: BTreeMap::new(),
+        }
     }
     /// Writes `value` at `key`.
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
@@ -200,7 +213,9 @@ impl<'a, T: KvTree> Overlay<'a, T> {
     }
     /// The batch to commit.
     pub fn into_batch(self) -> crate::engine::WriteBatch {
-        crate::engine::WriteBatch { ops: self.writes.into_iter().collect() }
+        crate::engine::WriteBatch {
+            ops: self.writes.into_iter().collect(),
+        }
     }
 }
 
@@ -212,9 +227,15 @@ impl<T: KvTree> TableRead for Overlay<'_, T> {
         }
     }
 
-    fn range_items(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
-            self.base.range(start.clone(), end.clone()).collect::<Result<_, _>>()?;
+    fn range_items(
+        &self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .base
+            .range(start.clone(), end.clone())
+            .collect::<Result<_, _>>()?;
         for (k, v) in self.writes.range::<Vec<u8>, _>((start, end)) {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
@@ -265,8 +286,10 @@ fn node_key(id: NodeId) -> Vec<u8> {
 }
 
 fn decode<V: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<V, ApplyError> {
-    serde_json::from_slice(bytes)
-        .map_err(|source| ApplyError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), source })
+    serde_json::from_slice(bytes).map_err(|source| ApplyError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
 }
 
 fn encode<V: Serialize>(v: &V) -> Vec<u8> {
@@ -286,7 +309,9 @@ fn get_u64(r: &impl TableRead, key: &[u8]) -> Result<u64, ApplyError> {
 
 /// Reads a job and its meta.
 pub fn load_job(r: &impl TableRead, id: &str) -> Result<Option<(Job, JobMeta)>, ApplyError> {
-    let Some(job) = get_json::<Job>(r, &job_key(id))? else { return Ok(None) };
+    let Some(job) = get_json::<Job>(r, &job_key(id))? else {
+        return Ok(None);
+    };
     let meta = get_json::<JobMeta>(r, &meta_key(id))?.unwrap_or_default();
     Ok(Some((job, meta)))
 }
@@ -308,7 +333,10 @@ fn index_keys(job: &Job, meta: &JobMeta) -> Vec<Vec<u8>> {
         keys.push([idx_tag_prefix(tag), ti.clone()].concat());
     }
     if job.status().is_terminal() {
-        keys.push(idx_expiry(job.last_update_time.as_deref().unwrap_or_default(), id));
+        keys.push(idx_expiry(
+            job.last_update_time.as_deref().unwrap_or_default(),
+            id,
+        ));
     } else {
         keys.push(idx_owner(meta.owner, id));
     }
@@ -351,11 +379,17 @@ fn later(stored: &Option<String>, stamped: &str) -> String {
 }
 
 fn job_response(job: &Job, created: bool) -> Response {
-    Response::Job { job: String::from_utf8(job.to_canonical()).expect("JSON is UTF-8"), created }
+    Response::Job {
+        job: String::from_utf8(job.to_canonical()).expect("JSON is UTF-8"),
+        created,
+    }
 }
 
 fn applied(changed: bool) -> Response {
-    Response::Applied { changed, count: u64::from(changed) }
+    Response::Applied {
+        changed,
+        count: u64::from(changed),
+    }
 }
 
 // ---- apply ------------------------------------------------------------------------------------
@@ -367,14 +401,28 @@ pub fn apply_command<T: KvTree>(tx: &mut Overlay<'_, T>, cmd: &Command) -> Resul
         Command::Unknown { version, .. } => return Err(ApplyError::UnknownVersion(*version)),
     };
     match cmd {
-        CommandV1::Submit { job, owner, idempotency } => submit(tx, job, *owner, idempotency.as_ref()),
-        CommandV1::LaunchIntent { id, node, epoch, time } => launch_intent(tx, id, *node, *epoch, time),
+        CommandV1::Submit {
+            job,
+            owner,
+            idempotency,
+        } => submit(tx, job, *owner, idempotency.as_ref()),
+        CommandV1::LaunchIntent {
+            id,
+            node,
+            epoch,
+            time,
+        } => launch_intent(tx, id, *node, *epoch, time),
         CommandV1::Update(u) => update(tx, u),
         CommandV1::Control { id, operation, time } => control(tx, id, *operation, time),
         CommandV1::Delete { id } => delete(tx, id),
         CommandV1::Expire { cutoff, now } => expire(tx, cutoff, now),
         CommandV1::NodeLost { node, time, adopters } => node_lost(tx, *node, time, adopters),
-        CommandV1::RegisterNode { id, addr, clusters, version } => register_node(tx, *id, addr, clusters, version),
+        CommandV1::RegisterNode {
+            id,
+            addr,
+            clusters,
+            version,
+        } => register_node(tx, *id, addr, clusters, version),
         CommandV1::AllocateNodeId { .. } => allocate_node_id(tx),
         CommandV1::SetDraining { node, draining } => set_draining(tx, *node, *draining),
         CommandV1::RemoveNode { node } => remove_node(tx, *node),
@@ -388,7 +436,10 @@ fn submit<T: KvTree>(
     idem: Option<&Idempotency>,
 ) -> Result<Response, ApplyError> {
     let (Some(id), Some(user), Some(_)) = (&job.id, &job.user, &job.submission_time) else {
-        return Ok(Response::error(ErrorCode::InvalidRequest, "submit is missing its leader-stamped id, user or time"));
+        return Ok(Response::error(
+            ErrorCode::InvalidRequest,
+            "submit is missing its leader-stamped id, user or time",
+        ));
     };
     if let Err(msg) = job.validate_submission() {
         return Ok(Response::error(ErrorCode::InvalidRequest, msg));
@@ -409,19 +460,33 @@ fn submit<T: KvTree>(
                 Some((existing, _)) => job_response(&existing, false),
                 None => Response::error(
                     ErrorCode::InvalidJobState,
-                    format!("job {} created under this Idempotency-Key has since been deleted", rec.job_id),
+                    format!(
+                        "job {} created under this Idempotency-Key has since been deleted",
+                        rec.job_id
+                    ),
                 ),
             });
         }
     }
     if tx.get(&job_key(id))?.is_some() {
-        return Ok(Response::error(ErrorCode::InvalidRequest, format!("job id {id} is already in use")));
-    }
-    let node = get_json::<NodeRecord>(tx, &node_key(owner))?;
-    let Some(hosted) = node.as_ref().filter(|n| !n.removed).and_then(|n| n.hosts(&job.cluster)).cloned() else {
         return Ok(Response::error(
             ErrorCode::InvalidRequest,
-            format!("node {owner} cannot own the job: it is not a member hosting cluster '{}'", job.cluster),
+            format!("job id {id} is already in use"),
+        ));
+    }
+    let node = get_json::<NodeRecord>(tx, &node_key(owner))?;
+    let Some(hosted) = node
+        .as_ref()
+        .filter(|n| !n.removed)
+        .and_then(|n| n.hosts(&job.cluster))
+        .cloned()
+    else {
+        return Ok(Response::error(
+            ErrorCode::InvalidRequest,
+            format!(
+                "node {owner} cannot own the job: it is not a member hosting cluster '{}'",
+                job.cluster
+            ),
         ));
     };
     let mut stored = job.clone();
@@ -429,7 +494,12 @@ fn submit<T: KvTree>(
     if stored.last_update_time.is_none() {
         stored.last_update_time = stored.submission_time.clone();
     }
-    let meta = JobMeta { owner, epoch: 1, shared: hosted.shared, ..Default::default() };
+    let meta = JobMeta {
+        owner,
+        epoch: 1,
+        shared: hosted.shared,
+        ..Default::default()
+    };
     store_job(tx, None, &stored, &meta);
     if let Some(idem) = idem {
         let rec = IdempotencyRecord {
@@ -450,7 +520,10 @@ fn launch_intent<T: KvTree>(
     time: &str,
 ) -> Result<Response, ApplyError> {
     let Some((job, mut meta)) = load_job(tx, id)? else {
-        return Ok(Response::error(ErrorCode::JobNotFound, format!("job {id} not found")));
+        return Ok(Response::error(
+            ErrorCode::JobNotFound,
+            format!("job {id} not found"),
+        ));
     };
     if meta.owner != node || meta.epoch != epoch {
         return Ok(Response::error(
@@ -464,7 +537,11 @@ fn launch_intent<T: KvTree>(
             format!("job {id} is {} and cannot be launched again", job.status()),
         ));
     }
-    meta.launch = Some(LaunchRecord { node, epoch, time: time.to_string() });
+    meta.launch = Some(LaunchRecord {
+        node,
+        epoch,
+        time: time.to_string(),
+    });
     tx.put(meta_key(id), encode(&meta));
     Ok(job_response(&job, false))
 }
@@ -477,7 +554,10 @@ fn bump_ignored<T: KvTree>(tx: &mut Overlay<'_, T>) -> Result<Response, ApplyErr
 
 fn update<T: KvTree>(tx: &mut Overlay<'_, T>, u: &JobUpdate) -> Result<Response, ApplyError> {
     let Some((old, old_meta)) = load_job(tx, &u.id)? else {
-        return Ok(Response::error(ErrorCode::JobNotFound, format!("job {} not found", u.id)));
+        return Ok(Response::error(
+            ErrorCode::JobNotFound,
+            format!("job {} not found", u.id),
+        ));
     };
     let current = old.status();
     let stale = old_meta.owner != u.node || old_meta.epoch != u.epoch || u.seq <= old_meta.seq;
@@ -517,13 +597,24 @@ fn update<T: KvTree>(tx: &mut Overlay<'_, T>, u: &JobUpdate) -> Result<Response,
     Ok(applied(true))
 }
 
-fn control<T: KvTree>(tx: &mut Overlay<'_, T>, id: &str, op: ControlOp, time: &str) -> Result<Response, ApplyError> {
+fn control<T: KvTree>(
+    tx: &mut Overlay<'_, T>,
+    id: &str,
+    op: ControlOp,
+    time: &str,
+) -> Result<Response, ApplyError> {
     let Some((old, old_meta)) = load_job(tx, id)? else {
-        return Ok(Response::error(ErrorCode::JobNotFound, format!("job {id} not found")));
+        return Ok(Response::error(
+            ErrorCode::JobNotFound,
+            format!("job {id} not found"),
+        ));
     };
     let status = old.status();
     if status.is_terminal() {
-        return Ok(Response::error(ErrorCode::InvalidJobState, format!("job {id} has already ended ({status})")));
+        return Ok(Response::error(
+            ErrorCode::InvalidJobState,
+            format!("job {id} has already ended ({status})"),
+        ));
     }
     let allowed = match op {
         ControlOp::Cancel => status == JobStatus::Pending,
@@ -533,11 +624,17 @@ fn control<T: KvTree>(tx: &mut Overlay<'_, T>, id: &str, op: ControlOp, time: &s
     };
     if !allowed {
         let (code, why) = match op {
-            ControlOp::Cancel => (ErrorCode::InvalidJobState, "only a Pending job can be canceled; use stop or kill"),
+            ControlOp::Cancel => (
+                ErrorCode::InvalidJobState,
+                "only a Pending job can be canceled; use stop or kill",
+            ),
             ControlOp::Resume => (ErrorCode::InvalidJobState, "only a Suspended job can be resumed"),
             _ => (ErrorCode::JobNotRunning, "the job is not running"),
         };
-        return Ok(Response::error(code, format!("cannot {op:?} job {id} ({status}): {why}").to_lowercase()));
+        return Ok(Response::error(
+            code,
+            format!("cannot {op:?} job {id} ({status}): {why}").to_lowercase(),
+        ));
     }
     let mut job = old.clone();
     let mut meta = old_meta.clone();
@@ -547,22 +644,38 @@ fn control<T: KvTree>(tx: &mut Overlay<'_, T>, id: &str, op: ControlOp, time: &s
         job.status_message = Some("Canceled by user".into());
         job.last_update_time = Some(later(&old.last_update_time, time));
         store_job(tx, Some((&old, &old_meta)), &job, &meta);
-        return Ok(Response::Applied { changed: true, count: 1 });
+        return Ok(Response::Applied {
+            changed: true,
+            count: 1,
+        });
     }
     meta.control_seq += 1;
-    meta.controls.push(ControlRecord { seq: meta.control_seq, operation: op, time: time.to_string() });
+    meta.controls.push(ControlRecord {
+        seq: meta.control_seq,
+        operation: op,
+        time: time.to_string(),
+    });
     tx.put(meta_key(id), encode(&meta));
-    Ok(Response::Applied { changed: true, count: 0 })
+    Ok(Response::Applied {
+        changed: true,
+        count: 0,
+    })
 }
 
 fn delete<T: KvTree>(tx: &mut Overlay<'_, T>, id: &str) -> Result<Response, ApplyError> {
     let Some((job, meta)) = load_job(tx, id)? else {
-        return Ok(Response::error(ErrorCode::JobNotFound, format!("job {id} not found")));
+        return Ok(Response::error(
+            ErrorCode::JobNotFound,
+            format!("job {id} not found"),
+        ));
     };
     if !job.status().is_terminal() {
         return Ok(Response::error(
             ErrorCode::InvalidJobState,
-            format!("job {id} is {}; only a job that has ended can be deleted", job.status()),
+            format!(
+                "job {id} is {}; only a job that has ended can be deleted",
+                job.status()
+            ),
         ));
     }
     remove_job(tx, &job, &meta);
@@ -576,7 +689,9 @@ fn expire<T: KvTree>(tx: &mut Overlay<'_, T>, cutoff: &str, now: &str) -> Result
         if removed >= EXPIRE_BATCH_LIMIT {
             break;
         }
-        let Some(pos) = k.iter().position(|b| *b == 0) else { continue };
+        let Some(pos) = k.iter().position(|b| *b == 0) else {
+            continue;
+        };
         let id = String::from_utf8_lossy(&k[pos + 1..]).into_owned();
         if let Some((job, meta)) = load_job(tx, &id)? {
             remove_job(tx, &job, &meta);
@@ -591,7 +706,10 @@ fn expire<T: KvTree>(tx: &mut Overlay<'_, T>, cutoff: &str, now: &str) -> Result
             tx.delete(k);
         }
     }
-    Ok(Response::Applied { changed: removed > 0, count: removed })
+    Ok(Response::Applied {
+        changed: removed > 0,
+        count: removed,
+    })
 }
 
 fn node_lost<T: KvTree>(
@@ -601,20 +719,28 @@ fn node_lost<T: KvTree>(
     adopters: &[(String, NodeId)],
 ) -> Result<Response, ApplyError> {
     if get_json::<NodeRecord>(tx, &node_key(node))?.is_none() {
-        return Ok(Response::error(ErrorCode::InvalidRequest, format!("node {node} is not a member")));
+        return Ok(Response::error(
+            ErrorCode::InvalidRequest,
+            format!("node {node} is not a member"),
+        ));
     }
     let prefix = idx_owner_prefix(node);
     let mut count = 0;
     for (k, _) in tx.prefix_items(&prefix)? {
         let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-        let Some((old, old_meta)) = load_job(tx, &id)? else { continue };
+        let Some((old, old_meta)) = load_job(tx, &id)? else {
+            continue;
+        };
         if old.status().is_terminal() {
             continue;
         }
         let mut job = old.clone();
         let mut meta = old_meta.clone();
         meta.epoch += 1;
-        let adopter = adopters.iter().find(|(c, n)| *c == old.cluster && *n != node).map(|(_, n)| *n);
+        let adopter = adopters
+            .iter()
+            .find(|(c, n)| *c == old.cluster && *n != node)
+            .map(|(_, n)| *n);
         match (meta.shared, adopter) {
             (true, Some(new_owner)) => {
                 meta.owner = new_owner;
@@ -630,7 +756,10 @@ fn node_lost<T: KvTree>(
         store_job(tx, Some((&old, &old_meta)), &job, &meta);
         count += 1;
     }
-    Ok(Response::Applied { changed: count > 0, count })
+    Ok(Response::Applied {
+        changed: count > 0,
+        count,
+    })
 }
 
 fn bump_node_counter<T: KvTree>(tx: &mut Overlay<'_, T>, at_least: NodeId) -> Result<(), ApplyError> {
@@ -649,7 +778,10 @@ fn register_node<T: KvTree>(
     version: &str,
 ) -> Result<Response, ApplyError> {
     if id == 0 {
-        return Ok(Response::error(ErrorCode::InvalidRequest, "node id 0 is not valid; ids are positive"));
+        return Ok(Response::error(
+            ErrorCode::InvalidRequest,
+            "node id 0 is not valid; ids are positive",
+        ));
     }
     let existing = get_json::<NodeRecord>(tx, &node_key(id))?;
     if existing.as_ref().is_some_and(|n| n.removed) {
@@ -678,9 +810,16 @@ fn allocate_node_id<T: KvTree>(tx: &mut Overlay<'_, T>) -> Result<Response, Appl
     Ok(Response::NodeId { id })
 }
 
-fn set_draining<T: KvTree>(tx: &mut Overlay<'_, T>, node: NodeId, draining: bool) -> Result<Response, ApplyError> {
+fn set_draining<T: KvTree>(
+    tx: &mut Overlay<'_, T>,
+    node: NodeId,
+    draining: bool,
+) -> Result<Response, ApplyError> {
     let Some(mut rec) = get_json::<NodeRecord>(tx, &node_key(node))?.filter(|n| !n.removed) else {
-        return Ok(Response::error(ErrorCode::InvalidRequest, format!("node {node} is not a member")));
+        return Ok(Response::error(
+            ErrorCode::InvalidRequest,
+            format!("node {node} is not a member"),
+        ));
     };
     let changed = rec.draining != draining;
     rec.draining = draining;
@@ -720,7 +859,10 @@ pub fn nodes(r: &impl TableRead) -> Result<Vec<NodeRecord>, ApplyError> {
 /// Ids of the non-terminal jobs a node owns.
 pub fn active_job_ids(r: &impl TableRead, owner: NodeId) -> Result<Vec<String>, EngineError> {
     let prefix = idx_owner_prefix(owner);
-    Ok(r.prefix_items(&prefix)?.into_iter().map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned()).collect())
+    Ok(r.prefix_items(&prefix)?
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+        .collect())
 }
 
 /// Number of stale or backwards updates `apply` has ignored.
@@ -731,7 +873,9 @@ pub fn ignored_updates(r: &impl TableRead) -> Result<u64, ApplyError> {
 /// Terminal jobs last updated before `cutoff` (at most `limit`), for the leader's expiry pass.
 pub fn expired_count(r: &impl TableRead, cutoff: &str, limit: usize) -> Result<usize, EngineError> {
     let end = Bound::Excluded([b"xe/", cutoff.as_bytes()].concat());
-    Ok(r.range_items(Bound::Included(b"xe/".to_vec()), end)?.len().min(limit))
+    Ok(r.range_items(Bound::Included(b"xe/".to_vec()), end)?
+        .len()
+        .min(limit))
 }
 
 /// Canonical bytes of the jobs matching `filter`, ordered by submissionTime then id.
@@ -779,7 +923,11 @@ pub fn list_jobs(r: &impl TableRead, filter: &ListFilter) -> Result<Vec<Vec<u8>>
             Some(t) => Bound::Excluded([p.as_slice(), t.as_bytes(), b"\x01"].concat()),
             None => prefix_end(p).map(Bound::Excluded).unwrap_or(Bound::Unbounded),
         };
-        candidates.extend(r.range_items(start, end)?.into_iter().map(|(k, _)| k[p.len()..].to_vec()));
+        candidates.extend(
+            r.range_items(start, end)?
+                .into_iter()
+                .map(|(k, _)| k[p.len()..].to_vec()),
+        );
     }
     if prefixes.len() > 1 {
         candidates.sort();
@@ -790,7 +938,9 @@ pub fn list_jobs(r: &impl TableRead, filter: &ListFilter) -> Result<Vec<Vec<u8>>
         if filter.limit.is_some_and(|l| out.len() >= l) {
             break;
         }
-        let Some(pos) = ti.iter().position(|b| *b == 0) else { continue };
+        let Some(pos) = ti.iter().position(|b| *b == 0) else {
+            continue;
+        };
         let id = String::from_utf8_lossy(&ti[pos + 1..]).into_owned();
         let key = job_key(&id);
         let Some(bytes) = r.get(&key)? else { continue };
@@ -808,7 +958,8 @@ pub fn list_jobs(r: &impl TableRead, filter: &ListFilter) -> Result<Vec<Vec<u8>>
             continue;
         }
         let time = keys.submission_time.as_deref().unwrap_or_default();
-        if filter.start_time.as_deref().is_some_and(|s| time < s) || filter.end_time.as_deref().is_some_and(|e| time > e)
+        if filter.start_time.as_deref().is_some_and(|s| time < s)
+            || filter.end_time.as_deref().is_some_and(|e| time > e)
         {
             continue;
         }
@@ -842,14 +993,35 @@ mod tests {
 
     fn register<T: KvTree>(t: &T, id: NodeId) {
         let clusters = vec![
-            HostedCluster { name: "Local".into(), shared: false },
-            HostedCluster { name: "Slurm".into(), shared: true },
+            HostedCluster {
+                name: "Local".into(),
+                shared: false,
+            },
+            HostedCluster {
+                name: "Slurm".into(),
+                shared: true,
+            },
         ];
-        let r = run(t, CommandV1::RegisterNode { id, addr: format!("n{id}"), clusters, version: "t".into() });
+        let r = run(
+            t,
+            CommandV1::RegisterNode {
+                id,
+                addr: format!("n{id}"),
+                clusters,
+                version: "t".into(),
+            },
+        );
         assert!(matches!(r, Response::Applied { .. }), "{r:?}");
     }
 
-    fn submit_job<T: KvTree>(t: &T, id: &str, user: &str, sec: u32, tags: &[&str], idem: Option<&str>) -> Response {
+    fn submit_job<T: KvTree>(
+        t: &T,
+        id: &str,
+        user: &str,
+        sec: u32,
+        tags: &[&str],
+        idem: Option<&str>,
+    ) -> Response {
         let job = Job {
             id: Some(id.into()),
             name: format!("job {id}"),
@@ -865,7 +1037,14 @@ mod tests {
             fingerprint: "fp".into(),
             expires_at: "2026-01-02T00:00:00.000000Z".into(),
         });
-        run(t, CommandV1::Submit { job: Box::new(job), owner: 1, idempotency })
+        run(
+            t,
+            CommandV1::Submit {
+                job: Box::new(job),
+                owner: 1,
+                idempotency,
+            },
+        )
     }
 
     fn upd(id: &str, seq: u64, status: JobStatus) -> CommandV1 {
@@ -881,18 +1060,41 @@ mod tests {
     }
 
     fn ids(list: Vec<Vec<u8>>) -> Vec<String> {
-        list.iter().map(|b| Job::from_canonical(b).unwrap().id.unwrap()).collect()
+        list.iter()
+            .map(|b| Job::from_canonical(b).unwrap().id.unwrap())
+            .collect()
     }
 
     #[test]
     fn submit_requires_a_hosting_owner() {
         let (_d, t) = engine();
         let r = submit_job(&t, "a", "alice", 1, &[], None);
-        assert!(matches!(r, Response::Error { code: ErrorCode::InvalidRequest, .. }), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    code: ErrorCode::InvalidRequest,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
         register(&t, 1);
-        assert!(matches!(submit_job(&t, "a", "alice", 1, &[], None), Response::Job { created: true, .. }));
+        assert!(matches!(
+            submit_job(&t, "a", "alice", 1, &[], None),
+            Response::Job { created: true, .. }
+        ));
         let dup = submit_job(&t, "a", "alice", 1, &[], None);
-        assert!(matches!(dup, Response::Error { code: ErrorCode::InvalidRequest, .. }), "{dup:?}");
+        assert!(
+            matches!(
+                dup,
+                Response::Error {
+                    code: ErrorCode::InvalidRequest,
+                    ..
+                }
+            ),
+            "{dup:?}"
+        );
     }
 
     #[test]
@@ -900,12 +1102,30 @@ mod tests {
         let (_d, t) = engine();
         register(&t, 1);
         let first = submit_job(&t, "a", "alice", 1, &[], Some("k1"));
-        let Response::Job { job: j1, created: true } = first else { panic!("{first:?}") };
+        let Response::Job {
+            job: j1,
+            created: true,
+        } = first
+        else {
+            panic!("{first:?}")
+        };
         let again = submit_job(&t, "b", "alice", 2, &[], Some("k1"));
-        assert_eq!(again, Response::Job { job: j1, created: false });
+        assert_eq!(
+            again,
+            Response::Job {
+                job: j1,
+                created: false
+            }
+        );
         // another user's key space is separate
-        assert!(matches!(submit_job(&t, "c", "bob", 3, &[], Some("k1")), Response::Job { created: true, .. }));
-        assert_eq!(ids(list_jobs(&t, &ListFilter::default()).unwrap()), vec!["a", "c"]);
+        assert!(matches!(
+            submit_job(&t, "c", "bob", 3, &[], Some("k1")),
+            Response::Job { created: true, .. }
+        ));
+        assert_eq!(
+            ids(list_jobs(&t, &ListFilter::default()).unwrap()),
+            vec!["a", "c"]
+        );
     }
 
     #[test]
@@ -941,8 +1161,26 @@ mod tests {
         assert_eq!(job.status, Some(JobStatus::Finished));
         assert_eq!(job.exit_code, Some(3));
         assert_eq!(ignored_updates(&t).unwrap(), 4);
-        assert_eq!(ids(list_jobs(&t, &ListFilter { statuses: vec![JobStatus::Finished], ..Default::default() }).unwrap()), vec!["a"]);
-        assert!(list_jobs(&t, &ListFilter { statuses: vec![JobStatus::Running], ..Default::default() }).unwrap().is_empty());
+        assert_eq!(
+            ids(list_jobs(
+                &t,
+                &ListFilter {
+                    statuses: vec![JobStatus::Finished],
+                    ..Default::default()
+                }
+            )
+            .unwrap()),
+            vec!["a"]
+        );
+        assert!(list_jobs(
+            &t,
+            &ListFilter {
+                statuses: vec![JobStatus::Running],
+                ..Default::default()
+            }
+        )
+        .unwrap()
+        .is_empty());
     }
 
     #[test]
@@ -956,18 +1194,38 @@ mod tests {
         run(&t, upd("b", 1, JobStatus::Running));
         let all = ListFilter::default();
         assert_eq!(ids(list_jobs(&t, &all).unwrap()), vec!["a", "b", "c", "d"]);
-        let alice = ListFilter { user: Some("alice".into()), ..Default::default() };
+        let alice = ListFilter {
+            user: Some("alice".into()),
+            ..Default::default()
+        };
         assert_eq!(ids(list_jobs(&t, &alice).unwrap()), vec!["a", "c", "d"]);
-        let tags = ListFilter { tags: vec!["x".into(), "y".into()], ..Default::default() };
+        let tags = ListFilter {
+            tags: vec!["x".into(), "y".into()],
+            ..Default::default()
+        };
         assert_eq!(ids(list_jobs(&t, &tags).unwrap()), vec!["a", "d"]);
-        let window = ListFilter { start_time: Some(time(2)), end_time: Some(time(3)), ..Default::default() };
+        let window = ListFilter {
+            start_time: Some(time(2)),
+            end_time: Some(time(3)),
+            ..Default::default()
+        };
         assert_eq!(ids(list_jobs(&t, &window).unwrap()), vec!["b", "c"]);
-        let statuses =
-            ListFilter { statuses: vec![JobStatus::Running, JobStatus::Pending], ..Default::default() };
+        let statuses = ListFilter {
+            statuses: vec![JobStatus::Running, JobStatus::Pending],
+            ..Default::default()
+        };
         assert_eq!(ids(list_jobs(&t, &statuses).unwrap()), vec!["a", "b", "c", "d"]);
-        let page = ListFilter { after: Some("b".into()), limit: Some(1), ..Default::default() };
+        let page = ListFilter {
+            after: Some("b".into()),
+            limit: Some(1),
+            ..Default::default()
+        };
         assert_eq!(ids(list_jobs(&t, &page).unwrap()), vec!["c"]);
-        let page = ListFilter { user: Some("alice".into()), after: Some("a".into()), ..Default::default() };
+        let page = ListFilter {
+            user: Some("alice".into()),
+            after: Some("a".into()),
+            ..Default::default()
+        };
         assert_eq!(ids(list_jobs(&t, &page).unwrap()), vec!["c", "d"]);
     }
 
@@ -977,25 +1235,97 @@ mod tests {
         register(&t, 1);
         submit_job(&t, "a", "alice", 1, &[], Some("k"));
         let r = run(&t, CommandV1::Delete { id: "a".into() });
-        assert!(matches!(r, Response::Error { code: ErrorCode::InvalidJobState, .. }));
-        let r = run(&t, CommandV1::Control { id: "a".into(), operation: ControlOp::Suspend, time: time(2) });
-        assert!(matches!(r, Response::Error { code: ErrorCode::JobNotRunning, .. }), "{r:?}");
-        run(&t, CommandV1::Control { id: "a".into(), operation: ControlOp::Cancel, time: time(2) });
-        assert_eq!(load_job(&t, "a").unwrap().unwrap().0.status, Some(JobStatus::Canceled));
+        assert!(matches!(
+            r,
+            Response::Error {
+                code: ErrorCode::InvalidJobState,
+                ..
+            }
+        ));
+        let r = run(
+            &t,
+            CommandV1::Control {
+                id: "a".into(),
+                operation: ControlOp::Suspend,
+                time: time(2),
+            },
+        );
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    code: ErrorCode::JobNotRunning,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        run(
+            &t,
+            CommandV1::Control {
+                id: "a".into(),
+                operation: ControlOp::Cancel,
+                time: time(2),
+            },
+        );
+        assert_eq!(
+            load_job(&t, "a").unwrap().unwrap().0.status,
+            Some(JobStatus::Canceled)
+        );
         // an owner update after the cancel cannot revive it
         assert_eq!(run(&t, upd("a", 1, JobStatus::Running)), applied(false));
         submit_job(&t, "b", "alice", 3, &[], None);
-        run(&t, CommandV1::Control { id: "b".into(), operation: ControlOp::Cancel, time: time(4) });
-        let r = run(&t, CommandV1::Expire { cutoff: time(3), now: time(3) });
-        assert_eq!(r, Response::Applied { changed: true, count: 1 });
+        run(
+            &t,
+            CommandV1::Control {
+                id: "b".into(),
+                operation: ControlOp::Cancel,
+                time: time(4),
+            },
+        );
+        let r = run(
+            &t,
+            CommandV1::Expire {
+                cutoff: time(3),
+                now: time(3),
+            },
+        );
+        assert_eq!(
+            r,
+            Response::Applied {
+                changed: true,
+                count: 1
+            }
+        );
         assert!(load_job(&t, "a").unwrap().is_none());
         assert!(load_job(&t, "b").unwrap().is_some());
         // the idempotency key outlives the job until it expires itself
         let retry = submit_job(&t, "z", "alice", 9, &[], Some("k"));
-        assert!(matches!(retry, Response::Error { code: ErrorCode::InvalidJobState, .. }), "{retry:?}");
-        run(&t, CommandV1::Expire { cutoff: time(3), now: "2026-01-03T00:00:00.000000Z".into() });
-        assert!(matches!(submit_job(&t, "z", "alice", 9, &[], Some("k")), Response::Job { created: true, .. }));
-        assert_eq!(ids(list_jobs(&t, &ListFilter::default()).unwrap()), vec!["b", "z"]);
+        assert!(
+            matches!(
+                retry,
+                Response::Error {
+                    code: ErrorCode::InvalidJobState,
+                    ..
+                }
+            ),
+            "{retry:?}"
+        );
+        run(
+            &t,
+            CommandV1::Expire {
+                cutoff: time(3),
+                now: "2026-01-03T00:00:00.000000Z".into(),
+            },
+        );
+        assert!(matches!(
+            submit_job(&t, "z", "alice", 9, &[], Some("k")),
+            Response::Job { created: true, .. }
+        ));
+        assert_eq!(
+            ids(list_jobs(&t, &ListFilter::default()).unwrap()),
+            vec!["b", "z"]
+        );
         run(&t, CommandV1::Delete { id: "b".into() });
         assert_eq!(ids(list_jobs(&t, &ListFilter::default()).unwrap()), vec!["z"]);
     }
@@ -1015,11 +1345,34 @@ mod tests {
             submission_time: Some(time(2)),
             ..Default::default()
         };
-        run(&t, CommandV1::Submit { job: Box::new(slurm), owner: 1, idempotency: None });
-        let r = run(&t, CommandV1::NodeLost { node: 1, time: time(5), adopters: vec![("Slurm".into(), 2)] });
-        assert_eq!(r, Response::Applied { changed: true, count: 2 });
+        run(
+            &t,
+            CommandV1::Submit {
+                job: Box::new(slurm),
+                owner: 1,
+                idempotency: None,
+            },
+        );
+        let r = run(
+            &t,
+            CommandV1::NodeLost {
+                node: 1,
+                time: time(5),
+                adopters: vec![("Slurm".into(), 2)],
+            },
+        );
+        assert_eq!(
+            r,
+            Response::Applied {
+                changed: true,
+                count: 2
+            }
+        );
         let (a, am) = load_job(&t, "a").unwrap().unwrap();
-        assert_eq!((a.status, a.status_message.as_deref(), am.epoch), (Some(JobStatus::Failed), Some("node lost"), 2));
+        assert_eq!(
+            (a.status, a.status_message.as_deref(), am.epoch),
+            (Some(JobStatus::Failed), Some("node lost"), 2)
+        );
         let (s, sm) = load_job(&t, "s").unwrap().unwrap();
         assert_eq!((s.status, sm.owner, sm.epoch), (Some(JobStatus::Pending), 2, 2));
         // the old owner's late report is fenced off by the epoch
@@ -1033,10 +1386,24 @@ mod tests {
         let (_d, t) = engine();
         register(&t, 1);
         register(&t, 3);
-        assert_eq!(run(&t, CommandV1::AllocateNodeId { addr: "x".into() }), Response::NodeId { id: 4 });
+        assert_eq!(
+            run(&t, CommandV1::AllocateNodeId { addr: "x".into() }),
+            Response::NodeId { id: 4 }
+        );
         run(&t, CommandV1::RemoveNode { node: 4 });
-        assert_eq!(run(&t, CommandV1::AllocateNodeId { addr: "y".into() }), Response::NodeId { id: 5 });
-        let r = run(&t, CommandV1::RegisterNode { id: 4, addr: "x".into(), clusters: vec![], version: "t".into() });
+        assert_eq!(
+            run(&t, CommandV1::AllocateNodeId { addr: "y".into() }),
+            Response::NodeId { id: 5 }
+        );
+        let r = run(
+            &t,
+            CommandV1::RegisterNode {
+                id: 4,
+                addr: "x".into(),
+                clusters: vec![],
+                version: "t".into(),
+            },
+        );
         assert!(matches!(r, Response::Error { .. }));
     }
 
@@ -1044,7 +1411,13 @@ mod tests {
     fn unknown_command_version_stops_apply() {
         let (_d, t) = engine();
         let mut tx = Overlay::new(&t);
-        let cmd = Command::Unknown { version: 7, raw: serde_json::json!({"v":7}) };
-        assert!(matches!(apply_command(&mut tx, &cmd), Err(ApplyError::UnknownVersion(7))));
+        let cmd = Command::Unknown {
+            version: 7,
+            raw: serde_json::json!({"v":7}),
+        };
+        assert!(matches!(
+            apply_command(&mut tx, &cmd),
+            Err(ApplyError::UnknownVersion(7))
+        ));
     }
 }

@@ -1,0 +1,98 @@
+//! Nodes running inside the test's own runtime, for logic tests that propose raw commands.
+//! Not for durability: stopping an in-process node lets storage flush.
+
+use std::sync::Arc;
+
+use launcher_node::config::{ClusterConfig, ClusterType, Config};
+use launcher_node::state::Shared;
+use launcher_node::{NodeHandle, StartOptions};
+
+use crate::client::NodeClient;
+use crate::{wait_until, write_key, DEADLINE};
+
+/// A cluster of in-process nodes on 127.0.0.1, port 0.
+pub struct InProcCluster {
+    pub root: tempfile::TempDir,
+    pub key: Vec<u8>,
+    pub nodes: Vec<Option<NodeHandle>>,
+    configs: Vec<Config>,
+}
+
+impl InProcCluster {
+    /// Starts `n` nodes (node 1 initialises, the others join) and waits for them all to be voters.
+    pub async fn start(n: usize) -> anyhow::Result<Self> {
+        let root = tempfile::Builder::new().prefix("launcher-inproc-").tempdir()?;
+        let key_path = root.path().join("secure-cookie-key");
+        let key = write_key(&key_path)?;
+        let mut c = InProcCluster {
+            root,
+            key,
+            nodes: Vec::new(),
+            configs: Vec::new(),
+        };
+        for i in 1..=n {
+            let dir = c.root.path().join(format!("node{i}"));
+            let mut cfg = Config::new(dir.clone());
+            cfg.server.secure_cookie_key_file = key_path.clone();
+            cfg.node.id = Some(i as u64);
+            cfg.node.grpc_address = "127.0.0.1:0".into();
+            cfg.node.data_dir = dir.join("data");
+            cfg.node.cache_capacity_mb = 16;
+            if i > 1 {
+                cfg.node.join = vec![c.nodes[0].as_ref().expect("node 1").addr.to_string()];
+            }
+            cfg.clusters = vec![ClusterConfig::new("Local", ClusterType::Local)];
+            let handle = launcher_node::start(cfg.clone(), StartOptions { init: i == 1 }).await?;
+            // Keep the bound port for restarts.
+            cfg.node.grpc_address = handle.addr.to_string();
+            c.configs.push(cfg);
+            c.nodes.push(Some(handle));
+        }
+        let client = c.client(1).await?;
+        wait_until(&format!("{n} voters"), DEADLINE, || {
+            let client = client.clone();
+            async move {
+                let st = client.status().await?;
+                Ok((st.status == "Green" && st.nodes.iter().filter(|x| x.voter).count() == n).then_some(()))
+            }
+        })
+        .await?;
+        Ok(c)
+    }
+
+    /// Node `i`'s shared state.
+    pub fn shared(&self, i: usize) -> Arc<Shared> {
+        self.nodes[i - 1]
+            .as_ref()
+            .and_then(|h| h.shared())
+            .expect("node running")
+    }
+
+    /// A client of node `i`, bound to the cluster.
+    pub async fn client(&self, i: usize) -> anyhow::Result<NodeClient> {
+        let addr = self.nodes[i - 1].as_ref().expect("node running").addr.to_string();
+        let c = NodeClient::new(&addr, &self.key, "");
+        let probe = c.clone();
+        wait_until("cluster id", DEADLINE, || {
+            let probe = probe.clone();
+            async move { Ok(probe.bind().await.ok()) }
+        })
+        .await?;
+        Ok(c)
+    }
+
+    /// Gracefully stops node `i`.
+    pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(h) = self.nodes[i - 1].take() {
+            h.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts node `i` with its data and address.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        let h = launcher_node::start(self.configs[i - 1].clone(), StartOptions::default()).await?;
+        self.nodes[i - 1] = Some(h);
+        Ok(())
+    }
+}

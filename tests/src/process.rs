@@ -1,0 +1,451 @@
+//! A cluster of real `launcher-node` processes on 127.0.0.1.
+//!
+//! Node `i` (1-based) gets `[node] id = i`, its own config dir and data dir. The first start
+//! binds port 0; the harness reads the bound address from the data dir and reuses that port
+//! on restart, so the member keeps its address.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::client::NodeClient;
+use crate::{wait_until, write_key, DEADLINE};
+
+/// Knobs of a test cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    pub snapshot_log_entries: u64,
+    pub node_lost_timeout_seconds: u64,
+    pub dead_member_removal_seconds: u64,
+    /// Extra `[cluster]` names each node hosts (besides `Local`).
+    pub extra_clusters: Vec<String>,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            snapshot_log_entries: 10_000,
+            node_lost_timeout_seconds: 30,
+            dead_member_removal_seconds: 0,
+            extra_clusters: vec![],
+        }
+    }
+}
+
+/// The `launcher-node` binary, built once per test run with the same profile as the tests.
+pub fn node_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("LAUNCHER_NODE_BIN") {
+            return PathBuf::from(p);
+        }
+        // target/<profile>/deps/<test binary> → target/<profile>/launcher-node
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
+        let bin = profile_dir.join("launcher-node");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "launcher-node",
+            "--bin",
+            "launcher-node",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building launcher-node failed");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// One node process.
+pub struct ProcNode {
+    pub index: usize,
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl ProcNode {
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    /// The node's gRPC address.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    /// The node's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+    /// The process id, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// A cluster of node processes.
+pub struct ProcessCluster {
+    pub root: tempfile::TempDir,
+    pub key: Vec<u8>,
+    pub key_path: PathBuf,
+    pub opts: ClusterOpts,
+    pub nodes: Vec<ProcNode>,
+    cluster_id: String,
+}
+
+impl ProcessCluster {
+    /// Starts `n` nodes: node 1 with `--init`, the others joining it; waits until every node is
+    /// a voter and the cluster is Green.
+    pub async fn start(n: usize, opts: ClusterOpts) -> anyhow::Result<ProcessCluster> {
+        let root = tempfile::Builder::new().prefix("launcher-test-").tempdir()?;
+        let key_path = root.path().join("secure-cookie-key");
+        let key = write_key(&key_path)?;
+        let mut c = ProcessCluster {
+            root,
+            key,
+            key_path,
+            opts,
+            nodes: Vec::new(),
+            cluster_id: String::new(),
+        };
+        c.add_node(true).await?;
+        for _ in 1..n {
+            c.add_node(false).await?;
+        }
+        c.wait_green(n).await?;
+        Ok(c)
+    }
+
+    /// Adds node `len+1`; the first one initialises the cluster, later ones join node 1.
+    pub async fn add_node(&mut self, init: bool) -> anyhow::Result<usize> {
+        let index = self.nodes.len() + 1;
+        let dir = self.root.path().join(format!("node{index}"));
+        std::fs::create_dir_all(dir.join("data"))?;
+        self.nodes.push(ProcNode {
+            index,
+            dir,
+            port: 0,
+            child: None,
+        });
+        self.spawn(index, init)?;
+        let port = self.wait_port(index).await?;
+        self.nodes[index - 1].port = port;
+        if init {
+            let client = NodeClient::new(&self.nodes[0].addr(), &self.key, "");
+            let st = wait_until("node 1 to initialise", DEADLINE, || {
+                let client = client.clone();
+                async move { Ok(client.status().await.ok().filter(|s| !s.cluster_id.is_empty())) }
+            })
+            .await?;
+            self.cluster_id = st.cluster_id;
+        }
+        Ok(index)
+    }
+
+    fn write_config(&self, index: usize, port: u16) -> anyhow::Result<PathBuf> {
+        self.write_config_with_id(index, port, index as u64)
+    }
+
+    fn write_config_with_id(&self, index: usize, port: u16, id: u64) -> anyhow::Result<PathBuf> {
+        let node = &self.nodes[index - 1];
+        let join = if index == 1 {
+            String::new()
+        } else {
+            format!("join={}\n", self.nodes[0].addr())
+        };
+        let mut clusters = String::from("[cluster]\nname=Local\ntype=Local\n");
+        for extra in &self.opts.extra_clusters {
+            clusters.push_str(&format!("\n[cluster]\nname={extra}\ntype=Local\n"));
+        }
+        let text = format!(
+            "[server]\nsecure-cookie-key-file={key}\njob-expiry-hours=24\n\n[node]\nid={id}\n\
+             grpc-address=127.0.0.1:{port}\ndata-dir={data}\n{join}snapshot-log-entries={snap}\n\
+             node-lost-timeout-seconds={lost}\ndead-member-removal-seconds={dead}\ncache-capacity-mb=16\n\n{clusters}",
+            key = self.key_path.display(),
+            data = node.data_dir().display(),
+            snap = self.opts.snapshot_log_entries,
+            lost = self.opts.node_lost_timeout_seconds,
+            dead = self.opts.dead_member_removal_seconds,
+        );
+        let path = node.dir.join("launcher.conf");
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    fn spawn(&mut self, index: usize, init: bool) -> anyhow::Result<()> {
+        let port = self.nodes[index - 1].port;
+        let conf = self.write_config(index, port)?;
+        let node = &mut self.nodes[index - 1];
+        let _ = std::fs::remove_file(node.data_dir().join(launcher_node::server::ADDR_FILE));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.log_path())?;
+        let mut cmd = Command::new(node_binary());
+        cmd.arg("--config")
+            .arg(&conf)
+            .env("RSTUDIO_CONFIG_DIR", &node.dir)
+            .env("RUST_LOG", "info,openraft=warn");
+        if init {
+            cmd.arg("--init");
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_port(&mut self, index: usize) -> anyhow::Result<u16> {
+        let file = self.nodes[index - 1]
+            .data_dir()
+            .join(launcher_node::server::ADDR_FILE);
+        let node = &mut self.nodes[index - 1];
+        let log = node.log_path();
+        let r = wait_until(&format!("node {index} to listen"), DEADLINE, || {
+            let file = file.clone();
+            let alive = node.is_running();
+            async move {
+                if !alive {
+                    anyhow::bail!("node exited");
+                }
+                let Ok(text) = std::fs::read_to_string(&file) else {
+                    return Ok(None);
+                };
+                Ok(text.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok()))
+            }
+        })
+        .await;
+        r.map_err(|e| anyhow::anyhow!("{e}\n--- node {index} log ---\n{}", tail(&log)))
+    }
+
+    /// Starts one more node configured with a member's id `claimed`; it must be refused.
+    /// Returns its log.
+    pub async fn add_node_expecting_failure(&mut self, claimed: u64) -> anyhow::Result<String> {
+        let index = self.nodes.len() + 1;
+        let dir = self.root.path().join(format!("node{index}"));
+        std::fs::create_dir_all(dir.join("data"))?;
+        self.nodes.push(ProcNode {
+            index,
+            dir,
+            port: 0,
+            child: None,
+        });
+        self.write_config_with_id(index, 0, claimed)?;
+        self.spawn_raw(index, &[])?;
+        let status = self.wait_exit(index).await?;
+        let log = self.log(index);
+        anyhow::ensure!(
+            !status.success(),
+            "a node claiming id {claimed} was accepted:\n{log}"
+        );
+        anyhow::ensure!(log.contains("already a member"), "unclear refusal:\n{log}");
+        Ok(log)
+    }
+
+    /// A client of node `i`, bound to the cluster.
+    pub fn client(&self, i: usize) -> NodeClient {
+        NodeClient::new(&self.nodes[i - 1].addr(), &self.key, &self.cluster_id)
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Indexes of nodes whose process runs.
+    pub fn running(&mut self) -> Vec<usize> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then_some(n.index))
+            .collect()
+    }
+
+    /// Waits until some running node reports `members` voters, all healthy, with a leader.
+    pub async fn wait_green(&mut self, members: usize) -> anyhow::Result<u64> {
+        let clients: Vec<NodeClient> = self.running().into_iter().map(|i| self.client(i)).collect();
+        let r = wait_until(&format!("a Green cluster of {members} voters"), DEADLINE, || {
+            let clients = clients.clone();
+            async move {
+                for c in &clients {
+                    if let Ok(st) = c.status().await {
+                        let voters = st.nodes.iter().filter(|n| n.voter).count();
+                        if st.status == "Green" && voters == members && st.nodes.len() == members {
+                            return Ok(Some(st.leader));
+                        }
+                    }
+                }
+                Ok(None)
+            }
+        })
+        .await;
+        r.map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+    }
+
+    /// Waits until a running node reports a leader, returning its node id.
+    pub async fn wait_for_leader(&mut self) -> anyhow::Result<u64> {
+        let clients: Vec<NodeClient> = self.running().into_iter().map(|i| self.client(i)).collect();
+        wait_until("a leader", DEADLINE, || {
+            let clients = clients.clone();
+            async move {
+                for c in &clients {
+                    if let Ok(st) = c.status().await {
+                        if st.leader != 0 && st.status != "Red" {
+                            return Ok(Some(st.leader));
+                        }
+                    }
+                }
+                Ok(None)
+            }
+        })
+        .await
+    }
+
+    /// Waits until node `i` applied at least `index`.
+    pub async fn wait_applied(&self, i: usize, index: u64) -> anyhow::Result<()> {
+        let c = self.client(i);
+        wait_until(&format!("node {i} to apply {index}"), DEADLINE, || {
+            let c = c.clone();
+            async move {
+                let (applied, _) = c.list_stale(0).await?;
+                Ok((applied >= index).then_some(()))
+            }
+        })
+        .await
+    }
+
+    /// SIGKILL node `i` (a crash: nothing is flushed).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i - 1].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM node `i` and wait for it to exit; returns its exit status.
+    pub async fn terminate(&mut self, i: usize) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.nodes[i - 1]
+            .child
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("node {i} not running"))?;
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+        let status = wait_until(&format!("node {i} to exit after SIGTERM"), DEADLINE, || {
+            let r = child.try_wait();
+            async move { Ok(r?) }
+        })
+        .await?;
+        Ok(status)
+    }
+
+    /// Restarts node `i` with its data and port.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.nodes[i - 1].is_running(), "node {i} still runs");
+        self.spawn(i, false)?;
+        let port = self.wait_port(i).await?;
+        anyhow::ensure!(
+            port == self.nodes[i - 1].port,
+            "node {i} came back on another port"
+        );
+        Ok(())
+    }
+
+    /// Deletes node `i`'s data (it must be stopped).
+    pub fn wipe(&mut self, i: usize) -> anyhow::Result<()> {
+        let d = self.nodes[i - 1].data_dir();
+        std::fs::remove_dir_all(&d)?;
+        std::fs::create_dir_all(&d)?;
+        Ok(())
+    }
+
+    /// Waits for node `i`'s process to exit by itself; returns its status.
+    pub async fn wait_exit(&mut self, i: usize) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.nodes[i - 1]
+            .child
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("node {i} not running"))?;
+        wait_until(&format!("node {i} to exit"), DEADLINE, || {
+            let r = child.try_wait();
+            async move { Ok(r?) }
+        })
+        .await
+    }
+
+    /// Starts node `i` again without touching its config (for fault tests that edited it).
+    pub fn spawn_raw(&mut self, i: usize, args: &[&str]) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i - 1];
+        let conf = node.dir.join("launcher.conf");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.log_path())?;
+        let child = Command::new(node_binary())
+            .arg("--config")
+            .arg(&conf)
+            .args(args)
+            .env("RSTUDIO_CONFIG_DIR", &node.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// The tail of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- node {} log ---\n{}\n", n.index, tail(&n.log_path())))
+            .collect()
+    }
+
+    /// The whole log of node `i`.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.nodes[i - 1].log_path()).unwrap_or_default()
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        // On failure (or on request) the node logs go to the test's output.
+        if std::thread::panicking() || std::env::var_os("LAUNCHER_TEST_LOGS").is_some() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}

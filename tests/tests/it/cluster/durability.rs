@@ -1,0 +1,126 @@
+use launcher_tests::client::job_id;
+use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, DEADLINE};
+
+async fn submit_n(c: &ProcessCluster, node: usize, n: usize, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let r = c
+            .client(node)
+            .submit(&job(&format!("{prefix}-{i}"), &[prefix]))
+            .await?;
+        ids.push(job_id(&r.job));
+    }
+    Ok(ids)
+}
+
+async fn ids_on(c: &ProcessCluster, node: usize) -> anyhow::Result<Vec<String>> {
+    Ok(c.client(node)
+        .list_all()
+        .await?
+        .1
+        .iter()
+        .map(|j| job_id(j))
+        .collect())
+}
+
+/// SIGKILL of every node at once, then a restart: every acknowledged job is back (writes are
+/// acknowledged only after a majority fsynced them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cluster_crash_loses_no_acknowledged_job() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let acked = submit_n(&cluster, 2, 30, "crash").await?;
+    for i in 1..=3 {
+        cluster.kill(i);
+    }
+    for i in 1..=3 {
+        cluster.restart(i).await?;
+    }
+    cluster.wait_green(3).await?;
+    for i in 1..=3 {
+        assert_eq!(ids_on(&cluster, i).await?, acked, "node {i} after the crash");
+    }
+    Ok(())
+}
+
+/// A follower killed while the cluster keeps writing catches up when it restarts with its data;
+/// one that missed more entries than the snapshot threshold catches up by snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_nodes_catch_up_by_log_and_by_snapshot() -> anyhow::Result<()> {
+    init_tracing();
+    let opts = ClusterOpts {
+        snapshot_log_entries: 20,
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(3, opts).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let down = if leader == 3 { 2 } else { 3 };
+    let up = (1..=3).find(|i| *i != down).expect("a live node");
+
+    // Short outage: catches up from the log.
+    cluster.kill(down);
+    let mut acked = submit_n(&cluster, up, 5, "short").await?;
+    cluster.restart(down).await?;
+    let want = acked.clone();
+    let client = cluster.client(down);
+    wait_until("the restarted node to list every job", DEADLINE, || {
+        let (client, want) = (client.clone(), want.clone());
+        async move {
+            let ids: Vec<String> = client.list_stale(0).await?.1.iter().map(|j| job_id(j)).collect();
+            Ok((ids == want).then_some(()))
+        }
+    })
+    .await?;
+
+    // Long outage: the log it needs is purged behind snapshots, so it gets a snapshot.
+    cluster.kill(down);
+    acked.extend(submit_n(&cluster, up, 80, "long").await?);
+    cluster.restart(down).await?;
+    let want = acked.clone();
+    wait_until("the long-down node to list every job", DEADLINE, || {
+        let (client, want) = (client.clone(), want.clone());
+        async move {
+            let ids: Vec<String> = client.list_stale(0).await?.1.iter().map(|j| job_id(j)).collect();
+            Ok((ids == want).then_some(()))
+        }
+    })
+    .await?;
+    assert!(
+        cluster.log(down).contains("installed snapshot"),
+        "node {down} caught up by snapshot:\n{}",
+        cluster.logs()
+    );
+    assert_eq!(ids_on(&cluster, down).await?, acked);
+    Ok(())
+}
+
+/// Corrupted sled data at start-up stops the node with an error naming the data dir; the node
+/// never carries on with a silently reset store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_data_is_refused_not_reset() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(1, ClusterOpts::default()).await?;
+    submit_n(&cluster, 1, 3, "x").await?;
+    cluster.terminate(1).await?;
+    let data = cluster.nodes[0].data_dir();
+    let db_file = data.join("db").join("db");
+    let mut bytes = std::fs::read(&db_file)?;
+    let identity_before = std::fs::read(data.join("identity.json"))?;
+    for b in bytes.iter_mut().take(4096) {
+        *b = 0xA5;
+    }
+    std::fs::write(&db_file, &bytes)?;
+    cluster.spawn_raw(1, &[])?;
+    let status = cluster.wait_exit(1).await?;
+    assert!(!status.success(), "a node with corrupt data must not start");
+    let log = cluster.log(1);
+    assert!(
+        log.contains(&data.display().to_string()),
+        "the error names the data dir:\n{log}"
+    );
+    // The node did not re-form or rejoin on the damaged store: its identity is untouched.
+    // (sled itself truncates a damaged log when it opens it; that is why it must refuse.)
+    assert_eq!(std::fs::read(data.join("identity.json"))?, identity_before);
+    assert!(log.contains("does not carry that identity"), "{log}");
+    Ok(())
+}

@@ -1,0 +1,87 @@
+use launcher_tests::client::error_code;
+use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, DEADLINE};
+
+async fn member_ids(c: &ProcessCluster, node: usize) -> anyhow::Result<Vec<u64>> {
+    let mut ids: Vec<u64> = c
+        .client(node)
+        .status()
+        .await?
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// SIGTERM is a graceful stop, not a leave: the node exits cleanly, the cluster keeps it as a
+/// member (Yellow while it is down), and after a restart the cluster is Green with 3 members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_restart_keep_membership() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let status = cluster.terminate(2).await?;
+    assert!(
+        status.success(),
+        "graceful stop exits 0: {status:?}\n{}",
+        cluster.log(2)
+    );
+    assert!(cluster.log(2).contains("node stopped"));
+    let c1 = cluster.client(1);
+    let st = wait_until("the cluster to notice node 2 is down", DEADLINE, || {
+        let c1 = c1.clone();
+        async move { Ok(c1.status().await.ok().filter(|s| s.status == "Yellow")) }
+    })
+    .await?;
+    assert_eq!(st.nodes.len(), 3, "node 2 is still a member");
+    cluster.restart(2).await?;
+    cluster.wait_green(3).await?;
+    assert_eq!(member_ids(&cluster, 1).await?, vec![1, 2, 3]);
+    Ok(())
+}
+
+/// `members remove` shrinks the cluster and the removed node stops; a wiped node rejoins under
+/// a new id; a second node claiming a member's id is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_rejoin_and_duplicate_ids() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    cluster.client(1).submit(&job("a", &[])).await?;
+
+    // A wiped node comes back under a new id; its old id leaves the membership.
+    cluster.kill(3);
+    cluster.wipe(3)?;
+    cluster.restart(3).await?;
+    let c1 = cluster.client(1);
+    let ids = wait_until("the wiped node to rejoin under a new id", DEADLINE, || {
+        let c1 = c1.clone();
+        async move {
+            let st = c1.status().await?;
+            let mut ids: Vec<u64> = st.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect();
+            ids.sort();
+            Ok((st.status == "Green" && ids.len() == 3 && !ids.contains(&3)).then_some(ids))
+        }
+    })
+    .await?;
+    assert_eq!(ids, vec![1, 2, 4]);
+
+    // A fourth process configured with member 2's id is refused.
+    cluster.add_node_expecting_failure(2).await?;
+
+    // members remove shrinks the cluster; the removed node stops by itself.
+    let node3 = 3; // process index of the node that now has id 4
+    cluster.client(1).remove_member(4).await?;
+    let st = cluster.client(1).status().await?;
+    assert_eq!(st.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![1, 2]);
+    let exit = cluster.wait_exit(node3).await?;
+    assert!(!exit.success());
+    assert!(
+        cluster.log(node3).contains("was removed from the cluster"),
+        "{}",
+        cluster.log(node3)
+    );
+    // Removing the same id again is an error with a stable code.
+    let err = cluster.client(1).remove_member(4).await.unwrap_err();
+    assert_eq!(error_code(&err), 2, "{err:?}");
+    Ok(())
+}

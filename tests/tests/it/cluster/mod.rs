@@ -1,0 +1,4 @@
+mod durability;
+mod membership;
+mod replication;
+mod security;

@@ -1,0 +1,4 @@
+//! Integration tests of the launcher cluster. One binary; modules by area.
+
+mod api;
+mod cluster;
