@@ -92,7 +92,6 @@ impl InternalAuth {
 
     /// Checks only the credential (discovery must answer callers of any cluster, so they can
     /// tell they knocked on the wrong door). Signatures are compared in constant time.
-    #[allow(clippy::result_large_err)]
     pub fn check_credential<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let presented = req
             .metadata()
@@ -109,7 +108,6 @@ impl InternalAuth {
 
     /// Checks an incoming call. `allow_unbound` admits callers that do not know the cluster id
     /// yet (discovery, join, status); the credential is always required.
-    #[allow(clippy::result_large_err)]
     pub fn check<T>(&self, req: &Request<T>, allow_unbound: bool) -> Result<(), Status> {
         self.check_credential(req)?;
         let theirs = req

@@ -28,6 +28,15 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Prints the cluster status as a running node reports it (JSON with --json).
+    Status {
+        /// gRPC address of a running node (default: this config's grpc-address).
+        #[arg(long)]
+        node: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Snapshot operations.
     Snapshot {
         #[command(subcommand)]
@@ -83,6 +92,18 @@ async fn run_node(config: Config, opts: StartOptions) -> anyhow::Result<()> {
     tracing::debug!(config = %config.dump(), "effective configuration");
     let mut node = launcher_node::start(config, opts).await?;
     let stopper = node.stopper();
+    if std::env::var_os("LAUNCHER_EXIT_WITH_PARENT").is_some() {
+        // Test harnesses set this so a node never outlives a test process that was killed.
+        let parent = nix::unistd::getppid();
+        let stopper = stopper.clone();
+        tokio::spawn(async move {
+            while nix::unistd::getppid() == parent {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            tracing::warn!("parent process exited: stopping");
+            let _ = stopper.send(true);
+        });
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
@@ -95,9 +116,54 @@ async fn run_node(config: Config, opts: StartOptions) -> anyhow::Result<()> {
     node.wait().await
 }
 
+fn node_addr(config: &Config, node: Option<String>) -> String {
+    node.unwrap_or_else(|| config.node.grpc_address.replace("0.0.0.0", "127.0.0.1"))
+}
+
+async fn print_status(config: &Config, node: Option<String>, json: bool) -> anyhow::Result<()> {
+    let key = auth::load_key(&config.server.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
+    let addr = node_addr(config, node);
+    let peers = Peers::new(auth::InternalAuth::new(&key, String::new()));
+    let st = peers
+        .launcher(&addr)
+        .status(launcher_proto::launcher::StatusRequest {})
+        .await
+        .with_context(|| format!("node {addr} did not answer"))?
+        .into_inner();
+    if json {
+        let nodes: Vec<serde_json::Value> = st
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({"id": n.id, "address": n.address, "role": n.role, "healthy": n.healthy,
+                    "appliedIndex": n.applied_index, "voter": n.voter, "draining": n.draining})
+            })
+            .collect();
+        let v = serde_json::json!({"status": st.status, "leader": st.leader, "appliedIndex": st.applied_index,
+            "nodes": nodes, "version": st.version, "clusterId": st.cluster_id, "term": st.term});
+        println!("{v}");
+    } else {
+        println!(
+            "cluster {}  status {}  leader {}  term {}  applied {}",
+            st.cluster_id, st.status, st.leader, st.term, st.applied_index
+        );
+        println!(
+            "{:>4}  {:<22} {:<9} {:<8} {:>9}  {}",
+            "ID", "ADDRESS", "ROLE", "HEALTHY", "APPLIED", "DRAINING"
+        );
+        for n in &st.nodes {
+            println!(
+                "{:>4}  {:<22} {:<9} {:<8} {:>9}  {}",
+                n.id, n.address, n.role, n.healthy, n.applied_index, n.draining
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn save_snapshot(config: &Config, file: PathBuf, node: Option<String>) -> anyhow::Result<()> {
     let key = auth::load_key(&config.server.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
-    let addr = node.unwrap_or_else(|| config.node.grpc_address.replace("0.0.0.0", "127.0.0.1"));
+    let addr = node_addr(config, node);
     let peers = Peers::new(auth::InternalAuth::new(&key, String::new()));
     // Learn the cluster id first: snapshot export is a bound call.
     let status = peers
@@ -139,9 +205,12 @@ async fn main() {
     let args = Args::parse();
     let result = async {
         let config = load_config(args.config.clone())?;
-        init_tracing(config.server.enable_debug_logging);
+        if args.cmd.is_none() || matches!(args.cmd, Some(Cmd::Recover { .. })) {
+            init_tracing(config.server.enable_debug_logging);
+        }
         match args.cmd {
             None => run_node(config, StartOptions { init: args.init }).await,
+            Some(Cmd::Status { node, json }) => print_status(&config, node, json).await,
             Some(Cmd::Snapshot {
                 cmd: SnapshotCmd::Save { file, node },
             }) => save_snapshot(&config, file, node).await,

@@ -266,6 +266,32 @@ impl Shared {
                 self.cluster_id()
             )));
         }
+        let (membership_nodes, voters) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let mem = m.membership_config.membership();
+            let nodes: BTreeMap<NodeId, Node> = mem.nodes().map(|(id, n)| (*id, n.clone())).collect();
+            (nodes, mem.voter_ids().collect::<BTreeSet<_>>())
+        };
+        let records = self.table(|sm| sm.nodes()).await?;
+        let at_addr = membership_nodes
+            .iter()
+            .find(|(_, n)| n.addr == req.address)
+            .map(|(id, _)| *id);
+        let reply = |node_id| JoinReply {
+            node_id,
+            cluster_id: self.cluster_id(),
+            leader_id: self.leader().unwrap_or(0),
+        };
+        // A voter named by bootstrap-expect that has never run: any member can tell it its id
+        // (the initial membership needs it to vote before there can be a leader). Once it has
+        // registered, the same address with empty data is a new incarnation (handled below).
+        if let Some(existing) = at_addr {
+            let fresh = !records.iter().any(|r| r.id == existing);
+            if fresh && (req.node_id == 0 || req.node_id == existing) {
+                return Ok(reply(existing));
+            }
+        }
         if !self.is_leader() {
             let (_, addr) = self.leader_addr()?;
             let mut call = tonic::Request::new(req);
@@ -278,37 +304,12 @@ impl Shared {
                 .map_err(|s| NodeError::from(&s))?
                 .into_inner());
         }
-        let (membership_nodes, voters) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            let mem = m.membership_config.membership();
-            let nodes: BTreeMap<NodeId, Node> = mem.nodes().map(|(id, n)| (*id, n.clone())).collect();
-            (nodes, mem.voter_ids().collect::<BTreeSet<_>>())
-        };
-        let records = self.table(|sm| sm.nodes()).await?;
         if req.node_id != 0 && records.iter().any(|r| r.id == req.node_id && r.removed) {
             return Err(NodeError::invalid(format!(
                 "node id {} was removed from this cluster and cannot come back under it; wipe its data dir and \
                  start it without an id to join under a new one",
                 req.node_id
             )));
-        }
-        let at_addr = membership_nodes
-            .iter()
-            .find(|(_, n)| n.addr == req.address)
-            .map(|(id, _)| *id);
-        let reply = |node_id| JoinReply {
-            node_id,
-            cluster_id: self.cluster_id(),
-            leader_id: self.id,
-        };
-        match (at_addr, req.node_id) {
-            // The formation's own voters, or a retried join: idempotent.
-            (Some(existing), 0) => return Ok(reply(existing)),
-            (Some(existing), asked) if asked == existing && !self.has_registered(existing, &records) => {
-                return Ok(reply(existing))
-            }
-            _ => {}
         }
         if req.node_id != 0 {
             if let Some(n) = membership_nodes.get(&req.node_id) {
@@ -369,10 +370,6 @@ impl Shared {
         }
         tracing::info!(node_id, addr = %req.address, "node joined as learner");
         Ok(reply(node_id))
-    }
-
-    fn has_registered(&self, id: NodeId, records: &[launcher_storage::table::NodeRecord]) -> bool {
-        records.iter().any(|r| r.id == id)
     }
 
     /// Removes a member from Raft and tombstones its id.

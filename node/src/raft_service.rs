@@ -29,7 +29,6 @@ pub struct NodeCell {
 
 impl NodeCell {
     /// The running node, or Unavailable while it starts.
-    #[allow(clippy::result_large_err)]
     pub fn shared(&self) -> Result<&Arc<Shared>, Status> {
         self.shared
             .get()
@@ -49,7 +48,6 @@ impl RaftService {
         RaftService { cell }
     }
 
-    #[allow(clippy::result_large_err)]
     fn enter<T>(&self, req: &Request<T>) -> Result<&Arc<Shared>, Status> {
         self.cell.auth.check(req, false)?;
         self.cell.shared()

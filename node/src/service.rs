@@ -49,7 +49,6 @@ impl LauncherService {
         LauncherService { cell }
     }
 
-    #[allow(clippy::result_large_err)]
     fn enter<T>(&self, req: &Request<T>, allow_unbound: bool) -> Result<Arc<Shared>, Status> {
         self.cell.auth.check(req, allow_unbound)?;
         self.cell.shared().cloned()

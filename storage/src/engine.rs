@@ -49,6 +49,9 @@ impl WriteBatch {
     }
 }
 
+/// Key/value pairs in key order.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A key-ordered item stream.
 pub type KvIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), EngineError>> + Send + 'a>;
 

@@ -16,7 +16,6 @@
 
 // openraft's `StorageError` (224 bytes) is what every trait method must return;
 // boxing it in the helpers only to unbox it at the trait boundary buys nothing.
-#![allow(clippy::result_large_err)]
 
 use std::fmt::{Debug, Display};
 use std::io;

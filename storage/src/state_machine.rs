@@ -21,7 +21,7 @@ use openraft::{
     StoredMembership,
 };
 
-use crate::engine::{EngineError, KvEngine, KvTree, WriteBatch};
+use crate::engine::{EngineError, KvEngine, KvPairs, KvTree, WriteBatch};
 use crate::table::{self, ApplyError, ListFilter, NodeRecord, Overlay, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::{Command, LogId, Node, NodeId, Response, StorageError, TypeConfig};
 
@@ -285,7 +285,7 @@ fn corrupt_snapshot(why: &str) -> StorageError {
 }
 
 /// Parses snapshot data into key/value pairs, checking magic and trailer.
-fn parse_data(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+fn parse_data(data: &[u8]) -> Result<KvPairs, StorageError> {
     let mut r = Cursor::new(data);
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)

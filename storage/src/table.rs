@@ -26,7 +26,7 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandV1, ControlOp, HostedCluster, Idempotency, JobUpdate, Response};
-use crate::engine::{prefix_end, EngineError, KvTree};
+use crate::engine::{prefix_end, EngineError, KvPairs, KvTree};
 use crate::error::ErrorCode;
 use crate::job::{Job, JobStatus};
 use crate::NodeId;
@@ -160,14 +160,10 @@ pub trait TableRead {
     /// The value at `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
     /// Keys (with values) in `[start, end)`, ascending.
-    fn range_items(
-        &self,
-        start: Bound<Vec<u8>>,
-        end: Bound<Vec<u8>>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError>;
+    fn range_items(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<KvPairs, EngineError>;
 
     /// Keys with `prefix`, ascending.
-    fn prefix_items(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    fn prefix_items(&self, prefix: &[u8]) -> Result<KvPairs, EngineError> {
         let end = prefix_end(prefix)
             .map(Bound::Excluded)
             .unwrap_or(Bound::Unbounded);
@@ -179,11 +175,7 @@ impl<T: KvTree> TableRead for T {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         KvTree::get(self, key)
     }
-    fn range_items(
-        &self,
-        start: Bound<Vec<u8>>,
-        end: Bound<Vec<u8>>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    fn range_items(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<KvPairs, EngineError> {
         self.range(start, end).collect()
     }
 }
@@ -227,11 +219,7 @@ impl<T: KvTree> TableRead for Overlay<'_, T> {
         }
     }
 
-    fn range_items(
-        &self,
-        start: Bound<Vec<u8>>,
-        end: Bound<Vec<u8>>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    fn range_items(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<KvPairs, EngineError> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
             .base
             .range(start.clone(), end.clone())

@@ -138,6 +138,62 @@ impl ProcessCluster {
         Ok(c)
     }
 
+    /// Starts `n` empty nodes that form the cluster themselves with `bootstrap-expect = n`,
+    /// each knowing every address (as containers do through DNS).
+    pub async fn start_bootstrap_expect(n: usize, opts: ClusterOpts) -> anyhow::Result<ProcessCluster> {
+        let root = tempfile::Builder::new().prefix("launcher-test-").tempdir()?;
+        let key_path = root.path().join("secure-cookie-key");
+        let key = write_key(&key_path)?;
+        let mut c = ProcessCluster {
+            root,
+            key,
+            key_path,
+            opts,
+            nodes: Vec::new(),
+            cluster_id: String::new(),
+        };
+        // Every node must know the others' addresses up front: reserve ports by binding port 0.
+        let listeners: Vec<std::net::TcpListener> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()?;
+        drop(listeners);
+        let join = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (i, port) in ports.iter().enumerate() {
+            let index = i + 1;
+            let dir = c.root.path().join(format!("node{index}"));
+            std::fs::create_dir_all(dir.join("data"))?;
+            c.nodes.push(ProcNode {
+                index,
+                dir,
+                port: *port,
+                child: None,
+            });
+            let conf = c.write_config(index, *port)?;
+            let text: String = std::fs::read_to_string(&conf)?
+                .lines()
+                .filter(|l| !l.starts_with("join="))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                .replace(
+                    "[node]\n",
+                    &format!("[node]\nbootstrap-expect={n}\njoin={join}\n"),
+                );
+            std::fs::write(&conf, text)?;
+            c.spawn_raw(index, &[])?;
+        }
+        c.wait_green(n).await?;
+        c.cluster_id = c.client(1).status().await?.cluster_id;
+        Ok(c)
+    }
+
     /// Adds node `len+1`; the first one initialises the cluster, later ones join node 1.
     pub async fn add_node(&mut self, init: bool) -> anyhow::Result<usize> {
         let index = self.nodes.len() + 1;
@@ -348,17 +404,12 @@ impl ProcessCluster {
 
     /// SIGTERM node `i` and wait for it to exit; returns its exit status.
     pub async fn terminate(&mut self, i: usize) -> anyhow::Result<std::process::ExitStatus> {
-        let mut child = self.nodes[i - 1]
+        let child = self.nodes[i - 1]
             .child
             .take()
             .ok_or_else(|| anyhow::anyhow!("node {i} not running"))?;
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
-        let status = wait_until(&format!("node {i} to exit after SIGTERM"), DEADLINE, || {
-            let r = child.try_wait();
-            async move { Ok(r?) }
-        })
-        .await?;
-        Ok(status)
+        reap(child, &format!("node {i} to exit after SIGTERM")).await
     }
 
     /// Restarts node `i` with its data and port.
@@ -383,15 +434,11 @@ impl ProcessCluster {
 
     /// Waits for node `i`'s process to exit by itself; returns its status.
     pub async fn wait_exit(&mut self, i: usize) -> anyhow::Result<std::process::ExitStatus> {
-        let mut child = self.nodes[i - 1]
+        let child = self.nodes[i - 1]
             .child
             .take()
             .ok_or_else(|| anyhow::anyhow!("node {i} not running"))?;
-        wait_until(&format!("node {i} to exit"), DEADLINE, || {
-            let r = child.try_wait();
-            async move { Ok(r?) }
-        })
-        .await
+        reap(child, &format!("node {i} to exit")).await
     }
 
     /// Starts node `i` again without touching its config (for fault tests that edited it).
@@ -407,6 +454,7 @@ impl ProcessCluster {
             .arg(&conf)
             .args(args)
             .env("RSTUDIO_CONFIG_DIR", &node.dir)
+            .env("LAUNCHER_EXIT_WITH_PARENT", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -427,6 +475,20 @@ impl ProcessCluster {
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.nodes[i - 1].log_path()).unwrap_or_default()
     }
+}
+
+/// Waits for `child` to exit; kills it if it does not within the deadline (never leaks it).
+async fn reap(mut child: Child, what: &str) -> anyhow::Result<std::process::ExitStatus> {
+    let r = wait_until(what, DEADLINE, || {
+        let r = child.try_wait();
+        async move { Ok(r?) }
+    })
+    .await;
+    if r.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    r
 }
 
 fn tail(path: &Path) -> String {

@@ -1,1 +1,701 @@
-fn main() {}
+//! `launcher-bench`: commit throughput and leader-kill failover on a real 3-node cluster.
+//!
+//! Starts three `launcher-node` processes on 127.0.0.1 (fsync on, the same profile as this
+//! binary), then
+//!
+//! 1. drives submits through one node (a follower, then the leader) with 1, 16 and 64
+//!    concurrent tokio tasks sharing one `NodeClient` (one HTTP/2 connection), and with 16 and 64
+//!    tasks each owning its own client (one connection per task); every level runs a warm-up
+//!    and then a fixed measuring window;
+//! 2. SIGKILLs the leader N times and measures, from a surviving node, the time from the kill
+//!    to the first acknowledged submit; the killed node is restarted and the cluster made Green
+//!    again before the next repetition.
+//!
+//! Prints a Markdown report on stdout, progress on stderr, and optionally writes JSON.
+//!
+//! ```text
+//! cargo build --release -p launcher-tests --bin launcher-bench
+//! target/release/launcher-bench [--seconds N] [--warmup N] [--failovers N] [--json FILE]
+//! ```
+//!
+//! The node binary is `LAUNCHER_NODE_BIN` if set, else `launcher-node` next to this binary,
+//! (re)built first with cargo in this binary's profile.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use launcher_tests::{job, ClusterOpts, NodeClient, ProcessCluster};
+use serde_json::{json, Value};
+
+/// Concurrency levels of the throughput part, with one shared client.
+const SHARED_LEVELS: [usize; 3] = [1, 16, 64];
+/// Concurrency levels run again with one client (one connection) per task.
+const PER_TASK_LEVELS: [usize; 2] = [16, 64];
+/// Bound of one submit during the throughput part (the node's own write deadline is 10 s).
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bound of one submit attempt during failover.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// An attempt that fails faster than this is followed by a pause up to it, so a node that
+/// answers "unavailable" at once is not hammered while the survivors elect on 2 cores.
+const MIN_ATTEMPT: Duration = Duration::from_millis(10);
+/// Give up on a failover after this long.
+const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
+
+const USAGE: &str = "usage: launcher-bench [--seconds N] [--warmup N] [--failovers N] [--json FILE]
+
+  --seconds N    measuring window of each throughput level, seconds (default 5)
+  --warmup N     warm-up before each window, seconds (default 1)
+  --failovers N  leader-kill repetitions (default 5; 0 skips them)
+  --json FILE    also write the results as JSON to FILE";
+
+struct Args {
+    seconds: f64,
+    warmup: f64,
+    failovers: usize,
+    json: Option<PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        seconds: 5.0,
+        warmup: 1.0,
+        failovers: 5,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (flag.clone(), None),
+        };
+        let mut value = || -> anyhow::Result<String> {
+            match inline.clone().or_else(|| it.next()) {
+                Some(v) => Ok(v),
+                None => bail!("{name} needs a value\n{USAGE}"),
+            }
+        };
+        match name.as_str() {
+            "--seconds" => args.seconds = positive(&name, &value()?)?,
+            "--warmup" => {
+                let v = value()?;
+                args.warmup = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .with_context(|| format!("--warmup: '{v}' is not a number of seconds >= 0"))?;
+            }
+            "--failovers" => {
+                let v = value()?;
+                args.failovers = v
+                    .parse()
+                    .with_context(|| format!("--failovers: '{v}' is not a count"))?;
+            }
+            "--json" => args.json = Some(PathBuf::from(value()?)),
+            _ => bail!("unknown argument '{flag}'\n{USAGE}"),
+        }
+    }
+    Ok(args)
+}
+
+fn positive(name: &str, v: &str) -> anyhow::Result<f64> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .with_context(|| format!("{name}: '{v}' is not a positive number of seconds"))
+}
+
+/// Points `LAUNCHER_NODE_BIN` at a fresh `launcher-node` of this binary's profile.
+///
+/// `launcher_tests::process::node_binary` derives the path from a test binary living in
+/// `target/<profile>/deps/`; this binary lives in `target/<profile>/`, so it does the build here.
+fn prepare_node_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("LAUNCHER_NODE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locating launcher-bench")?;
+    let profile_dir = exe.parent().context("launcher-bench has no parent dir")?;
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!(
+        "building launcher-node ({})",
+        if release { "release" } else { "debug" }
+    );
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "launcher-node",
+        "--bin",
+        "launcher-node",
+    ])
+    .arg("--manifest-path")
+    .arg(&manifest);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo")?;
+    anyhow::ensure!(status.success(), "building launcher-node failed");
+    let bin = profile_dir.join("launcher-node");
+    anyhow::ensure!(bin.exists(), "{} missing after the build", bin.display());
+    // Still single-threaded: no runtime has started yet.
+    std::env::set_var("LAUNCHER_NODE_BIN", &bin);
+    Ok(bin)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e:#}");
+            std::process::exit(2);
+        }
+    };
+    let result = prepare_node_binary().and_then(|bin| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        rt.block_on(run(&args, &bin))
+    });
+    if let Err(e) = result {
+        eprintln!("launcher-bench failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Latency figures of one set of samples, in milliseconds.
+struct Lat {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn latency(samples: &mut [Duration]) -> Lat {
+    samples.sort_unstable();
+    Lat {
+        p50: ms(percentile(samples, 50.0)),
+        p99: ms(percentile(samples, 99.0)),
+        max: ms(samples.last().copied().unwrap_or_default()),
+    }
+}
+
+struct Level {
+    target: &'static str,
+    node: usize,
+    clients: usize,
+    per_task: bool,
+    window: Duration,
+    commits: usize,
+    errors: usize,
+    first_error: Option<String>,
+    lat: Lat,
+    leader_before: u64,
+    leader_after: u64,
+}
+
+impl Level {
+    fn rate(&self) -> f64 {
+        self.commits as f64 / self.window.as_secs_f64()
+    }
+}
+
+/// Runs one throughput level against node `node`: commits, errors, first error, latencies.
+async fn throughput(
+    cluster: &ProcessCluster,
+    node: usize,
+    clients: usize,
+    per_task: bool,
+    warmup: Duration,
+    window: Duration,
+) -> anyhow::Result<(usize, usize, Option<String>, Vec<Duration>)> {
+    let shared = cluster.client(node);
+    // Connect before the clock starts.
+    shared.status().await.context("status before the level")?;
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + window;
+    let body = job("bench", &["bench"]);
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let client = if per_task {
+            let c = cluster.client(node);
+            c.status().await.context("status of a per-task client")?;
+            c
+        } else {
+            shared.clone()
+        };
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            let mut first_error = None;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let r = tokio::time::timeout(SUBMIT_TIMEOUT, client.submit(&body)).await;
+                let t1 = Instant::now();
+                // Count what completes inside the window; in-flight work at the end is dropped.
+                if t1 < measure_from || t1 >= end {
+                    continue;
+                }
+                match r {
+                    Ok(Ok(_)) => lat.push(t1 - t0),
+                    Ok(Err(status)) => {
+                        errors += 1;
+                        first_error
+                            .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("timed out after {SUBMIT_TIMEOUT:?}"));
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in futures::future::join_all(tasks).await {
+        let (lat, e, fe) = t.context("a client task panicked")?;
+        all.extend(lat);
+        errors += e;
+        if first_error.is_none() {
+            first_error = fe;
+        }
+    }
+    Ok((all.len(), errors, first_error, all))
+}
+
+/// The node id of the leader as node `via` sees it, and the harness index holding it.
+async fn leader_of(cluster: &ProcessCluster, via: &[usize]) -> anyhow::Result<(u64, usize)> {
+    let mut last = None;
+    for &i in via {
+        match cluster.client(i).status().await {
+            Ok(st) if st.leader != 0 => {
+                let addr = st
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == st.leader)
+                    .map(|n| n.address.clone())
+                    .with_context(|| format!("leader {} is not among the members", st.leader))?;
+                let index = cluster
+                    .nodes
+                    .iter()
+                    .find(|n| n.addr() == addr)
+                    .map(|n| n.index)
+                    .with_context(|| format!("no harness node listens on {addr}"))?;
+                return Ok((st.leader, index));
+            }
+            Ok(_) => last = Some(format!("node {i} knows no leader")),
+            Err(e) => last = Some(format!("node {i}: {e}")),
+        }
+    }
+    bail!("no leader found: {}", last.unwrap_or_default())
+}
+
+struct Failover {
+    killed_node: usize,
+    killed_id: u64,
+    via: usize,
+    elapsed: Duration,
+    attempts: usize,
+    new_leader: u64,
+    recover: Duration,
+    errors_seen: Vec<String>,
+}
+
+async fn failover(cluster: &mut ProcessCluster, rep: usize) -> anyhow::Result<Failover> {
+    let all: Vec<usize> = cluster.running();
+    let (killed_id, killed) = leader_of(cluster, &all).await?;
+    let via = *all.iter().find(|&&i| i != killed).context("no surviving node")?;
+    let client: NodeClient = cluster.client(via);
+    // Connect before the clock starts.
+    client.status().await.context("status of the surviving node")?;
+    let body = job("bench-failover", &["bench"]);
+    let key = format!("bench-failover-{}-{rep}", std::process::id());
+
+    let t0 = Instant::now();
+    cluster.kill(killed);
+    let mut attempts = 0;
+    let mut errors_seen: Vec<String> = Vec::new();
+    let elapsed = loop {
+        let a0 = Instant::now();
+        attempts += 1;
+        let r = tokio::time::timeout(
+            ATTEMPT_TIMEOUT,
+            client.submit_as(launcher_tests::client::user("alice"), &body, Some(&key)),
+        )
+        .await;
+        let err = match r {
+            Ok(Ok(_)) => break t0.elapsed(),
+            Ok(Err(status)) => format!("{:?}", status.code()),
+            Err(_) => "attempt timeout".to_string(),
+        };
+        if !errors_seen.contains(&err) {
+            errors_seen.push(err);
+        }
+        if t0.elapsed() > FAILOVER_DEADLINE {
+            bail!(
+                "no submit acknowledged by node {via} within {FAILOVER_DEADLINE:?} of killing node {killed} \
+                 (errors: {errors_seen:?})\n{}",
+                cluster.logs()
+            );
+        }
+        let spent = a0.elapsed();
+        if spent < MIN_ATTEMPT {
+            tokio::time::sleep(MIN_ATTEMPT - spent).await;
+        }
+    };
+    let new_leader = client.status().await.map(|s| s.leader).unwrap_or(0);
+
+    let r0 = Instant::now();
+    cluster.restart(killed).await?;
+    cluster.wait_green(3).await?;
+    Ok(Failover {
+        killed_node: killed,
+        killed_id,
+        via,
+        elapsed,
+        attempts,
+        new_leader,
+        recover: r0.elapsed(),
+        errors_seen,
+    })
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn shell_quote(a: &str) -> String {
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
+    {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
+    let command = std::env::args()
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let nproc = sh("nproc", &[]);
+    let kernel = sh("uname", &["-r"]);
+    let cpu = cpu_model();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = repo.to_string_lossy();
+    let commit = sh("git", &["-C", &repo, "rev-parse", "--short", "HEAD"]);
+    let dirty = !sh("git", &["-C", &repo, "status", "--porcelain"]).is_empty();
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let window = Duration::from_secs_f64(args.seconds);
+
+    eprintln!("starting a 3-node cluster ({})", bin.display());
+    let started = Instant::now();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let fs_type = sh(
+        "stat",
+        &["-f", "-c", "%T", &cluster.root.path().to_string_lossy()],
+    );
+    let version = cluster
+        .client(1)
+        .status()
+        .await
+        .map(|s| s.version)
+        .unwrap_or_default();
+    eprintln!(
+        "cluster Green in {:.1} s, data under {} ({fs_type})",
+        started.elapsed().as_secs_f64(),
+        cluster.root.path().display()
+    );
+
+    // Throughput.
+    let mut plan: Vec<(&'static str, usize, bool)> = Vec::new();
+    for target in ["follower", "leader"] {
+        for c in SHARED_LEVELS {
+            plan.push((target, c, false));
+        }
+    }
+    for target in ["follower", "leader"] {
+        for c in PER_TASK_LEVELS {
+            plan.push((target, c, true));
+        }
+    }
+    let mut levels = Vec::new();
+    let all = cluster.running();
+    for (k, &(target, clients, per_task)) in plan.iter().enumerate() {
+        let (leader_before, leader_node) = leader_of(&cluster, &all).await?;
+        let node = if target == "leader" {
+            leader_node
+        } else {
+            *all.iter().find(|&&i| i != leader_node).context("no follower")?
+        };
+        eprintln!(
+            "[{}/{}] {clients} client{} to {target} (node {node}{}) ...",
+            k + 1,
+            plan.len(),
+            if clients == 1 { "" } else { "s" },
+            if per_task { ", one connection per task" } else { "" },
+        );
+        let (commits, errors, first_error, mut samples) =
+            throughput(&cluster, node, clients, per_task, warmup, window).await?;
+        let (leader_after, _) = leader_of(&cluster, &all).await?;
+        let lat = latency(&mut samples);
+        let level = Level {
+            target,
+            node,
+            clients,
+            per_task,
+            window,
+            commits,
+            errors,
+            first_error,
+            lat,
+            leader_before,
+            leader_after,
+        };
+        eprintln!(
+            "      {:.0} commits/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} errors{}",
+            level.rate(),
+            level.lat.p50,
+            level.lat.p99,
+            level.lat.max,
+            level.errors,
+            if leader_before != leader_after {
+                format!(" (leader changed {leader_before} -> {leader_after})")
+            } else {
+                String::new()
+            }
+        );
+        levels.push(level);
+    }
+
+    // Failover.
+    let mut failovers = Vec::new();
+    for rep in 1..=args.failovers {
+        eprintln!("[failover {rep}/{}] killing the leader ...", args.failovers);
+        let f = failover(&mut cluster, rep).await?;
+        eprintln!(
+            "      node {} (id {}) killed: first ack from node {} after {:.0} ms ({} attempts), \
+             new leader {}; back to Green in {:.1} s",
+            f.killed_node,
+            f.killed_id,
+            f.via,
+            ms(f.elapsed),
+            f.attempts,
+            f.new_leader,
+            f.recover.as_secs_f64()
+        );
+        failovers.push(f);
+    }
+    let mut fo_samples: Vec<Duration> = failovers.iter().map(|f| f.elapsed).collect();
+    let fo = latency(&mut fo_samples);
+
+    // Report.
+    let mut md = String::new();
+    writeln!(md, "## launcher-bench")?;
+    writeln!(md)?;
+    writeln!(md, "| fact | value |")?;
+    writeln!(md, "|---|---|")?;
+    writeln!(md, "| command | `{command}` |")?;
+    writeln!(md, "| nproc | {nproc} |")?;
+    writeln!(md, "| uname -r | {kernel} |")?;
+    writeln!(md, "| cpu | {cpu} |")?;
+    writeln!(md, "| data dir fs | {fs_type} |")?;
+    writeln!(
+        md,
+        "| commit | {commit}{} |",
+        if dirty { " (dirty tree)" } else { "" }
+    )?;
+    writeln!(md, "| node | launcher-node {version}, `{}` |", bin.display())?;
+    writeln!(
+        md,
+        "| cluster | 3 processes on 127.0.0.1, fsync on, bench client on the same machine |"
+    )?;
+    writeln!(
+        md,
+        "| window | {} s per level after {} s warm-up |",
+        args.seconds, args.warmup
+    )?;
+    writeln!(md)?;
+    writeln!(md, "### Commit throughput through one node")?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "| target | clients | connections | commits/s | p50 ms | p99 ms | max ms | commits | errors |"
+    )?;
+    writeln!(md, "|---|--:|---|--:|--:|--:|--:|--:|--:|")?;
+    for l in &levels {
+        writeln!(
+            md,
+            "| {} (node {}) | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            l.target,
+            l.node,
+            l.clients,
+            if l.per_task { "1 per task" } else { "1 shared" },
+            l.rate(),
+            l.lat.p50,
+            l.lat.p99,
+            l.lat.max,
+            l.commits,
+            l.errors
+        )?;
+    }
+    let notes: Vec<String> = levels
+        .iter()
+        .filter_map(|l| {
+            let mut n = Vec::new();
+            if l.leader_before != l.leader_after {
+                n.push(format!(
+                    "leader changed {} -> {}",
+                    l.leader_before, l.leader_after
+                ));
+            }
+            if let Some(e) = &l.first_error {
+                n.push(format!("first error: {e}"));
+            }
+            (!n.is_empty()).then(|| format!("- {} {} clients: {}", l.target, l.clients, n.join("; ")))
+        })
+        .collect();
+    if !notes.is_empty() {
+        writeln!(md)?;
+        for n in &notes {
+            writeln!(md, "{n}")?;
+        }
+    }
+    if !failovers.is_empty() {
+        writeln!(md)?;
+        writeln!(
+            md,
+            "### Leader-kill failover (SIGKILL → first acknowledged submit)"
+        )?;
+        writeln!(md)?;
+        writeln!(
+            md,
+            "| # | killed | submits to | new leader | kill → ack ms | attempts | errors before ack | back to Green s |"
+        )?;
+        writeln!(md, "|--:|---|---|---|--:|--:|---|--:|")?;
+        for (k, f) in failovers.iter().enumerate() {
+            writeln!(
+                md,
+                "| {} | node {} | node {} | node {} | {:.0} | {} | {} | {:.1} |",
+                k + 1,
+                f.killed_node,
+                f.via,
+                f.new_leader,
+                ms(f.elapsed),
+                f.attempts,
+                if f.errors_seen.is_empty() {
+                    "-".to_string()
+                } else {
+                    f.errors_seen.join(", ")
+                },
+                f.recover.as_secs_f64()
+            )?;
+        }
+        writeln!(md)?;
+        writeln!(
+            md,
+            "Failover over {} runs: p50 {:.0} ms, max {:.0} ms (attempt timeout {} ms; election timeout 1500–3000 ms).",
+            failovers.len(),
+            fo.p50,
+            fo.max,
+            ATTEMPT_TIMEOUT.as_millis()
+        )?;
+    }
+    print!("{md}");
+
+    if let Some(path) = &args.json {
+        let out = json!({
+            "command": command,
+            "machine": {"nproc": nproc, "kernel": kernel, "cpu": cpu, "data_dir_fs": fs_type},
+            "commit": commit,
+            "dirty": dirty,
+            "node_version": version,
+            "node_binary": bin.display().to_string(),
+            "seconds": args.seconds,
+            "warmup_seconds": args.warmup,
+            "throughput": levels.iter().map(|l| json!({
+                "target": l.target,
+                "node": l.node,
+                "clients": l.clients,
+                "connections": if l.per_task { "per_task" } else { "shared" },
+                "commits": l.commits,
+                "errors": l.errors,
+                "first_error": l.first_error,
+                "commits_per_s": l.rate(),
+                "p50_ms": l.lat.p50,
+                "p99_ms": l.lat.p99,
+                "max_ms": l.lat.max,
+                "leader_before": l.leader_before,
+                "leader_after": l.leader_after,
+            })).collect::<Vec<Value>>(),
+            "failover": {
+                "runs": failovers.iter().map(|f| json!({
+                    "killed_node": f.killed_node,
+                    "killed_id": f.killed_id,
+                    "submits_to": f.via,
+                    "new_leader": f.new_leader,
+                    "kill_to_ack_ms": ms(f.elapsed),
+                    "attempts": f.attempts,
+                    "errors_before_ack": f.errors_seen,
+                    "back_to_green_s": f.recover.as_secs_f64(),
+                })).collect::<Vec<Value>>(),
+                "p50_ms": fo.p50,
+                "max_ms": fo.max,
+                "attempt_timeout_ms": ATTEMPT_TIMEOUT.as_millis() as u64,
+            },
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&out)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

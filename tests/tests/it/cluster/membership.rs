@@ -85,3 +85,21 @@ async fn remove_rejoin_and_duplicate_ids() -> anyhow::Result<()> {
     assert_eq!(error_code(&err), 2, "{err:?}");
     Ok(())
 }
+
+/// Empty nodes started with `bootstrap-expect = 3` and each other's addresses form one cluster
+/// with no manual step; each gets a distinct id and they agree on the cluster id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_expect_forms_a_cluster() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = ProcessCluster::start_bootstrap_expect(3, ClusterOpts::default()).await?;
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 1..=3 {
+        let st = cluster.client(i).status().await?;
+        assert_eq!(st.cluster_id, cluster.cluster_id());
+        seen.insert(st.node_id);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![1, 2, 3]);
+    let r = cluster.client(3).submit(&job("formed", &[])).await?;
+    assert!(r.created);
+    Ok(())
+}

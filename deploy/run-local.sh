@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Runs a local launcher cluster on 127.0.0.1, no Docker needed:
+# LAUNCHER_NODES nodes (default 3) forming one Raft cluster through bootstrap-expect.
+# Stays in the foreground; Ctrl-C or SIGTERM stops every node in order (graceful stop:
+# membership is kept, so running it again brings the same cluster back).
+#
+#   LAUNCHER_NODES      number of nodes (default 3)
+#   LAUNCHER_DATA       where configs, data, logs and pids go (default ./.local-cluster)
+#   LAUNCHER_BASE_PORT  gRPC port of node 1; node N uses BASE+N-1 (default 5560)
+#   LAUNCHER_PROFILE    cargo profile to build and run (default release)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+nodes="${LAUNCHER_NODES:-3}"
+data="${LAUNCHER_DATA:-./.local-cluster}"
+base_port="${LAUNCHER_BASE_PORT:-5560}"
+profile="${LAUNCHER_PROFILE:-release}"
+mkdir -p "$data"
+data="$(cd "$data" && pwd)"
+
+if [ "$profile" = release ]; then build_flag=--release; target=release; else build_flag=; target=debug; fi
+bin="$here/target/$target/launcher-node"
+echo "building launcher-node ($profile) ..."
+(cd "$here" && cargo build $build_flag -p launcher-node --bin launcher-node --quiet)
+
+key="$data/secure-cookie-key"
+if [ ! -s "$key" ]; then
+  umask 077
+  head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$key"
+  chmod 600 "$key"
+fi
+
+join=""
+for i in $(seq 1 "$nodes"); do
+  join="${join:+$join,}127.0.0.1:$((base_port + i - 1))"
+done
+
+pids=()
+stop_all() {
+  trap - INT TERM
+  echo
+  echo "stopping nodes in order (graceful stop keeps membership) ..."
+  for (( i=${#pids[@]}; i>=1; i-- )); do
+    pid="${pids[$((i-1))]}"
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -f "$data/node$i.pid"
+    echo "  node $i stopped"
+  done
+  exit 0
+}
+trap stop_all INT TERM
+
+for i in $(seq 1 "$nodes"); do
+  dir="$data/node$i"
+  mkdir -p "$dir/data"
+  cat > "$dir/launcher.conf" <<CONF
+[server]
+secure-cookie-key-file=$key
+scratch-path=$dir/scratch
+
+[node]
+id=$i
+grpc-address=127.0.0.1:$((base_port + i - 1))
+data-dir=$dir/data
+join=$join
+bootstrap-expect=$nodes
+cache-capacity-mb=64
+
+[cluster]
+name=Local
+type=Local
+CONF
+  RSTUDIO_CONFIG_DIR="$dir" "$bin" --config "$dir/launcher.conf" >>"$dir/node.log" 2>&1 &
+  pids+=("$!")
+  echo "$!" > "$data/node$i.pid"
+done
+
+echo "waiting for the cluster to become Green ..."
+for _ in $(seq 1 120); do
+  if out="$("$bin" --config "$data/node1/launcher.conf" status 2>/dev/null)" && grep -q "status Green" <<<"$out"; then
+    break
+  fi
+  for i in $(seq 1 "$nodes"); do
+    if ! kill -0 "${pids[$((i-1))]}" 2>/dev/null; then
+      echo "node $i exited; its log ($data/node$i/node.log) ends with:" >&2
+      tail -20 "$data/node$i/node.log" >&2
+      stop_all
+    fi
+  done
+  sleep 0.5
+done
+"$bin" --config "$data/node1/launcher.conf" status || true
+cat <<INFO
+
+launcher cluster running: $nodes nodes, gRPC on 127.0.0.1:$base_port..$((base_port + nodes - 1))
+  data, configs, logs: $data/node<N>/   pids: $data/node<N>.pid
+  status:              $bin --config $data/node1/launcher.conf status
+  key:                 $key
+Ctrl-C stops everything.
+INFO
+wait
