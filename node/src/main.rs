@@ -148,8 +148,8 @@ async fn print_status(config: &Config, node: Option<String>, json: bool) -> anyh
             st.cluster_id, st.status, st.leader, st.term, st.applied_index
         );
         println!(
-            "{:>4}  {:<22} {:<9} {:<8} {:>9}  {}",
-            "ID", "ADDRESS", "ROLE", "HEALTHY", "APPLIED", "DRAINING"
+            "{:>4}  {:<22} {:<9} {:<8} {:>9}  DRAINING",
+            "ID", "ADDRESS", "ROLE", "HEALTHY", "APPLIED"
         );
         for n in &st.nodes {
             println!(
