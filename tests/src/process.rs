@@ -328,6 +328,25 @@ impl ProcessCluster {
         NodeClient::new(&self.nodes[i - 1].addr(), &self.key, &self.cluster_id)
     }
 
+    /// Re-reads the cluster id from node `i` (after a recovery started a new cluster).
+    pub async fn rebind(&mut self, i: usize) -> anyhow::Result<()> {
+        let port = self.wait_port(i).await?;
+        self.nodes[i - 1].port = port;
+        let c = NodeClient::new(&self.nodes[i - 1].addr(), &self.key, "");
+        let st = wait_until("a cluster id", DEADLINE, || {
+            let c = c.clone();
+            async move {
+                Ok(c.status()
+                    .await
+                    .ok()
+                    .filter(|s| !s.cluster_id.is_empty() && s.leader != 0))
+            }
+        })
+        .await?;
+        self.cluster_id = st.cluster_id;
+        Ok(())
+    }
+
     /// The cluster id.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id

@@ -124,3 +124,51 @@ async fn corrupt_data_is_refused_not_reset() -> anyhow::Result<()> {
     assert!(log.contains("does not carry that identity"), "{log}");
     Ok(())
 }
+
+/// `snapshot save` exports a consistent snapshot from a running cluster, and
+/// `recover --from FILE --force-new-cluster` starts a new one-node cluster that lists every job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_save_and_disaster_recovery() -> anyhow::Result<()> {
+    init_tracing();
+    let mut old = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let acked = submit_n(&old, 2, 10, "backup").await?;
+    let file = old.root.path().join("backup.snap");
+    let conf = old.nodes[0].dir.join("launcher.conf");
+    let out = std::process::Command::new(launcher_tests::process::node_binary())
+        .arg("--config")
+        .arg(&conf)
+        .args(["snapshot", "save"])
+        .arg(&file)
+        .args(["--node", &old.nodes[1].addr()])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "snapshot save failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("saved snapshot"));
+    // The old cluster is lost for good.
+    for i in 1..=3 {
+        old.kill(i);
+    }
+    let mut fresh = ProcessCluster::start(1, ClusterOpts::default()).await?;
+    fresh.terminate(1).await?;
+    fresh.wipe(1)?;
+    // Without the confirmation flag, nothing happens.
+    fresh.spawn_raw(1, &["recover", "--from", file.to_str().unwrap()])?;
+    assert!(!fresh.wait_exit(1).await?.success());
+    fresh.spawn_raw(
+        1,
+        &["recover", "--from", file.to_str().unwrap(), "--force-new-cluster"],
+    )?;
+    fresh.rebind(1).await?;
+    assert_ne!(
+        fresh.cluster_id(),
+        old.cluster_id(),
+        "recovery starts a new cluster"
+    );
+    assert_eq!(ids_on(&fresh, 1).await?, acked);
+    let r = fresh.client(1).submit(&job("after-recovery", &[])).await?;
+    assert!(r.created);
+    Ok(())
+}

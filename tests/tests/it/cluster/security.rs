@@ -106,3 +106,52 @@ async fn data_of_another_cluster_is_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A gRPC message over the configured size cap is refused with a status; the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_grpc_messages_are_refused() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = ProcessCluster::start(1, ClusterOpts::default()).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.nodes[0].addr()))?
+        .connect()
+        .await?;
+    let auth = InternalAuth::new(&cluster.key, cluster.cluster_id().into());
+    let mut client = LauncherClient::with_interceptor(channel, auth).max_encoding_message_size(usize::MAX);
+    let huge = launcher_proto::launcher::SubmitJobRequest {
+        caller: Some(admin()),
+        job: vec![b' '; launcher_node::network::MAX_GRPC_MESSAGE + 1024],
+        idempotency_key: String::new(),
+    };
+    let err = client.submit_job(huge).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "oversize message refused with a status: {err:?}"
+    );
+    assert_eq!(
+        cluster.client(1).status().await?.status,
+        "Green",
+        "the node still serves"
+    );
+    Ok(())
+}
+
+/// A read asking for an index the node cannot reach in time answers Unavailable (code 13)
+/// instead of going back in time; a reachable index is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_index_reads_never_go_back() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = ProcessCluster::start(1, ClusterOpts::default()).await?;
+    let r = cluster.client(1).submit(&launcher_tests::job("m", &[])).await?;
+    let (index, jobs) = cluster.client(1).list_stale(r.applied_index).await?;
+    assert!(index >= r.applied_index && jobs.len() == 1);
+    let err = cluster
+        .client(1)
+        .list_stale(r.applied_index + 1_000_000)
+        .await
+        .unwrap_err();
+    assert_eq!(launcher_tests::client::error_code(&err), 13, "{err:?}");
+    Ok(())
+}
