@@ -135,7 +135,7 @@ async fn lost_member_jobs_fail_with_node_lost() -> anyhow::Result<()> {
                 .iter()
                 .filter(|j| j["statusMessage"] == "node lost")
                 .collect();
-            Ok((!lost.is_empty()).then(|| (lost.len(), jobs.len())))
+            Ok((!lost.is_empty()).then_some((lost.len(), jobs.len())))
         }
     })
     .await?;
