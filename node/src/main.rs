@@ -229,8 +229,12 @@ async fn main() {
         }
     }
     .await;
-    if let Err(e) = result {
-        eprintln!("launcher-node: {e:#}");
-        std::process::exit(1);
+    // Exit explicitly: a storage thread stuck on a full disk must not keep the process alive.
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("launcher-node: {e:#}");
+            std::process::exit(1);
+        }
     }
 }

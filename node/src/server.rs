@@ -31,6 +31,8 @@ use crate::state::{Liveness, Shared};
 pub const TICK: Duration = Duration::from_secs(1);
 /// File in the data dir holding the bound gRPC address (`host:port`).
 pub const ADDR_FILE: &str = "grpc.addr";
+/// Longest each step of a stop (Raft shutdown, final flush) may take.
+const STOP_STEP: Duration = Duration::from_secs(10);
 /// How long an in-flight request may take to finish during a graceful stop.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -338,27 +340,41 @@ async fn run(
     // Created once: re-creating it on every metrics change would restart its clock.
     let removed = wait_removed(shared.clone());
     tokio::pin!(removed);
+    let fatal = |metrics: &watch::Receiver<openraft::RaftMetrics<_, _>>| -> Option<anyhow::Error> {
+        match &metrics.borrow().running_state {
+            Err(fatal) => Some(anyhow::anyhow!(
+                "Raft stopped with a fatal error: {fatal}. If the disk is full, free space and restart the \
+                 node: acknowledged data is intact"
+            )),
+            Ok(()) => None,
+        }
+    };
     let outcome: anyhow::Result<()> = loop {
-        if let Err(fatal) = &metrics.borrow().running_state {
-            break Err(anyhow::anyhow!(
-                "Raft stopped with a fatal error: {fatal}. If the disk is full, free space and restart the node: \
-                 acknowledged data is intact"
-            ));
+        if let Some(e) = fatal(&metrics) {
+            break Err(e);
         }
         tokio::select! {
             _ = stop_rx.wait_for(|s| *s) => break Ok(()),
-            changed = metrics.changed() => if changed.is_err() { break Err(anyhow::anyhow!("Raft stopped")) },
+            changed = metrics.changed() => if changed.is_err() {
+                break Err(fatal(&metrics).unwrap_or_else(|| anyhow::anyhow!("Raft stopped unexpectedly")));
+            },
             r = &mut removed => break r,
         }
     };
     tracing::info!("stopping: background duties, Raft, storage");
     duties.abort();
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!(error = %e, "Raft shutdown reported an error");
+    // Bounded: after a fatal storage error (a full disk) neither may ever finish.
+    match tokio::time::timeout(STOP_STEP, raft.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "Raft shutdown reported an error"),
+        Err(_) => tracing::error!("Raft did not shut down in time"),
     }
-    let flushed = tokio::task::spawn_blocking(move || engine.flush()).await;
-    if !matches!(flushed, Ok(Ok(()))) {
-        tracing::error!(?flushed, "final flush of storage failed");
+    let flushed = tokio::time::timeout(STOP_STEP, tokio::task::spawn_blocking(move || engine.flush())).await;
+    match flushed {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "final flush of storage failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "final flush of storage panicked"),
+        Err(_) => tracing::error!("final flush of storage did not finish in time (is the disk full?)"),
     }
     tracing::info!("node stopped");
     outcome

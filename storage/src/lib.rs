@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod job;
 pub mod log_store;
+pub mod stall;
 pub mod state_machine;
 pub mod table;
 

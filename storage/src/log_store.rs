@@ -27,6 +27,7 @@ use openraft::{AnyError, Entry, ErrorSubject, ErrorVerb, OptionalSend, RaftLogRe
 use serde::de::DeserializeOwned;
 
 use crate::engine::{EngineError, KvEngine, KvTree, SledEngine, WriteBatch};
+use crate::stall::{run_bounded, BlockingError};
 use crate::{LogId, NodeId, StorageError, TypeConfig};
 
 /// Name of the tree holding the log entries.
@@ -78,14 +79,14 @@ impl<E: KvEngine> LogStore<E> {
     }
 
     /// Runs `f` on the blocking pool, holding the write lock until it returns.
-    async fn exclusive<R, F>(&self, f: F) -> Result<R, tokio::task::JoinError>
+    async fn exclusive<R, F>(&self, f: F) -> Result<R, BlockingError>
     where
         R: Send + 'static,
         F: FnOnce(&Self) -> R + Send + 'static,
     {
         let guard = self.write_lock.clone().lock_owned().await;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        run_bounded(move || {
             let _guard = guard;
             f(&this)
         })
@@ -93,13 +94,13 @@ impl<E: KvEngine> LogStore<E> {
     }
 
     /// Runs the read `f` on the blocking pool (sled may go to disk on a cache miss).
-    async fn read<R, F>(&self, f: F) -> Result<R, tokio::task::JoinError>
+    async fn read<R, F>(&self, f: F) -> Result<R, BlockingError>
     where
         R: Send + 'static,
         F: FnOnce(&Self) -> R + Send + 'static,
     {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || f(&this)).await
+        run_bounded(move || f(&this)).await
     }
 
     /// Appends `entries` in one atomic batch, flushes, and only then calls
@@ -499,19 +500,14 @@ fn io_error<D: Display>(
     StorageIOError::new(subject, verb, AnyError::new(e).add_context(what)).into()
 }
 
-/// A storage error for a blocking task that panicked or was cancelled.
+/// A storage error for a blocking task that panicked, was cancelled or stalled.
 fn join_error(
     subject: ErrorSubject<NodeId>,
     verb: ErrorVerb,
-    e: tokio::task::JoinError,
+    e: BlockingError,
     what: impl Display,
 ) -> StorageError {
-    StorageIOError::new(
-        subject,
-        verb,
-        AnyError::error(format!("{what}: the storage task did not finish: {e}")),
-    )
-    .into()
+    StorageIOError::new(subject, verb, AnyError::error(format!("{what}: {e}"))).into()
 }
 
 /// The I/O error kind behind an engine error, to hand openraft's callback.

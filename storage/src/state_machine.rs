@@ -425,7 +425,9 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             );
         }
         let this = self.clone();
-        blocking(move || this.apply_blocking(entries)).await
+        crate::stall::run_bounded(move || this.apply_blocking(entries))
+            .await
+            .map_err(|e| sm_write_err(std::io::Error::other(e.to_string())))?
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

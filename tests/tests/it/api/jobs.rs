@@ -186,3 +186,49 @@ async fn bad_input_is_refused_with_stable_codes() -> anyhow::Result<()> {
     assert_eq!(error_code(&c.get_as(admin(), &id).await.unwrap_err()), 3);
     Ok(())
 }
+
+/// `members drain` stops new placements on a node (jobs go to the others) and undraining puts
+/// it back in rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_nodes_get_no_new_jobs() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = InProcCluster::start(3).await?;
+    let c = cluster.client(1).await?;
+    let drain = |draining| launcher_proto::launcher::DrainRequest {
+        caller: Some(admin()),
+        node_id: 2,
+        draining,
+    };
+    // Only admins may drain.
+    let mut req = drain(true);
+    req.caller = Some(user("bob"));
+    assert_eq!(error_code(&c.rpc().drain(req).await.unwrap_err()), 12);
+    c.rpc().drain(drain(true)).await?;
+    for i in 0..6 {
+        let reply = c.submit(&job(&format!("d{i}"), &[])).await?;
+        assert_ne!(
+            owner_of(&cluster, &reply).await?,
+            2,
+            "a drained node gets no new job"
+        );
+    }
+    c.rpc().drain(drain(false)).await?;
+    // Node 2 has the fewest active jobs now, so it gets the next one.
+    let reply = c.submit(&job("back", &[])).await?;
+    assert_eq!(owner_of(&cluster, &reply).await?, 2);
+    Ok(())
+}
+
+/// The node that owns a submitted job, read from node 1's replica once it applied the submit.
+async fn owner_of(
+    cluster: &InProcCluster,
+    reply: &launcher_proto::launcher::JobReply,
+) -> anyhow::Result<u64> {
+    let s = cluster.shared(1);
+    s.wait_applied(reply.applied_index).await?;
+    Ok(s.sm
+        .job_with_meta(&job_id(&reply.job))?
+        .expect("job applied")
+        .1
+        .owner)
+}

@@ -172,3 +172,87 @@ async fn snapshot_save_and_disaster_recovery() -> anyhow::Result<()> {
     assert!(r.created);
     Ok(())
 }
+
+/// Unmounts a test tmpfs when dropped, even if the test fails.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> anyhow::Result<()> {
+    let st = std::process::Command::new(cmd).args(args).status()?;
+    anyhow::ensure!(
+        st.success(),
+        "{cmd} {args:?} failed (this test needs root to mount a small tmpfs)"
+    );
+    Ok(())
+}
+
+/// A full disk stops the node with a plain fatal storage error, and once space is back it
+/// starts cleanly with every acknowledged job (needs root to mount a small tmpfs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_stops_the_node_plainly_and_it_recovers() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(1, ClusterOpts::default()).await?;
+    let mut acked = submit_n(&cluster, 1, 3, "before").await?;
+    cluster.terminate(1).await?;
+    // Move the data dir onto a small tmpfs.
+    let data = cluster.nodes[0].data_dir();
+    let saved = cluster.root.path().join("saved-data");
+    std::fs::rename(&data, &saved)?;
+    std::fs::create_dir_all(&data)?;
+    run(
+        "mount",
+        &["-t", "tmpfs", "-o", "size=6m", "tmpfs", data.to_str().unwrap()],
+    )?;
+    let _mount = Mount(data.clone());
+    run(
+        "cp",
+        &["-a", &format!("{}/.", saved.display()), data.to_str().unwrap()],
+    )?;
+    cluster.restart(1).await?;
+    cluster.rebind(1).await?;
+    // Fill it: each job carries ~600 KiB of stdin.
+    let big = "x".repeat(600 * 1024);
+    let mut refused = None;
+    for i in 0..40 {
+        let mut body = job(&format!("fill-{i}"), &["fill"]);
+        body["stdin"] = big.clone().into();
+        match cluster.client(1).submit(&body).await {
+            Ok(r) => acked.push(job_id(&r.job)),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(refused.is_some(), "a 6 MiB disk cannot take 40 x 600 KiB");
+    let status = cluster.wait_exit(1).await?;
+    assert!(!status.success(), "the node stops on a full disk");
+    let log = cluster.log(1);
+    assert!(
+        log.contains("fatal") && log.contains("disk is full"),
+        "plain message expected:\n{log}"
+    );
+    // Space is back: the node starts cleanly and every acknowledged job is there.
+    run("mount", &["-o", "remount,size=256m", data.to_str().unwrap()])?;
+    cluster.restart(1).await?;
+    cluster.wait_green(1).await?;
+    // Every acknowledged job is back. The refused submit's outcome was unknown to its client:
+    // its entry may have been committed to the log before the state machine ran out of space,
+    // in which case it is applied now. Nothing else may appear.
+    let listed = ids_on(&cluster, 1).await?;
+    assert_eq!(listed[..acked.len()], acked[..], "acknowledged jobs, in order");
+    assert!(
+        listed.len() <= acked.len() + 1,
+        "at most the one unacknowledged submit: {listed:?}"
+    );
+    assert!(cluster.client(1).submit(&job("after-space", &[])).await?.created);
+    Ok(())
+}

@@ -148,3 +148,46 @@ async fn lost_member_jobs_fail_with_node_lost() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The leader removes a member that has been down for dead-member-removal-seconds, but only
+/// while at least 3 voters remain: a 4-node cluster shrinks to 3, never below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_members_are_removed_down_to_three_voters() -> anyhow::Result<()> {
+    init_tracing();
+    let opts = ClusterOpts {
+        node_lost_timeout_seconds: 2,
+        dead_member_removal_seconds: 4,
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(4, opts).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let victims: Vec<usize> = (1..=4).filter(|i| *i != leader).take(2).collect();
+    cluster.kill(victims[0]);
+    let c = cluster.client(leader);
+    let st = wait_until("the dead member to be removed", DEADLINE, || {
+        let c = c.clone();
+        async move { Ok(c.status().await.ok().filter(|s| s.nodes.len() == 3)) }
+    })
+    .await?;
+    assert!(st.nodes.iter().all(|n| n.id != victims[0] as u64));
+    // With 3 voters left, a second dead member stays a member (the cluster stays Yellow) for
+    // three times the removal delay: removal would have happened long before if allowed.
+    cluster.kill(victims[1]);
+    let observed = wait_until("the second victim to show as down", DEADLINE, || {
+        let c = c.clone();
+        async move { Ok(c.status().await.ok().filter(|st| st.status == "Yellow")) }
+    })
+    .await?;
+    assert_eq!(observed.nodes.len(), 3);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(12);
+    while std::time::Instant::now() < until {
+        let st = c.status().await?;
+        assert_eq!(
+            st.nodes.len(),
+            3,
+            "never fewer than 3 voters by dead-member removal"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
