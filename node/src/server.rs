@@ -322,6 +322,7 @@ async fn run(
         peers,
         liveness: Liveness::default(),
         removed: Default::default(),
+        storage_failed: Default::default(),
     });
     let _ = cell.shared.set(shared.clone());
     tracing::info!(node_id = shared.id, cluster = %identity.cluster_id, "node running");
@@ -359,6 +360,10 @@ async fn run(
                 break Err(fatal(&metrics).unwrap_or_else(|| anyhow::anyhow!("Raft stopped unexpectedly")));
             },
             r = &mut removed => break r,
+            what = shared.storage_failed.wait() => break Err(anyhow::anyhow!(
+                "storage failed with a fatal error: {what}. If the disk is full, free space and restart the \
+                 node: acknowledged data is intact"
+            )),
         }
     };
     tracing::info!("stopping: background duties, Raft, storage");

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use launcher_storage::engine::SledEngine;
+use launcher_storage::table::ApplyError;
 use launcher_storage::{LogStore, NodeId, Raft, StateMachine};
 use openraft::ServerState;
 
@@ -119,6 +120,37 @@ pub struct Shared {
     pub liveness: Liveness,
     /// Set when the cluster told this node it was removed.
     pub removed: std::sync::atomic::AtomicBool,
+    /// Fires when storage failed outside Raft (sled reports a background I/O error on reads too).
+    pub storage_failed: StorageFailure,
+}
+
+/// The first storage failure seen by a read, which stops the node like a Raft storage error.
+#[derive(Default)]
+pub struct StorageFailure {
+    what: Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl StorageFailure {
+    /// Records a failure (the first one wins) and wakes the node's run loop.
+    pub fn fail(&self, what: String) {
+        let mut g = self.what.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            tracing::error!(error = %what, "storage failed; stopping the node");
+            *g = Some(what);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Waits for a failure and returns it.
+    pub async fn wait(&self) -> String {
+        loop {
+            if let Some(w) = self.what.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return w;
+            }
+            self.notify.notified().await;
+        }
+    }
 }
 
 impl Shared {
@@ -202,9 +234,18 @@ impl Shared {
             + 'static,
     ) -> NodeResult<R> {
         let sm = self.sm.clone();
-        tokio::task::spawn_blocking(move || f(&sm))
+        match tokio::task::spawn_blocking(move || f(&sm))
             .await
             .map_err(NodeError::internal)?
-            .map_err(NodeError::internal)
+        {
+            Ok(r) => Ok(r),
+            Err(ApplyError::Engine(e)) => {
+                self.storage_failed.fail(e.to_string());
+                Err(NodeError::unavailable(format!(
+                    "storage failed on this node, which is stopping: {e}"
+                )))
+            }
+            Err(e) => Err(NodeError::internal(e)),
+        }
     }
 }

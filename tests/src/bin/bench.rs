@@ -4,12 +4,13 @@
 //! binary), then
 //!
 //! 1. drives submits through one node (a follower, then the leader) with 1, 16 and 64
-//!    concurrent tokio tasks sharing one `NodeClient` (one HTTP/2 connection), and with 16 and 64
-//!    tasks each owning its own client (one connection per task); every level runs a warm-up
-//!    and then a fixed measuring window;
+//!    concurrent tokio tasks sharing one `NodeClient` (one HTTP/2 connection), and with 64 tasks
+//!    each owning its own client (one connection per task); every level runs a warm-up and then
+//!    a fixed measuring window;
 //! 2. SIGKILLs the leader N times and measures, from a surviving node, the time from the kill
-//!    to the first acknowledged submit; the killed node is restarted and the cluster made Green
-//!    again before the next repetition.
+//!    to the first acknowledged submit (and, watching Status, to the first survivor naming the
+//!    new leader); the killed node is restarted and the cluster made Green again before the next
+//!    repetition.
 //!
 //! Prints a Markdown report on stdout, progress on stderr, and optionally writes JSON.
 //!
@@ -27,13 +28,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use launcher_tests::{job, ClusterOpts, NodeClient, ProcessCluster};
+use launcher_tests::{job, wait_until, ClusterOpts, NodeClient, ProcessCluster, DEADLINE};
 use serde_json::{json, Value};
 
 /// Concurrency levels of the throughput part, with one shared client.
 const SHARED_LEVELS: [usize; 3] = [1, 16, 64];
 /// Concurrency levels run again with one client (one connection) per task.
-const PER_TASK_LEVELS: [usize; 2] = [16, 64];
+const PER_TASK_LEVELS: [usize; 1] = [64];
 /// Bound of one submit during the throughput part (the node's own write deadline is 10 s).
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bound of one submit attempt during failover.
@@ -44,18 +45,21 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(10);
 /// Give up on a failover after this long.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
 
-const USAGE: &str = "usage: launcher-bench [--seconds N] [--warmup N] [--failovers N] [--json FILE]
+const USAGE: &str =
+    "usage: launcher-bench [--seconds N] [--warmup N] [--failovers N] [--json FILE] [--keep-logs DIR]
 
   --seconds N    measuring window of each throughput level, seconds (default 5)
   --warmup N     warm-up before each window, seconds (default 1)
   --failovers N  leader-kill repetitions (default 5; 0 skips them)
-  --json FILE    also write the results as JSON to FILE";
+  --json FILE    also write the results as JSON to FILE
+  --keep-logs D  copy the nodes' logs into directory D at the end (also on failure)";
 
 struct Args {
     seconds: f64,
     warmup: f64,
     failovers: usize,
     json: Option<PathBuf>,
+    keep_logs: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -64,6 +68,7 @@ fn parse_args() -> anyhow::Result<Args> {
         warmup: 1.0,
         failovers: 5,
         json: None,
+        keep_logs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -98,6 +103,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .with_context(|| format!("--failovers: '{v}' is not a count"))?;
             }
             "--json" => args.json = Some(PathBuf::from(value()?)),
+            "--keep-logs" => args.keep_logs = Some(PathBuf::from(value()?)),
             _ => bail!("unknown argument '{flag}'\n{USAGE}"),
         }
     }
@@ -231,21 +237,27 @@ async fn throughput(
     window: Duration,
 ) -> anyhow::Result<(usize, usize, Option<String>, Vec<Duration>)> {
     let shared = cluster.client(node);
-    // Connect before the clock starts.
+    let mut handles = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        handles.push(if per_task {
+            cluster.client(node)
+        } else {
+            shared.clone()
+        });
+    }
+    // Connect before the clock starts (one status per connection).
     shared.status().await.context("status before the level")?;
+    if per_task {
+        for c in &handles {
+            c.status().await.context("status of a per-task client")?;
+        }
+    }
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + window;
     let body = job("bench", &["bench"]);
     let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let client = if per_task {
-            let c = cluster.client(node);
-            c.status().await.context("status of a per-task client")?;
-            c
-        } else {
-            shared.clone()
-        };
+    for client in handles {
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -324,6 +336,8 @@ struct Failover {
     killed_id: u64,
     via: usize,
     elapsed: Duration,
+    /// When a survivor first named the new leader.
+    elected: Option<Duration>,
     attempts: usize,
     new_leader: u64,
     recover: Duration,
@@ -332,6 +346,20 @@ struct Failover {
 
 async fn failover(cluster: &mut ProcessCluster, rep: usize) -> anyhow::Result<Failover> {
     let all: Vec<usize> = cluster.running();
+    // Start from a steady state: every node follows the same leader (a node just restarted
+    // has heard from it), so each repetition sees the same timers.
+    let clients: Vec<NodeClient> = all.iter().map(|&i| cluster.client(i)).collect();
+    wait_until("every node to follow one leader", DEADLINE, || {
+        let clients = clients.clone();
+        async move {
+            let mut leaders = Vec::new();
+            for c in &clients {
+                leaders.push(c.status().await?.leader);
+            }
+            Ok((leaders[0] != 0 && leaders.iter().all(|&l| l == leaders[0])).then_some(()))
+        }
+    })
+    .await?;
     let (killed_id, killed) = leader_of(cluster, &all).await?;
     let via = *all.iter().find(|&&i| i != killed).context("no surviving node")?;
     let client: NodeClient = cluster.client(via);
@@ -340,7 +368,25 @@ async fn failover(cluster: &mut ProcessCluster, rep: usize) -> anyhow::Result<Fa
     let body = job("bench-failover", &["bench"]);
     let key = format!("bench-failover-{}-{rep}", std::process::id());
 
+    // Watches the survivors for the first one to name a new leader.
+    let watchers: Vec<NodeClient> = all
+        .iter()
+        .filter(|&&i| i != killed)
+        .map(|&i| cluster.client(i))
+        .collect();
     let t0 = Instant::now();
+    let mut watch = tokio::spawn(async move {
+        loop {
+            for w in &watchers {
+                if let Ok(st) = w.status().await {
+                    if st.leader != 0 && st.leader != killed_id {
+                        return (t0.elapsed(), st.leader);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
     cluster.kill(killed);
     let mut attempts = 0;
     let mut errors_seen: Vec<String> = Vec::new();
@@ -361,6 +407,7 @@ async fn failover(cluster: &mut ProcessCluster, rep: usize) -> anyhow::Result<Fa
             errors_seen.push(err);
         }
         if t0.elapsed() > FAILOVER_DEADLINE {
+            watch.abort();
             bail!(
                 "no submit acknowledged by node {via} within {FAILOVER_DEADLINE:?} of killing node {killed} \
                  (errors: {errors_seen:?})\n{}",
@@ -372,7 +419,12 @@ async fn failover(cluster: &mut ProcessCluster, rep: usize) -> anyhow::Result<Fa
             tokio::time::sleep(MIN_ATTEMPT - spent).await;
         }
     };
-    let new_leader = client.status().await.map(|s| s.leader).unwrap_or(0);
+    let seen = tokio::time::timeout(Duration::from_secs(5), &mut watch).await;
+    watch.abort();
+    let (elected, new_leader) = match seen {
+        Ok(Ok((t, l))) => (Some(t), l),
+        _ => (None, client.status().await.map(|s| s.leader).unwrap_or(0)),
+    };
 
     let r0 = Instant::now();
     cluster.restart(killed).await?;
@@ -382,6 +434,7 @@ async fn failover(cluster: &mut ProcessCluster, rep: usize) -> anyhow::Result<Fa
         killed_id,
         via,
         elapsed,
+        elected,
         attempts,
         new_leader,
         recover: r0.elapsed(),
@@ -427,6 +480,35 @@ async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
         .map(|a| shell_quote(&a))
         .collect::<Vec<_>>()
         .join(" ");
+
+    eprintln!("starting a 3-node cluster ({})", bin.display());
+    let started = Instant::now();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    eprintln!(
+        "cluster Green in {:.1} s, data under {}",
+        started.elapsed().as_secs_f64(),
+        cluster.root.path().display()
+    );
+    let result = measure(args, bin, &mut cluster, &command, started).await;
+    if let Some(dir) = &args.keep_logs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for n in &cluster.nodes {
+            let to = dir.join(format!("node{}.log", n.index));
+            std::fs::copy(n.log_path(), &to).with_context(|| format!("copying to {}", to.display()))?;
+        }
+        eprintln!("node logs copied to {}", dir.display());
+    }
+    result
+}
+
+/// Everything after the cluster is up.
+async fn measure(
+    args: &Args,
+    bin: &Path,
+    cluster: &mut ProcessCluster,
+    command: &str,
+    started: Instant,
+) -> anyhow::Result<()> {
     let nproc = sh("nproc", &[]);
     let kernel = sh("uname", &["-r"]);
     let cpu = cpu_model();
@@ -436,10 +518,6 @@ async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
     let dirty = !sh("git", &["-C", &repo, "status", "--porcelain"]).is_empty();
     let warmup = Duration::from_secs_f64(args.warmup);
     let window = Duration::from_secs_f64(args.seconds);
-
-    eprintln!("starting a 3-node cluster ({})", bin.display());
-    let started = Instant::now();
-    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
     let fs_type = sh(
         "stat",
         &["-f", "-c", "%T", &cluster.root.path().to_string_lossy()],
@@ -450,11 +528,6 @@ async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
         .await
         .map(|s| s.version)
         .unwrap_or_default();
-    eprintln!(
-        "cluster Green in {:.1} s, data under {} ({fs_type})",
-        started.elapsed().as_secs_f64(),
-        cluster.root.path().display()
-    );
 
     // Throughput.
     let mut plan: Vec<(&'static str, usize, bool)> = Vec::new();
@@ -471,7 +544,7 @@ async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
     let mut levels = Vec::new();
     let all = cluster.running();
     for (k, &(target, clients, per_task)) in plan.iter().enumerate() {
-        let (leader_before, leader_node) = leader_of(&cluster, &all).await?;
+        let (leader_before, leader_node) = leader_of(cluster, &all).await?;
         let node = if target == "leader" {
             leader_node
         } else {
@@ -485,8 +558,8 @@ async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
             if per_task { ", one connection per task" } else { "" },
         );
         let (commits, errors, first_error, mut samples) =
-            throughput(&cluster, node, clients, per_task, warmup, window).await?;
-        let (leader_after, _) = leader_of(&cluster, &all).await?;
+            throughput(cluster, node, clients, per_task, warmup, window).await?;
+        let (leader_after, _) = leader_of(cluster, &all).await?;
         let lat = latency(&mut samples);
         let level = Level {
             target,
@@ -521,16 +594,17 @@ async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
     let mut failovers = Vec::new();
     for rep in 1..=args.failovers {
         eprintln!("[failover {rep}/{}] killing the leader ...", args.failovers);
-        let f = failover(&mut cluster, rep).await?;
+        let f = failover(cluster, rep).await?;
         eprintln!(
-            "      node {} (id {}) killed: first ack from node {} after {:.0} ms ({} attempts), \
-             new leader {}; back to Green in {:.1} s",
+            "      node {} (id {}) killed: new leader {} seen after {}, first ack from node {} after \
+             {:.0} ms ({} attempts); back to Green in {:.1} s",
             f.killed_node,
             f.killed_id,
+            f.new_leader,
+            f.elected.map_or("?".into(), |d| format!("{:.0} ms", ms(d))),
             f.via,
             ms(f.elapsed),
             f.attempts,
-            f.new_leader,
             f.recover.as_secs_f64()
         );
         failovers.push(f);
@@ -563,6 +637,11 @@ async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
         md,
         "| window | {} s per level after {} s warm-up |",
         args.seconds, args.warmup
+    )?;
+    writeln!(
+        md,
+        "| bench wall time | {:.0} s from cluster start to report (launcher-node build excluded) |",
+        started.elapsed().as_secs_f64()
     )?;
     writeln!(md)?;
     writeln!(md, "### Commit throughput through one node")?;
@@ -619,17 +698,19 @@ async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
         writeln!(md)?;
         writeln!(
             md,
-            "| # | killed | submits to | new leader | kill → ack ms | attempts | errors before ack | back to Green s |"
+            "| # | killed | submits to | new leader id | kill → leader seen ms | kill → ack ms | attempts \
+             | errors before ack | back to Green s |"
         )?;
-        writeln!(md, "|--:|---|---|---|--:|--:|---|--:|")?;
+        writeln!(md, "|--:|---|---|--:|--:|--:|--:|---|--:|")?;
         for (k, f) in failovers.iter().enumerate() {
             writeln!(
                 md,
-                "| {} | node {} | node {} | node {} | {:.0} | {} | {} | {:.1} |",
+                "| {} | node {} | node {} | {} | {} | {:.0} | {} | {} | {:.1} |",
                 k + 1,
                 f.killed_node,
                 f.via,
                 f.new_leader,
+                f.elected.map_or("?".into(), |d| format!("{:.0}", ms(d))),
                 ms(f.elapsed),
                 f.attempts,
                 if f.errors_seen.is_empty() {
@@ -684,6 +765,7 @@ async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
                     "submits_to": f.via,
                     "new_leader": f.new_leader,
                     "kill_to_ack_ms": ms(f.elapsed),
+                    "kill_to_leader_seen_ms": f.elected.map(ms),
                     "attempts": f.attempts,
                     "errors_before_ack": f.errors_seen,
                     "back_to_green_s": f.recover.as_secs_f64(),

@@ -232,7 +232,8 @@ async fn full_disk_stops_the_node_plainly_and_it_recovers() -> anyhow::Result<()
             }
         }
     }
-    assert!(refused.is_some(), "a 6 MiB disk cannot take 40 x 600 KiB");
+    let refused = refused.expect("a 6 MiB disk cannot take 40 x 600 KiB");
+    eprintln!("the submit that hit the full disk was refused with: {refused:?}");
     let status = cluster.wait_exit(1).await?;
     assert!(!status.success(), "the node stops on a full disk");
     let log = cluster.log(1);
