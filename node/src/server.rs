@@ -184,8 +184,11 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
         shared: OnceLock::new(),
     });
     let (stop, stop_rx) = watch::channel(false);
+    // The server stops on its own signal: the run loop fires it first, so in-flight requests
+    // drain while Raft still runs (they may need it to finish).
+    let (serve_stop, serve_stop_rx) = watch::channel(false);
     let server = {
-        let mut stop_rx = stop_rx.clone();
+        let mut stop_rx = serve_stop_rx;
         let raft_svc = RaftServer::new(RaftService::new(cell.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
@@ -212,13 +215,19 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
     let task = {
         let cell = cell.clone();
         let advertise = advertise.clone();
-        let stop = stop.clone();
         tokio::spawn(async move {
-            let result = run(config, opts, identity, cell, advertise, engine, log, sm, stop_rx).await;
-            let _ = stop.send(true);
-            // Stop serving in every case; give in-flight calls a bounded time to finish.
-            if tokio::time::timeout(DRAIN, server).await.is_err() {
-                tracing::warn!("gRPC server did not drain in time");
+            let mut server = Some(server);
+            let stopping = Stopping {
+                serve_stop,
+                server: &mut server,
+            };
+            let result = run(
+                config, opts, identity, cell, advertise, engine, log, sm, stop_rx, stopping,
+            )
+            .await;
+            // If run failed before draining, its dropped sender has told the server to stop.
+            if let Some(server) = server.take() {
+                let _ = tokio::time::timeout(DRAIN, server).await;
             }
             result
         })
@@ -232,6 +241,23 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
     })
 }
 
+/// The first step of an ordered stop: stop accepting and let in-flight calls finish (bounded).
+struct Stopping<'a> {
+    serve_stop: watch::Sender<bool>,
+    server: &'a mut Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl Stopping<'_> {
+    async fn drain(self) {
+        let _ = self.serve_stop.send(true);
+        if let Some(server) = self.server.take() {
+            if tokio::time::timeout(DRAIN, server).await.is_err() {
+                tracing::warn!("in-flight requests did not finish within {DRAIN:?}; stopping anyway");
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     config: Arc<Config>,
@@ -243,6 +269,7 @@ async fn run(
     log: LogStore<SledEngine>,
     sm: StateMachine<SledEngine>,
     mut stop_rx: watch::Receiver<bool>,
+    stopping: Stopping<'_>,
 ) -> anyhow::Result<()> {
     let peers = Peers::new(cell.auth.clone());
     let (identity, initial_voters) = match identity {
@@ -366,7 +393,8 @@ async fn run(
             )),
         }
     };
-    tracing::info!("stopping: background duties, Raft, storage");
+    tracing::info!("stopping: requests, background duties, Raft, storage");
+    stopping.drain().await;
     duties.abort();
     // Bounded: after a fatal storage error (a full disk) neither may ever finish.
     match tokio::time::timeout(STOP_STEP, raft.shutdown()).await {

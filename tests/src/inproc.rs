@@ -81,6 +81,38 @@ impl InProcCluster {
         Ok(c)
     }
 
+    /// Waits until node `i` knows a leader; returns its id.
+    pub async fn wait_for_leader(&self, i: usize) -> anyhow::Result<u64> {
+        let s = self.shared(i);
+        wait_until("a leader", DEADLINE, || {
+            let s = s.clone();
+            async move { Ok(s.leader()) }
+        })
+        .await
+    }
+
+    /// Waits until node `i` is up (Raft running) and applied `index`.
+    pub async fn wait_applied(&self, i: usize, index: u64) -> anyhow::Result<()> {
+        let handle = self.nodes[i - 1]
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("node {i} is stopped"))?;
+        wait_until(&format!("node {i} to apply {index}"), DEADLINE, || {
+            let s = handle.shared();
+            async move {
+                match s {
+                    Some(s) => Ok(s.wait_applied(index).await.ok()),
+                    None => Ok(None),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Stops node `i` (in-process: storage is flushed, so this is no crash test).
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        self.stop(i).await
+    }
+
     /// Gracefully stops node `i`.
     pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
         if let Some(h) = self.nodes[i - 1].take() {
