@@ -123,6 +123,29 @@ async fn join_via(
     })
 }
 
+/// One join attempt through `addr`: `Some` when joined, `None` to retry, an error when the
+/// cluster refused this node for good.
+async fn try_join(
+    peers: &Peers,
+    addr: &str,
+    configured_id: Option<NodeId>,
+    advertise: &str,
+) -> anyhow::Result<Option<Formed>> {
+    match join_via(peers, addr, configured_id, advertise).await {
+        Ok(identity) => Ok(Some(Formed {
+            identity,
+            initial_voters: None,
+        })),
+        Err(e) if e.code == ErrorCode::InvalidRequest => {
+            anyhow::bail!("the cluster refused this node: {}", e.message)
+        }
+        Err(e) => {
+            tracing::info!(via = %addr, error = %e, "join attempt failed; retrying");
+            Ok(None)
+        }
+    }
+}
+
 /// Becomes a member of a cluster, waiting as long as it takes (until `give_up`).
 pub async fn form(
     how: Formation,
@@ -152,17 +175,8 @@ pub async fn form(
         }
         Formation::Join(join) => loop {
             for addr in resolve(&join).await.into_iter().filter(|a| a != advertise) {
-                match join_via(peers, &addr, configured_id, advertise).await {
-                    Ok(identity) => {
-                        return Ok(Formed {
-                            identity,
-                            initial_voters: None,
-                        })
-                    }
-                    Err(e) if e.code == ErrorCode::InvalidRequest => {
-                        anyhow::bail!("the cluster refused this node: {}", e.message)
-                    }
-                    Err(e) => tracing::info!(via = %addr, error = %e, "join attempt failed; retrying"),
+                if let Some(formed) = try_join(peers, &addr, configured_id, advertise).await? {
+                    return Ok(formed);
                 }
             }
             wait_or_give_up(&mut give_up, Duration::from_millis(500)).await?;
@@ -176,17 +190,8 @@ pub async fn form(
                 };
                 if !reply.cluster_id.is_empty() && reply.initialized {
                     // A cluster exists (perhaps formed a moment ago by the lowest address): join it.
-                    match join_via(peers, &addr, configured_id, advertise).await {
-                        Ok(identity) => {
-                            return Ok(Formed {
-                                identity,
-                                initial_voters: None,
-                            })
-                        }
-                        Err(e) if e.code == ErrorCode::InvalidRequest => {
-                            anyhow::bail!("the cluster refused this node: {}", e.message)
-                        }
-                        Err(e) => tracing::info!(via = %addr, error = %e, "join attempt failed; retrying"),
+                    if let Some(formed) = try_join(peers, &addr, configured_id, advertise).await? {
+                        return Ok(formed);
                     }
                 } else if reply.cluster_id.is_empty() {
                     fresh.insert(reply.address, reply.node_id);

@@ -35,23 +35,23 @@ impl Default for ClusterOpts {
     }
 }
 
-/// The `launcher-node` binary, built once per test run with the same profile as the tests.
+/// The `launcher-node` binary of the caller's cargo profile, built once per process
+/// (`LAUNCHER_NODE_BIN` overrides it). Works from test binaries (`target/<profile>/deps/`)
+/// and from binaries such as `launcher-bench` (`target/<profile>/`).
 pub fn node_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Ok(p) = std::env::var("LAUNCHER_NODE_BIN") {
             return PathBuf::from(p);
         }
-        // target/<profile>/deps/<test binary> → target/<profile>/launcher-node
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf();
+        let exe = std::env::current_exe().expect("own binary path");
+        let mut profile_dir = exe.parent().expect("binary dir").to_path_buf();
+        if profile_dir.file_name().is_some_and(|n| n == "deps") {
+            profile_dir.pop();
+        }
         let bin = profile_dir.join("launcher-node");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(cargo);
         cmd.args([
             "build",
@@ -60,8 +60,10 @@ pub fn node_binary() -> PathBuf {
             "launcher-node",
             "--bin",
             "launcher-node",
+            "--manifest-path",
         ]);
-        if release {
+        cmd.arg(&manifest);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("cargo runs");
@@ -116,20 +118,25 @@ pub struct ProcessCluster {
 }
 
 impl ProcessCluster {
-    /// Starts `n` nodes: node 1 with `--init`, the others joining it; waits until every node is
-    /// a voter and the cluster is Green.
-    pub async fn start(n: usize, opts: ClusterOpts) -> anyhow::Result<ProcessCluster> {
+    /// A cluster directory with its key and no node yet.
+    fn empty(opts: ClusterOpts) -> anyhow::Result<ProcessCluster> {
         let root = tempfile::Builder::new().prefix("launcher-test-").tempdir()?;
         let key_path = root.path().join("secure-cookie-key");
         let key = write_key(&key_path)?;
-        let mut c = ProcessCluster {
+        Ok(ProcessCluster {
             root,
             key,
             key_path,
             opts,
             nodes: Vec::new(),
             cluster_id: String::new(),
-        };
+        })
+    }
+
+    /// Starts `n` nodes: node 1 with `--init`, the others joining it; waits until every node is
+    /// a voter and the cluster is Green.
+    pub async fn start(n: usize, opts: ClusterOpts) -> anyhow::Result<ProcessCluster> {
+        let mut c = Self::empty(opts)?;
         c.add_node(true).await?;
         for _ in 1..n {
             c.add_node(false).await?;
@@ -141,17 +148,7 @@ impl ProcessCluster {
     /// Starts `n` empty nodes that form the cluster themselves with `bootstrap-expect = n`,
     /// each knowing every address (as containers do through DNS).
     pub async fn start_bootstrap_expect(n: usize, opts: ClusterOpts) -> anyhow::Result<ProcessCluster> {
-        let root = tempfile::Builder::new().prefix("launcher-test-").tempdir()?;
-        let key_path = root.path().join("secure-cookie-key");
-        let key = write_key(&key_path)?;
-        let mut c = ProcessCluster {
-            root,
-            key,
-            key_path,
-            opts,
-            nodes: Vec::new(),
-            cluster_id: String::new(),
-        };
+        let mut c = Self::empty(opts)?;
         // Every node must know the others' addresses up front: reserve ports by binding port 0.
         let listeners: Vec<std::net::TcpListener> = (0..n)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))

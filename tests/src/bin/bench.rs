@@ -117,44 +117,9 @@ fn positive(name: &str, v: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("{name}: '{v}' is not a positive number of seconds"))
 }
 
-/// Points `LAUNCHER_NODE_BIN` at a fresh `launcher-node` of this binary's profile.
-///
-/// `launcher_tests::process::node_binary` derives the path from a test binary living in
-/// `target/<profile>/deps/`; this binary lives in `target/<profile>/`, so it does the build here.
+/// A fresh `launcher-node` of this binary's profile, built before the runtime starts.
 fn prepare_node_binary() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("LAUNCHER_NODE_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().context("locating launcher-bench")?;
-    let profile_dir = exe.parent().context("launcher-bench has no parent dir")?;
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!(
-        "building launcher-node ({})",
-        if release { "release" } else { "debug" }
-    );
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "launcher-node",
-        "--bin",
-        "launcher-node",
-    ])
-    .arg("--manifest-path")
-    .arg(&manifest);
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().context("running cargo")?;
-    anyhow::ensure!(status.success(), "building launcher-node failed");
-    let bin = profile_dir.join("launcher-node");
-    anyhow::ensure!(bin.exists(), "{} missing after the build", bin.display());
-    // Still single-threaded: no runtime has started yet.
-    std::env::set_var("LAUNCHER_NODE_BIN", &bin);
-    Ok(bin)
+    Ok(launcher_tests::process::node_binary())
 }
 
 fn main() {
