@@ -133,7 +133,7 @@ impl RaftApi for RaftService {
                 .unwrap_or(false)
         };
         if member {
-            shared.liveness.heard(hb.node_id, hb.applied_index);
+            shared.liveness.record_heartbeat(hb.node_id, hb.applied_index);
         }
         let (leader_id, term) = {
             let m = shared.raft.metrics();

@@ -34,22 +34,31 @@ pub struct Liveness {
 struct LivenessInner {
     /// (term, since) of the current leadership of this node.
     leader_since: Option<(u64, Instant)>,
+    /// Last heartbeat, or the start of this leadership's grace period (lost-member rule).
     seen: HashMap<NodeId, Seen>,
+    /// Last heartbeat actually received (placement and health: no grace).
+    heard: HashMap<NodeId, Instant>,
     lost: HashSet<NodeId>,
 }
 
 impl Liveness {
     /// Records a heartbeat.
-    pub fn heard(&self, node: NodeId, applied: u64) {
+    pub fn record_heartbeat(&self, node: NodeId, applied: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.seen.insert(
-            node,
-            Seen {
-                at: Instant::now(),
-                applied,
-            },
-        );
+        let now = Instant::now();
+        g.seen.insert(node, Seen { at: now, applied });
+        g.heard.insert(node, now);
         g.lost.remove(&node);
+    }
+
+    /// When `node`'s last heartbeat actually arrived.
+    pub fn heard(&self, node: NodeId) -> Option<Instant> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .heard
+            .get(&node)
+            .copied()
     }
 
     /// Called on every maintenance tick: notes a new leadership term, giving every member a
@@ -196,7 +205,8 @@ impl Shared {
         (voters, learners)
     }
 
-    /// Whether `node` counts as alive for placement and lost-member rules.
+    /// Whether `node` counts as alive for the lost-member rule (a new leader grants every
+    /// member a grace period, since it cannot have heard from anyone yet).
     pub fn is_alive(&self, node: NodeId) -> bool {
         if node == self.id {
             return true;
@@ -205,14 +215,24 @@ impl Shared {
         self.liveness.seen(node).is_some_and(|s| s.at.elapsed() < limit)
     }
 
-    /// Whether `node` answered heartbeats in the last few seconds (health as shown by Status).
+    /// Whether a new job may be placed on `node`: a heartbeat actually arrived within
+    /// node-lost-timeout-seconds (no grace: a node that just died must not get jobs).
+    pub fn is_placeable(&self, node: NodeId) -> bool {
+        if node == self.id {
+            return true;
+        }
+        let limit = Duration::from_secs(self.config.node.node_lost_timeout_seconds);
+        self.liveness.heard(node).is_some_and(|t| t.elapsed() < limit)
+    }
+
+    /// Whether `node`'s heartbeat arrived in the last few seconds (health as shown by Status).
     pub fn is_healthy(&self, node: NodeId) -> bool {
         if node == self.id {
             return true;
         }
         self.liveness
-            .seen(node)
-            .is_some_and(|s| s.at.elapsed() < crate::HEALTH_WINDOW)
+            .heard(node)
+            .is_some_and(|t| t.elapsed() < crate::HEALTH_WINDOW)
     }
 
     /// The leader's address, or Unavailable.

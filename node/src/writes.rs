@@ -271,8 +271,8 @@ impl Shared {
         Ok((job, owner, idempotency))
     }
 
-    /// Picks the owner of a new job: a live, non-draining member hosting the cluster with the
-    /// fewest active jobs, ties by node id (DESIGN §1).
+    /// Picks the owner of a new job: a non-draining member hosting the cluster, heard from
+    /// within node-lost-timeout-seconds, with the fewest active jobs, ties by node id (DESIGN §1).
     async fn place(&self, cluster: &str) -> NodeResult<NodeId> {
         let (voters, learners) = self.members();
         let members: Vec<NodeId> = voters.into_iter().chain(learners).collect();
@@ -299,7 +299,7 @@ impl Shared {
             )));
         }
         let mut best: Option<(usize, NodeId)> = None;
-        for n in hosting.iter().filter(|n| !n.draining && self.is_alive(n.id)) {
+        for n in hosting.iter().filter(|n| !n.draining && self.is_placeable(n.id)) {
             let id = n.id;
             let active = self.table(move |sm| sm.active_jobs(id)).await?;
             if best.is_none_or(|b| (active, id) < b) {

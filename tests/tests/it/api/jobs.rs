@@ -263,3 +263,69 @@ async fn follower_reads_see_acknowledged_writes() -> anyhow::Result<()> {
     assert_eq!(jobs.len(), 11);
     Ok(())
 }
+
+/// After a leader change, jobs are placed only on members the new leader has actually heard
+/// from: never on the node that just died (which would fail them later as "node lost"), and on
+/// every live member once their heartbeats arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_after_failover_skips_the_dead_node() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = InProcCluster::start(3).await?;
+    let old = cluster.wait_for_leader(1).await?;
+    let survivor = (1..=3).find(|i| *i != old as usize).expect("a survivor");
+    cluster.kill(old as usize).await?;
+    let new_leader = launcher_tests::wait_until("a new leader", launcher_tests::DEADLINE, || {
+        let s = cluster.shared(survivor);
+        async move { Ok(s.leader().filter(|l| *l != old)) }
+    })
+    .await?;
+    let c = cluster.client(new_leader as usize).await?;
+    // Jobs submitted at once, before any heartbeat: never on the dead node.
+    let mut owners = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let reply = c.submit(&job(&format!("early-{i}"), &[])).await?;
+        owners.insert(owner_on(&cluster, new_leader as usize, &reply)?);
+    }
+    assert!(
+        !owners.contains(&old),
+        "a job went to the dead node {old}: {owners:?}"
+    );
+    // Once the other survivor's heartbeat arrived, it gets jobs too.
+    let other = (1..=3u64)
+        .find(|i| *i != old && *i != new_leader)
+        .expect("the other survivor");
+    launcher_tests::wait_until(
+        "the other survivor to be healthy",
+        launcher_tests::DEADLINE,
+        || {
+            let s = cluster.shared(new_leader as usize);
+            async move { Ok(s.is_healthy(other).then_some(())) }
+        },
+    )
+    .await?;
+    for i in 0..4 {
+        let reply = c.submit(&job(&format!("later-{i}"), &[])).await?;
+        owners.insert(owner_on(&cluster, new_leader as usize, &reply)?);
+    }
+    assert!(
+        !owners.contains(&old),
+        "a job went to the dead node {old}: {owners:?}"
+    );
+    assert!(owners.contains(&other), "the live survivor gets jobs: {owners:?}");
+    Ok(())
+}
+
+/// The owner of a job, read on node `i` (which applied it: it answered the submit as leader).
+fn owner_on(
+    cluster: &InProcCluster,
+    i: usize,
+    reply: &launcher_proto::launcher::JobReply,
+) -> anyhow::Result<u64> {
+    Ok(cluster
+        .shared(i)
+        .sm
+        .job_with_meta(&job_id(&reply.job))?
+        .expect("applied")
+        .1
+        .owner)
+}
