@@ -224,6 +224,7 @@ impl Shared {
             cluster_id: self.cluster_id(),
             term: m.current_term,
             ignored_updates: self.sm.ignored_updates().unwrap_or(0),
+            membership_changing: membership.get_joint_config().len() > 1,
         }
     }
 }

@@ -53,7 +53,8 @@ impl InProcCluster {
             let client = client.clone();
             async move {
                 let st = client.status().await?;
-                Ok((st.status == "Green" && st.nodes.iter().filter(|x| x.voter).count() == n).then_some(()))
+                let voters = st.nodes.iter().filter(|x| x.voter).count();
+                Ok((st.status == "Green" && !st.membership_changing && voters == n).then_some(()))
             }
         })
         .await?;

@@ -357,7 +357,8 @@ impl ProcessCluster {
             .collect()
     }
 
-    /// Waits until some running node reports `members` voters, all healthy, with a leader.
+    /// Waits until some running node reports `members` voters, all healthy, with a leader and no
+    /// membership change in flight (a joint configuration needs both halves' quorums).
     pub async fn wait_green(&mut self, members: usize) -> anyhow::Result<u64> {
         let clients: Vec<NodeClient> = self.running().into_iter().map(|i| self.client(i)).collect();
         let r = wait_until(&format!("a Green cluster of {members} voters"), DEADLINE, || {
@@ -366,7 +367,8 @@ impl ProcessCluster {
                 for c in &clients {
                     if let Ok(st) = c.status().await {
                         let voters = st.nodes.iter().filter(|n| n.voter).count();
-                        if st.status == "Green" && voters == members && st.nodes.len() == members {
+                        let settled = !st.membership_changing;
+                        if st.status == "Green" && settled && voters == members && st.nodes.len() == members {
                             return Ok(Some(st.leader));
                         }
                     }
