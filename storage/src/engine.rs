@@ -201,6 +201,26 @@ impl KvTree for SledTree {
     }
 }
 
+/// Opens sled in `dir` in a test that reopens right after a drop: sled's own I/O pool can
+/// hold the directory lock a moment longer (a real restart is a new process), so a lock
+/// conflict is waited out, with a deadline; any other error fails at once.
+#[cfg(test)]
+pub(crate) fn open_waiting_for_lock(dir: &Path, opts: &SledOptions) -> SledEngine {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match SledEngine::open(dir, opts) {
+            Ok(e) => return e,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,7 +245,7 @@ mod tests {
             t.write(b).unwrap();
             e.flush().unwrap();
         }
-        let e = SledEngine::open(dir.path(), &SledOptions::default()).unwrap();
+        let e = open_waiting_for_lock(dir.path(), &SledOptions::default());
         let t = e.open_tree("t").unwrap();
         let keys: Vec<_> = t.scan_prefix(b"a/").map(|r| r.unwrap().0).collect();
         assert_eq!(keys, vec![b"a/1".to_vec(), b"a/2".to_vec()]);

@@ -562,13 +562,12 @@ mod tests {
     }
 
     fn open_sled(dir: &Path) -> SledEngine {
-        SledEngine::open(
+        crate::engine::open_waiting_for_lock(
             dir,
             &SledOptions {
                 cache_capacity_bytes: 1 << 20,
             },
         )
-        .unwrap()
     }
 
     fn copy_dir(from: &Path, to: &Path) {

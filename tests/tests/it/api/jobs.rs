@@ -44,7 +44,10 @@ async fn backwards_updates_are_refused_and_terminal_is_final() -> anyhow::Result
     init_tracing();
     let cluster = InProcCluster::start(3).await?;
     let c2 = cluster.client(2).await?;
-    let id = job_id(&c2.submit(&job("u", &[])).await?.job);
+    let reply = c2.submit(&job("u", &[])).await?;
+    let id = job_id(&reply.job);
+    // Node 2 may have forwarded the submit: read its replica once it applied it.
+    cluster.wait_applied(2, reply.applied_index).await?;
     let shared = cluster.shared(2);
     let (_, meta) = shared.sm.job_with_meta(&id)?.expect("job stored");
     let update = |seq: u64, status: JobStatus, exit: Option<i32>| WriteRequest::Command {
