@@ -170,11 +170,15 @@ impl Shared {
     }
 
     /// The cluster status as this node reports it (DESIGN §2 `GET /status`).
-    pub fn local_status(&self) -> StatusReply {
+    pub async fn local_status(&self) -> StatusReply {
+        // Table reads first, off the async threads; then one consistent look at Raft's metrics.
+        let (records, ignored) = self
+            .table(|sm| Ok((sm.nodes()?, sm.ignored_updates()?)))
+            .await
+            .unwrap_or_default();
         let m = self.raft.metrics();
         let m = m.borrow().clone();
         let membership = m.membership_config.membership();
-        let records = self.sm.nodes().unwrap_or_default();
         let leader = m.current_leader;
         let mut nodes = Vec::new();
         for (id, node) in membership.nodes() {
@@ -223,7 +227,7 @@ impl Shared {
             node_id: self.id,
             cluster_id: self.cluster_id(),
             term: m.current_term,
-            ignored_updates: self.sm.ignored_updates().unwrap_or(0),
+            ignored_updates: ignored,
             membership_changing: membership.get_joint_config().len() > 1,
         }
     }
@@ -508,7 +512,7 @@ impl Launcher for LauncherService {
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let shared = self.enter(&req, true)?;
         if shared.is_leader() {
-            return Ok(Response::new(shared.local_status()));
+            return Ok(Response::new(shared.local_status().await));
         }
         // Only the leader hears every member's heartbeat; ask it, else report what we know.
         if let Ok((_, addr)) = shared.leader_addr() {
@@ -520,7 +524,7 @@ impl Launcher for LauncherService {
                 return Ok(Response::new(reply));
             }
         }
-        let mut local = shared.local_status();
+        let mut local = shared.local_status().await;
         local.status = "Red".into();
         Ok(Response::new(local))
     }
@@ -559,7 +563,7 @@ impl Launcher for LauncherService {
         let status = self.status(Request::new(StatusRequest {})).await;
         let status = match status {
             Ok(s) => s.into_inner(),
-            Err(_) => shared.local_status(),
+            Err(_) => shared.local_status().await,
         };
         Ok(Response::new(MembersReply {
             members: status.nodes,
