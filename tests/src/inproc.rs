@@ -10,7 +10,7 @@ use launcher_node::{NodeHandle, StartOptions};
 use crate::client::NodeClient;
 use crate::{wait_until, write_key, DEADLINE};
 
-/// A cluster of in-process nodes on 127.0.0.1, port 0.
+/// A cluster of in-process nodes, each on its own loopback address, port 0.
 pub struct InProcCluster {
     pub root: tempfile::TempDir,
     pub key: Vec<u8>,
@@ -35,7 +35,7 @@ impl InProcCluster {
             let mut cfg = Config::new(dir.clone());
             cfg.server.secure_cookie_key_file = key_path.clone();
             cfg.node.id = Some(i as u64);
-            cfg.node.grpc_address = "127.0.0.1:0".into();
+            cfg.node.grpc_address = format!("{}:0", crate::unique_loopback());
             cfg.node.data_dir = dir.join("data");
             cfg.node.cache_capacity_mb = 16;
             if i > 1 {

@@ -44,6 +44,27 @@ where
     }
 }
 
+/// A loopback address of its own for one test node (127.a.b.c, never 127.0.0.1).
+///
+/// Nodes bind port 0 on it. A node restarted on its old port cannot then collide with the
+/// ephemeral source port of some other test's outgoing connection, since those all leave from
+/// 127.0.0.1; and parallel tests practically never pick the same address.
+pub fn unique_loopback() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    let r = h.finish();
+    let byte = |shift: u32| ((r >> shift) % 254 + 1) as u8;
+    let (a, b, c) = (byte(0), byte(8), byte(16));
+    if (a, b, c) == (0, 0, 1) {
+        return unique_loopback();
+    }
+    format!("127.{a}.{b}.{c}")
+}
+
 /// Writes a 48-byte secure-cookie-key with mode 0600.
 pub fn write_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     use std::os::unix::fs::PermissionsExt;

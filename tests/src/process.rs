@@ -1,4 +1,4 @@
-//! A cluster of real `launcher-node` processes on 127.0.0.1.
+//! A cluster of real `launcher-node` processes on loopback, each node on its own 127.a.b.c.
 //!
 //! Node `i` (1-based) gets `[node] id = i`, its own config dir and data dir. The first start
 //! binds port 0; the harness reads the bound address from the data dir and reuses that port
@@ -78,6 +78,8 @@ pub fn node_binary() -> PathBuf {
 pub struct ProcNode {
     pub index: usize,
     pub dir: PathBuf,
+    /// The node's own loopback address (see [`crate::unique_loopback`]).
+    pub host: String,
     pub port: u16,
     child: Option<Child>,
 }
@@ -89,7 +91,7 @@ impl ProcNode {
     }
     /// The node's gRPC address.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
     /// The node's log file.
     pub fn log_path(&self) -> PathBuf {
@@ -150,30 +152,34 @@ impl ProcessCluster {
     pub async fn start_bootstrap_expect(n: usize, opts: ClusterOpts) -> anyhow::Result<ProcessCluster> {
         let mut c = Self::empty(opts)?;
         // Every node must know the others' addresses up front: reserve ports by binding port 0.
-        let listeners: Vec<std::net::TcpListener> = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        let hosts: Vec<String> = (0..n).map(|_| crate::unique_loopback()).collect();
+        let listeners: Vec<std::net::TcpListener> = hosts
+            .iter()
+            .map(|h| std::net::TcpListener::bind(format!("{h}:0")))
             .collect::<Result<_, _>>()?;
         let ports: Vec<u16> = listeners
             .iter()
             .map(|l| l.local_addr().map(|a| a.port()))
             .collect::<Result<_, _>>()?;
         drop(listeners);
-        let join = ports
+        let join = hosts
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
+            .zip(&ports)
+            .map(|(h, p)| format!("{h}:{p}"))
             .collect::<Vec<_>>()
             .join(",");
-        for (i, port) in ports.iter().enumerate() {
+        for (i, (host, port)) in hosts.into_iter().zip(ports).enumerate() {
             let index = i + 1;
             let dir = c.root.path().join(format!("node{index}"));
             std::fs::create_dir_all(dir.join("data"))?;
             c.nodes.push(ProcNode {
                 index,
                 dir,
-                port: *port,
+                host,
+                port,
                 child: None,
             });
-            let conf = c.write_config(index, *port)?;
+            let conf = c.write_config(index, port)?;
             let text: String = std::fs::read_to_string(&conf)?
                 .lines()
                 .filter(|l| !l.starts_with("join="))
@@ -199,6 +205,7 @@ impl ProcessCluster {
         self.nodes.push(ProcNode {
             index,
             dir,
+            host: crate::unique_loopback(),
             port: 0,
             child: None,
         });
@@ -234,9 +241,10 @@ impl ProcessCluster {
         }
         let text = format!(
             "[server]\nsecure-cookie-key-file={key}\njob-expiry-hours=24\n\n[node]\nid={id}\n\
-             grpc-address=127.0.0.1:{port}\ndata-dir={data}\n{join}snapshot-log-entries={snap}\n\
+             grpc-address={host}:{port}\ndata-dir={data}\n{join}snapshot-log-entries={snap}\n\
              node-lost-timeout-seconds={lost}\ndead-member-removal-seconds={dead}\ncache-capacity-mb=16\n\n{clusters}",
             key = self.key_path.display(),
+            host = node.host,
             data = node.data_dir().display(),
             snap = self.opts.snapshot_log_entries,
             lost = self.opts.node_lost_timeout_seconds,
@@ -305,6 +313,7 @@ impl ProcessCluster {
         self.nodes.push(ProcNode {
             index,
             dir,
+            host: crate::unique_loopback(),
             port: 0,
             child: None,
         });
