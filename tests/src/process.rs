@@ -197,18 +197,24 @@ impl ProcessCluster {
         Ok(c)
     }
 
-    /// Adds node `len+1`; the first one initialises the cluster, later ones join node 1.
-    pub async fn add_node(&mut self, init: bool) -> anyhow::Result<usize> {
+    /// Creates the directory of node `len+1` (not started yet); returns its index.
+    fn push_node(&mut self, host: String, port: u16) -> anyhow::Result<usize> {
         let index = self.nodes.len() + 1;
         let dir = self.root.path().join(format!("node{index}"));
         std::fs::create_dir_all(dir.join("data"))?;
         self.nodes.push(ProcNode {
             index,
             dir,
-            host: crate::unique_loopback(),
-            port: 0,
+            host,
+            port,
             child: None,
         });
+        Ok(index)
+    }
+
+    /// Adds node `len+1`; the first one initialises the cluster, later ones join node 1.
+    pub async fn add_node(&mut self, init: bool) -> anyhow::Result<usize> {
+        let index = self.push_node(crate::unique_loopback(), 0)?;
         self.spawn(index, init)?;
         let port = self.wait_port(index).await?;
         self.nodes[index - 1].port = port;
@@ -307,16 +313,7 @@ impl ProcessCluster {
     /// Starts one more node configured with a member's id `claimed`; it must be refused.
     /// Returns its log.
     pub async fn add_node_expecting_failure(&mut self, claimed: u64) -> anyhow::Result<String> {
-        let index = self.nodes.len() + 1;
-        let dir = self.root.path().join(format!("node{index}"));
-        std::fs::create_dir_all(dir.join("data"))?;
-        self.nodes.push(ProcNode {
-            index,
-            dir,
-            host: crate::unique_loopback(),
-            port: 0,
-            child: None,
-        });
+        let index = self.push_node(crate::unique_loopback(), 0)?;
         self.write_config_with_id(index, 0, claimed)?;
         self.spawn_raw(index, &[])?;
         let status = self.wait_exit(index).await?;
