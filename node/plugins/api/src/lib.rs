@@ -1,0 +1,11 @@
+//! The Launcher Plugin API (DESIGN §5): how a launcher and a plugin talk over the plugin's
+//! stdin/stdout. Shared by our plugin host and our plugins; depends on nothing of ours.
+//!
+//! * [`framing`]: 4-byte big-endian length, then that many bytes of UTF-8 JSON, at most
+//!   [`framing::MAX_MESSAGE_BYTES`]; an oversize header is refused before its body is read.
+//! * [`envelope`]: the fields every message carries (`messageType`, `requestId`,
+//!   `responseId`), the type numbers, and the Error message.
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod framing;
