@@ -169,16 +169,8 @@ impl ProcessCluster {
             .collect::<Vec<_>>()
             .join(",");
         for (i, (host, port)) in hosts.into_iter().zip(ports).enumerate() {
-            let index = i + 1;
-            let dir = c.root.path().join(format!("node{index}"));
-            std::fs::create_dir_all(dir.join("data"))?;
-            c.nodes.push(ProcNode {
-                index,
-                dir,
-                host,
-                port,
-                child: None,
-            });
+            let index = c.push_node(host, port)?;
+            debug_assert_eq!(index, i + 1);
             let conf = c.write_config(index, port)?;
             let text: String = std::fs::read_to_string(&conf)?
                 .lines()
