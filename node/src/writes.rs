@@ -276,11 +276,23 @@ impl Shared {
     async fn place(&self, cluster: &str) -> NodeResult<NodeId> {
         let (voters, learners) = self.members();
         let members: Vec<NodeId> = voters.into_iter().chain(learners).collect();
-        let records = self.table(|sm| sm.nodes()).await?;
-        let hosting: Vec<_> = records
-            .iter()
-            .filter(|n| !n.removed && members.contains(&n.id) && n.hosts(cluster).is_some())
-            .collect();
+        // One read of the table: the member records and the active-job count of each host.
+        let wanted = cluster.to_string();
+        let (records, hosting) = self
+            .table(move |sm| {
+                sm.read(|t, _| {
+                    let records = launcher_storage::table::nodes(t)?;
+                    let mut hosting = Vec::new();
+                    for n in records
+                        .iter()
+                        .filter(|n| !n.removed && members.contains(&n.id) && n.hosts(&wanted).is_some())
+                    {
+                        hosting.push((n.clone(), launcher_storage::table::active_job_ids(t, n.id)?.len()));
+                    }
+                    Ok((records, hosting))
+                })
+            })
+            .await?;
         if hosting.is_empty() {
             let mut known: Vec<String> = records
                 .iter()
@@ -298,14 +310,11 @@ impl Shared {
                 }
             )));
         }
-        let mut best: Option<(usize, NodeId)> = None;
-        for n in hosting.iter().filter(|n| !n.draining && self.is_placeable(n.id)) {
-            let id = n.id;
-            let active = self.table(move |sm| sm.active_jobs(id)).await?;
-            if best.is_none_or(|b| (active, id) < b) {
-                best = Some((active, id));
-            }
-        }
+        let best = hosting
+            .iter()
+            .filter(|(n, _)| !n.draining && self.is_placeable(n.id))
+            .map(|(n, active)| (*active, n.id))
+            .min();
         best.map(|(_, id)| id).ok_or_else(|| {
             NodeError::unavailable(format!(
                 "every node hosting cluster '{cluster}' is draining or unreachable; retry later"
