@@ -5,7 +5,9 @@
 //!   [`framing::MAX_MESSAGE_BYTES`]; an oversize header is refused before its body is read.
 //! * [`envelope`]: the fields every message carries (`messageType`, `requestId`,
 //!   `responseId`), the type numbers, and the Error message.
+//! * [`messages`]: the payload of every request and response, and the job object plugins see.
 #![forbid(unsafe_code)]
 
 pub mod envelope;
 pub mod framing;
+pub mod messages;
