@@ -21,6 +21,16 @@ pub enum FrameError {
 
 /// Reads one message. `Ok(None)` when the stream ended cleanly between messages.
 pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
+    read_message_limited(r, MAX_MESSAGE_BYTES).await
+}
+
+/// Reads one message of at most `max` bytes (a plugin's `max-message-size`), like
+/// [`read_message`]. After [`FrameError::TooLarge`] the announced body is still in the stream:
+/// [`discard`] it to read on.
+pub async fn read_message_limited<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < header.len() {
@@ -36,12 +46,9 @@ pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<
         }
     }
     let len = u32::from_be_bytes(header) as usize;
-    if len > MAX_MESSAGE_BYTES {
+    if len > max {
         // Refuse at once: waiting for (or buffering) the announced bytes is what a bad peer wants.
-        return Err(FrameError::TooLarge {
-            len,
-            max: MAX_MESSAGE_BYTES,
-        });
+        return Err(FrameError::TooLarge { len, max });
     }
     let mut body = vec![0u8; len];
     let mut got = 0;
@@ -52,6 +59,21 @@ pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<
         }
     }
     Ok(Some(body))
+}
+
+/// Reads and drops exactly `len` bytes (the body of a refused oversize message) through a small
+/// buffer, so the stream is at the next header again without the body ever being held.
+pub async fn discard<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<(), FrameError> {
+    let mut buf = [0u8; 8192];
+    let mut got = 0;
+    while got < len {
+        let want = (len - got).min(buf.len());
+        match r.read(&mut buf[..want]).await? {
+            0 => return Err(FrameError::Truncated { got, want: len }),
+            n => got += n,
+        }
+    }
+    Ok(())
 }
 
 /// Writes one message and flushes it.
@@ -123,6 +145,26 @@ mod tests {
             MAX_MESSAGE_BYTES
         );
         writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_can_be_discarded_and_reading_goes_on() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let writer = tokio::spawn(async move {
+            a.write_all(&100_000u32.to_be_bytes()).await.unwrap();
+            a.write_all(&vec![b'x'; 100_000]).await.unwrap();
+            write_message(&mut a, b"{}").await.unwrap();
+        });
+        match read_message_limited(&mut b, 1000).await {
+            Err(FrameError::TooLarge { len, max }) => {
+                assert_eq!((len, max), (100_000, 1000));
+                discard(&mut b, len).await.unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(read_message(&mut b).await.unwrap().unwrap(), b"{}");
+        writer.await.unwrap();
+        assert!(read_message(&mut b).await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -31,7 +31,12 @@ pub fn launcher_job_tag(id: &str) -> String {
 }
 
 /// Serialises a message: the envelope fields plus the payload's fields.
-pub fn encode<T: Serialize>(message_type: i32, request_id: u64, response_id: Option<u64>, payload: &T) -> Vec<u8> {
+pub fn encode<T: Serialize>(
+    message_type: i32,
+    request_id: u64,
+    response_id: Option<u64>,
+    payload: &T,
+) -> Vec<u8> {
     let mut obj = match serde_json::to_value(payload).expect("payloads serialise") {
         serde_json::Value::Object(m) => m,
         serde_json::Value::Null => serde_json::Map::new(),
@@ -438,11 +443,16 @@ mod tests {
     fn requests_missing_fields_are_errors_and_responses_are_lenient() {
         // An SDK-built plugin would die on this; ours must notice and answer with an Error.
         assert!(decode::<JobStreamRequest>(br#"{"messageType":4,"requestId":1,"jobId":"1"}"#).is_err());
-        let r: JobStatusResponse =
-            decode(br#"{"messageType":3,"requestId":0,"responseId":9,"id":"1","status":"Running","extra":1}"#)
-                .unwrap();
-        assert_eq!((r.id.as_str(), r.status.as_str(), r.sequences.len()), ("1", "Running", 0));
-        let j: Job = serde_json::from_str(r#"{"id":"x","status":"Finished","exitCode":3,"somethingNew":{}}"#).unwrap();
+        let r: JobStatusResponse = decode(
+            br#"{"messageType":3,"requestId":0,"responseId":9,"id":"1","status":"Running","extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.id.as_str(), r.status.as_str(), r.sequences.len()),
+            ("1", "Running", 0)
+        );
+        let j: Job =
+            serde_json::from_str(r#"{"id":"x","status":"Finished","exitCode":3,"somethingNew":{}}"#).unwrap();
         assert_eq!((j.exit_code, j.status.as_deref()), (Some(3), Some("Finished")));
     }
 

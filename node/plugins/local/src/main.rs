@@ -1,6 +1,14 @@
 //! `launcher-local-plugin`: the Local plugin. `launcher-local-plugin supervise <job-dir>` is the
-//! per-job supervisor the plugin starts; anything else is the plugin itself.
+//! per-job supervisor the plugin starts; anything else is the plugin itself, configured by
+//! `--name=value` options and `$RSTUDIO_CONFIG_DIR/launcher.<plugin-name>.conf`.
 #![forbid(unsafe_code)]
+
+use launcher_local_plugin::config;
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("launcher-local-plugin: {msg}");
+    std::process::exit(1);
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -11,6 +19,31 @@ fn main() {
         };
         std::process::exit(launcher_local_plugin::supervisor::run(std::path::Path::new(dir)));
     }
-    eprintln!("launcher-local-plugin: the plugin is being written");
-    std::process::exit(1);
+    let options = config::parse_args(args.into_iter().skip(1)).unwrap_or_else(|e| fail(e));
+    let cfg = config::load(options, &config::config_dir_from_env()).unwrap_or_else(|e| fail(e));
+    launcher_local_plugin::logging::init(&cfg).unwrap_or_else(|e| fail(e));
+    tracing::debug!(config = ?cfg, "effective configuration");
+    let startup = launcher_local_plugin::start_up(&cfg).unwrap_or_else(|e| {
+        tracing::error!("{e:#}");
+        fail(format!("{e:#}"))
+    });
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.options.thread_pool_size {
+        rt.worker_threads(n);
+    }
+    let rt = rt
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")));
+    rt.block_on(launcher_local_plugin::run(
+        cfg,
+        startup,
+        // Buffered: a header and its body, or many small requests, come in one read.
+        tokio::io::BufReader::with_capacity(64 * 1024, tokio::io::stdin()),
+        tokio::io::stdout(),
+        launcher_local_plugin::termination(),
+    ));
+    tracing::info!("Local plugin stopped");
+    // Not dropping the runtime: a blocked read of stdin would hold it up; jobs run on regardless.
+    std::process::exit(0);
 }

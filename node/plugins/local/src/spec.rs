@@ -51,8 +51,8 @@ pub struct LaunchSpec {
     pub exe: Option<String>,
     pub args: Vec<String>,
     /// The job's environment (`launcher-env` entries already merged in by the launcher).
-    /// HOME, USER, LOGNAME and TMPDIR are set by the supervisor from the user database and
-    /// `tmpdir`, over anything given here. Secret: never logged.
+    /// HOME, USER, LOGNAME, SHELL and TMPDIR are set by the supervisor from the user database
+    /// and `tmpdir`, over anything given here. Secret: never logged.
     pub environment: Vec<(String, String)>,
     /// Written to the job's stdin, which is then closed; without it stdin is /dev/null. Secret.
     pub stdin: Option<String>,
@@ -61,8 +61,8 @@ pub struct LaunchSpec {
     /// Output files, created (owned by the job's user) if missing, appended to if present.
     pub stdout_file: PathBuf,
     pub stderr_file: PathBuf,
-    /// The job's private TMPDIR: created mode 0700 owned by the user before the job starts,
-    /// removed with its contents after the job ends.
+    /// The job's private TMPDIR: created mode 0700 owned by the user before the job starts;
+    /// the supervisor empties it after the job ends and the plugin removes the directory.
     pub tmpdir: PathBuf,
     /// `cpuCount` (informational), `cpuTime` seconds → RLIMIT_CPU, `memory` MB → RLIMIT_AS,
     /// `memorySwap` (informational). Unknown kinds are refused by the plugin before this point.
@@ -111,16 +111,29 @@ pub struct SetupFailed {
 }
 
 /// Writes `value` as JSON to `dir/name` atomically (temporary file, then rename).
+/// Files are created mode 0600: `spec.json` carries the job's environment and stdin (secrets).
 pub fn write_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&bytes)?;
+    drop(f);
     std::fs::rename(&tmp, dir.join(name))
 }
 
 /// Reads `dir/name` if it exists.
 pub fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> std::io::Result<Option<T>> {
     match std::fs::read(dir.join(name)) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(std::io::Error::other),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(std::io::Error::other),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -140,7 +153,9 @@ pub fn process_alive(pid: i32, start_ticks: u64) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let Some(close) = stat.rfind(')') else { return false };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
     let mut fields = stat[close + 2..].split_whitespace();
     let state = fields.next();
     let start = fields.nth(18).and_then(|s| s.parse::<u64>().ok());

@@ -1,0 +1,570 @@
+//! The plugin's configuration: the standard plugin options of DESIGN §5 (command line, only in
+//! `--name=value` form), then `$RSTUDIO_CONFIG_DIR/launcher.<plugin-name>.conf`, whose values win
+//! over the command line for the standard keys and which also holds the Local plugin's own keys.
+//!
+//! Every problem is an error that names the option, or the file, line and key: a plugin that
+//! guessed would run with settings nobody asked for.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where configuration files live when `RSTUDIO_CONFIG_DIR` is not set (as RStudio itself).
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/rstudio";
+
+/// Why the configuration could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A command-line argument is wrong.
+    #[error("{0}")]
+    Argument(String),
+    /// A line of the config file is wrong.
+    #[error("{file}:{line}: {message}")]
+    File {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// The config file exists but cannot be read.
+    #[error("cannot read {file}: {message}")]
+    Unreadable { file: PathBuf, message: String },
+    /// The settings are each fine but do not work together (or with this machine).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How much to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "off" | "none" => LogLevel::Off,
+            "error" | "err" => LogLevel::Error,
+            "warn" | "warning" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+
+    /// The `tracing` filter directive.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// The standard plugin options (DESIGN §5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub enable_debug_logging: bool,
+    pub log_level: Option<LogLevel>,
+    pub logging_dir: Option<PathBuf>,
+    /// 0 disables the plugin's own heartbeats.
+    pub heartbeat_interval_seconds: u64,
+    /// 0 keeps terminal jobs forever.
+    pub job_expiry_hours: u64,
+    /// Accepted for compatibility with SDK plugins; the Local plugin reads nothing from it.
+    pub launcher_config_file: Option<PathBuf>,
+    pub plugin_name: String,
+    /// Largest request accepted, in bytes.
+    pub max_message_size: usize,
+    /// Worker threads of the runtime (default: the number of CPUs).
+    pub thread_pool_size: Option<usize>,
+    /// Default `/var/lib/rstudio-launcher/<plugin-name>`.
+    pub scratch_path: Option<PathBuf>,
+    pub server_user: Option<String>,
+    pub unprivileged: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            enable_debug_logging: false,
+            log_level: None,
+            logging_dir: None,
+            heartbeat_interval_seconds: 5,
+            job_expiry_hours: 24,
+            launcher_config_file: None,
+            plugin_name: "local".into(),
+            max_message_size: launcher_plugin_api::framing::MAX_MESSAGE_BYTES,
+            thread_pool_size: None,
+            scratch_path: None,
+            server_user: None,
+            unprivileged: false,
+        }
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub options: Options,
+    /// The directory of configuration files (`RSTUDIO_CONFIG_DIR`).
+    pub config_dir: PathBuf,
+    /// The plugin's own config file (whether or not it exists).
+    pub config_file: PathBuf,
+    pub scratch_path: PathBuf,
+    /// Whether a job may run as root.
+    pub allow_root_jobs: bool,
+    /// Paths hidden from jobs (an empty directory is mounted over each).
+    pub masked_paths: Vec<PathBuf>,
+    /// Queues reported in the cluster info.
+    pub queues: Vec<String>,
+    pub max_cpu_count: Option<f64>,
+    pub max_memory_mb: Option<f64>,
+    pub max_cpu_time_seconds: Option<f64>,
+    /// How often resource use is sampled and reported.
+    pub resource_poll: Duration,
+    /// Largest piece of output text in one JobOutput message, in bytes.
+    pub output_chunk_bytes: usize,
+}
+
+impl Config {
+    /// The level to log at: `log-level` if given, debug with `enable-debug-logging=1`, else info.
+    pub fn log_level(&self) -> LogLevel {
+        match self.options.log_level {
+            Some(l) => l,
+            None if self.options.enable_debug_logging => LogLevel::Debug,
+            None => LogLevel::Info,
+        }
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("expected 0 or 1, got {v:?}")),
+    }
+}
+
+fn parse_uint(v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .map_err(|_| format!("expected a whole number, got {v:?}"))
+}
+
+fn parse_positive(v: &str) -> Result<u64, String> {
+    match parse_uint(v)? {
+        0 => Err("expected a number above 0, got 0".into()),
+        n => Ok(n),
+    }
+}
+
+fn parse_number(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("expected a number above 0, got {v:?}")),
+    }
+}
+
+fn parse_abs_path(v: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(v);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(format!("expected an absolute path, got {v:?}"))
+    }
+}
+
+fn parse_nonempty(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        Err("expected a value, got nothing".into())
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+/// Sets one standard option. `Ok(false)` when `key` is not a standard option.
+fn set_standard(o: &mut Options, key: &str, v: &str) -> Result<bool, String> {
+    match key {
+        "enable-debug-logging" => o.enable_debug_logging = parse_bool(v)?,
+        "log-level" => {
+            o.log_level = Some(LogLevel::parse(v).ok_or_else(|| {
+                format!("expected one of off, error, warning, info, debug, trace, got {v:?}")
+            })?)
+        }
+        "logging-dir" => o.logging_dir = Some(parse_abs_path(v)?),
+        "heartbeat-interval-seconds" => o.heartbeat_interval_seconds = parse_uint(v)?,
+        "job-expiry-hours" => o.job_expiry_hours = parse_uint(v)?,
+        "launcher-config-file" => o.launcher_config_file = Some(PathBuf::from(parse_nonempty(v)?)),
+        "plugin-name" => {
+            let ok = !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && !v.starts_with('.');
+            if !ok {
+                return Err(format!(
+                    "expected letters, digits, '-', '_' or '.' (it names files), got {v:?}"
+                ));
+            }
+            o.plugin_name = v.to_string();
+        }
+        "max-message-size" => {
+            let n = parse_positive(v)?;
+            o.max_message_size = usize::try_from(n.min(u32::MAX as u64)).unwrap_or(usize::MAX);
+        }
+        "thread-pool-size" => {
+            let n = parse_positive(v)?;
+            if n > 1024 {
+                return Err(format!("expected at most 1024 threads, got {n}"));
+            }
+            o.thread_pool_size = Some(n as usize);
+        }
+        "scratch-path" => o.scratch_path = Some(parse_abs_path(v)?),
+        "server-user" => o.server_user = Some(parse_nonempty(v)?),
+        "unprivileged" => o.unprivileged = parse_bool(v)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Parses the command line (without the program name). Only `--name=value` forms of the
+/// standard options are accepted.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, ConfigError> {
+    let mut o = Options::default();
+    for arg in args {
+        let Some(body) = arg.strip_prefix("--") else {
+            return Err(ConfigError::Argument(format!(
+                "unexpected argument {arg:?}: the plugin takes only --name=value options"
+            )));
+        };
+        let Some((key, value)) = body.split_once('=') else {
+            return Err(ConfigError::Argument(format!(
+                "option {arg} needs a value: write --{body}=value"
+            )));
+        };
+        match set_standard(&mut o, key, value) {
+            Ok(true) => {}
+            Ok(false) => return Err(ConfigError::Argument(format!("unknown option --{key}"))),
+            Err(problem) => return Err(ConfigError::Argument(format!("option --{key}: {problem}"))),
+        }
+    }
+    Ok(o)
+}
+
+/// The Local plugin's own settings from the config file, before defaults.
+#[derive(Debug, Default)]
+struct FileSettings {
+    allow_root_jobs: Option<bool>,
+    masked_paths: Option<Vec<PathBuf>>,
+    queues: Option<Vec<String>>,
+    max_cpu_count: Option<f64>,
+    max_memory_mb: Option<f64>,
+    max_cpu_time_seconds: Option<f64>,
+    resource_poll_seconds: Option<f64>,
+    output_chunk_bytes: Option<usize>,
+}
+
+/// Smallest and largest `output-chunk-bytes`: a chunk must hold any character, and a chunk of
+/// control characters (escaped 6 bytes each in JSON) must stay far below the message cap.
+const CHUNK_BYTES: std::ops::RangeInclusive<u64> = 16..=512 * 1024;
+
+fn set_own(s: &mut FileSettings, key: &str, v: &str) -> Result<bool, String> {
+    let list = |v: &str| -> Vec<String> {
+        v.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    match key {
+        "allow-root-jobs" => s.allow_root_jobs = Some(parse_bool(v)?),
+        "masked-paths" => {
+            let paths = list(v)
+                .iter()
+                .map(|p| parse_abs_path(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            s.masked_paths = Some(paths);
+        }
+        "queues" => {
+            let q = list(v);
+            if q.is_empty() {
+                return Err("expected at least one queue name".into());
+            }
+            s.queues = Some(q);
+        }
+        "max-cpu-count" => s.max_cpu_count = Some(parse_number(v)?),
+        "max-memory-mb" => s.max_memory_mb = Some(parse_number(v)?),
+        "max-cpu-time-seconds" => s.max_cpu_time_seconds = Some(parse_number(v)?),
+        "resource-poll-seconds" => {
+            let n = parse_number(v)?;
+            if !(0.05..=3600.0).contains(&n) {
+                return Err(format!("expected between 0.05 and 3600 seconds, got {v}"));
+            }
+            s.resource_poll_seconds = Some(n);
+        }
+        "output-chunk-bytes" => {
+            let n = parse_uint(v)?;
+            if !CHUNK_BYTES.contains(&n) {
+                return Err(format!(
+                    "expected between {} and {} bytes, got {n}",
+                    CHUNK_BYTES.start(),
+                    CHUNK_BYTES.end()
+                ));
+            }
+            s.output_chunk_bytes = Some(n as usize);
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Applies the text of a config file to `o` (standard keys) and returns its own settings.
+fn parse_file(file: &Path, text: &str, o: &mut Options) -> Result<FileSettings, ConfigError> {
+    let mut s = FileSettings::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let err = |message: String| ConfigError::File {
+            file: file.to_path_buf(),
+            line,
+            message,
+        };
+        let t = raw.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = t.split_once('=') else {
+            return Err(err(format!("expected key=value, got {t:?}")));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key == "plugin-name" {
+            // The file's own name depends on it: changing it here would mean reading another file.
+            return Err(err(
+                "key plugin-name: cannot be set here (the file is chosen by it); pass --plugin-name".into(),
+            ));
+        }
+        let known = match set_standard(o, key, value) {
+            Ok(true) => true,
+            Ok(false) => set_own(&mut s, key, value).map_err(|p| err(format!("key {key}: {p}")))?,
+            Err(p) => return Err(err(format!("key {key}: {p}"))),
+        };
+        if !known {
+            return Err(err(format!("unknown key {key}")));
+        }
+    }
+    Ok(s)
+}
+
+/// Reads the config file of the plugin named in `o` from `config_dir` and returns the effective
+/// configuration. A missing file is fine (defaults); an unreadable one is not.
+pub fn load(mut o: Options, config_dir: &Path) -> Result<Config, ConfigError> {
+    let config_file = config_dir.join(format!("launcher.{}.conf", o.plugin_name));
+    let s = match std::fs::read_to_string(&config_file) {
+        Ok(text) => parse_file(&config_file, &text, &mut o)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileSettings::default(),
+        Err(e) => {
+            return Err(ConfigError::Unreadable {
+                file: config_file,
+                message: e.to_string(),
+            })
+        }
+    };
+    if let Some(user) = &o.server_user {
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(ConfigError::Invalid(format!(
+                    "server-user {user} does not exist in the user database"
+                )))
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid(format!(
+                    "cannot look up server-user {user}: {e}"
+                )))
+            }
+        }
+    }
+    let scratch_path = o
+        .scratch_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/lib/rstudio-launcher").join(&o.plugin_name));
+    Ok(Config {
+        scratch_path,
+        allow_root_jobs: s.allow_root_jobs.unwrap_or(false),
+        // The config directory holds the secure-cookie-key: no job should read it.
+        masked_paths: s.masked_paths.unwrap_or_else(|| vec![config_dir.to_path_buf()]),
+        queues: s.queues.unwrap_or_else(|| vec!["default".into()]),
+        max_cpu_count: s.max_cpu_count,
+        max_memory_mb: s.max_memory_mb,
+        max_cpu_time_seconds: s.max_cpu_time_seconds,
+        resource_poll: Duration::from_secs_f64(s.resource_poll_seconds.unwrap_or(1.0)),
+        output_chunk_bytes: s.output_chunk_bytes.unwrap_or(65536),
+        config_dir: config_dir.to_path_buf(),
+        config_file,
+        options: o,
+    })
+}
+
+/// The configuration directory: `$RSTUDIO_CONFIG_DIR`, else `/etc/rstudio`.
+pub fn config_dir_from_env() -> PathBuf {
+    match std::env::var_os("RSTUDIO_CONFIG_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(DEFAULT_CONFIG_DIR),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Options, ConfigError> {
+        parse_args(a.iter().map(|s| s.to_string()))
+    }
+
+    fn arg_error(a: &[&str]) -> String {
+        match args(a) {
+            Err(ConfigError::Argument(m)) => m,
+            other => panic!("expected an argument error for {a:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn standard_options_parse_and_default() {
+        let o = args(&[]).unwrap();
+        assert_eq!(o, Options::default());
+        assert_eq!((o.heartbeat_interval_seconds, o.job_expiry_hours), (5, 24));
+        let o = args(&[
+            "--enable-debug-logging=1",
+            "--log-level=WARNING",
+            "--logging-dir=/var/log/x",
+            "--heartbeat-interval-seconds=0",
+            "--job-expiry-hours=2",
+            "--launcher-config-file=/etc/rstudio/launcher.conf",
+            "--plugin-name=local2",
+            "--max-message-size=1000",
+            "--thread-pool-size=3",
+            "--scratch-path=/tmp/s",
+            "--server-user=root",
+            "--unprivileged=1",
+        ])
+        .unwrap();
+        assert!(o.enable_debug_logging && o.unprivileged);
+        assert_eq!(o.log_level, Some(LogLevel::Warn));
+        assert_eq!(o.heartbeat_interval_seconds, 0);
+        assert_eq!((o.plugin_name.as_str(), o.max_message_size), ("local2", 1000));
+        assert_eq!(o.thread_pool_size, Some(3));
+        assert_eq!(o.scratch_path.as_deref(), Some(Path::new("/tmp/s")));
+        assert_eq!(o.server_user.as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn bad_arguments_name_what_is_wrong() {
+        assert_eq!(arg_error(&["--frobnicate=1"]), "unknown option --frobnicate");
+        assert!(arg_error(&["stray"]).contains("\"stray\""));
+        assert!(arg_error(&["--unprivileged"]).contains("--unprivileged=value"));
+        assert!(arg_error(&["--unprivileged=yes"]).starts_with("option --unprivileged: expected 0 or 1"));
+        assert!(arg_error(&["--heartbeat-interval-seconds=-1"]).contains("--heartbeat-interval-seconds"));
+        assert!(arg_error(&["--scratch-path=relative"]).contains("absolute"));
+        assert!(arg_error(&["--plugin-name=../x"]).contains("--plugin-name"));
+        assert!(arg_error(&["--log-level=loud"]).contains("--log-level"));
+        assert!(arg_error(&["--thread-pool-size=0"]).contains("--thread-pool-size"));
+        assert!(arg_error(&["-x"]).contains("\"-x\""));
+    }
+
+    fn load_text(text: &str, cli: &[&str]) -> Result<Config, ConfigError> {
+        let d = tempfile::tempdir().unwrap();
+        let o = args(cli).unwrap();
+        std::fs::write(d.path().join(format!("launcher.{}.conf", o.plugin_name)), text).unwrap();
+        load(o, d.path())
+    }
+
+    #[test]
+    fn the_file_wins_over_the_command_line_and_sets_its_own_keys() {
+        let c = load_text(
+            "# comment\n\n heartbeat-interval-seconds = 9 \nallow-root-jobs=1\nqueues=a, b,\n\
+             masked-paths=/etc/x,/srv/y\nmax-cpu-count=4\nmax-memory-mb=512\nmax-cpu-time-seconds=60\n\
+             resource-poll-seconds=0.5\noutput-chunk-bytes=1024\nscratch-path=/srv/scratch\n",
+            &["--heartbeat-interval-seconds=2"],
+        )
+        .unwrap();
+        assert_eq!(c.options.heartbeat_interval_seconds, 9);
+        assert!(c.allow_root_jobs);
+        assert_eq!(c.queues, vec!["a", "b"]);
+        assert_eq!(
+            c.masked_paths,
+            vec![PathBuf::from("/etc/x"), PathBuf::from("/srv/y")]
+        );
+        assert_eq!(
+            (c.max_cpu_count, c.max_memory_mb, c.max_cpu_time_seconds),
+            (Some(4.0), Some(512.0), Some(60.0))
+        );
+        assert_eq!(
+            (c.resource_poll, c.output_chunk_bytes),
+            (Duration::from_millis(500), 1024)
+        );
+        assert_eq!(c.scratch_path, PathBuf::from("/srv/scratch"));
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        let c = load(args(&["--plugin-name=other"]).unwrap(), d.path()).unwrap();
+        assert_eq!(c.scratch_path, PathBuf::from("/var/lib/rstudio-launcher/other"));
+        assert_eq!(c.masked_paths, vec![d.path().to_path_buf()]);
+        assert_eq!(c.queues, vec!["default"]);
+        assert!(!c.allow_root_jobs);
+        assert_eq!(
+            (c.resource_poll, c.output_chunk_bytes),
+            (Duration::from_secs(1), 65536)
+        );
+        assert_eq!(c.config_file, d.path().join("launcher.other.conf"));
+        assert_eq!(c.log_level(), LogLevel::Info);
+    }
+
+    #[test]
+    fn file_errors_name_file_line_and_key() {
+        let e = load_text("queues=a\n\nbogus-key=1\n", &[]).unwrap_err();
+        match &e {
+            ConfigError::File { file, line, message } => {
+                assert!(file.ends_with("launcher.local.conf"));
+                assert_eq!((*line, message.as_str()), (3, "unknown key bogus-key"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e
+            .to_string()
+            .contains("launcher.local.conf:3: unknown key bogus-key"));
+        let e = load_text("# c\nallow-root-jobs=maybe\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(":2: key allow-root-jobs: expected 0 or 1, got \"maybe\""),
+            "{e}"
+        );
+        let e = load_text("max-memory-mb=lots\n", &[]).unwrap_err().to_string();
+        assert!(e.contains(":1: key max-memory-mb"), "{e}");
+        let e = load_text("just words\n", &[]).unwrap_err().to_string();
+        assert!(e.contains(":1: expected key=value"), "{e}");
+        let e = load_text("a=1\njob-expiry-hours=x\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":1: unknown key a"), "{e}");
+        let e = load_text("output-chunk-bytes=3\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("key output-chunk-bytes"), "{e}");
+        let e = load_text("masked-paths=/a,rel\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("key masked-paths: expected an absolute path"), "{e}");
+        let e = load_text("server-user=no-such-user-here-xyz\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server-user no-such-user-here-xyz does not exist"),
+            "{e}"
+        );
+    }
+}
