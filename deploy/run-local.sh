@@ -20,8 +20,11 @@ data="$(cd "$data" && pwd)"
 
 if [ "$profile" = release ]; then build_flag=--release; target=release; else build_flag=; target=debug; fi
 bin="$here/target/$target/launcher-node"
-echo "building launcher-node ($profile) ..."
-(cd "$here" && cargo build $build_flag -p launcher-node --bin launcher-node --quiet)
+echo "building launcher-node and launcher-local-plugin ($profile) ..."
+(cd "$here" && cargo build $build_flag -p launcher-node -p launcher-local-plugin --bins --quiet)
+# Plugins run as this user's server-user; jobs run as their own users when this runs as root,
+# else every job runs as the current user (the Local plugin's unprivileged mode).
+server_user="$(id -un)"
 
 key="$data/secure-cookie-key"
 if [ ! -s "$key" ]; then
@@ -58,6 +61,7 @@ for i in $(seq 1 "$nodes"); do
 [server]
 secure-cookie-key-file=$key
 scratch-path=$dir/scratch
+server-user=$server_user
 
 [node]
 id=$i

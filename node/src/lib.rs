@@ -1,7 +1,7 @@
 //! launcher-node: a member of the replicated launcher cluster.
 //!
 //! It replicates every job change through Raft (openraft over tonic gRPC), serves the
-//! launcher service the gateway calls, and (later) hosts the plugins of its clusters.
+//! launcher service the gateway calls, and hosts the plugins of its clusters.
 //! Everything a binary or a test needs is reachable through [`start`].
 #![forbid(unsafe_code)]
 
@@ -9,8 +9,11 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod filters;
 pub mod membership;
 pub mod network;
+pub mod owner;
+pub mod plugins;
 pub mod raft_service;
 pub mod reads;
 pub mod server;

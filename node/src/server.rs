@@ -22,6 +22,7 @@ use crate::auth::{load_key, InternalAuth};
 use crate::config::Config;
 use crate::membership::{data_paths, form, Formation, Identity};
 use crate::network::{NetworkFactory, Peers, MAX_GRPC_MESSAGE};
+use crate::plugins::Plugins;
 use crate::raft_service::{NodeCell, RaftService};
 use crate::service::LauncherService;
 use crate::state::{Liveness, Shared};
@@ -145,6 +146,12 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     let key = load_key(&config.server.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
     let (engine, log, sm) = open_storage(&config)?;
+    let filters = Arc::new(
+        crate::filters::FilterFiles::load(&config.dir)
+            .map_err(|e| anyhow::anyhow!("invalid filter file: {e}"))?,
+    );
+    // Every plugin must bootstrap before the node serves anything (DESIGN §5).
+    let plugins = Plugins::start(&config).await?;
     let identity = Identity::load(&config.node.data_dir).map_err(anyhow::Error::msg)?;
     let mut log_probe = log.clone();
     let has_raft_data = log_probe.read_vote().await?.is_some() || sm.applied()?.is_some();
@@ -226,9 +233,22 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
                 server: &mut server,
             };
             let result = run(
-                config, opts, identity, cell, advertise, engine, log, sm, stop_rx, stopping,
+                config,
+                opts,
+                identity,
+                cell,
+                advertise,
+                engine,
+                log,
+                sm,
+                plugins.clone(),
+                filters,
+                stop_rx,
+                stopping,
             )
             .await;
+            // Whatever happened, no plugin outlives the node.
+            plugins.shutdown().await;
             // If run failed before draining, its dropped sender has told the server to stop.
             if let Some(server) = server.take() {
                 let _ = tokio::time::timeout(DRAIN, server).await;
@@ -272,6 +292,8 @@ async fn run(
     engine: SledEngine,
     log: LogStore<SledEngine>,
     sm: StateMachine<SledEngine>,
+    plugins: Plugins,
+    filters: Arc<crate::filters::FilterFiles>,
     mut stop_rx: watch::Receiver<bool>,
     stopping: Stopping<'_>,
 ) -> anyhow::Result<()> {
@@ -354,6 +376,9 @@ async fn run(
         liveness: Liveness::default(),
         removed: Default::default(),
         storage_failed: Default::default(),
+        plugins: plugins.clone(),
+        jobs: Default::default(),
+        filters,
     });
     let _ = cell.shared.set(shared.clone());
     tracing::info!(node_id = shared.id, cluster = %identity.cluster_id, "node running");
@@ -367,6 +392,8 @@ async fn run(
         })
         .collect();
     let duties = tokio::spawn(duties(shared.clone(), clusters, stop_rx.clone()));
+    let (driver_stop, driver_stop_rx) = watch::channel(false);
+    let driver = tokio::spawn(crate::plugins::driver::run(shared.clone(), driver_stop_rx));
 
     let mut metrics = raft.metrics();
     // Created once: re-creating it on every metrics change would restart its clock.
@@ -397,9 +424,12 @@ async fn run(
             )),
         }
     };
-    tracing::info!("stopping: requests, background duties, Raft, storage");
+    tracing::info!("stopping: requests, background duties, job driver, plugins, Raft, storage");
     stopping.drain().await;
     duties.abort();
+    let _ = driver_stop.send(true);
+    let _ = tokio::time::timeout(STOP_STEP, driver).await;
+    plugins.shutdown().await;
     // Bounded: after a fatal storage error (a full disk) neither may ever finish.
     match tokio::time::timeout(STOP_STEP, raft.shutdown()).await {
         Ok(Ok(())) => {}

@@ -332,6 +332,7 @@ impl Launcher for LauncherService {
         req: Request<ControlJobRequest>,
     ) -> Result<Response<ControlJobReply>, Status> {
         let shared = self.enter(&req, false)?;
+        let was_forwarded = crate::owner::is_forwarded(&req);
         let r = req.into_inner();
         let caller = caller(&r.caller)?;
         let op = ControlOp::parse(&r.operation).ok_or_else(|| {
@@ -340,7 +341,14 @@ impl Launcher for LauncherService {
                 r.operation
             ))
         })?;
+        if was_forwarded {
+            // The entry node checked access and committed the request; carry it out.
+            let reply = shared.control_at_owner(&r, op, true).await?;
+            return Ok(Response::new(reply));
+        }
         shared.visible_job(&caller, &r.id, ReadMode::default()).await?;
+        // The request is committed first (every change is a Raft command); a job that never
+        // reached its plugin is canceled by the table alone.
         let (resp, index) = shared
             .write(WriteRequest::Control {
                 id: r.id.clone(),
@@ -348,20 +356,16 @@ impl Launcher for LauncherService {
             })
             .await?;
         match resp {
-            SmResponse::Applied { count, .. } => {
-                let (msg, done) = if count > 0 {
-                    ("Job canceled".to_string(), true)
-                } else {
-                    (
-                        format!("{} requested; the job's node carries it out", r.operation),
-                        false,
-                    )
-                };
-                Ok(Response::new(ControlJobReply {
-                    status_message: msg,
-                    operation_complete: done,
-                    applied_index: index,
-                }))
+            SmResponse::Applied { count, .. } if count > 0 => Ok(Response::new(ControlJobReply {
+                status_message: "Job canceled before it started".to_string(),
+                operation_complete: true,
+                applied_index: index,
+            })),
+            SmResponse::Applied { .. } => {
+                shared.wait_applied(index).await?;
+                let mut reply = shared.control_at_owner(&r, op, false).await?;
+                reply.applied_index = reply.applied_index.max(index);
+                Ok(Response::new(reply))
             }
             other => Err(sm_error(other).into()),
         }
@@ -437,74 +441,79 @@ impl Launcher for LauncherService {
 
     type StreamOutputStream = BoxStream<OutputChunk>;
 
+    /// The job's output, served by its owner's plugin (forwarded there from other nodes).
     async fn stream_output(
         &self,
         req: Request<OutputRequest>,
     ) -> Result<Response<Self::StreamOutputStream>, Status> {
         let shared = self.enter(&req, false)?;
+        let was_forwarded = crate::owner::is_forwarded(&req);
         let r = req.into_inner();
         shared
             .visible_job(&caller(&r.caller)?, &r.id, ReadMode::default())
             .await?;
-        Err(not_yet("job output"))
+        Ok(Response::new(shared.output_at_owner(&r, was_forwarded).await?))
     }
 
     type StreamResourceUseStream = BoxStream<ResourceUse>;
 
+    /// The job's resource use until it ends, from its owner's plugin.
     async fn stream_resource_use(
         &self,
         req: Request<JobRequest>,
     ) -> Result<Response<Self::StreamResourceUseStream>, Status> {
         let shared = self.enter(&req, false)?;
+        let was_forwarded = crate::owner::is_forwarded(&req);
         let r = req.into_inner();
         shared
-            .visible_job(&caller(&r.caller)?, &r.id, ReadMode::default())
+            .visible_job(&caller(&r.caller)?, &r.id, read_mode(&r.read))
             .await?;
-        Err(not_yet("resource utilization"))
+        Ok(Response::new(
+            shared.resource_use_at_owner(&r, was_forwarded).await?,
+        ))
     }
 
+    /// Where the job runs: host and addresses, from its owner's plugin.
     async fn get_job_network(&self, req: Request<JobRequest>) -> Result<Response<JobNetwork>, Status> {
         let shared = self.enter(&req, false)?;
+        let was_forwarded = crate::owner::is_forwarded(&req);
         let r = req.into_inner();
-        let (_, _, job) = shared
-            .visible_job(&caller(&r.caller)?, &r.id, ReadMode::default())
+        shared
+            .visible_job(&caller(&r.caller)?, &r.id, read_mode(&r.read))
             .await?;
-        match job.host {
-            Some(host) => Ok(Response::new(JobNetwork {
-                host,
-                ip_addresses: vec![],
-            })),
-            None => Err(NodeError::new(
-                ErrorCode::JobNotRunning,
-                format!("job {} has not started on a host", r.id),
-            )
-            .into()),
-        }
+        Ok(Response::new(shared.network_at_owner(&r, was_forwarded).await?))
     }
 
+    /// Every cluster's info, each from a plugin serving it: this node's own, or a hosting node's.
     async fn cluster_info(
         &self,
         req: Request<ClusterInfoRequest>,
     ) -> Result<Response<ClusterInfoReply>, Status> {
         let shared = self.enter(&req, false)?;
-        caller(&req.get_ref().caller)?;
+        let was_forwarded = crate::owner::is_forwarded(&req);
+        let r = req.into_inner();
+        let caller = caller(&r.caller)?;
         let records = shared.table(|sm| sm.nodes()).await?;
         let mut names: Vec<String> = records
             .iter()
             .filter(|n| !n.removed)
             .flat_map(|n| n.clusters.iter().map(|c| c.name.clone()))
+            .filter(|n| r.cluster.is_empty() || *n == r.cluster)
             .collect();
         names.sort();
         names.dedup();
-        let clusters: Vec<serde_json::Value> = names
-            .into_iter()
-            .map(|name| {
-                serde_json::json!({
-                    "name": name, "supportsContainers": false, "queues": [], "resourceLimits": [],
-                    "placementConstraints": [], "images": [], "allowUnknownImages": false, "config": [],
-                })
-            })
-            .collect();
+        let mut clusters = Vec::with_capacity(names.len());
+        for name in names {
+            let hosts: Vec<String> = records
+                .iter()
+                .filter(|n| !n.removed && n.id != shared.id && n.hosts(&name).is_some())
+                .filter_map(|n| shared.addr_of(n.id))
+                .collect();
+            let info = shared
+                .cluster_info_of(&caller, &name, &hosts, was_forwarded)
+                .await?;
+            clusters.push(info);
+        }
         let clusters = serde_json::to_vec(&clusters).map_err(NodeError::internal)?;
         Ok(Response::new(ClusterInfoReply { clusters }))
     }
@@ -601,14 +610,66 @@ impl Launcher for LauncherService {
     }
 }
 
-fn tempfile_in(dir: &std::path::Path) -> std::path::PathBuf {
-    dir.join(format!("export-{}.snap", uuid::Uuid::now_v7()))
+impl Shared {
+    /// One cluster's info: from this node's plugin, else from the first hosting node that answers.
+    async fn cluster_info_of(
+        &self,
+        caller: &Caller,
+        name: &str,
+        hosts: &[String],
+        was_forwarded: bool,
+    ) -> NodeResult<serde_json::Value> {
+        use launcher_plugin_api::messages as pm;
+        if let Some(plugin) = self.plugins.get(name) {
+            let req = pm::ClusterInfoRequest {
+                request_username: caller.user.clone(),
+                username: caller.user.clone(),
+            };
+            let info: pm::ClusterInfoResponse = plugin
+                .call(launcher_plugin_api::envelope::RequestType::GetClusterInfo, &req)
+                .await
+                .map_err(|e| e.into_node_error(name))?;
+            let mut v = serde_json::to_value(info).map_err(NodeError::internal)?;
+            let mut obj = serde_json::Map::new();
+            obj.insert("name".into(), name.into());
+            if let serde_json::Value::Object(m) = &mut v {
+                obj.append(m);
+            }
+            return Ok(serde_json::Value::Object(obj));
+        }
+        if !was_forwarded {
+            for addr in hosts {
+                let mut call = Request::new(ClusterInfoRequest {
+                    caller: Some(pb::Caller {
+                        user: caller.user.clone(),
+                        admin: caller.admin,
+                    }),
+                    cluster: name.to_string(),
+                });
+                call.metadata_mut().insert(
+                    crate::owner::FORWARDED_HEADER,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                call.set_timeout(Duration::from_secs(self.config.server.request_timeout_seconds));
+                match self.peers.launcher(addr).cluster_info(call).await {
+                    Ok(reply) => {
+                        let list: Vec<serde_json::Value> =
+                            serde_json::from_slice(&reply.into_inner().clusters)
+                                .map_err(NodeError::internal)?;
+                        if let Some(v) = list.into_iter().next() {
+                            return Ok(v);
+                        }
+                    }
+                    Err(e) => tracing::debug!(%addr, error = %e, "cluster info not available from this node"),
+                }
+            }
+        }
+        Err(NodeError::unavailable(format!(
+            "no node hosting cluster '{name}' answered for its info; retry"
+        )))
+    }
 }
 
-fn not_yet(what: &str) -> Status {
-    NodeError::new(
-        ErrorCode::RequestNotSupported,
-        format!("{what} needs the job's plugin, which this launcher-node version does not host yet"),
-    )
-    .into()
+fn tempfile_in(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join(format!("export-{}.snap", uuid::Uuid::now_v7()))
 }

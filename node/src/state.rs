@@ -131,6 +131,12 @@ pub struct Shared {
     pub removed: std::sync::atomic::AtomicBool,
     /// Fires when storage failed outside Raft (sled reports a background I/O error on reads too).
     pub storage_failed: StorageFailure,
+    /// This node's plugins, one per `[cluster]`.
+    pub plugins: crate::plugins::Plugins,
+    /// The job driver's bookkeeping (workers, plugin job ids).
+    pub jobs: crate::plugins::driver::Local,
+    /// launcher-mounts, launcher-env, launcher-ports: applied by the leader at submit.
+    pub filters: Arc<crate::filters::FilterFiles>,
 }
 
 /// The first storage failure seen by a read, which stops the node like a Raft storage error.

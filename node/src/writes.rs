@@ -264,6 +264,18 @@ impl Shared {
                 })
             })
             .transpose()?;
+        // The filter files apply once, here, and their result is stored with the job (DESIGN §4).
+        if !self.filters.is_empty() {
+            let filters = self.filters.clone();
+            let mut stamped = job;
+            job = tokio::task::spawn_blocking(move || {
+                let groups = crate::filters::groups_of(stamped.user.as_deref().unwrap_or_default());
+                filters.apply(&mut stamped, &groups);
+                stamped
+            })
+            .await
+            .map_err(NodeError::internal)?;
+        }
         let owner = self.place(&job.cluster).await?;
         job.id = Some(uuid::Uuid::now_v7().to_string());
         job.submission_time = Some(now.to_string());

@@ -1,0 +1,958 @@
+//! The job driver: what a node does for the jobs it owns (DESIGN §1).
+//!
+//! A scanner follows the replicated state and gives every non-terminal job this node owns a
+//! worker task. The worker launches the job at most once (commit a launch intent, submit to the
+//! plugin tagged `launcher-job:<id>`, commit the plugin's job id; after a crash in between, adopt
+//! by tag or fail as `launch interrupted`, never resubmit), then turns what the plugin reports on
+//! its status stream into Raft updates carrying the owner epoch and a per-job sequence number,
+//! carries out control requests, and ends when the job does. A job the cluster takes away from
+//! this node (node lost, canceled before launch) is fenced: its process is killed.
+//!
+//! **Architecture Invariant:** only this module submits jobs to plugins, and only after its
+//! launch intent was committed; a job with a committed intent is never submitted again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use launcher_plugin_api::envelope::RequestType;
+use launcher_plugin_api::messages::{
+    self as pm, launcher_job_tag, ControlJobRequest, ControlJobResponse, GetJobRequest, JobStateResponse,
+    JobStatusResponse, JobStreamRequest, SubmitJobRequest, LAUNCHER_JOB_TAG_PREFIX,
+};
+use launcher_storage::command::{ControlOp, JobUpdate};
+use launcher_storage::table::JobMeta;
+use launcher_storage::{CommandV1, ErrorCode, Job, JobStatus, Response};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Plugin, PluginError};
+use crate::error::{NodeError, NodeResult};
+use crate::reads::ReadMode;
+use crate::state::Shared;
+use crate::writes::WriteRequest;
+
+/// Status messages for plugin job ids nobody has claimed yet, kept briefly: a job's first
+/// status can overtake the SubmitJob answer that tells us its plugin id.
+const ORPHAN_LIMIT: usize = 10_000;
+/// How often the scanner looks at the job table even without new entries.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// What a worker hears about.
+pub enum Event {
+    /// The plugin reported a status.
+    Status(JobStatusResponse),
+    /// The plugin restarted: re-read the job from it.
+    Reconcile,
+    /// The job is no longer this node's active job (ended, owner changed, deleted).
+    Gone,
+    /// Carry out a control operation; answer with the plugin's reply.
+    Control(ControlOp, oneshot::Sender<NodeResult<ControlJobResponse>>),
+}
+
+/// In-memory bookkeeping of the driver on this node.
+#[derive(Default)]
+pub struct Local {
+    workers: Mutex<HashMap<String, mpsc::UnboundedSender<Event>>>,
+    index: Mutex<PluginIndex>,
+    /// Jobs canceled while their launch was in flight: canceled as soon as the plugin has them.
+    cancel_requested: Mutex<std::collections::HashSet<String>>,
+}
+
+#[derive(Default)]
+struct PluginIndex {
+    /// (cluster, plugin job id) → our job id.
+    ours: HashMap<(String, String), String>,
+    /// our job id → plugin job id (known before the Update carrying it is committed).
+    plugin_ids: HashMap<String, String>,
+    orphans: HashMap<(String, String), JobStatusResponse>,
+    orphan_order: VecDeque<(String, String)>,
+}
+
+impl Local {
+    /// The plugin's id of our job `id`, if this node launched or adopted it.
+    pub fn plugin_id(&self, id: &str) -> Option<String> {
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plugin_ids
+            .get(id)
+            .cloned()
+    }
+
+    /// Records the mapping; returns a status that arrived before it.
+    fn claim(&self, cluster: &str, plugin_id: &str, id: &str) -> Option<JobStatusResponse> {
+        let mut g = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (cluster.to_string(), plugin_id.to_string());
+        g.ours.insert(key.clone(), id.to_string());
+        g.plugin_ids.insert(id.to_string(), plugin_id.to_string());
+        g.orphans.remove(&key)
+    }
+
+    fn forget(&self, cluster: &str, id: &str) {
+        let mut g = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pid) = g.plugin_ids.remove(id) {
+            g.ours.remove(&(cluster.to_string(), pid));
+        }
+    }
+
+    /// Routes a status message to the worker of its job, or parks it.
+    fn route_status(&self, cluster: &str, st: JobStatusResponse) {
+        let key = (cluster.to_string(), st.id.clone());
+        let mut g = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(id) = g.ours.get(&key).cloned() else {
+            if g.orphans.insert(key.clone(), st).is_none() {
+                g.orphan_order.push_back(key);
+                while g.orphan_order.len() > ORPHAN_LIMIT {
+                    if let Some(old) = g.orphan_order.pop_front() {
+                        g.orphans.remove(&old);
+                    }
+                }
+            }
+            return;
+        };
+        drop(g);
+        if let Some(tx) = self.workers.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            let _ = tx.send(Event::Status(st));
+        }
+    }
+
+    fn send(&self, id: &str, ev: Event) -> Result<(), Event> {
+        match self.workers.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            Some(tx) => tx.send(ev).map_err(|e| e.0),
+            None => Err(ev),
+        }
+    }
+}
+
+/// Runs the driver until `stop` fires.
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Work from an up-to-date table: a node that just restarted may not have applied its log yet.
+    while !*stop.borrow() {
+        if shared.read_barrier(ReadMode::default()).await.is_ok() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    for plugin in shared.plugins.iter() {
+        tokio::spawn(feed(shared.clone(), plugin.clone(), stop.clone()));
+    }
+    let mut metrics = shared.raft.metrics();
+    let mut tick = tokio::time::interval(SCAN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_applied = u64::MAX;
+    while !*stop.borrow() {
+        let applied = shared.applied_index();
+        if applied != last_applied {
+            last_applied = applied;
+            if let Err(e) = scan(&shared, &stop).await {
+                tracing::warn!(error = %e, "cannot scan this node's jobs");
+            }
+        }
+        tokio::select! {
+            _ = metrics.changed() => {}
+            _ = tick.tick() => { last_applied = u64::MAX; }
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Starts workers for new jobs of this node and tells workers whose job left it.
+async fn scan(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> NodeResult<()> {
+    let me = shared.id;
+    let active: std::collections::HashSet<String> = shared
+        .table(move |sm| sm.active_job_ids(me))
+        .await?
+        .into_iter()
+        .collect();
+    let mut workers = shared.jobs.workers.lock().unwrap_or_else(|p| p.into_inner());
+    workers.retain(|id, tx| {
+        if active.contains(id) {
+            return true;
+        }
+        let _ = tx.send(Event::Gone);
+        false
+    });
+    for id in active {
+        if workers.contains_key(&id) {
+            continue;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        workers.insert(id.clone(), tx.clone());
+        tokio::spawn(worker(shared.clone(), id, tx, rx, stop.clone()));
+    }
+    Ok(())
+}
+
+/// Follows one plugin's `*` status stream across restarts, and reconciles after each restart.
+async fn feed(shared: Arc<Shared>, plugin: Arc<Plugin>, mut stop: watch::Receiver<bool>) {
+    let mut generations = plugin.generations();
+    let cluster = plugin.cluster().to_string();
+    let mut first = true;
+    while !*stop.borrow() {
+        let all = JobStreamRequest {
+            request_username: "*".into(),
+            username: "*".into(),
+            job_id: pm::ALL_JOBS.into(),
+            encoded_job_id: pm::ALL_JOBS.into(),
+            cancel: false,
+        };
+        generations.borrow_and_update();
+        match plugin.stream(RequestType::GetJobStatus, &all).await {
+            Ok(mut stream) => {
+                // Statuses from before the stream opened are fetched by each worker (Reconcile).
+                if !first {
+                    reconcile_all(&shared, &plugin).await;
+                }
+                first = false;
+                fence_strays(&shared, &plugin).await;
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(Ok(body)) => match pm::decode::<JobStatusResponse>(&body) {
+                                Ok(st) => shared.jobs.route_status(&cluster, st),
+                                Err(e) => tracing::warn!(%cluster, error = %e, "unreadable status from the plugin"),
+                            },
+                            Some(Err(e)) => {
+                                tracing::warn!(%cluster, error = %e, "the plugin's status stream failed");
+                                break;
+                            }
+                            None => break,
+                        },
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(%cluster, error = %e, "cannot open the status stream yet"),
+        }
+        // Wait for the plugin's next incarnation (or retry soon if it is the same one).
+        tokio::select! {
+            _ = generations.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Tells every worker of `plugin`'s cluster to re-read its job from the plugin.
+async fn reconcile_all(shared: &Arc<Shared>, plugin: &Arc<Plugin>) {
+    let cluster = plugin.cluster().to_string();
+    let ids: Vec<String> = shared
+        .jobs
+        .index
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .ours
+        .iter()
+        .filter(|((c, _), _)| *c == cluster)
+        .map(|(_, id)| id.clone())
+        .collect();
+    for id in ids {
+        let _ = shared.jobs.send(&id, Event::Reconcile);
+    }
+}
+
+/// Fencing (DESIGN §1): kills what the plugin still runs for jobs this node no longer owns
+/// (declared lost while it was away, deleted, ended). Shared-scheduler clusters are left alone:
+/// their jobs belong to whichever node adopted them.
+async fn fence_strays(shared: &Arc<Shared>, plugin: &Arc<Plugin>) {
+    let cluster = plugin.cluster().to_string();
+    let shared_scheduler = shared
+        .config
+        .cluster(&cluster)
+        .is_some_and(|c| c.shared_scheduler);
+    if shared_scheduler {
+        return;
+    }
+    let req = GetJobRequest {
+        request_username: "*".into(),
+        username: "*".into(),
+        job_id: pm::ALL_JOBS.into(),
+        encoded_job_id: pm::ALL_JOBS.into(),
+        statuses: Some(vec!["Pending".into(), "Running".into(), "Suspended".into()]),
+        ..Default::default()
+    };
+    let jobs = match plugin
+        .call::<_, JobStateResponse>(RequestType::GetJob, &req)
+        .await
+    {
+        Ok(r) => r.jobs,
+        Err(e) => {
+            tracing::warn!(%cluster, error = %e, "cannot list the plugin's jobs to fence strays");
+            return;
+        }
+    };
+    for pj in jobs {
+        let Some(ours) = pj
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix(LAUNCHER_JOB_TAG_PREFIX))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let key = ours.clone();
+        let record = match shared.table(move |sm| sm.job_with_meta(&key)).await {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        let stray = match &record {
+            None => true,
+            Some((job, meta)) => meta.owner != shared.id || job.status().is_terminal(),
+        };
+        if stray {
+            let Some(pid) = pj.id.clone() else { continue };
+            tracing::warn!(job_id = %ours, plugin_job_id = %pid, %cluster,
+                "fencing: the plugin still runs a job this node no longer owns; killing it");
+            kill_in_plugin(
+                plugin,
+                &pid,
+                pj.user.as_deref().unwrap_or("*"),
+                pj.status.as_deref(),
+            )
+            .await;
+        }
+    }
+}
+
+async fn kill_in_plugin(plugin: &Plugin, plugin_id: &str, user: &str, status: Option<&str>) {
+    let op = if status == Some("Pending") {
+        pm::ControlOperation::Cancel
+    } else {
+        pm::ControlOperation::Kill
+    };
+    let req = ControlJobRequest {
+        request_username: user.into(),
+        username: user.into(),
+        job_id: plugin_id.into(),
+        encoded_job_id: plugin_id.into(),
+        operation: op as i32,
+    };
+    if let Err(e) = plugin
+        .call::<_, ControlJobResponse>(RequestType::ControlJob, &req)
+        .await
+    {
+        tracing::debug!(plugin_job_id = plugin_id, error = %e, "fencing kill not needed or failed");
+    }
+}
+
+/// Asks the owner-side worker of `id` (on this node) to carry out `op`.
+pub async fn control(shared: &Shared, id: &str, op: ControlOp) -> NodeResult<ControlJobResponse> {
+    let launching = shared.jobs.plugin_id(id).is_none()
+        && shared
+            .jobs
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id);
+    if op == ControlOp::Cancel && launching {
+        // Its worker is busy launching it: the cancel is carried out as soon as the plugin has it.
+        shared
+            .jobs
+            .cancel_requested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+        return Ok(ControlJobResponse {
+            status_message:
+                "Cancel requested: the job is being launched and will be canceled as soon as it is".into(),
+            operation_complete: false,
+        });
+    }
+    let (tx, rx) = oneshot::channel();
+    if shared.jobs.send(id, Event::Control(op, tx)).is_err() {
+        return Err(NodeError::new(
+            ErrorCode::JobNotRunning,
+            format!("job {id} is not running on this node"),
+        ));
+    }
+    rx.await
+        .map_err(|_| NodeError::new(ErrorCode::JobNotRunning, format!("job {id} ended meanwhile")))?
+}
+
+fn parse_status(s: &str) -> Option<JobStatus> {
+    JobStatus::parse(s)
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The job as a plugin should see it: no launcher-internal fields, plus our tag.
+fn plugin_job(job: &Job, id: &str) -> pm::Job {
+    let mut pj: pm::Job = serde_json::from_slice(&job.to_canonical()).unwrap_or_default();
+    pj.id = None;
+    pj.status = None;
+    pj.status_message = None;
+    pj.status_code = None;
+    pj.pid = None;
+    pj.exit_code = None;
+    pj.host = None;
+    pj.last_update_time = None;
+    pj.tags.push(launcher_job_tag(id));
+    pj
+}
+
+/// What a worker knows about its job.
+struct Worker {
+    shared: Arc<Shared>,
+    id: String,
+    job: Job,
+    meta: JobMeta,
+    plugin: Option<Arc<Plugin>>,
+    plugin_id: Option<String>,
+    /// Next update sequence number.
+    seq: u64,
+    /// Last status (and exit code) reported through Raft.
+    reported: Option<(JobStatus, Option<i32>)>,
+    /// Log index of this worker's last committed change.
+    last_index: u64,
+    stop: watch::Receiver<bool>,
+}
+
+/// Drives one job this node owns until it ends or leaves this node.
+async fn worker(
+    shared: Arc<Shared>,
+    id: String,
+    me: mpsc::UnboundedSender<Event>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    stop: watch::Receiver<bool>,
+) {
+    let key = id.clone();
+    let loaded = shared.table(move |sm| sm.job_with_meta(&key)).await;
+    let Ok(Some((job, meta))) = loaded else {
+        shared
+            .jobs
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        return;
+    };
+    let plugin = shared.plugins.get(&job.cluster).cloned();
+    let mut w = Worker {
+        seq: meta.seq + 1,
+        reported: Some((job.status(), job.exit_code)),
+        plugin_id: job.plugin_job_id.clone(),
+        shared: shared.clone(),
+        id: id.clone(),
+        job,
+        meta,
+        plugin,
+        last_index: 0,
+        stop,
+    };
+    w.drive(&mut rx).await;
+    // Leave only once this node has applied our last change, so the scanner does not see the
+    // job as still active here and start a second worker for it.
+    let _ = shared.wait_applied(w.last_index).await;
+    if let Some(p) = &w.plugin {
+        shared.jobs.forget(p.cluster(), &id);
+    }
+    let mut workers = shared.jobs.workers.lock().unwrap_or_else(|p| p.into_inner());
+    // Only remove our own entry: the scanner may already have replaced it.
+    if workers.get(&id).is_some_and(|tx| tx.same_channel(&me)) {
+        workers.remove(&id);
+    }
+}
+
+impl Worker {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    async fn drive(&mut self, rx: &mut mpsc::UnboundedReceiver<Event>) {
+        let Some(plugin) = self.plugin.clone() else {
+            // Placement only picks hosting nodes; a config change since could get us here.
+            self.report(
+                Some(JobStatus::Failed),
+                Some(format!(
+                    "this node no longer hosts cluster '{}'",
+                    self.job.cluster
+                )),
+                None,
+                None,
+            )
+            .await;
+            return;
+        };
+        if self.job.status().is_terminal() {
+            return;
+        }
+        // Launch, adopt, or pick up tracking.
+        match (&self.meta.launch, &self.plugin_id) {
+            (None, _) => {
+                if !self.launch(&plugin).await {
+                    return;
+                }
+            }
+            (Some(_), None) => self.adopt(&plugin).await,
+            (Some(_), Some(pid)) => {
+                let pid = pid.clone();
+                if let Some(st) = self.shared.jobs.claim(plugin.cluster(), &pid, &self.id) {
+                    self.on_status(&plugin, st).await;
+                }
+                self.sync(&plugin).await;
+            }
+        }
+        while !self.done() && !self.stopping() {
+            let ev = tokio::select! {
+                ev = rx.recv() => ev,
+                _ = self.stop.changed() => None,
+            };
+            let Some(ev) = ev else { return };
+            match ev {
+                Event::Status(st) => self.on_status(&plugin, st).await,
+                Event::Reconcile => self.sync(&plugin).await,
+                Event::Control(op, reply) => {
+                    let _ = reply.send(self.control(&plugin, op).await);
+                }
+                Event::Gone => {
+                    self.fence_if_taken(&plugin).await;
+                    return;
+                }
+            }
+            if self.plugin_id.is_none() && self.meta.launch.is_some() {
+                // A launch whose outcome was unknown: keep trying to find it by tag.
+                self.adopt(&plugin).await;
+            }
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.reported.is_some_and(|(s, _)| s.is_terminal())
+    }
+
+    async fn reload(&mut self) -> bool {
+        let key = self.id.clone();
+        match self.shared.table(move |sm| sm.job_with_meta(&key)).await {
+            Ok(Some((job, meta))) => {
+                self.seq = self.seq.max(meta.seq + 1);
+                self.job = job;
+                self.meta = meta;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Commits the launch intent, then submits. Returns false if the job must not be launched.
+    async fn launch(&mut self, plugin: &Arc<Plugin>) -> bool {
+        let intent = CommandV1::LaunchIntent {
+            id: self.id.clone(),
+            node: self.shared.id,
+            epoch: self.meta.epoch,
+            time: String::new(),
+        };
+        match self.propose(intent).await {
+            Some(Response::Job { .. }) => {}
+            Some(Response::Error { code, message }) => {
+                // A retried intent that had in fact been committed is ours; anything else
+                // (canceled, owner changed) means this node must not launch.
+                let ours = self.reload().await
+                    && self
+                        .meta
+                        .launch
+                        .as_ref()
+                        .is_some_and(|l| l.node == self.shared.id && l.epoch == self.meta.epoch);
+                if !ours {
+                    tracing::info!(job_id = %self.id, ?code, %message, "not launching");
+                    return false;
+                }
+            }
+            Some(_) => {}
+            None => return false,
+        }
+        self.meta.launch = Some(launcher_storage::table::LaunchRecord {
+            node: self.shared.id,
+            epoch: self.meta.epoch,
+            time: String::new(),
+        });
+        if self.take_cancel() {
+            self.report(
+                Some(JobStatus::Canceled),
+                Some("Canceled by user".into()),
+                None,
+                None,
+            )
+            .await;
+            return true;
+        }
+        let user = self.job.user.clone().unwrap_or_default();
+        let req = SubmitJobRequest {
+            request_username: user.clone(),
+            username: user,
+            job: plugin_job(&self.job, &self.id),
+        };
+        loop {
+            match plugin
+                .call::<_, JobStateResponse>(RequestType::SubmitJob, &req)
+                .await
+            {
+                Ok(r) => match r.jobs.into_iter().next() {
+                    Some(pj) => {
+                        self.adopted(plugin, pj).await;
+                        return true;
+                    }
+                    None => {
+                        self.report(
+                            Some(JobStatus::Failed),
+                            Some("launch failed: the plugin answered the submit without a job".into()),
+                            None,
+                            None,
+                        )
+                        .await;
+                        return true;
+                    }
+                },
+                Err(PluginError::Plugin { code, message }) => {
+                    tracing::info!(job_id = %self.id, code, %message, "the plugin refused the job");
+                    self.report(
+                        Some(JobStatus::Failed),
+                        Some(format!("launch failed: {message}")),
+                        None,
+                        None,
+                    )
+                    .await;
+                    return true;
+                }
+                // Not sent at all: the plugin is restarting. Submitting later is still the first submit.
+                Err(PluginError::Unavailable(_)) if !self.stopping() => {
+                    self.wait_for_plugin(plugin).await;
+                }
+                Err(e) => {
+                    // Sent, outcome unknown: never resubmit; find it by its tag instead.
+                    tracing::warn!(job_id = %self.id, error = %e, "launch outcome unknown; looking the job up by tag");
+                    self.adopt(plugin).await;
+                    return true;
+                }
+            }
+            if self.stopping() {
+                return false;
+            }
+        }
+    }
+
+    async fn wait_for_plugin(&self, plugin: &Arc<Plugin>) {
+        let mut g = plugin.generations();
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = g.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    /// After a crash or an unknown outcome between intent and result: the plugin has the job
+    /// (by its tag) → adopt it; it does not → the launch was interrupted.
+    async fn adopt(&mut self, plugin: &Arc<Plugin>) {
+        let req = GetJobRequest {
+            request_username: "*".into(),
+            username: "*".into(),
+            job_id: pm::ALL_JOBS.into(),
+            encoded_job_id: pm::ALL_JOBS.into(),
+            tags: Some(vec![launcher_job_tag(&self.id)]),
+            ..Default::default()
+        };
+        loop {
+            match plugin
+                .call::<_, JobStateResponse>(RequestType::GetJob, &req)
+                .await
+            {
+                Ok(r) => {
+                    match r.jobs.into_iter().next() {
+                        Some(pj) => {
+                            tracing::info!(job_id = %self.id, "adopted the job the plugin already had");
+                            self.adopted(plugin, pj).await;
+                        }
+                        None => {
+                            self.report(
+                                Some(JobStatus::Failed),
+                                Some("launch interrupted".into()),
+                                None,
+                                None,
+                            )
+                            .await;
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::info!(job_id = %self.id, error = %e, "cannot look the job up in the plugin yet");
+                    if self.stopping() {
+                        return;
+                    }
+                    self.wait_for_plugin(plugin).await;
+                }
+            }
+        }
+    }
+
+    /// The plugin knows the job as `pj`: remember its id and report what it says.
+    async fn adopted(&mut self, plugin: &Arc<Plugin>, pj: pm::Job) {
+        let Some(pid) = pj.id.clone() else {
+            self.report(
+                Some(JobStatus::Failed),
+                Some("launch failed: the plugin returned a job without an id".into()),
+                None,
+                None,
+            )
+            .await;
+            return;
+        };
+        let early = self.shared.jobs.claim(plugin.cluster(), &pid, &self.id);
+        self.plugin_id = Some(pid.clone());
+        let status = pj.status.as_deref().and_then(parse_status);
+        let update = JobUpdate {
+            status: status.filter(|s| *s != JobStatus::Pending),
+            status_message: pj.status_message.clone(),
+            status_code: pj.status_code.clone(),
+            pid: pj.pid,
+            exit_code: pj.exit_code,
+            plugin_job_id: Some(pid),
+            host: Some(pj.host.clone().unwrap_or_else(hostname)),
+            ..Default::default()
+        };
+        self.send_update(update).await;
+        if let Some(st) = early {
+            self.on_status(plugin, st).await;
+        }
+        if self.take_cancel() {
+            // Canceled while launching: cancel it now, or kill it if it already started.
+            let r = self.control(plugin, ControlOp::Cancel).await;
+            if r.is_err() && !self.done() {
+                let _ = self.control(plugin, ControlOp::Kill).await;
+            }
+        }
+    }
+
+    fn take_cancel(&self) -> bool {
+        self.shared
+            .jobs
+            .cancel_requested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id)
+    }
+
+    /// Re-reads the job from the plugin (after a restart, or when taking it over).
+    async fn sync(&mut self, plugin: &Arc<Plugin>) {
+        let Some(pid) = self.plugin_id.clone() else { return };
+        let req = GetJobRequest {
+            request_username: "*".into(),
+            username: "*".into(),
+            job_id: pid.clone(),
+            encoded_job_id: pid.clone(),
+            ..Default::default()
+        };
+        match plugin
+            .call::<_, JobStateResponse>(RequestType::GetJob, &req)
+            .await
+        {
+            Ok(r) => {
+                if let Some(pj) = r.jobs.into_iter().next() {
+                    self.apply_plugin_job(pj).await;
+                }
+            }
+            Err(PluginError::Plugin { code: 3, .. }) => {
+                self.report(
+                    Some(JobStatus::Failed),
+                    Some("the plugin no longer knows this job".into()),
+                    None,
+                    None,
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::debug!(job_id = %self.id, error = %e, "cannot re-read the job from the plugin now")
+            }
+        }
+    }
+
+    async fn apply_plugin_job(&mut self, pj: pm::Job) {
+        let Some(status) = pj.status.as_deref().and_then(parse_status) else {
+            return;
+        };
+        if self
+            .reported
+            .is_some_and(|(s, e)| s == status && (e.is_some() || pj.exit_code.is_none()))
+        {
+            return;
+        }
+        let update = JobUpdate {
+            status: Some(status),
+            status_message: pj.status_message,
+            status_code: pj.status_code,
+            pid: pj.pid,
+            exit_code: pj.exit_code,
+            host: pj.host,
+            ..Default::default()
+        };
+        self.send_update(update).await;
+    }
+
+    async fn on_status(&mut self, plugin: &Arc<Plugin>, st: JobStatusResponse) {
+        let Some(status) = parse_status(&st.status) else {
+            tracing::warn!(job_id = %self.id, status = %st.status, "the plugin reported an unknown status");
+            return;
+        };
+        if self.reported.is_some_and(|(s, _)| s == status) {
+            return;
+        }
+        // Plugins need not put pid and exit code on status messages; fetch the job for them.
+        let needs_details = (status.is_terminal() && st.exit_code.is_none())
+            || (status == JobStatus::Running && st.pid.is_none());
+        if needs_details {
+            self.sync(plugin).await;
+            if self.reported.is_some_and(|(s, _)| s == status) {
+                return;
+            }
+        }
+        let update = JobUpdate {
+            status: Some(status),
+            status_message: st.status_message,
+            status_code: st.status_code,
+            pid: st.pid,
+            exit_code: st.exit_code,
+            ..Default::default()
+        };
+        self.send_update(update).await;
+    }
+
+    async fn control(&mut self, plugin: &Arc<Plugin>, op: ControlOp) -> NodeResult<ControlJobResponse> {
+        let Some(pid) = self.plugin_id.clone() else {
+            return Err(NodeError::new(
+                ErrorCode::JobNotRunning,
+                format!("job {} has not reached its plugin yet; retry shortly", self.id),
+            ));
+        };
+        let user = self.job.user.clone().unwrap_or_else(|| "*".into());
+        let operation = match op {
+            ControlOp::Suspend => pm::ControlOperation::Suspend,
+            ControlOp::Resume => pm::ControlOperation::Resume,
+            ControlOp::Stop => pm::ControlOperation::Stop,
+            ControlOp::Kill => pm::ControlOperation::Kill,
+            ControlOp::Cancel => pm::ControlOperation::Cancel,
+        };
+        let req = ControlJobRequest {
+            request_username: user.clone(),
+            username: user,
+            job_id: pid.clone(),
+            encoded_job_id: pid,
+            operation: operation as i32,
+        };
+        plugin
+            .call::<_, ControlJobResponse>(RequestType::ControlJob, &req)
+            .await
+            .map_err(|e| e.into_node_error(plugin.cluster()))
+    }
+
+    /// The job left this node's active set. If it was taken away rather than ended by us,
+    /// stop its process (fencing).
+    async fn fence_if_taken(&mut self, plugin: &Arc<Plugin>) {
+        if !self.reload().await {
+            // Deleted: nothing runs for a deleted job (only terminal jobs can be deleted).
+            return;
+        }
+        let taken = self.meta.owner != self.shared.id || self.job.status().is_terminal() && !self.done();
+        let shared_sched = self.meta.shared && self.meta.owner != self.shared.id;
+        if taken && !shared_sched {
+            if let Some(pid) = self.plugin_id.clone() {
+                tracing::warn!(job_id = %self.id, status = %self.job.status(),
+                    message = ?self.job.status_message, "the cluster ended or moved this job; stopping its process");
+                let user = self.job.user.clone().unwrap_or_else(|| "*".into());
+                kill_in_plugin(plugin, &pid, &user, None).await;
+            }
+        }
+    }
+
+    async fn report(
+        &mut self,
+        status: Option<JobStatus>,
+        message: Option<String>,
+        pid: Option<i64>,
+        exit_code: Option<i32>,
+    ) {
+        let update = JobUpdate {
+            status,
+            status_message: message,
+            pid,
+            exit_code,
+            ..Default::default()
+        };
+        self.send_update(update).await;
+    }
+
+    /// Proposes an update with this owner's epoch and the next sequence number.
+    async fn send_update(&mut self, mut u: JobUpdate) {
+        u.id = self.id.clone();
+        u.node = self.shared.id;
+        u.epoch = self.meta.epoch;
+        u.seq = self.seq;
+        self.seq += 1;
+        let status = u.status;
+        let exit = u.exit_code;
+        match self.propose(CommandV1::Update(u)).await {
+            Some(Response::Applied { changed, .. }) => {
+                if let Some(s) = status {
+                    self.reported = Some((s, exit.or(self.reported.and_then(|r| r.1))));
+                }
+                if !changed {
+                    // Ignored: stale epoch (the job was taken from us) or an older sequence.
+                    self.reload().await;
+                    if self.meta.owner != self.shared.id || self.job.status().is_terminal() {
+                        self.reported = Some((self.job.status(), self.job.exit_code));
+                    }
+                }
+            }
+            Some(Response::Error { code, message }) => {
+                tracing::warn!(job_id = %self.id, ?code, %message, "update refused");
+                self.reported = Some((JobStatus::Failed, None));
+            }
+            _ => {}
+        }
+    }
+
+    /// Proposes through Raft, retrying while the cluster has no leader; None when stopping.
+    async fn propose(&mut self, cmd: CommandV1) -> Option<Response> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self
+                .shared
+                .write(WriteRequest::Command {
+                    command: cmd.clone().into(),
+                })
+                .await
+            {
+                Ok((r, index)) => {
+                    self.last_index = self.last_index.max(index);
+                    return Some(r);
+                }
+                Err(e) if e.code == ErrorCode::Unavailable => {
+                    tracing::info!(job_id = %self.id, error = %e, "cannot commit the job's change yet; retrying");
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %self.id, error = %e, "cannot commit the job's change");
+                    return Some(Response::Error {
+                        code: e.code,
+                        message: e.message,
+                    });
+                }
+            }
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            if self.stopping() {
+                return None;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
