@@ -4,8 +4,9 @@ use futures::StreamExt;
 use launcher_node::auth::InternalAuth;
 use launcher_node::network::{LauncherRpc, Peers};
 use launcher_proto::launcher::{
-    Caller, ControlJobReply, ControlJobRequest, GetJobRequest, JobReply, JobRequest, LeaveRequest,
-    ListJobsRequest, ReadOptions, StatusReply, StatusRequest, SubmitJobRequest,
+    Caller, ClusterInfoRequest, ControlJobReply, ControlJobRequest, GetJobRequest, JobNetwork, JobReply,
+    JobRequest, LeaveRequest, ListJobsRequest, OutputRequest, ReadOptions, StatusReply, StatusRequest,
+    SubmitJobRequest,
 };
 use tonic::Status;
 
@@ -145,6 +146,81 @@ impl NodeClient {
             read: None,
         };
         Ok(self.rpc().delete_job(req).await?.into_inner().applied_index)
+    }
+
+    /// One job as admin, parsed.
+    pub async fn job(&self, id: &str) -> Result<serde_json::Value, Status> {
+        let reply = self.get_as(admin(), id).await?;
+        Ok(serde_json::from_slice(&reply.job).expect("job JSON"))
+    }
+
+    /// Waits until job `id` satisfies `done`, returning it.
+    pub async fn wait_job(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let done = &done;
+        crate::wait_until(&format!("job {id}: {what}"), crate::DEADLINE, || async move {
+            let j = self.job(id).await?;
+            Ok(done(&j).then_some(j))
+        })
+        .await
+    }
+
+    /// The job's output of `kind` (stdout, stderr, both), concatenated, until the stream ends.
+    pub async fn output(&self, id: &str, kind: &str, follow: bool) -> Result<String, Status> {
+        let req = OutputRequest {
+            caller: Some(admin()),
+            id: id.into(),
+            output_type: kind.into(),
+            follow,
+        };
+        let mut stream = self.rpc().stream_output(req).await?.into_inner();
+        let mut out = String::new();
+        while let Some(chunk) = stream.next().await {
+            out.push_str(&chunk?.output);
+        }
+        Ok(out)
+    }
+
+    /// The first `n` resource-use samples of a running job.
+    pub async fn resource_use(&self, id: &str, n: usize) -> Result<Vec<serde_json::Value>, Status> {
+        let req = JobRequest {
+            caller: Some(admin()),
+            id: id.into(),
+            read: None,
+        };
+        let mut stream = self.rpc().stream_resource_use(req).await?.into_inner();
+        let mut out = Vec::new();
+        while out.len() < n {
+            match stream.next().await {
+                Some(u) => out.push(serde_json::from_slice(&u?.usage).expect("usage JSON")),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where the job runs.
+    pub async fn network(&self, id: &str) -> Result<JobNetwork, Status> {
+        let req = JobRequest {
+            caller: Some(admin()),
+            id: id.into(),
+            read: None,
+        };
+        Ok(self.rpc().get_job_network(req).await?.into_inner())
+    }
+
+    /// Every cluster's info.
+    pub async fn cluster_info(&self) -> Result<Vec<serde_json::Value>, Status> {
+        let req = ClusterInfoRequest {
+            caller: Some(admin()),
+            cluster: String::new(),
+        };
+        let reply = self.rpc().cluster_info(req).await?.into_inner();
+        Ok(serde_json::from_slice(&reply.clusters).expect("cluster info JSON"))
     }
 
     /// `members remove <id>`.

@@ -21,7 +21,13 @@ pub struct InProcCluster {
 impl InProcCluster {
     /// Starts `n` nodes (node 1 initialises, the others join) and waits for them all to be voters.
     pub async fn start(n: usize) -> anyhow::Result<Self> {
+        Self::start_with_plugin(n, crate::TestPlugin::Local).await
+    }
+
+    /// Like [`InProcCluster::start`], with `plugin` serving cluster `Local`.
+    pub async fn start_with_plugin(n: usize, plugin: crate::TestPlugin) -> anyhow::Result<Self> {
         let root = tempfile::Builder::new().prefix("launcher-inproc-").tempdir()?;
+        crate::traversable(root.path())?;
         let key_path = root.path().join("secure-cookie-key");
         let key = write_key(&key_path)?;
         let mut c = InProcCluster {
@@ -32,6 +38,8 @@ impl InProcCluster {
         };
         for i in 1..=n {
             let dir = c.root.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&dir)?;
+            crate::traversable(&dir)?;
             let mut cfg = Config::new(dir.clone());
             cfg.server.secure_cookie_key_file = key_path.clone();
             cfg.node.id = Some(i as u64);
@@ -41,7 +49,30 @@ impl InProcCluster {
             if i > 1 {
                 cfg.node.join = vec![c.nodes[0].as_ref().expect("node 1").addr.to_string()];
             }
-            cfg.clusters = vec![ClusterConfig::new("Local", ClusterType::Local)];
+            cfg.server.server_user = crate::current_user();
+            cfg.server.scratch_path = dir.join("scratch");
+            let local = match &plugin {
+                crate::TestPlugin::Local => {
+                    let mut c = ClusterConfig::new("Local", ClusterType::Local);
+                    c.exe = Some(crate::process::local_plugin_binary());
+                    // The config dir (masked by default) holds the scratch path here.
+                    let masked = format!(
+                        "masked-paths={},{}\n",
+                        dir.join("data").display(),
+                        key_path.display()
+                    );
+                    std::fs::write(dir.join("launcher.local.conf"), masked)?;
+                    c
+                }
+                crate::TestPlugin::Scripted(conf) => {
+                    let mut c = ClusterConfig::new("Local", ClusterType::Plugin);
+                    c.exe = Some(crate::process::scripted_plugin());
+                    std::fs::create_dir_all(&dir)?;
+                    std::fs::write(dir.join(format!("launcher.{}.conf", c.plugin_name)), conf)?;
+                    c
+                }
+            };
+            cfg.clusters = vec![local];
             let handle = launcher_node::start(cfg.clone(), StartOptions { init: i == 1 }).await?;
             // Keep the bound port for restarts.
             cfg.node.grpc_address = handle.addr.to_string();

@@ -14,7 +14,7 @@ pub mod process;
 
 pub use client::NodeClient;
 pub use inproc::InProcCluster;
-pub use process::{ClusterOpts, ProcessCluster};
+pub use process::{ClusterOpts, ProcessCluster, TestPlugin};
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -88,4 +88,52 @@ pub fn init_tracing() {
 /// A minimal valid job body.
 pub fn job(name: &str, tags: &[&str]) -> serde_json::Value {
     serde_json::json!({"name": name, "cluster": "Local", "command": "echo hello", "tags": tags})
+}
+
+/// The user this test process runs as (the plugins' `server-user`).
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
+}
+
+/// An unprivileged account jobs can run as: `launcher-it`, created (once) when the tests run
+/// as root; otherwise the current user, since an unprivileged plugin runs every job as itself.
+pub fn job_user() -> String {
+    use std::sync::OnceLock;
+    static USER: OnceLock<String> = OnceLock::new();
+    USER.get_or_init(|| {
+        if !nix::unistd::geteuid().is_root() {
+            return current_user();
+        }
+        const NAME: &str = "launcher-it";
+        if nix::unistd::User::from_name(NAME).ok().flatten().is_none() {
+            let out = std::process::Command::new("useradd")
+                .args(["--create-home", "--shell", "/bin/sh", NAME])
+                .output()
+                .expect("useradd runs");
+            // Parallel test processes may race to create it; only its existence matters.
+            assert!(
+                out.status.success() || nix::unistd::User::from_name(NAME).ok().flatten().is_some(),
+                "cannot create the test user {NAME}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        NAME.to_string()
+    })
+    .clone()
+}
+
+/// A job body that runs `command` as the test job user.
+pub fn shell_job(name: &str, command: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "cluster": "Local", "command": command, "user": job_user()})
+}
+
+/// Lets other users pass through `dir` (mode 0711): jobs run as the test job user and must
+/// reach their output and TMPDIR under the node's scratch path, as under /var/lib in production.
+pub fn traversable(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
 }

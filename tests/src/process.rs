@@ -22,6 +22,57 @@ pub struct ClusterOpts {
     pub dead_member_removal_seconds: u64,
     /// Extra `[cluster]` names each node hosts (besides `Local`).
     pub extra_clusters: Vec<String>,
+    /// The plugin every cluster of the test runs.
+    pub plugin: TestPlugin,
+    /// `request-timeout-seconds` (deadline of plugin requests).
+    pub request_timeout_seconds: u64,
+}
+
+/// Which plugin a test cluster's `[cluster]` sections run.
+#[derive(Debug, Clone, Default)]
+pub enum TestPlugin {
+    /// Our `launcher-local-plugin` (`type=Local`): real processes.
+    #[default]
+    Local,
+    /// The third-party style `tests/plugins/scripted-plugin.py` (`type=Plugin`), with these
+    /// lines in its `launcher.<plugin-name>.conf` (e.g. `never-answer=2`).
+    Scripted(String),
+}
+
+impl TestPlugin {
+    /// The `[cluster]` section for `name`, and the plugin config file (name, text) it reads.
+    pub fn section(&self, name: &str) -> (String, Option<(String, String)>) {
+        let plugin_name = name.to_lowercase();
+        match self {
+            TestPlugin::Local => (
+                format!(
+                    "[cluster]\nname={name}\ntype=Local\nexe={}\n",
+                    local_plugin_binary().display()
+                ),
+                None,
+            ),
+            TestPlugin::Scripted(conf) => (
+                format!(
+                    "[cluster]\nname={name}\ntype=Plugin\nexe={}\n",
+                    scripted_plugin().display()
+                ),
+                Some((format!("launcher.{plugin_name}.conf"), conf.clone())),
+            ),
+        }
+    }
+}
+
+/// The third-party style test plugin script.
+pub fn scripted_plugin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/scripted-plugin.py")
+}
+
+/// `launcher-local-plugin` of the caller's cargo profile (built with the node binary).
+pub fn local_plugin_binary() -> PathBuf {
+    node_binary()
+        .parent()
+        .expect("binary dir")
+        .join("launcher-local-plugin")
 }
 
 impl Default for ClusterOpts {
@@ -31,12 +82,15 @@ impl Default for ClusterOpts {
             node_lost_timeout_seconds: 30,
             dead_member_removal_seconds: 0,
             extra_clusters: vec![],
+            plugin: TestPlugin::Local,
+            request_timeout_seconds: 120,
         }
     }
 }
 
-/// The `launcher-node` binary of the caller's cargo profile, built once per process
-/// (`LAUNCHER_NODE_BIN` overrides it). Works from test binaries (`target/<profile>/deps/`)
+/// The `launcher-node` binary of the caller's cargo profile, built once per process together
+/// with `launcher-local-plugin` (`LAUNCHER_NODE_BIN` overrides it; the plugin is then expected
+/// next to it). Works from test binaries (`target/<profile>/deps/`)
 /// and from binaries such as `launcher-bench` (`target/<profile>/`).
 pub fn node_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -58,8 +112,9 @@ pub fn node_binary() -> PathBuf {
             "--quiet",
             "-p",
             "launcher-node",
-            "--bin",
-            "launcher-node",
+            "-p",
+            "launcher-local-plugin",
+            "--bins",
             "--manifest-path",
         ]);
         cmd.arg(&manifest);
@@ -107,6 +162,26 @@ impl ProcNode {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
+
+    /// Process ids of the node's child processes (its plugins).
+    pub fn plugin_pids(&self) -> Vec<i32> {
+        let Some(pid) = self.pid() else { return vec![] };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return vec![];
+        };
+        let mut out: Vec<i32> = tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|s| {
+                s.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 /// A cluster of node processes.
@@ -123,6 +198,7 @@ impl ProcessCluster {
     /// A cluster directory with its key and no node yet.
     fn empty(opts: ClusterOpts) -> anyhow::Result<ProcessCluster> {
         let root = tempfile::Builder::new().prefix("launcher-test-").tempdir()?;
+        crate::traversable(root.path())?;
         let key_path = root.path().join("secure-cookie-key");
         let key = write_key(&key_path)?;
         Ok(ProcessCluster {
@@ -194,6 +270,7 @@ impl ProcessCluster {
         let index = self.nodes.len() + 1;
         let dir = self.root.path().join(format!("node{index}"));
         std::fs::create_dir_all(dir.join("data"))?;
+        crate::traversable(&dir)?;
         self.nodes.push(ProcNode {
             index,
             dir,
@@ -233,15 +310,40 @@ impl ProcessCluster {
         } else {
             format!("join={}\n", self.nodes[0].addr())
         };
-        let mut clusters = String::from("[cluster]\nname=Local\ntype=Local\n");
-        for extra in &self.opts.extra_clusters {
-            clusters.push_str(&format!("\n[cluster]\nname={extra}\ntype=Local\n"));
+        let mut clusters = String::new();
+        for name in std::iter::once("Local").chain(self.opts.extra_clusters.iter().map(String::as_str)) {
+            let (section, plugin_conf) = self.opts.plugin.section(name);
+            clusters.push_str(&section);
+            clusters.push('\n');
+            if let Some((file, text)) = plugin_conf {
+                std::fs::write(node.dir.join(file), text)?;
+            }
+        }
+        if matches!(self.opts.plugin, TestPlugin::Local) {
+            // The config dir (masked by default) holds the scratch path here, unlike
+            // /etc/rstudio and /var/lib in production: hide the node's data and the key instead.
+            let masked = format!(
+                "masked-paths={},{}\n",
+                node.data_dir().display(),
+                self.key_path.display()
+            );
+            for name in std::iter::once("Local").chain(self.opts.extra_clusters.iter().map(String::as_str)) {
+                std::fs::write(
+                    node.dir.join(format!("launcher.{}.conf", name.to_lowercase())),
+                    &masked,
+                )?;
+            }
         }
         let text = format!(
-            "[server]\nsecure-cookie-key-file={key}\njob-expiry-hours=24\n\n[node]\nid={id}\n\
+            "[server]\nsecure-cookie-key-file={key}\njob-expiry-hours=24\nserver-user={server_user}\n\
+             request-timeout-seconds={request_timeout}\n\
+             scratch-path={scratch}\n\n[node]\nid={id}\n\
              grpc-address={host}:{port}\ndata-dir={data}\n{join}snapshot-log-entries={snap}\n\
              node-lost-timeout-seconds={lost}\ndead-member-removal-seconds={dead}\ncache-capacity-mb=16\n\n{clusters}",
             key = self.key_path.display(),
+            server_user = crate::current_user(),
+            request_timeout = self.opts.request_timeout_seconds,
+            scratch = node.dir.join("scratch").display(),
             host = node.host,
             data = node.data_dir().display(),
             snap = self.opts.snapshot_log_entries,

@@ -104,51 +104,6 @@ async fn bootstrap_expect_forms_a_cluster() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// When a member stops answering for node-lost-timeout-seconds, the leader fails the jobs it
-/// owned with "node lost" (local clusters) and leaves everyone else's jobs alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_member_jobs_fail_with_node_lost() -> anyhow::Result<()> {
-    init_tracing();
-    let opts = ClusterOpts {
-        node_lost_timeout_seconds: 3,
-        ..Default::default()
-    };
-    let mut cluster = ProcessCluster::start(3, opts).await?;
-    let leader = cluster.wait_for_leader().await? as usize;
-    // Placement spreads jobs over the three nodes (fewest active jobs first).
-    for i in 0..6 {
-        cluster
-            .client(leader)
-            .submit(&job(&format!("spread-{i}"), &[]))
-            .await?;
-    }
-    let victim = if leader == 3 { 2 } else { 3 };
-    cluster.kill(victim);
-    let c = cluster.client(leader);
-    let failed = wait_until("the lost member's jobs to fail", DEADLINE, || {
-        let c = c.clone();
-        async move {
-            let (_, jobs) = c.list_all().await?;
-            let jobs: Vec<serde_json::Value> =
-                jobs.iter().map(|j| serde_json::from_slice(j).unwrap()).collect();
-            let lost: Vec<_> = jobs
-                .iter()
-                .filter(|j| j["statusMessage"] == "node lost")
-                .collect();
-            Ok((!lost.is_empty()).then_some((lost.len(), jobs.len())))
-        }
-    })
-    .await?;
-    assert_eq!(failed, (2, 6), "exactly the victim's two jobs failed");
-    let (_, jobs) = c.list_all().await?;
-    for j in jobs {
-        let v: serde_json::Value = serde_json::from_slice(&j)?;
-        let lost = v["statusMessage"] == "node lost";
-        assert_eq!(v["status"], if lost { "Failed" } else { "Pending" });
-    }
-    Ok(())
-}
-
 /// The leader removes a member that has been down for dead-member-removal-seconds, but only
 /// while at least 3 voters remain: a 4-node cluster shrinks to 3, never below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 use launcher_proto::launcher::ListJobsRequest;
 use launcher_tests::client::{job_id, NodeClient};
-use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, DEADLINE};
+use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, TestPlugin, DEADLINE};
 
 /// Listings taken at one applied index, from each node, with a set of filters.
 async fn listings_at(
@@ -16,10 +16,15 @@ async fn listings_at(
 
 /// Three nodes elect a leader; submits through any node are committed; listings from all
 /// three nodes at the same applied index are byte-identical for a set of filters (DESIGN §7.3).
+/// The plugin keeps jobs Pending, so every status filter has something to match.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submits_anywhere_and_identical_listings() -> anyhow::Result<()> {
     init_tracing();
-    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let opts = ClusterOpts {
+        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(3, opts).await?;
     let leader = cluster.wait_for_leader().await?;
     assert!((1..=3).contains(&leader));
     let clients: Vec<NodeClient> = (1..=3).map(|i| cluster.client(i)).collect();

@@ -1,0 +1,207 @@
+//! Jobs through real `launcher-node` processes and our Local plugin: real processes, real
+//! signals, output files, resource use, users.
+
+use launcher_tests::client::{admin, error_code, job_id};
+use launcher_tests::{init_tracing, job_user, shell_job, ClusterOpts, ProcessCluster};
+
+fn status(j: &serde_json::Value) -> &str {
+    j["status"].as_str().unwrap_or_default()
+}
+
+fn terminal(j: &serde_json::Value) -> bool {
+    matches!(status(j), "Finished" | "Failed" | "Killed" | "Canceled")
+}
+
+/// A job runs as its user, from Pending through Running to Finished with its own exit code;
+/// its stdout and stderr are captured and served by any node (forwarded to the owner); pid,
+/// host and the plugin's job id are recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_to_its_exit_code_with_output() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let c = cluster.client(leader);
+    let body = shell_job("exit-3", "echo out-$USER; echo err-line >&2; exit 3");
+    let id = job_id(&c.submit_as(admin(), &body, None).await?.job);
+    let done = c.wait_job(&id, "finished", terminal).await?;
+    assert_eq!(
+        (status(&done), done["exitCode"].as_i64()),
+        ("Finished", Some(3)),
+        "{done}"
+    );
+    assert!(done["pid"].as_i64().is_some_and(|p| p > 1), "{done}");
+    assert!(done["host"].as_str().is_some_and(|h| !h.is_empty()), "{done}");
+    assert!(done["pluginJobId"].as_str().is_some(), "{done}");
+    // Every node answers, whichever owns the job.
+    for i in 1..=3 {
+        let c = cluster.client(i);
+        assert_eq!(
+            c.output(&id, "stdout", false).await?,
+            format!("out-{}\n", job_user())
+        );
+        assert_eq!(c.output(&id, "stderr", false).await?, "err-line\n");
+        let both = c.output(&id, "both", false).await?;
+        assert!(both.contains("err-line") && both.contains("out-"), "{both}");
+    }
+    Ok(())
+}
+
+/// Output is streamed while the job runs (follow), and the stream ends when the job does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_follows_a_running_job_until_it_ends() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let c = cluster.client(leader);
+    let body = shell_job("ticker", "for i in 1 2 3; do echo tick-$i; sleep 0.3; done");
+    let id = job_id(&c.submit_as(admin(), &body, None).await?.job);
+    c.wait_job(&id, "running", |j| status(j) != "Pending").await?;
+    let out = c.output(&id, "stdout", true).await?;
+    assert_eq!(out, "tick-1\ntick-2\ntick-3\n");
+    // The plugin ends the stream when the job ends; the replicated record follows it.
+    let j = c.wait_job(&id, "finished", terminal).await?;
+    assert_eq!(status(&j), "Finished", "{j}");
+    Ok(())
+}
+
+/// Suspend, resume and stop act on the job's process group and show in its status;
+/// kill ends it as Killed 137; a process dying of a signal nobody here sent is Failed 128+N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_operations_signal_the_process() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let c = cluster.client(leader);
+    let id = job_id(
+        &c.submit_as(admin(), &shell_job("sleeper", "sleep 60"), None)
+            .await?
+            .job,
+    );
+    let running = c.wait_job(&id, "running", |j| status(j) == "Running").await?;
+    let pid = running["pid"].as_i64().expect("pid") as i32;
+    let proc_state = |pid: i32| -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..].chars().next()
+    };
+    let r = c.control_as(admin(), &id, "suspend").await?;
+    assert!(r.operation_complete, "{r:?}");
+    c.wait_job(&id, "suspended", |j| status(j) == "Suspended").await?;
+    assert_eq!(proc_state(pid), Some('T'), "the process is stopped");
+    c.control_as(admin(), &id, "resume").await?;
+    c.wait_job(&id, "running again", |j| status(j) == "Running")
+        .await?;
+    assert_ne!(proc_state(pid), Some('T'));
+    // Cancel is only for Pending jobs.
+    let e = c.control_as(admin(), &id, "cancel").await.unwrap_err();
+    assert_eq!(error_code(&e), 8, "{e:?}");
+    c.control_as(admin(), &id, "stop").await?;
+    let done = c.wait_job(&id, "stopped", terminal).await?;
+    assert_eq!(
+        (status(&done), done["exitCode"].as_i64()),
+        ("Killed", Some(143)),
+        "{done}"
+    );
+
+    let id = job_id(
+        &c.submit_as(admin(), &shell_job("killed", "sleep 60"), None)
+            .await?
+            .job,
+    );
+    c.wait_job(&id, "running", |j| status(j) == "Running").await?;
+    c.control_as(admin(), &id, "kill").await?;
+    let done = c.wait_job(&id, "killed", terminal).await?;
+    assert_eq!(
+        (status(&done), done["exitCode"].as_i64()),
+        ("Killed", Some(137)),
+        "{done}"
+    );
+
+    let id = job_id(
+        &c.submit_as(admin(), &shell_job("segv", "kill -SEGV $$"), None)
+            .await?
+            .job,
+    );
+    let done = c.wait_job(&id, "ended", terminal).await?;
+    assert_eq!(
+        (status(&done), done["exitCode"].as_i64()),
+        ("Failed", Some(139)),
+        "{done}"
+    );
+    // Controls on an ended job are refused with a clear code.
+    let e = c.control_as(admin(), &id, "kill").await.unwrap_err();
+    assert_eq!(error_code(&e), 8, "{e:?}");
+    Ok(())
+}
+
+/// The job runs as its user with HOME, USER, LOGNAME from the user database and a private
+/// TMPDIR that exists while it runs and is removed after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_as_their_user_with_a_private_tmpdir() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let c = cluster.client(leader);
+    let body = shell_job(
+        "whoami",
+        "id -un; echo $HOME; echo $USER $LOGNAME; echo $TMPDIR; test -d \"$TMPDIR\" && touch \"$TMPDIR/x\" && echo tmp-ok",
+    );
+    let id = job_id(&c.submit_as(admin(), &body, None).await?.job);
+    let done = c.wait_job(&id, "finished", terminal).await?;
+    assert_eq!(
+        (status(&done), done["exitCode"].as_i64()),
+        ("Finished", Some(0)),
+        "{done}"
+    );
+    let out = c.output(&id, "stdout", false).await?;
+    let lines: Vec<&str> = out.lines().collect();
+    let user = job_user();
+    let pw = nix::unistd::User::from_name(&user)?.expect("test user exists");
+    assert_eq!(lines.first().copied(), Some(user.as_str()), "{out}");
+    assert_eq!(lines.get(1).copied(), Some(pw.dir.to_str().unwrap()), "{out}");
+    assert_eq!(
+        lines.get(2).copied(),
+        Some(format!("{user} {user}").as_str()),
+        "{out}"
+    );
+    assert_eq!(lines.get(4).copied(), Some("tmp-ok"), "{out}");
+    let tmpdir = lines[3];
+    assert!(
+        !std::path::Path::new(tmpdir).exists(),
+        "TMPDIR {tmpdir} is removed after the job"
+    );
+    Ok(())
+}
+
+/// Resource use of a busy job is reported from /proc while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_use_of_a_busy_job() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let c = cluster.client(leader);
+    let body = shell_job(
+        "busy",
+        "end=$(($(date +%s) + 30)); while [ $(date +%s) -lt $end ]; do :; done",
+    );
+    let id = job_id(&c.submit_as(admin(), &body, None).await?.job);
+    c.wait_job(&id, "running", |j| status(j) == "Running").await?;
+    let samples = launcher_tests::wait_until("cpu time to show", launcher_tests::DEADLINE, || {
+        let c = c.clone();
+        let id = id.clone();
+        async move {
+            let s = c.resource_use(&id, 2).await?;
+            Ok(s.iter()
+                .any(|u| u["cpuTime"].as_f64().is_some_and(|t| t > 0.0))
+                .then_some(s))
+        }
+    })
+    .await?;
+    let last = samples.last().expect("a sample");
+    assert!(last["residentMemory"].as_f64().is_some_and(|m| m > 0.0), "{last}");
+    assert!(last["virtualMemory"].as_f64().is_some_and(|m| m > 0.0), "{last}");
+    let net = c.network(&id).await?;
+    assert!(!net.host.is_empty(), "{net:?}");
+    c.control_as(admin(), &id, "kill").await?;
+    c.wait_job(&id, "killed", terminal).await?;
+    Ok(())
+}
