@@ -10,7 +10,8 @@ code with this repository, so tests can prove that the node drives plugins it di
   numbers ignored silently), ``exit-after-submits`` (exit 3 right after answering the Nth
   submit), ``launch-log`` (file that gets ``<plugin job id> <launcher-job tag>`` per launch) and
   ``run-seconds`` (default running time of a job, 0.5), ``pending-seconds`` (how long a job
-  stays Pending before it runs);
+  stays Pending before it runs), ``submit-answer-delay`` (seconds between accepting a submit
+  and answering it);
 * 4-byte big-endian length + UTF-8 JSON on stdin/stdout, logs on stderr only;
 * a request missing a field it expects is a fatal protocol error (log, exit 1), as in SDK plugins.
 
@@ -55,7 +56,7 @@ STANDARD_OPTIONS = (
     "server-user",
     "unprivileged",
 )
-OWN_CONF_KEYS = ("never-answer", "exit-after-submits", "launch-log", "run-seconds", "pending-seconds")
+OWN_CONF_KEYS = ("never-answer", "exit-after-submits", "launch-log", "run-seconds", "pending-seconds", "submit-answer-delay")
 
 # Request types.
 HEARTBEAT, BOOTSTRAP, SUBMIT, GET_JOB, GET_STATUS, CONTROL, GET_OUTPUT, GET_UTIL, GET_NETWORK, GET_INFO = range(10)
@@ -208,6 +209,10 @@ class Settings:
             self.run_seconds = float(options.get("run-seconds") or 0.5)
         except ValueError:
             die(1, f"run-seconds must be a number, got '{options.get('run-seconds')}'")
+        try:
+            self.submit_answer_delay = float(options.get("submit-answer-delay") or 0)
+        except ValueError:
+            die(1, f"submit-answer-delay must be a number, got '{options.get('submit-answer-delay')}'")
         try:
             self.pending_seconds = float(options.get("pending-seconds") or PENDING_SECONDS)
         except ValueError:
@@ -528,7 +533,14 @@ class Plugin:
                 f.flush()
                 os.fsync(f.fileno())
         log("info", f"submitted {job_id} ({job.get('name')!r}): runs {duration}s, exits {exit_code}")
-        self.channel.send(R_JOB_STATE, rid, {"jobs": [job]})
+        if self.settings.submit_answer_delay > 0:
+            # The job exists (and is in the launch log) before the launcher hears of it: a
+            # launcher that crashes meanwhile must find it again by its tag.
+            answer = dict(job)
+            delay = self.settings.submit_answer_delay
+            threading.Timer(delay, lambda: self.channel.send(R_JOB_STATE, rid, {"jobs": [answer]})).start()
+        else:
+            self.channel.send(R_JOB_STATE, rid, {"jobs": [job]})
         self.changed(rec)
         self.submits += 1
         if self.settings.exit_after_submits and self.submits >= self.settings.exit_after_submits:

@@ -26,6 +26,10 @@ pub struct ClusterOpts {
     pub plugin: TestPlugin,
     /// `request-timeout-seconds` (deadline of plugin requests).
     pub request_timeout_seconds: u64,
+    /// `heartbeat-interval-seconds` (plugin heartbeats).
+    pub heartbeat_interval_seconds: u64,
+    /// Extra files (name, text) written into every node's config dir (filter files).
+    pub config_files: Vec<(String, String)>,
 }
 
 /// Which plugin a test cluster's `[cluster]` sections run.
@@ -84,6 +88,8 @@ impl Default for ClusterOpts {
             extra_clusters: vec![],
             plugin: TestPlugin::Local,
             request_timeout_seconds: 120,
+            heartbeat_interval_seconds: 5,
+            config_files: vec![],
         }
     }
 }
@@ -319,6 +325,9 @@ impl ProcessCluster {
                 std::fs::write(node.dir.join(file), text)?;
             }
         }
+        for (name, text) in &self.opts.config_files {
+            std::fs::write(node.dir.join(name), text)?;
+        }
         if matches!(self.opts.plugin, TestPlugin::Local) {
             // The config dir (masked by default) holds the scratch path here, unlike
             // /etc/rstudio and /var/lib in production: hide the node's data and the key instead.
@@ -336,13 +345,14 @@ impl ProcessCluster {
         }
         let text = format!(
             "[server]\nsecure-cookie-key-file={key}\njob-expiry-hours=24\nserver-user={server_user}\n\
-             request-timeout-seconds={request_timeout}\n\
+             request-timeout-seconds={request_timeout}\nheartbeat-interval-seconds={heartbeat}\n\
              scratch-path={scratch}\n\n[node]\nid={id}\n\
              grpc-address={host}:{port}\ndata-dir={data}\n{join}snapshot-log-entries={snap}\n\
              node-lost-timeout-seconds={lost}\ndead-member-removal-seconds={dead}\ncache-capacity-mb=16\n\n{clusters}",
             key = self.key_path.display(),
             server_user = crate::current_user(),
             request_timeout = self.opts.request_timeout_seconds,
+            heartbeat = self.opts.heartbeat_interval_seconds,
             scratch = node.dir.join("scratch").display(),
             host = node.host,
             data = node.data_dir().display(),

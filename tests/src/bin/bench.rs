@@ -12,11 +12,16 @@
 //!    new leader); the killed node is restarted and the cluster made Green again before the next
 //!    repetition.
 //!
+//! 3. launches `true` jobs through the leader and the Local plugin: one at a time, timing each
+//!    from the submit call to the first replicated status past Pending (Running, or Finished
+//!    when the job ended before its Running was reported), and then in a burst from 16 tasks,
+//!    timing until every job of the burst is terminal (jobs started per second).
+//!
 //! Prints a Markdown report on stdout, progress on stderr, and optionally writes JSON.
 //!
 //! ```text
 //! cargo build --release -p launcher-tests --bin launcher-bench
-//! target/release/launcher-bench [--seconds N] [--warmup N] [--failovers N] [--json FILE]
+//! target/release/launcher-bench [--seconds N] [--warmup N] [--failovers N] [--launches N] [--json FILE]
 //! ```
 //!
 //! The node binary is `LAUNCHER_NODE_BIN` if set, else `launcher-node` next to this binary,
@@ -46,11 +51,12 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(10);
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
 
 const USAGE: &str =
-    "usage: launcher-bench [--seconds N] [--warmup N] [--failovers N] [--json FILE] [--keep-logs DIR]
+    "usage: launcher-bench [--seconds N] [--warmup N] [--failovers N] [--launches N] [--json FILE] [--keep-logs DIR]
 
   --seconds N    measuring window of each throughput level, seconds (default 5)
   --warmup N     warm-up before each window, seconds (default 1)
   --failovers N  leader-kill repetitions (default 5; 0 skips them)
+  --launches N   jobs of the launch part, one at a time and again as a burst (default 200; 0 skips)
   --json FILE    also write the results as JSON to FILE
   --keep-logs D  copy the nodes' logs into directory D at the end (also on failure)";
 
@@ -58,6 +64,7 @@ struct Args {
     seconds: f64,
     warmup: f64,
     failovers: usize,
+    launches: usize,
     json: Option<PathBuf>,
     keep_logs: Option<PathBuf>,
 }
@@ -67,6 +74,7 @@ fn parse_args() -> anyhow::Result<Args> {
         seconds: 5.0,
         warmup: 1.0,
         failovers: 5,
+        launches: 200,
         json: None,
         keep_logs: None,
     };
@@ -101,6 +109,12 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.failovers = v
                     .parse()
                     .with_context(|| format!("--failovers: '{v}' is not a count"))?;
+            }
+            "--launches" => {
+                let v = value()?;
+                args.launches = v
+                    .parse()
+                    .with_context(|| format!("--launches: '{v}' is not a count"))?;
             }
             "--json" => args.json = Some(PathBuf::from(value()?)),
             "--keep-logs" => args.keep_logs = Some(PathBuf::from(value()?)),
@@ -555,6 +569,26 @@ async fn measure(
         levels.push(level);
     }
 
+    // Launches through the Local plugin.
+    let launched = if args.launches > 0 {
+        eprintln!(
+            "[launches] {} `true` jobs one at a time, then as a burst ...",
+            args.launches
+        );
+        let l = launches(cluster, args.launches).await?;
+        eprintln!(
+            "      submit -> Running p50 {:.1} ms, p99 {:.1} ms; burst of {} from {} tasks: {:.0} jobs/s",
+            l.lat.p50,
+            l.lat.p99,
+            l.burst_jobs,
+            l.burst_tasks,
+            l.burst_rate()
+        );
+        Some(l)
+    } else {
+        None
+    };
+
     // Failover.
     let mut failovers = Vec::new();
     for rep in 1..=args.failovers {
@@ -654,6 +688,32 @@ async fn measure(
             writeln!(md, "{n}")?;
         }
     }
+    if let Some(l) = &launched {
+        writeln!(md)?;
+        writeln!(
+            md,
+            "### Jobs through the Local plugin (`true`, submitted to the leader)"
+        )?;
+        writeln!(md)?;
+        writeln!(
+            md,
+            "| measure | jobs | p50 ms | p99 ms | max ms | jobs/s | not Finished |"
+        )?;
+        writeln!(md, "|---|--:|--:|--:|--:|--:|--:|")?;
+        writeln!(
+            md,
+            "| submit → first status past Pending, one at a time | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
+            l.serial, l.lat.p50, l.lat.p99, l.lat.max, l.serial_rate, l.serial_failed
+        )?;
+        writeln!(
+            md,
+            "| burst from {} tasks, first submit → all terminal | {} | | | | {:.0} | {} |",
+            l.burst_tasks,
+            l.burst_jobs,
+            l.burst_rate(),
+            l.burst_failed
+        )?;
+    }
     if !failovers.is_empty() {
         writeln!(md)?;
         writeln!(
@@ -723,6 +783,19 @@ async fn measure(
                 "leader_before": l.leader_before,
                 "leader_after": l.leader_after,
             })).collect::<Vec<Value>>(),
+            "launches": launched.as_ref().map(|l| json!({
+                "serial_jobs": l.serial,
+                "submit_to_running_p50_ms": l.lat.p50,
+                "submit_to_running_p99_ms": l.lat.p99,
+                "submit_to_running_max_ms": l.lat.max,
+                "serial_jobs_per_s": l.serial_rate,
+                "serial_not_finished": l.serial_failed,
+                "burst_jobs": l.burst_jobs,
+                "burst_tasks": l.burst_tasks,
+                "burst_seconds": l.burst_elapsed.as_secs_f64(),
+                "burst_jobs_per_s": l.burst_rate(),
+                "burst_not_finished": l.burst_failed,
+            })),
             "failover": {
                 "runs": failovers.iter().map(|f| json!({
                     "killed_node": f.killed_node,
@@ -745,4 +818,105 @@ async fn measure(
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Figures of the launch part.
+struct Launches {
+    serial: usize,
+    lat: Lat,
+    serial_rate: f64,
+    serial_failed: usize,
+    burst_jobs: usize,
+    burst_tasks: usize,
+    burst_elapsed: Duration,
+    burst_failed: usize,
+}
+
+impl Launches {
+    fn burst_rate(&self) -> f64 {
+        self.burst_jobs as f64 / self.burst_elapsed.as_secs_f64()
+    }
+}
+
+/// Tasks of the launch burst.
+const BURST_TASKS: usize = 16;
+
+/// Status of job `id` as it changes, from node `c`, until `done` says stop; returns the status.
+async fn watch_status(c: &NodeClient, id: &str, done: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+    use futures::StreamExt;
+    let req = launcher_proto::launcher::JobRequest {
+        caller: Some(launcher_tests::client::admin()),
+        id: id.to_string(),
+        read: None,
+    };
+    let mut stream = c.rpc().stream_status(req).await?.into_inner();
+    while let Some(ev) = stream.next().await {
+        let ev: Value = serde_json::from_slice(&ev?.event)?;
+        let status = ev["status"].as_str().unwrap_or_default().to_string();
+        if done(&status) {
+            return Ok(status);
+        }
+    }
+    bail!("the status stream of {id} ended early")
+}
+
+fn is_terminal(s: &str) -> bool {
+    matches!(s, "Finished" | "Failed" | "Killed" | "Canceled")
+}
+
+/// Launches `n` `true` jobs one at a time, then `n` more as a burst.
+async fn launches(cluster: &mut ProcessCluster, n: usize) -> anyhow::Result<Launches> {
+    let all = cluster.running();
+    let (_, leader) = leader_of(cluster, &all).await?;
+    let c = cluster.client(leader);
+    let admin = launcher_tests::client::admin;
+    let mut samples = Vec::with_capacity(n);
+    let mut serial_failed = 0;
+    let serial_start = Instant::now();
+    for i in 0..n {
+        let t0 = Instant::now();
+        let body = launcher_tests::shell_job(&format!("serial-{i}"), "true");
+        let id = launcher_tests::client::job_id(&c.submit_as(admin(), &body, None).await?.job);
+        watch_status(&c, &id, |s| s != "Pending").await?;
+        samples.push(t0.elapsed());
+        if watch_status(&c, &id, is_terminal).await? != "Finished" {
+            serial_failed += 1;
+        }
+    }
+    let serial_rate = n as f64 / serial_start.elapsed().as_secs_f64();
+    let lat = latency(&mut samples);
+
+    let burst_start = Instant::now();
+    let per_task = n.div_ceil(BURST_TASKS);
+    let tasks = (0..BURST_TASKS).map(|t| {
+        let c = c.clone();
+        async move {
+            let mut ids = Vec::new();
+            for i in (t * per_task)..((t + 1) * per_task).min(n) {
+                let body = launcher_tests::shell_job(&format!("burst-{i}"), "true");
+                ids.push(launcher_tests::client::job_id(
+                    &c.submit_as(admin(), &body, None).await?.job,
+                ));
+            }
+            let mut failed = 0;
+            for id in &ids {
+                if watch_status(&c, id, is_terminal).await? != "Finished" {
+                    failed += 1;
+                }
+            }
+            anyhow::Ok((ids.len(), failed))
+        }
+    });
+    let done = futures::future::try_join_all(tasks).await?;
+    let burst_elapsed = burst_start.elapsed();
+    Ok(Launches {
+        serial: n,
+        lat,
+        serial_rate,
+        serial_failed,
+        burst_jobs: done.iter().map(|d| d.0).sum(),
+        burst_tasks: BURST_TASKS,
+        burst_elapsed,
+        burst_failed: done.iter().map(|d| d.1).sum(),
+    })
 }

@@ -64,6 +64,55 @@ async fn a_killed_plugin_is_restarted_and_its_jobs_recovered() -> anyhow::Result
     Ok(())
 }
 
+/// A plugin that stops answering heartbeats (here: frozen with SIGSTOP) is replaced by a new
+/// process, and the job that ran meanwhile is recovered with its exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_plugin_is_restarted_after_missed_heartbeats() -> anyhow::Result<()> {
+    init_tracing();
+    let opts = ClusterOpts {
+        heartbeat_interval_seconds: 1,
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(3, opts).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let c = cluster.client(leader);
+    let id = job_id(
+        &c.submit_as(admin(), &shell_job("through-a-hang", "sleep 2; exit 5"), None)
+            .await?
+            .job,
+    );
+    c.wait_job(&id, "running", |j| status(j) == "Running").await?;
+    let before: Vec<i32> = (1..=3).flat_map(|i| cluster.nodes[i - 1].plugin_pids()).collect();
+    for pid in &before {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )?;
+    }
+    let after = wait_until("hung plugins to be replaced", DEADLINE, || {
+        let pids: Vec<i32> = (1..=3).flat_map(|i| cluster.nodes[i - 1].plugin_pids()).collect();
+        let replaced = pids.len() == 3 && pids.iter().all(|p| !before.contains(p));
+        async move { Ok(replaced.then_some(pids)) }
+    })
+    .await?;
+    assert!(
+        before.iter().all(|p| !alive(*p)),
+        "the hung processes were killed"
+    );
+    let done = c.wait_job(&id, "finished", terminal).await?;
+    assert_eq!(
+        (status(&done), done["exitCode"].as_i64()),
+        ("Finished", Some(5)),
+        "{done}"
+    );
+    assert_eq!(after.len(), 3);
+    assert!(
+        cluster.log(1).contains("no heartbeat"),
+        "the node says why it restarted the plugin"
+    );
+    Ok(())
+}
+
 /// The node drives a plugin it did not write (a Python script speaking the Plugin API): jobs
 /// run to their exit code, output, network and cluster info come from it, and a request it
 /// never answers ends in error 5 Timeout while the plugin keeps serving.
@@ -135,6 +184,89 @@ async fn a_plugin_that_cannot_bootstrap_stops_the_node() -> anyhow::Result<()> {
     let log = cluster.log(1);
     assert!(
         log.contains("cluster 'Broken'") && log.contains("Bootstrap"),
+        "{log}"
+    );
+    Ok(())
+}
+
+/// A job is launched at most once per submit (DESIGN §7.4), even when every node crashes while
+/// jobs are being launched: after the restart each job is adopted by its tag, failed as
+/// `launch interrupted`, or launched for the first time, and the plugin's own launch log never
+/// shows a job twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launches_happen_at_most_once_across_a_full_crash() -> anyhow::Result<()> {
+    init_tracing();
+    let logdir = tempfile::Builder::new().prefix("launcher-launches-").tempdir()?;
+    let launch_log = logdir.path().join("launches.log");
+    let opts = ClusterOpts {
+        // Submits are answered a while after the plugin took the job: the crash lands in between.
+        plugin: TestPlugin::Scripted(format!(
+            "launch-log={}\nrun-seconds=1\nsubmit-answer-delay=2\n",
+            launch_log.display()
+        )),
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(3, opts).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let c = cluster.client(leader);
+    let submits = (0..30).map(|i| {
+        let c = c.clone();
+        async move {
+            let body = shell_job(&format!("once-{i}"), "exit 0");
+            c.submit_as(admin(), &body, None).await.map(|r| job_id(&r.job))
+        }
+    });
+    let ids: Vec<String> = futures::future::try_join_all(submits).await?;
+    for i in 1..=3 {
+        cluster.kill(i);
+    }
+    for i in 1..=3 {
+        cluster.restart(i).await?;
+    }
+    cluster.wait_green(3).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let c = cluster.client(leader);
+    let mut interrupted = 0;
+    let mut adopted = 0;
+    for id in &ids {
+        let j = c.wait_job(id, "terminal", terminal).await?;
+        let launches = std::fs::read_to_string(&launch_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with(&format!("launcher-job:{id}")))
+            .count();
+        assert!(launches <= 1, "job {id} launched {launches} times");
+        if j["statusMessage"] == "launch interrupted" {
+            assert_eq!(launches, 0, "an interrupted launch never reached the plugin: {j}");
+            interrupted += 1;
+        } else {
+            assert_eq!((status(&j), launches), ("Finished", 1), "{j}");
+            adopted += usize::from(launches == 1);
+        }
+    }
+    // With every answer delayed past the crash, the jobs the plugin took were adopted.
+    assert!(
+        adopted > 0,
+        "the crash landed between launch and answer for some job"
+    );
+    tracing::info!(interrupted, adopted, "after the crash");
+    Ok(())
+}
+
+/// A malformed filter file stops the node at start-up with the file and line of the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_filter_file_stops_the_node() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(1, ClusterOpts::default()).await?;
+    cluster.terminate(1).await?;
+    let file = cluster.nodes[0].dir.join("launcher-mounts");
+    std::fs::write(&file, "MountType: Host\nMountPth: /x\nPath: /y\n")?;
+    cluster.spawn_raw(1, &[])?;
+    let st = cluster.wait_exit(1).await?;
+    assert!(!st.success(), "the node must not start");
+    let log = cluster.log(1);
+    assert!(
+        log.contains("launcher-mounts:2") && log.contains("MountPth"),
         "{log}"
     );
     Ok(())

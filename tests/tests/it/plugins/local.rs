@@ -205,3 +205,66 @@ async fn resource_use_of_a_busy_job() -> anyhow::Result<()> {
     c.wait_job(&id, "killed", terminal).await?;
     Ok(())
 }
+
+/// The leader applies launcher-env and launcher-mounts at submit: matching entries (by job type
+/// from the job's tags) are stored in the job with {USER} substituted, and the environment
+/// reaches the process; entries for other job types do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_files_shape_jobs_at_submit() -> anyhow::Result<()> {
+    init_tracing();
+    let shared_dir = tempfile::Builder::new().prefix("launcher-mount-src-").tempdir()?;
+    launcher_tests::traversable(shared_dir.path())?;
+    std::fs::write(shared_dir.path().join("marker"), "from the host\n")?;
+    let opts = ClusterOpts {
+        config_files: vec![
+            (
+                "launcher-env".into(),
+                "JobType: adhoc\nEnvironment: GREETING=hello-{USER}\n  SECOND=two\n\nJobType: session\nEnvironment: SESSION_ONLY=1\n".into(),
+            ),
+            (
+                "launcher-mounts".into(),
+                format!(
+                    "MountType: Host\nPath: {}\nMountPath: /mnt/launcher-shared\nReadOnly: true\n",
+                    shared_dir.path().display()
+                ),
+            ),
+        ],
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(3, opts).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    let c = cluster.client(leader);
+    let mut body = shell_job(
+        "filtered",
+        "echo $GREETING $SECOND ${SESSION_ONLY:-none}; cat /mnt/launcher-shared/marker",
+    );
+    body["tags"] = serde_json::json!(["jobType:adhoc"]);
+    let id = job_id(&c.submit_as(admin(), &body, None).await?.job);
+    let done = c.wait_job(&id, "finished", terminal).await?;
+    let env: Vec<(String, String)> = done["environment"]
+        .as_array()
+        .expect("environment")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().into(),
+                e["value"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let user = job_user();
+    assert!(
+        env.contains(&("GREETING".into(), format!("hello-{user}"))),
+        "{env:?}"
+    );
+    assert!(!env.iter().any(|(k, _)| k == "SESSION_ONLY"), "{env:?}");
+    assert_eq!(done["mounts"][0]["mountPath"], "/mnt/launcher-shared", "{done}");
+    assert_eq!(
+        (status(&done), done["exitCode"].as_i64()),
+        ("Finished", Some(0)),
+        "{done}"
+    );
+    let out = c.output(&id, "stdout", false).await?;
+    assert_eq!(out, format!("hello-{user} two none\nfrom the host\n"));
+    Ok(())
+}
