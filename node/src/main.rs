@@ -78,8 +78,11 @@ fn init_tracing(debug: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let json = std::env::var("LAUNCHER_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Colours only on a terminal: node logs usually go to files and journals.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         fmt.json().init();

@@ -253,6 +253,40 @@ async fn launches_happen_at_most_once_across_a_full_crash() -> anyhow::Result<()
     Ok(())
 }
 
+/// A submit the plugin never answers times out, is looked up by its tag, and (not found) ends
+/// as Failed `launch interrupted`; it is never submitted a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_submit_is_interrupted_not_retried() -> anyhow::Result<()> {
+    init_tracing();
+    let logdir = tempfile::Builder::new().prefix("launcher-launches-").tempdir()?;
+    let launch_log = logdir.path().join("launches.log");
+    let opts = ClusterOpts {
+        plugin: TestPlugin::Scripted(format!("never-answer=2\nlaunch-log={}\n", launch_log.display())),
+        request_timeout_seconds: 2,
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(1, opts).await?;
+    let c = cluster.client(1);
+    let id = job_id(
+        &c.submit_as(admin(), &shell_job("unanswered", "exit 0"), None)
+            .await?
+            .job,
+    );
+    let done = c.wait_job(&id, "ended", terminal).await?;
+    assert_eq!(
+        (status(&done), done["statusMessage"].as_str()),
+        ("Failed", Some("launch interrupted")),
+        "{done}"
+    );
+    assert!(
+        std::fs::read_to_string(&launch_log)
+            .unwrap_or_default()
+            .is_empty(),
+        "nothing was launched"
+    );
+    Ok(())
+}
+
 /// A malformed filter file stops the node at start-up with the file and line of the problem.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_filter_file_stops_the_node() -> anyhow::Result<()> {

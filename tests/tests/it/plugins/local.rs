@@ -64,8 +64,9 @@ async fn output_follows_a_running_job_until_it_ends() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Suspend, resume and stop act on the job's process group and show in its status;
-/// kill ends it as Killed 137; a process dying of a signal nobody here sent is Failed 128+N.
+/// Suspend, resume and stop act on the job's process group and show in its status, whichever
+/// node receives them (each goes through a different node, forwarded to the owner); kill ends
+/// it as Killed 137; a process dying of a signal nobody here sent is Failed 128+N.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_operations_signal_the_process() -> anyhow::Result<()> {
     init_tracing();
@@ -83,18 +84,18 @@ async fn control_operations_signal_the_process() -> anyhow::Result<()> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         stat[stat.rfind(')')? + 2..].chars().next()
     };
-    let r = c.control_as(admin(), &id, "suspend").await?;
+    let r = cluster.client(1).control_as(admin(), &id, "suspend").await?;
     assert!(r.operation_complete, "{r:?}");
     c.wait_job(&id, "suspended", |j| status(j) == "Suspended").await?;
     assert_eq!(proc_state(pid), Some('T'), "the process is stopped");
-    c.control_as(admin(), &id, "resume").await?;
+    cluster.client(2).control_as(admin(), &id, "resume").await?;
     c.wait_job(&id, "running again", |j| status(j) == "Running")
         .await?;
     assert_ne!(proc_state(pid), Some('T'));
     // Cancel is only for Pending jobs.
     let e = c.control_as(admin(), &id, "cancel").await.unwrap_err();
     assert_eq!(error_code(&e), 8, "{e:?}");
-    c.control_as(admin(), &id, "stop").await?;
+    cluster.client(3).control_as(admin(), &id, "stop").await?;
     let done = c.wait_job(&id, "stopped", terminal).await?;
     assert_eq!(
         (status(&done), done["exitCode"].as_i64()),
