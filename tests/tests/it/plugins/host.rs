@@ -265,7 +265,7 @@ async fn an_unanswered_submit_is_interrupted_not_retried() -> anyhow::Result<()>
         request_timeout_seconds: 2,
         ..Default::default()
     };
-    let mut cluster = ProcessCluster::start(1, opts).await?;
+    let cluster = ProcessCluster::start(1, opts).await?;
     let c = cluster.client(1);
     let id = job_id(
         &c.submit_as(admin(), &shell_job("unanswered", "exit 0"), None)
