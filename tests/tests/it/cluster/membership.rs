@@ -20,6 +20,8 @@ async fn member_ids(c: &ProcessCluster, node: usize) -> anyhow::Result<Vec<u64>>
 async fn sigterm_and_restart_keep_membership() -> anyhow::Result<()> {
     init_tracing();
     let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let plugins = cluster.nodes[1].plugin_pids();
+    assert_eq!(plugins.len(), 1, "node 2 runs its plugin");
     let status = cluster.terminate(2).await?;
     assert!(
         status.success(),
@@ -27,6 +29,11 @@ async fn sigterm_and_restart_keep_membership() -> anyhow::Result<()> {
         cluster.log(2)
     );
     assert!(cluster.log(2).contains("node stopped"));
+    // The ordered stop ended the plugin too (SIGTERM, then SIGKILL after a grace period).
+    assert!(
+        plugins.iter().all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()),
+        "no plugin outlives its node"
+    );
     let c1 = cluster.client(1);
     let st = wait_until("the cluster to notice node 2 is down", DEADLINE, || {
         let c1 = c1.clone();

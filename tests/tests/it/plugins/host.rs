@@ -253,6 +253,40 @@ async fn launches_happen_at_most_once_across_a_full_crash() -> anyhow::Result<()
     Ok(())
 }
 
+/// A request waiting on a plugin that dies gets error 4 PluginRestarted at once, not a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_get_plugin_restarted_when_the_plugin_dies() -> anyhow::Result<()> {
+    init_tracing();
+    let opts = ClusterOpts {
+        plugin: TestPlugin::Scripted("never-answer=8\n".into()),
+        request_timeout_seconds: 120,
+        ..Default::default()
+    };
+    let cluster = ProcessCluster::start(1, opts).await?;
+    let c = cluster.client(1);
+    let id = job_id(&c.submit_as(admin(), &shell_job("waited-on", "sleep 30"), None).await?.job);
+    c.wait_job(&id, "running", |j| status(j) == "Running").await?;
+    let waiting = {
+        let c = c.clone();
+        let id = id.clone();
+        tokio::spawn(async move { c.network(&id).await })
+    };
+    let plugin = cluster.nodes[0].plugin_pids();
+    assert_eq!(plugin.len(), 1);
+    // Kill the plugin only once the request is surely waiting on it.
+    wait_until("the request to be in flight", DEADLINE, || {
+        let log = cluster.log(1);
+        async move { Ok(log.contains("ignoring request").then_some(())) }
+    })
+    .await?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(plugin[0]), nix::sys::signal::Signal::SIGKILL)?;
+    let started = std::time::Instant::now();
+    let e = waiting.await?.unwrap_err();
+    assert_eq!(error_code(&e), 4, "{e:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "not a timeout");
+    Ok(())
+}
+
 /// A submit the plugin never answers times out, is looked up by its tag, and (not found) ends
 /// as Failed `launch interrupted`; it is never submitted a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
