@@ -268,6 +268,8 @@ const STREAM_BACKLOG: usize = 1024;
 /// Restart back-off bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// An incarnation that ran this long was healthy: the next restart starts from the minimum.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// Missed heartbeat periods before a plugin counts as hung.
 const MISSED_HEARTBEATS: u32 = 3;
 
@@ -421,8 +423,15 @@ impl Plugin {
     /// Watches an incarnation; when it ends, fails its waiters and starts the next one.
     async fn supervise(self: Arc<Self>, mut conn: Arc<Conn>) {
         let mut stop = self.stop.subscribe();
+        // Grows while incarnations keep dying young (a crash loop), so a broken plugin is not
+        // restarted flat out; resets once one has run for a while.
+        let mut backoff = BACKOFF_MIN;
         loop {
+            let born = Instant::now();
             let why = self.watch_conn(&conn, &mut stop).await;
+            if born.elapsed() >= HEALTHY_RUN {
+                backoff = BACKOFF_MIN;
+            }
             *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
             conn.fail_all(PluginError::Restarted);
             if *stop.borrow() {
@@ -430,17 +439,17 @@ impl Plugin {
             }
             tracing::warn!(cluster = %self.spec.cluster, reason = %why, "plugin lost; restarting it");
             self.kill_child().await;
-            let mut backoff = BACKOFF_MIN;
             conn = loop {
+                tracing::info!(cluster = %self.spec.cluster, after = ?backoff, "restarting the plugin");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = wait_true(&mut stop) => return,
                 }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
                 match self.incarnate().await {
                     Ok(c) => break c,
                     Err(e) => {
-                        tracing::error!(cluster = %self.spec.cluster, error = %e, retry_in = ?backoff, "plugin restart failed");
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        tracing::error!(cluster = %self.spec.cluster, error = %e, "plugin restart failed");
                     }
                 }
             };

@@ -31,7 +31,9 @@ async fn sigterm_and_restart_keep_membership() -> anyhow::Result<()> {
     assert!(cluster.log(2).contains("node stopped"));
     // The ordered stop ended the plugin too (SIGTERM, then SIGKILL after a grace period).
     assert!(
-        plugins.iter().all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()),
+        plugins
+            .iter()
+            .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()),
         "no plugin outlives its node"
     );
     let c1 = cluster.client(1);

@@ -264,7 +264,11 @@ async fn waiters_get_plugin_restarted_when_the_plugin_dies() -> anyhow::Result<(
     };
     let cluster = ProcessCluster::start(1, opts).await?;
     let c = cluster.client(1);
-    let id = job_id(&c.submit_as(admin(), &shell_job("waited-on", "sleep 30"), None).await?.job);
+    let id = job_id(
+        &c.submit_as(admin(), &shell_job("waited-on", "sleep 30"), None)
+            .await?
+            .job,
+    );
     c.wait_job(&id, "running", |j| status(j) == "Running").await?;
     let waiting = {
         let c = c.clone();
@@ -279,11 +283,17 @@ async fn waiters_get_plugin_restarted_when_the_plugin_dies() -> anyhow::Result<(
         async move { Ok(log.contains("ignoring request").then_some(())) }
     })
     .await?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(plugin[0]), nix::sys::signal::Signal::SIGKILL)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(plugin[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
     let started = std::time::Instant::now();
     let e = waiting.await?.unwrap_err();
     assert_eq!(error_code(&e), 4, "{e:?}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "not a timeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "not a timeout"
+    );
     Ok(())
 }
 
