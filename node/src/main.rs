@@ -104,7 +104,7 @@ async fn run_node(config: Config, opts: StartOptions) -> anyhow::Result<()> {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
             tracing::warn!("parent process exited: stopping");
-            let _ = stopper.send(true);
+            let _ = stopper.send_replace(true);
         });
     }
     let mut term = signal(SignalKind::terminate())?;
@@ -114,7 +114,7 @@ async fn run_node(config: Config, opts: StartOptions) -> anyhow::Result<()> {
             _ = term.recv() => tracing::info!("SIGTERM: graceful stop (membership is kept)"),
             _ = int.recv() => tracing::info!("SIGINT: graceful stop (membership is kept)"),
         }
-        let _ = stopper.send(true);
+        let _ = stopper.send_replace(true);
     });
     node.wait().await
 }

@@ -67,7 +67,7 @@ impl NodeHandle {
 
     /// Graceful stop: stop serving, drain, stop Raft, flush storage. Keeps membership.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send_replace(true);
         self.task.await.context("node task panicked")?
     }
 
@@ -273,7 +273,7 @@ struct Stopping<'a> {
 
 impl Stopping<'_> {
     async fn drain(self) {
-        let _ = self.serve_stop.send(true);
+        let _ = self.serve_stop.send_replace(true);
         if let Some(server) = self.server.take() {
             if tokio::time::timeout(DRAIN, server).await.is_err() {
                 tracing::warn!("in-flight requests did not finish within {DRAIN:?}; stopping anyway");
@@ -427,7 +427,7 @@ async fn run(
     tracing::info!("stopping: requests, background duties, job driver, plugins, Raft, storage");
     stopping.drain().await;
     duties.abort();
-    let _ = driver_stop.send(true);
+    let _ = driver_stop.send_replace(true);
     let _ = tokio::time::timeout(STOP_STEP, driver).await;
     plugins.shutdown().await;
     // Bounded: after a fatal storage error (a full disk) neither may ever finish.

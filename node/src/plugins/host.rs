@@ -105,6 +105,7 @@ struct Conn {
     streams: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
     last_heard: Mutex<Instant>,
     /// Fires when this incarnation is over (process gone, pipe broken, heartbeats missed).
+    /// Set with `send_replace`: a plain `send` stores nothing while nobody subscribes yet.
     dead: watch::Sender<bool>,
 }
 
@@ -340,7 +341,8 @@ impl Plugin {
                     if let Err(e) = write_message(&mut stdin, &msg).await {
                         tracing::warn!(%cluster, error = %e, "cannot write to the plugin");
                         if let Some(c) = conn.upgrade() {
-                            let _ = c.dead.send(true);
+                            let _ = c.dead.send_replace(true);
+                            c.fail_all(PluginError::Restarted);
                         }
                         return;
                     }
@@ -363,9 +365,10 @@ impl Plugin {
                         }
                     }
                 }
-                // Nobody can answer the waiters any more (Bootstrap included): fail them now.
+                // Nobody can answer the waiters any more (Bootstrap included). Mark the
+                // incarnation dead first: a waiter registering after fail_all sees the mark.
+                let _ = conn.dead.send_replace(true);
                 conn.fail_all(PluginError::Restarted);
-                let _ = conn.dead.send(true);
             });
         }
         {
@@ -508,6 +511,11 @@ impl Plugin {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
+        if *conn.dead.borrow() {
+            // The plugin already went away (maybe before we registered): nobody will answer.
+            conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Err(PluginError::Restarted);
+        }
         let body = encode(kind.number(), id, None, payload);
         if conn.writer.send(body).await.is_err() {
             conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -549,6 +557,10 @@ impl Plugin {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
+        if *conn.dead.borrow() {
+            conn.streams.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Err(PluginError::Restarted);
+        }
         let mut value = serde_json::to_value(payload).map_err(|e| PluginError::BadResponse(e.to_string()))?;
         let open = encode(kind.number(), id, None, &value);
         value["cancel"] = serde_json::Value::Bool(true);
@@ -567,7 +579,7 @@ impl Plugin {
 
     /// Graceful stop: close stdin and SIGTERM, then SIGKILL after the grace period.
     pub async fn shutdown(&self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send_replace(true);
         let task = self.supervisor.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;

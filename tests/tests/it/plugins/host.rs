@@ -179,7 +179,10 @@ async fn a_plugin_that_cannot_bootstrap_stops_the_node() -> anyhow::Result<()> {
     cluster.terminate(1).await?;
     std::fs::write(&conf, broken)?;
     cluster.spawn_raw(1, &[])?;
-    let st = cluster.wait_exit(1).await?;
+    let st = match cluster.wait_exit(1).await {
+        Ok(st) => st,
+        Err(e) => anyhow::bail!("{e}\n{}", cluster.log(1)),
+    };
     assert!(!st.success(), "the node must not start");
     let log = cluster.log(1);
     assert!(
