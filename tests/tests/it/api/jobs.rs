@@ -197,7 +197,9 @@ async fn bad_input_is_refused_with_stable_codes() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_nodes_get_no_new_jobs() -> anyhow::Result<()> {
     init_tracing();
-    let cluster = InProcCluster::start(3).await?;
+    // Jobs stay Pending in the plugin, so they count as active for placement.
+    let cluster =
+        InProcCluster::start_with_plugin(3, TestPlugin::Scripted("pending-seconds=600\n".into())).await?;
     let c = cluster.client(1).await?;
     let drain = |draining| launcher_proto::launcher::DrainRequest {
         caller: Some(admin()),
