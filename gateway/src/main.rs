@@ -1,31 +1,141 @@
-//! launcher-gateway: the HTTP API on port 5559 (DESIGN §2).
-//!
-//! Skeleton: the gateway issue fills in the API, auth, TLS and routing. Today it
-//! only proves a node's `Status` answers, so deployments can be wired up.
+//! `launcher-gateway`: serve the Launcher HTTP API, or mint a token for scripts and tests.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-use launcher_proto::launcher::launcher_client::LauncherClient;
-use launcher_proto::launcher::StatusRequest;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 
 /// Command-line options.
 #[derive(Parser, Debug)]
-#[command(version, about = "Launcher HTTP gateway (skeleton)")]
+#[command(version, about = "The Launcher HTTP API in front of a launcher-node cluster")]
 struct Args {
-    /// A node's gRPC address to query.
-    #[arg(long, default_value = "http://127.0.0.1:5560")]
-    node: String,
+    /// launcher.conf (default: $RSTUDIO_CONFIG_DIR/launcher.conf, else /etc/rstudio/launcher.conf).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print a bearer token for USER, signed with the secure-cookie-key.
+    Token {
+        /// The user the token authenticates.
+        #[arg(long)]
+        user: String,
+        /// Lifetime: seconds, or a number with s, m, h or d (default 1h).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// The key file (default: secure-cookie-key-file from the config).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--ttl '{s}': use seconds or a number with s, m, h or d"))?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        other => anyhow::bail!("--ttl '{s}': unknown unit '{other}' (use s, m, h or d)"),
+    };
+    Ok(n * mult)
+}
+
+fn config_path(args: &Args) -> PathBuf {
+    args.config
+        .clone()
+        .unwrap_or_else(|| launcher_gateway::config::config_dir().join("launcher.conf"))
+}
+
+fn main() {
     let args = Args::parse();
-    let mut client = LauncherClient::connect(args.node.clone()).await?;
-    let status = client.status(StatusRequest {}).await?.into_inner();
-    println!(
-        "{} leader={} applied={}",
-        status.status, status.leader, status.applied_index
-    );
-    anyhow::bail!("the HTTP API is not implemented yet (see the gateway issue)")
+    let code = match run(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("launcher-gateway: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Cmd::Token { user, ttl, key_file }) = &args.command {
+        let key_file = match key_file {
+            Some(f) => f.clone(),
+            None => {
+                let cfg = launcher_gateway::config::load(&config_path(&args), |k| std::env::var(k).ok())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                cfg.secure_cookie_key_file
+            }
+        };
+        let key = launcher_gateway::auth::load_key(&key_file).map_err(anyhow::Error::msg)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+        println!(
+            "{}",
+            launcher_gateway::auth::mint_token(&key, user, now + parse_ttl(ttl)?)
+        );
+        return Ok(());
+    }
+    let config = launcher_gateway::config::load(&config_path(&args), |k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let default = if config.enable_debug_logging {
+        "debug"
+    } else {
+        "info"
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let handle = launcher_gateway::start(config).await?;
+        let stopper = handle.stopper();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("stopping: no new requests; in-flight ones finish");
+            stopper.send_replace(true);
+        });
+        handle.wait().await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("90").unwrap(), 90);
+        assert_eq!(parse_ttl("30m").unwrap(), 1800);
+        assert_eq!(parse_ttl("1h").unwrap(), 3600);
+        assert_eq!(parse_ttl("2d").unwrap(), 172_800);
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("x").is_err());
+    }
 }

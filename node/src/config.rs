@@ -216,6 +216,8 @@ pub struct ServerConfig {
     pub job_expiry_hours: u64,
     /// Debug logging for the launcher and its plugins (`enable-debug-logging`, default off).
     pub enable_debug_logging: bool,
+    /// Serve `GET /metrics` (`enable-metrics`, default on; read by the gateway).
+    pub enable_metrics: bool,
     /// Working directory for plugins (`scratch-path`, default `/var/lib/rstudio-launcher`).
     pub scratch_path: PathBuf,
     /// Gateway only: seed node gRPC addresses (`nodes`, comma separated `host:port`).
@@ -252,6 +254,7 @@ impl ServerConfig {
             heartbeat_interval_seconds: 5,
             job_expiry_hours: 24,
             enable_debug_logging: false,
+            enable_metrics: true,
             scratch_path: PathBuf::from("/var/lib/rstudio-launcher"),
             nodes: Vec::new(),
         }
@@ -601,6 +604,11 @@ const SERVER_KEYS: &[KeySpec<ServerConfig>] = &[
         name: "enable-debug-logging",
         set: |s, v| set(&mut s.enable_debug_logging, parse_bool(v)?),
         get: |s| show_bool(s.enable_debug_logging),
+    },
+    KeySpec {
+        name: "enable-metrics",
+        set: |s, v| set(&mut s.enable_metrics, parse_bool(v)?),
+        get: |s| show_bool(s.enable_metrics),
     },
     KeySpec {
         name: "scratch-path",
@@ -1861,7 +1869,7 @@ type=Local
         let errors = parse_err(text);
         let expected = [
             "launcher.conf:2: [server] port: expected a whole number, got 'abc'",
-            "launcher.conf:3: [server] bogus: unknown key; [server] accepts: address, port, unix-socket, enable-ssl, certificate-file, certificate-key-file, server-user, authorization-enabled, admin-group, admin-users, secure-cookie-key-file, max-token-lifetime-seconds, max-request-body-bytes, thread-pool-size, request-timeout-seconds, bootstrap-timeout-seconds, heartbeat-interval-seconds, job-expiry-hours, enable-debug-logging, scratch-path, nodes",
+            "launcher.conf:3: [server] bogus: unknown key; [server] accepts: address, port, unix-socket, enable-ssl, certificate-file, certificate-key-file, server-user, authorization-enabled, admin-group, admin-users, secure-cookie-key-file, max-token-lifetime-seconds, max-request-body-bytes, thread-pool-size, request-timeout-seconds, bootstrap-timeout-seconds, heartbeat-interval-seconds, job-expiry-hours, enable-debug-logging, enable-metrics, scratch-path, nodes",
             "launcher.conf:4: [server] port: duplicate key (first set on line 2); each key may appear once per section",
             "launcher.conf:7: [node] id: must be a positive integer (node ids start at 1); leave it unset to have one assigned",
             "launcher.conf:8: [node] election-timeout-min-ms: must be less than election-timeout-max-ms (5000 >= 3000)",
@@ -2056,7 +2064,7 @@ type=Local
                 assert_eq!(known_key(section, key), Some(key));
             }
         }
-        assert_eq!(key_names("server").len(), 21);
+        assert_eq!(key_names("server").len(), 22);
         assert_eq!(key_names("node").len(), 14);
         assert_eq!(key_names("cluster").len(), 6);
         for (var, section, key) in ENV_OVERRIDES {

@@ -9,10 +9,12 @@
 //! Every wait has a deadline; nothing sleeps blindly.
 
 pub mod client;
+pub mod gateway;
 pub mod inproc;
 pub mod process;
 
 pub use client::NodeClient;
+pub use gateway::{Http, TestGateway};
 pub use inproc::InProcCluster;
 pub use process::{ClusterOpts, ProcessCluster, TestPlugin};
 

@@ -2,4 +2,5 @@
 
 mod api;
 mod cluster;
+mod gateway;
 mod plugins;

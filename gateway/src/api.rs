@@ -1,0 +1,898 @@
+//! The Launcher HTTP API (DESIGN §2): routes, authentication, isolation hand-off to the nodes,
+//! sticky routing with retries, and the headers every answer carries.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::StreamExt;
+use launcher_proto::launcher::{
+    self as pb, ClusterInfoRequest, ControlJobRequest, DrainRequest, GetJobRequest, JobRequest, LeaveRequest,
+    ListJobsRequest, MembersRequest, OutputRequest, ReadOptions, StatusRequest, SubmitJobRequest,
+};
+use serde::Deserialize;
+
+use crate::auth::{self, Admins};
+use crate::config::GatewayConfig;
+use crate::error::{code, ApiError};
+use crate::routing::{NodeClient, Pool};
+
+/// Response header with the applied index an answer reflects.
+pub const INDEX_HEADER: &str = "x-launcher-index";
+/// Request header: do not answer from a node that has not applied this index.
+pub const MIN_INDEX_HEADER: &str = "x-launcher-min-index";
+/// Response header naming the node (id) that answered.
+pub const NODE_HEADER: &str = "x-launcher-node";
+/// Request header making a submit idempotent.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Cookie pinning a client to its node (its client key).
+pub const NODE_COOKIE: &str = "launcher-node";
+/// Cookie mirroring the highest index the client has seen.
+pub const INDEX_COOKIE: &str = "launcher-index";
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: GatewayConfig,
+    pub key: Vec<u8>,
+    pub admins: Arc<Admins>,
+    pub pool: Arc<Pool>,
+}
+
+type Shared = Arc<AppState>;
+
+/// The router with every route of DESIGN §2.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/clusters", get(clusters))
+        .route("/jobs", get(list_jobs).post(submit_job))
+        .route("/jobs/{id}", get(get_job).delete(delete_job))
+        .route("/jobs/{id}/control", post(control_job))
+        .route("/jobs/{id}/status", get(job_status))
+        .route("/jobs/{id}/output", get(job_output))
+        .route("/jobs/{id}/resource-utilization", get(resource_use))
+        .route("/jobs/{id}/network", get(job_network))
+        .route("/members", get(members))
+        .route("/members/{id}/drain", post(drain_member))
+        .route("/members/{id}", axum::routing::delete(remove_member))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        code::NOT_FOUND,
+        "no such route; see GET /openapi.json for the API",
+    )
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    let e = ApiError::new(
+        code::INVALID,
+        format!("method {method} is not allowed on this route"),
+    );
+    let mut r = e.into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// Who is calling and from where: the authenticated user, whether admin, and the client key.
+pub struct Ctx {
+    pub user: String,
+    pub admin: bool,
+    /// Rendezvous key: the `launcher-node` cookie, else the source address.
+    pub client: String,
+    /// Whether the client lacked the cookie (the answer sets it).
+    pub new_client: bool,
+    /// Highest index this client must see.
+    pub min_index: u64,
+    /// The node that answered (for the `X-Launcher-Node` header).
+    served_by: std::sync::Mutex<Option<String>>,
+}
+
+impl Ctx {
+    fn caller(&self) -> Option<pb::Caller> {
+        Some(pb::Caller {
+            user: self.user.clone(),
+            admin: self.admin,
+        })
+    }
+
+    fn read(&self, stale: bool) -> Option<ReadOptions> {
+        Some(ReadOptions {
+            consistency: if stale {
+                pb::Consistency::Stale as i32
+            } else {
+                pb::Consistency::Linearizable as i32
+            },
+            min_index: self.min_index,
+        })
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The client key of a request without the cookie: its source address, hashed so the cookie
+/// does not reveal it.
+fn client_key(addr: Option<SocketAddr>) -> String {
+    use sha2::Digest;
+    let ip = addr.map(|a| a.ip().to_string()).unwrap_or_else(|| "unix".into());
+    hex::encode(&sha2::Sha256::digest(ip.as_bytes())[..12])
+}
+
+impl FromRequestParts<Shared> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        let headers = &parts.headers;
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::bearer)
+            .map(str::to_string)
+            .or_else(|| {
+                headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find_map(auth::token_from_cookies)
+            });
+        let (user, admin) = if state.config.authorization_enabled {
+            let token = token
+                .ok_or_else(|| ApiError::new(code::UNAUTHORIZED, auth::AuthError::Missing.to_string()))?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+            let user = auth::verify_token(&state.key, &token, now, state.config.max_token_lifetime_seconds)
+                .map_err(|e| ApiError::new(code::UNAUTHORIZED, e.to_string()))?;
+            let admin = state.admins.is_admin_async(&user).await;
+            (user, admin)
+        } else {
+            // Without authorization every caller acts as an admin (the product's behaviour).
+            ("anonymous".to_string(), true)
+        };
+        let (client, new_client) = match cookie(headers, NODE_COOKIE)
+            .filter(|c| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            Some(c) => (c.to_string(), false),
+            None => {
+                let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+                (client_key(addr), true)
+            }
+        };
+        let asked = match headers.get(MIN_INDEX_HEADER) {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        code::INVALID,
+                        "X-Launcher-Min-Index must be a non-negative integer",
+                    )
+                })?,
+            None => 0,
+        };
+        let cookie_index = cookie(headers, INDEX_COOKIE)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let min_index = asked.max(cookie_index).max(state.pool.known_index(&client));
+        Ok(Ctx {
+            user,
+            admin,
+            client,
+            new_client,
+            min_index,
+            served_by: std::sync::Mutex::new(None),
+        })
+    }
+}
+
+/// Whether a failed call may be retried on another node: the node was not reached, or it said
+/// Unavailable (code 13, e.g. no leader on its side).
+fn retryable(s: &tonic::Status) -> bool {
+    let e = ApiError::from(s.clone());
+    e.code == code::UNAVAILABLE
+}
+
+/// Whether the node itself could not be reached (mark it down).
+fn unreachable(s: &tonic::Status) -> bool {
+    s.metadata().get(crate::error::ERROR_CODE_HEADER).is_none()
+        && matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+}
+
+impl AppState {
+    /// Runs `call` on the client's node; on a retryable failure (and `retry`), on the next one.
+    async fn call<T, F, Fut>(&self, ctx: &Ctx, retry: bool, call: F) -> Result<T, ApiError>
+    where
+        F: Fn(NodeClient) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last = ApiError::new(code::UNAVAILABLE, "no launcher node is configured");
+        for addr in self.pool.candidates(&ctx.client) {
+            match call(self.pool.client(&addr)).await {
+                Ok(r) => {
+                    *ctx.served_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+                    return Ok(r.into_inner());
+                }
+                Err(s) => {
+                    if unreachable(&s) {
+                        self.pool.mark_down(&addr, s.message());
+                    }
+                    let may_retry = retry && retryable(&s);
+                    last = ApiError::from(s);
+                    if !may_retry {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.config.request_timeout_seconds)
+    }
+}
+
+/// Calls `$method` with a clone of `$req` on the client's node, retrying on the next node when
+/// `$retry` allows (see [`AppState::call`]).
+macro_rules! on_node {
+    ($s:expr, $ctx:expr, $retry:expr, $method:ident, $req:expr, $timeout:expr) => {
+        $s.call($ctx, $retry, |mut c| {
+            let r = request($req.clone(), $timeout);
+            async move { c.$method(r).await }
+        })
+    };
+}
+
+fn request<T>(msg: T, timeout: Option<Duration>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = timeout {
+        r.set_timeout(t);
+    }
+    r
+}
+
+/// Adds the headers every answer carries: the applied index (also as a cookie) and, for a new
+/// client, its `launcher-node` cookie.
+fn finish(state: &AppState, ctx: &Ctx, index: u64, mut resp: Response) -> Response {
+    let index = index.max(ctx.min_index);
+    state.pool.remember_index(&ctx.client, index);
+    let served = ctx.served_by.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let node_id = served.and_then(|a| state.pool.nodes().into_iter().find(|n| n.addr == a).map(|n| n.id));
+    let h = resp.headers_mut();
+    h.insert(INDEX_HEADER, HeaderValue::from(index));
+    if let Some(id) = node_id.filter(|id| *id > 0) {
+        h.insert(NODE_HEADER, HeaderValue::from(id));
+    }
+    let mut cookies = vec![format!("{INDEX_COOKIE}={index}; Path=/; SameSite=Strict")];
+    if ctx.new_client {
+        cookies.push(format!(
+            "{NODE_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+            ctx.client
+        ));
+    }
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes.
+
+/// `GET /status`: cluster health, unauthenticated.
+async fn status(State(s): State<Shared>) -> Response {
+    let nodes = s.pool.nodes();
+    let mut reply = None;
+    // Ask healthy nodes first; any answer describes the whole cluster (it asks the leader).
+    let mut order: Vec<_> = nodes.iter().collect();
+    order.sort_by_key(|n| !n.healthy);
+    for n in order {
+        let r = s
+            .pool
+            .client(&n.addr)
+            .status(request(StatusRequest {}, Some(Duration::from_secs(2))))
+            .await;
+        if let Ok(r) = r {
+            reply = Some(r.into_inner());
+            break;
+        }
+    }
+    let body = match reply {
+        Some(st) => serde_json::json!({
+            "status": st.status,
+            "leader": st.leader,
+            "appliedIndex": st.applied_index,
+            "nodes": st.nodes.iter().map(|n| serde_json::json!({
+                "id": n.id, "address": n.address, "role": n.role, "healthy": n.healthy,
+                "appliedIndex": n.applied_index, "voter": n.voter, "draining": n.draining,
+            })).collect::<Vec<_>>(),
+            "version": st.version,
+        }),
+        None => serde_json::json!({
+            "status": "Red",
+            "leader": 0,
+            "appliedIndex": 0,
+            "nodes": nodes.iter().map(|n| serde_json::json!({
+                "id": n.id, "address": n.addr, "role": "unknown", "healthy": false,
+                "appliedIndex": n.applied_index,
+            })).collect::<Vec<_>>(),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    };
+    let index = body["appliedIndex"].as_u64().unwrap_or(0);
+    let mut r = axum::Json(body).into_response();
+    r.headers_mut().insert(INDEX_HEADER, HeaderValue::from(index));
+    r
+}
+
+/// `GET /clusters`.
+async fn clusters(State(s): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
+    let t = s.timeout();
+    let reply = s
+        .call(&ctx, true, |mut c| {
+            let r = request(
+                ClusterInfoRequest {
+                    caller: ctx.caller(),
+                    cluster: String::new(),
+                },
+                Some(t),
+            );
+            async move { c.cluster_info(r).await }
+        })
+        .await?;
+    Ok(finish(&s, &ctx, 0, json_bytes(StatusCode::OK, reply.clusters)))
+}
+
+/// `POST /jobs`: submit. The gateway gives every submit an Idempotency-Key (the client's, else
+/// its own), so retrying it on another node never creates a second job.
+async fn submit_job(
+    State(s): State<Shared>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(&s, body)?;
+    let key = match headers.get(IDEMPOTENCY_HEADER) {
+        Some(v) => v
+            .to_str()
+            .map_err(|_| ApiError::new(code::INVALID, "Idempotency-Key must be visible ASCII"))?
+            .to_string(),
+        None => format!("gw-{}", uuid::Uuid::new_v4()),
+    };
+    let job = body.to_vec();
+    let t = s.timeout();
+    let reply = s
+        .call(&ctx, true, |mut c| {
+            let r = request(
+                SubmitJobRequest {
+                    caller: ctx.caller(),
+                    job: job.clone(),
+                    idempotency_key: key.clone(),
+                },
+                Some(t),
+            );
+            async move { c.submit_job(r).await }
+        })
+        .await?;
+    Ok(finish(
+        &s,
+        &ctx,
+        reply.applied_index,
+        json_bytes(StatusCode::CREATED, reply.job),
+    ))
+}
+
+/// The request body, or 413 with our error body when it is over `max-request-body-bytes`
+/// (the limit layer stops reading there).
+fn body_bytes(s: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    match body {
+        Ok(b) if b.len() > s.config.max_request_body_bytes => Err(too_large(s)),
+        Ok(b) => Ok(b),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large(s)),
+        Err(e) => Err(ApiError::new(
+            code::INVALID,
+            format!("cannot read the request body: {}", e.body_text()),
+        )),
+    }
+}
+
+fn too_large(s: &AppState) -> ApiError {
+    ApiError::new(
+        code::TOO_LARGE,
+        format!(
+            "the request body is larger than {} bytes (max-request-body-bytes)",
+            s.config.max_request_body_bytes
+        ),
+    )
+}
+
+/// Query parameters of `GET /jobs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListQuery {
+    tags: Option<String>,
+    statuses: Option<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    fields: Option<String>,
+    user: Option<String>,
+    consistency: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+fn split(v: &Option<String>) -> Vec<String> {
+    v.as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn stale(consistency: &Option<String>) -> Result<bool, ApiError> {
+    match consistency.as_deref() {
+        None | Some("") | Some("linearizable") => Ok(false),
+        Some("stale") => Ok(true),
+        Some(other) => Err(ApiError::new(
+            code::INVALID,
+            format!("consistency must be 'stale' or 'linearizable', not '{other}'"),
+        )),
+    }
+}
+
+fn query<T: serde::de::DeserializeOwned + Default>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::new(code::INVALID, format!("bad query parameters: {}", e.body_text())))
+}
+
+/// `GET /jobs`: the listing, streamed as one JSON array, all at one applied index.
+async fn list_jobs(
+    State(s): State<Shared>,
+    ctx: Ctx,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let req = ListJobsRequest {
+        caller: ctx.caller(),
+        user: q.user.clone().unwrap_or_default(),
+        tags: split(&q.tags),
+        statuses: split(&q.statuses),
+        start_time: q.start_time.clone().unwrap_or_default(),
+        end_time: q.end_time.clone().unwrap_or_default(),
+        fields: split(&q.fields),
+        read: ctx.read(stale(&q.consistency)?),
+        after: q.after.clone().unwrap_or_default(),
+        limit: q.limit.unwrap_or(0),
+    };
+    let t = s.timeout();
+    let mut stream = on_node!(s, &ctx, true, list_jobs, req, Some(t)).await?;
+    // The first chunk carries the index; the rest streams behind it.
+    let first = match stream.next().await {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return Err(e.into()),
+        None => {
+            return Err(ApiError::new(
+                code::UNAVAILABLE,
+                "the node ended the listing early",
+            ))
+        }
+    };
+    let index = first.applied_index;
+    let head = futures::stream::iter([Ok::<_, Infallible>(Bytes::from_static(b"["))]);
+    let mut started = false;
+    let mut sep = move || {
+        let s = if started { "," } else { "" };
+        started = true;
+        s
+    };
+    let mut first_chunk = Vec::new();
+    for j in first.jobs {
+        first_chunk.extend_from_slice(sep().as_bytes());
+        first_chunk.extend_from_slice(&j);
+    }
+    let rest = stream.map(move |chunk| {
+        let mut out = Vec::new();
+        match chunk {
+            Ok(c) => {
+                for j in c.jobs {
+                    out.extend_from_slice(sep().as_bytes());
+                    out.extend_from_slice(&j);
+                }
+            }
+            // Headers are gone: end the array so the client sees a truncated listing, and log.
+            Err(e) => tracing::warn!(error = %e, "listing stream failed midway"),
+        }
+        Ok::<_, Infallible>(Bytes::from(out))
+    });
+    let body = head
+        .chain(futures::stream::iter([Ok(Bytes::from(first_chunk))]))
+        .chain(rest)
+        .chain(futures::stream::iter([Ok(Bytes::from_static(b"]"))]));
+    let resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response();
+    Ok(finish(&s, &ctx, index, resp))
+}
+
+/// Query of single-job reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobQuery {
+    fields: Option<String>,
+    consistency: Option<String>,
+}
+
+/// `GET /jobs/{id}`.
+async fn get_job(
+    State(s): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let req = GetJobRequest {
+        caller: ctx.caller(),
+        id,
+        fields: split(&q.fields),
+        read: ctx.read(stale(&q.consistency)?),
+    };
+    let t = s.timeout();
+    let reply = on_node!(s, &ctx, true, get_job, req, Some(t)).await?;
+    Ok(finish(
+        &s,
+        &ctx,
+        reply.applied_index,
+        json_bytes(StatusCode::OK, reply.job),
+    ))
+}
+
+/// `DELETE /jobs/{id}`.
+async fn delete_job(State(s): State<Shared>, ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let req = JobRequest {
+        caller: ctx.caller(),
+        id,
+        read: ctx.read(false),
+    };
+    let t = s.timeout();
+    // Deleting twice is harmless, so a retry on another node is safe.
+    let reply = on_node!(s, &ctx, true, delete_job, req, Some(t)).await?;
+    Ok(finish(
+        &s,
+        &ctx,
+        reply.applied_index,
+        StatusCode::NO_CONTENT.into_response(),
+    ))
+}
+
+/// Body of `POST /jobs/{id}/control`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlBody {
+    operation: String,
+}
+
+/// `POST /jobs/{id}/control`. Never retried on another node.
+async fn control_job(
+    State(s): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(&s, body)?;
+    let b: ControlBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            code::INVALID,
+            format!("the body must be {{\"operation\":\"suspend|resume|stop|kill|cancel\"}}: {e}"),
+        )
+    })?;
+    let req = ControlJobRequest {
+        caller: ctx.caller(),
+        id,
+        operation: b.operation,
+    };
+    let t = s.timeout() + Duration::from_secs(10);
+    let reply = on_node!(s, &ctx, false, control_job, req, Some(t)).await?;
+    let body = serde_json::json!({
+        "statusMessage": reply.status_message,
+        "operationComplete": reply.operation_complete,
+    });
+    Ok(finish(
+        &s,
+        &ctx,
+        reply.applied_index,
+        axum::Json(body).into_response(),
+    ))
+}
+
+/// Query of the streaming routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    stream: Option<bool>,
+}
+
+/// `GET /jobs/{id}/status[?stream=true]`: one JSON object, or Server-Sent Events until the job
+/// ends or the client goes away (dropping the response drops the node stream).
+async fn job_status(
+    State(s): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let req = JobRequest {
+        caller: ctx.caller(),
+        id,
+        read: ctx.read(false),
+    };
+    let mut stream = on_node!(s, &ctx, true, stream_status, req, None).await?;
+    let first = first_item(&mut stream, "the job is gone").await?;
+    let index = first.applied_index;
+    Ok(one_or_events(
+        &s,
+        &ctx,
+        index,
+        q.stream.unwrap_or(false),
+        (first, stream),
+        "status",
+        |ev| &ev.event,
+    ))
+}
+
+/// The first item of a node stream: errors before any item are the request's answer.
+async fn first_item<T>(stream: &mut tonic::Streaming<T>, if_empty: &str) -> Result<T, ApiError> {
+    match stream.next().await {
+        Some(Ok(item)) => Ok(item),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(ApiError::new(code::NOT_FOUND, if_empty)),
+    }
+}
+
+/// One JSON object (the first item), or with `stream=true` Server-Sent Events named `name`
+/// for every item until the node ends the stream or the client leaves (dropping the response
+/// drops the node stream).
+fn one_or_events<T: Send + 'static>(
+    s: &AppState,
+    ctx: &Ctx,
+    index: u64,
+    stream: bool,
+    (first, rest): (T, tonic::Streaming<T>),
+    name: &'static str,
+    data: fn(&T) -> &[u8],
+) -> Response {
+    if !stream {
+        return finish(s, ctx, index, json_bytes(StatusCode::OK, data(&first).to_vec()));
+    }
+    let events =
+        futures::stream::iter([Ok(first)])
+            .chain(rest)
+            .map(move |item| -> Result<Event, Infallible> {
+                Ok(match item {
+                    Ok(item) => Event::default()
+                        .event(name)
+                        .data(String::from_utf8_lossy(data(&item))),
+                    Err(e) => Event::default()
+                        .event("error")
+                        .data(ApiError::from(e).body().to_string()),
+                })
+            });
+    let sse = Sse::new(events).keep_alive(KeepAlive::default());
+    finish(s, ctx, index, sse.into_response())
+}
+
+/// Query of `GET /jobs/{id}/output`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputQuery {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    follow: Option<bool>,
+}
+
+/// `GET /jobs/{id}/output?type=stdout|stderr|both&follow=true`: text/plain chunks.
+async fn job_output(
+    State(s): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    q: Result<Query<OutputQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let req = OutputRequest {
+        caller: ctx.caller(),
+        id,
+        output_type: q.kind.unwrap_or_else(|| "stdout".into()),
+        follow: q.follow.unwrap_or(false),
+    };
+    let mut stream = on_node!(s, &ctx, true, stream_output, req, None).await?;
+    // Errors that come before any output are real answers (not found, not running...).
+    let first = match stream.next().await {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => return Err(e.into()),
+        None => None,
+    };
+    let chunks = futures::stream::iter(first.map(Ok))
+        .chain(stream)
+        .map(|c| -> Result<Bytes, Infallible> {
+            match c {
+                Ok(c) => Ok(Bytes::from(c.output)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "output stream failed midway");
+                    Ok(Bytes::new())
+                }
+            }
+        });
+    let resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(chunks),
+    )
+        .into_response();
+    Ok(finish(&s, &ctx, 0, resp))
+}
+
+/// `GET /jobs/{id}/resource-utilization[?stream=true]`.
+async fn resource_use(
+    State(s): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let req = JobRequest {
+        caller: ctx.caller(),
+        id,
+        read: ctx.read(false),
+    };
+    let mut stream = on_node!(s, &ctx, true, stream_resource_use, req, None).await?;
+    let first = first_item(&mut stream, "no resource use was reported").await?;
+    Ok(one_or_events(
+        &s,
+        &ctx,
+        0,
+        q.stream.unwrap_or(false),
+        (first, stream),
+        "resourceUtilization",
+        |u| &u.usage,
+    ))
+}
+
+/// `GET /jobs/{id}/network`.
+async fn job_network(
+    State(s): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let req = JobRequest {
+        caller: ctx.caller(),
+        id,
+        read: ctx.read(false),
+    };
+    let t = s.timeout();
+    let reply = on_node!(s, &ctx, true, get_job_network, req, Some(t)).await?;
+    let body = serde_json::json!({"host": reply.host, "ipAddresses": reply.ip_addresses});
+    Ok(finish(&s, &ctx, 0, axum::Json(body).into_response()))
+}
+
+/// `GET /members` (admins).
+async fn members(State(s): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
+    let t = s.timeout();
+    let reply = s
+        .call(&ctx, true, |mut c| {
+            let r = request(MembersRequest { caller: ctx.caller() }, Some(t));
+            async move { c.members(r).await }
+        })
+        .await?;
+    let body: Vec<serde_json::Value> = reply
+        .members
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "id": n.id, "address": n.address, "role": n.role, "healthy": n.healthy,
+                "appliedIndex": n.applied_index, "voter": n.voter, "draining": n.draining,
+            })
+        })
+        .collect();
+    Ok(finish(
+        &s,
+        &ctx,
+        reply.applied_index,
+        axum::Json(body).into_response(),
+    ))
+}
+
+/// Query of `POST /members/{id}/drain`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainQuery {
+    /// `false` puts a drained node back in rotation.
+    draining: Option<bool>,
+}
+
+fn member_id(id: &str) -> Result<u64, ApiError> {
+    id.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::new(
+            code::INVALID,
+            format!("'{id}' is not a node id (a positive integer)"),
+        )
+    })
+}
+
+/// `POST /members/{id}/drain[?draining=false]` (admins).
+async fn drain_member(
+    State(s): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    q: Result<Query<DrainQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let req = DrainRequest {
+        caller: ctx.caller(),
+        node_id: member_id(&id)?,
+        draining: q.draining.unwrap_or(true),
+    };
+    let t = s.timeout();
+    let reply = on_node!(s, &ctx, true, drain, req, Some(t)).await?;
+    let body = serde_json::json!({"id": req.node_id, "draining": req.draining});
+    Ok(finish(
+        &s,
+        &ctx,
+        reply.applied_index,
+        axum::Json(body).into_response(),
+    ))
+}
+
+/// `DELETE /members/{id}` (admins).
+async fn remove_member(
+    State(s): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let req = LeaveRequest {
+        caller: ctx.caller(),
+        node_id: member_id(&id)?,
+    };
+    let t = s.timeout();
+    let reply = on_node!(s, &ctx, false, leave, req, Some(t)).await?;
+    Ok(finish(
+        &s,
+        &ctx,
+        reply.applied_index,
+        StatusCode::NO_CONTENT.into_response(),
+    ))
+}

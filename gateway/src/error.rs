@@ -1,0 +1,135 @@
+//! The one place failures become HTTP responses: `{"error":{"code","name","message"}}` with the
+//! status of DESIGN §2.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Metadata key carrying the launcher error code on a failed node call.
+pub const ERROR_CODE_HEADER: &str = "launcher-error-code";
+
+/// Error codes of DESIGN §2: (code, name, HTTP status). The numbers are a public contract.
+const CODES: [(i32, &str, u16); 15] = [
+    (0, "Unknown", 500),
+    (1, "RequestNotSupported", 501),
+    (2, "InvalidRequest", 400),
+    (3, "JobNotFound", 404),
+    (4, "PluginRestarted", 503),
+    (5, "Timeout", 504),
+    (6, "JobNotRunning", 409),
+    (7, "JobOutputNotFound", 404),
+    (8, "InvalidJobState", 409),
+    (9, "JobControlFailure", 500),
+    (10, "UnsupportedVersion", 400),
+    (11, "Unauthorized", 401),
+    (12, "Forbidden", 403),
+    (13, "Unavailable", 503),
+    (14, "PayloadTooLarge", 413),
+];
+
+/// Stable codes the gateway itself uses.
+pub mod code {
+    pub const UNKNOWN: i32 = 0;
+    pub const NOT_SUPPORTED: i32 = 1;
+    pub const INVALID: i32 = 2;
+    pub const NOT_FOUND: i32 = 3;
+    pub const UNAUTHORIZED: i32 = 11;
+    pub const FORBIDDEN: i32 = 12;
+    pub const UNAVAILABLE: i32 = 13;
+    pub const TOO_LARGE: i32 = 14;
+}
+
+/// A failure with a stable code and a message a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `code`.
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The name and HTTP status of the code.
+    pub fn parts(&self) -> (&'static str, StatusCode) {
+        let (_, name, status) = CODES
+            .iter()
+            .find(|(c, _, _)| *c == self.code)
+            .copied()
+            .unwrap_or(CODES[0]);
+        (
+            name,
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        )
+    }
+
+    /// The JSON error body.
+    pub fn body(&self) -> serde_json::Value {
+        let (name, _) = self.parts();
+        serde_json::json!({"error": {"code": self.code, "name": name, "message": self.message}})
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        match s
+            .metadata()
+            .get(ERROR_CODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            Some(code) => ApiError::new(code, s.message()),
+            // No launcher code: the node was not reached or failed below our service.
+            None => match s.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                    ApiError::new(
+                        code::UNAVAILABLE,
+                        format!("no node could answer: {}", s.message()),
+                    )
+                }
+                tonic::Code::ResourceExhausted => ApiError::new(code::TOO_LARGE, s.message()),
+                _ => ApiError::new(code::UNKNOWN, format!("node error: {}", s.message())),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (_, status) = self.parts();
+        (status, axum::Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_names_and_statuses() {
+        let e = ApiError::new(3, "job x not found");
+        assert_eq!(e.parts(), ("JobNotFound", StatusCode::NOT_FOUND));
+        assert_eq!(e.body()["error"]["name"], "JobNotFound");
+        assert_eq!(ApiError::new(14, "").parts().1, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(ApiError::new(99, "").parts().0, "Unknown");
+        for (i, (c, _, _)) in CODES.iter().enumerate() {
+            assert_eq!(*c, i as i32, "codes are dense and ordered");
+        }
+    }
+
+    #[test]
+    fn node_statuses_keep_their_launcher_code() {
+        let mut s = tonic::Status::not_found("job 7 not found");
+        s.metadata_mut().insert(
+            ERROR_CODE_HEADER,
+            tonic::metadata::MetadataValue::from_static("3"),
+        );
+        assert_eq!(ApiError::from(s), ApiError::new(3, "job 7 not found"));
+        let e = ApiError::from(tonic::Status::unavailable("connection refused"));
+        assert_eq!(e.code, code::UNAVAILABLE);
+    }
+}

@@ -1,0 +1,5 @@
+//! The HTTP API through a real gateway in front of real node processes.
+
+mod api;
+mod auth;
+mod routing;
