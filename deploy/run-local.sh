@@ -8,6 +8,7 @@
 #   LAUNCHER_DATA       where configs, data, logs and pids go (default ./.local-cluster)
 #   LAUNCHER_BASE_PORT  gRPC port of node 1; node N uses BASE+N-1 (default 5560)
 #   LAUNCHER_PROFILE    cargo profile to build and run (default release)
+#   LAUNCHER_PORT       HTTP port of the gateway on 127.0.0.1 (default 5559)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,13 +16,15 @@ nodes="${LAUNCHER_NODES:-3}"
 data="${LAUNCHER_DATA:-./.local-cluster}"
 base_port="${LAUNCHER_BASE_PORT:-5560}"
 profile="${LAUNCHER_PROFILE:-release}"
+http_port="${LAUNCHER_PORT:-5559}"
 mkdir -p "$data"
 data="$(cd "$data" && pwd)"
 
 if [ "$profile" = release ]; then build_flag=--release; target=release; else build_flag=; target=debug; fi
 bin="$here/target/$target/launcher-node"
-echo "building launcher-node and launcher-local-plugin ($profile) ..."
-(cd "$here" && cargo build $build_flag -p launcher-node -p launcher-local-plugin --bins --quiet)
+gw_bin="$here/target/$target/launcher-gateway"
+echo "building launcher-node, launcher-local-plugin and launcher-gateway ($profile) ..."
+(cd "$here" && cargo build $build_flag -p launcher-node -p launcher-local-plugin -p launcher-gateway --bins --quiet)
 # Plugins run as this user's server-user; jobs run as their own users when this runs as root,
 # else every job runs as the current user (the Local plugin's unprivileged mode).
 server_user="$(id -un)"
@@ -43,6 +46,12 @@ stop_all() {
   trap - INT TERM
   echo
   echo "stopping nodes in order (graceful stop keeps membership) ..."
+  if [ -n "${gw_pid:-}" ]; then
+    kill -TERM "$gw_pid" 2>/dev/null || true
+    wait "$gw_pid" 2>/dev/null || true
+    rm -f "$data/gateway.pid"
+    echo "  gateway stopped"
+  fi
   for (( i=${#pids[@]}; i>=1; i-- )); do
     pid="${pids[$((i-1))]}"
     kill -TERM "$pid" 2>/dev/null || true
@@ -95,12 +104,43 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 "$bin" --config "$data/node1/launcher.conf" status || true
+
+# The gateway: the HTTP API on 127.0.0.1:$http_port in front of every node; this user is admin.
+mkdir -p "$data/gateway"
+cat > "$data/gateway/launcher.conf" <<CONF
+[server]
+address=127.0.0.1
+port=$http_port
+secure-cookie-key-file=$key
+server-user=$server_user
+admin-users=$server_user
+nodes=$join
+CONF
+RSTUDIO_CONFIG_DIR="$data/gateway" "$gw_bin" --config "$data/gateway/launcher.conf" >>"$data/gateway/gateway.log" 2>&1 &
+gw_pid=$!
+echo "$gw_pid" > "$data/gateway.pid"
+for _ in $(seq 1 60); do
+  if curl -fsS "http://127.0.0.1:$http_port/status" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$gw_pid" 2>/dev/null; then
+    echo "the gateway exited; its log ($data/gateway/gateway.log) ends with:" >&2
+    tail -20 "$data/gateway/gateway.log" >&2
+    stop_all
+  fi
+  sleep 0.5
+done
+token="$("$gw_bin" token --user "$server_user" --key-file "$key" --ttl 12h)"
 cat <<INFO
 
 launcher cluster running: $nodes nodes, gRPC on 127.0.0.1:$base_port..$((base_port + nodes - 1))
   data, configs, logs: $data/node<N>/   pids: $data/node<N>.pid
   status:              $bin --config $data/node1/launcher.conf status
   key:                 $key
+  HTTP API (gateway):  http://127.0.0.1:$http_port   log: $data/gateway/gateway.log
+
+Try it (token for $server_user, an admin, valid 12 h):
+  curl -s -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/jobs
+  curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+       -d '{"name":"hello","cluster":"Local","command":"echo hello"}' http://127.0.0.1:$http_port/jobs
 Ctrl-C stops everything.
 INFO
 wait
