@@ -21,8 +21,9 @@ mkdir -p "$data"
 data="$(cd "$data" && pwd)"
 
 if [ "$profile" = release ]; then build_flag=--release; target=release; else build_flag=; target=debug; fi
-bin="$here/target/$target/launcher-node"
-gw_bin="$here/target/$target/launcher-gateway"
+target_dir="${CARGO_TARGET_DIR:-$here/target}"
+bin="$target_dir/$target/launcher-node"
+gw_bin="$target_dir/$target/launcher-gateway"
 echo "building launcher-node, launcher-local-plugin and launcher-gateway ($profile) ..."
 (cd "$here" && cargo build $build_flag -p launcher-node -p launcher-local-plugin -p launcher-gateway --bins --quiet)
 # Plugins run as this user's server-user; jobs run as their own users when this runs as root,
