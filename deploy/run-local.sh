@@ -32,10 +32,12 @@ server_user="$(id -un)"
 
 key="$data/secure-cookie-key"
 if [ ! -s "$key" ]; then
-  umask 077
-  head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$key"
+  # umask in a subshell: later directories (scratch) must stay traversable for job users.
+  (umask 077 && head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$key")
   chmod 600 "$key"
 fi
+# Jobs run as their users and must reach their output and TMPDIR under the scratch path.
+mkdir -p "$data/scratch" && chmod 0711 "$data" "$data/scratch"
 
 join=""
 for i in $(seq 1 "$nodes"); do
@@ -70,7 +72,7 @@ for i in $(seq 1 "$nodes"); do
   cat > "$dir/launcher.conf" <<CONF
 [server]
 secure-cookie-key-file=$key
-scratch-path=$dir/scratch
+scratch-path=$data/scratch/node$i
 server-user=$server_user
 
 [node]
@@ -130,6 +132,12 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 token="$("$gw_bin" token --user "$server_user" --key-file "$key" --ttl 12h)"
+# Jobs never run as root unless the plugin allows it: as root, the example runs as nobody.
+if [ "$(id -u)" = 0 ]; then
+  example='{"name":"hello","cluster":"Local","command":"echo hello from $USER","user":"nobody","workingDirectory":"/tmp"}'
+else
+  example='{"name":"hello","cluster":"Local","command":"echo hello from $USER"}'
+fi
 cat <<INFO
 
 launcher cluster running: $nodes nodes, gRPC on 127.0.0.1:$base_port..$((base_port + nodes - 1))
@@ -140,8 +148,7 @@ launcher cluster running: $nodes nodes, gRPC on 127.0.0.1:$base_port..$((base_po
 
 Try it (token for $server_user, an admin, valid 12 h):
   curl -s -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/jobs
-  curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-       -d '{"name":"hello","cluster":"Local","command":"echo hello"}' http://127.0.0.1:$http_port/jobs
+  curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '$example' http://127.0.0.1:$http_port/jobs
 Ctrl-C stops everything.
 INFO
 wait

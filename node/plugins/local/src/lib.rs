@@ -101,6 +101,18 @@ pub fn start_up(cfg: &Config) -> anyhow::Result<Startup> {
             false
         }
     };
+    if namespace {
+        // Jobs write their output and TMPDIR under the scratch path: hidden, every job would fail.
+        if let Some(m) = cfg.masked_paths.iter().find(|m| cfg.scratch_path.starts_with(m)) {
+            anyhow::bail!(
+                "scratch-path {} lies inside masked path {}: jobs could not reach their output or TMPDIR. \
+                 Move scratch-path out of it, or set masked-paths in launcher.{}.conf",
+                cfg.scratch_path.display(),
+                m.display(),
+                cfg.options.plugin_name
+            );
+        }
+    }
     let exe = std::env::current_exe().context("cannot find the plugin's own binary to run supervisors")?;
     let wrapper = std::env::var_os(SUPERVISOR_WRAPPER_ENV)
         .filter(|w| !w.is_empty())
