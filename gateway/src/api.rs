@@ -54,6 +54,7 @@ type Shared = Arc<AppState>;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/openapi.json", get(crate::openapi::serve))
         .route("/clusters", get(clusters))
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{id}", get(get_job).delete(delete_job))
@@ -275,7 +276,13 @@ fn request<T>(msg: T, timeout: Option<Duration>) -> tonic::Request<T> {
 /// Adds the headers every answer carries: the applied index (also as a cookie) and, for a new
 /// client, its `launcher-node` cookie.
 fn finish(state: &AppState, ctx: &Ctx, index: u64, mut resp: Response) -> Response {
-    let index = index.max(ctx.min_index);
+    // Answers that carry no index of their own (output, network...) report the highest index
+    // the gateway has seen a node apply, never the client's requested floor.
+    let index = if index == 0 {
+        state.pool.highest_applied()
+    } else {
+        index
+    };
     state.pool.remember_index(&ctx.client, index);
     let served = ctx.served_by.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let node_id = served.and_then(|a| state.pool.nodes().into_iter().find(|n| n.addr == a).map(|n| n.id));
@@ -305,6 +312,16 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
 
 // ---------------------------------------------------------------------------------------------
 // Routes.
+
+/// Gives every answer an `X-Launcher-Index`, including those no route produced (404, 405,
+/// rejected requests, the OpenAPI document): the highest index a node was seen to apply.
+pub async fn index_header(State(s): State<Shared>, mut resp: Response) -> Response {
+    if !resp.headers().contains_key(INDEX_HEADER) {
+        resp.headers_mut()
+            .insert(INDEX_HEADER, HeaderValue::from(s.pool.highest_applied()));
+    }
+    resp
+}
 
 /// `GET /status`: cluster health, unauthenticated.
 async fn status(State(s): State<Shared>) -> Response {

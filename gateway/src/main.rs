@@ -109,7 +109,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {
-        let handle = launcher_gateway::start(config).await?;
+        let handle = launcher_gateway::start(config.clone()).await?;
+        // Every listener is bound and every key file read: root is no longer needed.
+        if let Err(e) = launcher_gateway::server::drop_privileges(&config) {
+            let _ = handle.shutdown().await;
+            return Err(e);
+        }
         let stopper = handle.stopper();
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -213,6 +213,17 @@ impl Pool {
         }
     }
 
+    /// The highest applied index any node reported in its last health check.
+    pub fn highest_applied(&self) -> u64 {
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|n| n.applied_index)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Remembers the highest index returned to `client`.
     pub fn remember_index(&self, client: &str, index: u64) {
         let mut m = self.indexes.lock().unwrap_or_else(|p| p.into_inner());

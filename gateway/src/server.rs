@@ -1,6 +1,8 @@
-//! Starting and stopping the gateway: listeners, the middleware stack, the health loop.
+//! Starting and stopping the gateway: listeners (see [`crate::listeners`]), the middleware
+//! stack, the health loop, and dropping root privileges.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::api::{router, AppState};
 use crate::auth::{internal_credential, load_key, Admins};
 use crate::config::GatewayConfig;
+use crate::listeners;
 use crate::routing::Pool;
 
 /// How often every node's health is checked.
@@ -21,6 +24,8 @@ pub const HEALTH_EVERY: Duration = Duration::from_secs(1);
 pub struct GatewayHandle {
     /// The bound TCP address.
     pub addr: SocketAddr,
+    /// The unix socket also served, if any (removed again on stop).
+    pub unix_socket: Option<PathBuf>,
     pub pool: Arc<Pool>,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -47,7 +52,12 @@ impl GatewayHandle {
 /// The HTTP service with its middleware (outermost first).
 fn app(state: Arc<AppState>) -> axum::Router {
     let limit = state.config.max_request_body_bytes;
-    router(state)
+    router(state.clone())
+        // Every answer carries X-Launcher-Index (DESIGN §2), also those no handler made.
+        .layer(axum::middleware::map_response_with_state(
+            state,
+            crate::api::index_header,
+        ))
         // Request bodies are read up to one byte past the limit, so a large body is refused
         // (413) without being buffered whole.
         .layer(DefaultBodyLimit::max(limit + 1))
@@ -55,19 +65,30 @@ fn app(state: Arc<AppState>) -> axum::Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-/// Loads the key, binds the listener, checks the nodes once, and serves until stopped.
+/// Loads the key and the TLS files, binds every listener, checks the nodes once, and serves until
+/// stopped. Runs with the caller's privileges; the binary calls [`drop_privileges`] next.
 pub async fn start(config: GatewayConfig) -> anyhow::Result<GatewayHandle> {
     let key = load_key(&config.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
+    // The TLS files are read here, once (no reload): before privileges are dropped.
+    let tls = listeners::tls_acceptor(
+        config.enable_ssl,
+        config.certificate_file.as_deref(),
+        config.certificate_key_file.as_deref(),
+    )?;
+    let tcp = listeners::bind_tcp(&config.address, config.port, tls).await?;
+    let addr = tcp
+        .local_addr()
+        .context("the TCP listener has no local address")?;
+    let unix = match &config.unix_socket {
+        Some(path) => Some(listeners::bind_unix(path).await?),
+        None => None,
+    };
+    let unix_socket = config.unix_socket.clone();
     let pool = Pool::new(&config.nodes, &internal_credential(&key));
     let admins = Arc::new(Admins::new(
         config.admin_users.clone(),
         config.admin_group.clone(),
     ));
-    let listen = format!("{}:{}", config.address, config.port);
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (address/port in [server])"))?;
-    let addr = listener.local_addr()?;
     pool.refresh().await;
     let (stop, stop_rx) = watch::channel(false);
     let health = pool.spawn_health_loop(HEALTH_EVERY, stop_rx.clone());
@@ -77,22 +98,80 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<GatewayHandle> {
         admins,
         pool: pool.clone(),
     });
-    tracing::info!(%addr, "gateway listening");
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = app(state);
+    let mut servers = Vec::new();
+    for listener in std::iter::once(tcp).chain(unix) {
+        tracing::info!(listener = %listener.describe(), "gateway listening");
+        servers.push(tokio::spawn(listener.serve(app.clone(), stop_rx.clone())));
+    }
     let task = tokio::spawn(async move {
-        let mut stop_rx = stop_rx;
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await;
+        // Every listener stops on the same signal and drains on its own (bounded).
+        let mut panicked = None;
+        for server in servers {
+            if let Err(e) = server.await {
+                panicked.get_or_insert(e);
+            }
+        }
         health.abort();
-        served.context("the HTTP server failed")
+        match panicked {
+            Some(e) => Err(anyhow::anyhow!("a listener failed: {e}")),
+            None => Ok(()),
+        }
     });
     Ok(GatewayHandle {
         addr,
+        unix_socket,
         pool,
         stop,
         task,
     })
+}
+
+/// Gives up root for `server-user` (DESIGN §6: the gateway binds its listeners and then runs as
+/// `server-user`). Call it after [`start`], which has bound every listener and read the key and
+/// TLS files. Does nothing unless running as root with a `server-user` other than root.
+///
+/// The unix socket is handed to `server-user` and its primary group first, so that with mode
+/// 0660 that group may connect. Not for the in-process test gateway: it would drop the whole
+/// test process's privileges.
+pub fn drop_privileges(config: &GatewayConfig) -> anyhow::Result<()> {
+    use nix::unistd::{self, Uid, User};
+    if !unistd::geteuid().is_root() {
+        tracing::debug!("not running as root: keeping the current user");
+        return Ok(());
+    }
+    let name = config.server_user.trim();
+    let user = User::from_name(name)
+        .with_context(|| format!("[server] server-user {name}: cannot look the user up"))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "[server] server-user {name}: no such user; create it, or name an existing \
+                 unprivileged user in server-user (server-user=root keeps root)"
+            )
+        })?;
+    if user.uid.is_root() {
+        tracing::warn!("server-user is root: the gateway keeps root privileges");
+        return Ok(());
+    }
+    if let Some(socket) = &config.unix_socket {
+        unistd::chown(socket.as_path(), Some(user.uid), Some(user.gid)).with_context(|| {
+            format!(
+                "[server] unix-socket {}: cannot hand it to {name}",
+                socket.display()
+            )
+        })?;
+    }
+    let cname = std::ffi::CString::new(name).context("[server] server-user: contains a NUL byte")?;
+    // Supplementary groups first, then the group, then the user: afterwards none can change.
+    unistd::initgroups(&cname, user.gid)
+        .with_context(|| format!("[server] server-user {name}: cannot set its groups"))?;
+    unistd::setgid(user.gid)
+        .with_context(|| format!("[server] server-user {name}: cannot switch to group {}", user.gid))?;
+    unistd::setuid(user.uid)
+        .with_context(|| format!("[server] server-user {name}: cannot switch to uid {}", user.uid))?;
+    if unistd::setuid(Uid::from_raw(0)).is_ok() {
+        anyhow::bail!("[server] server-user {name}: root privileges could be regained after setuid");
+    }
+    tracing::info!(user = name, uid = %user.uid, gid = %user.gid, "dropped root privileges");
+    Ok(())
 }

@@ -17,6 +17,10 @@
 //!    when the job ended before its Running was reported), and then in a burst from 16 tasks,
 //!    timing until every job of the burst is terminal (jobs started per second).
 //!
+//! 4. puts an in-process `launcher-gateway` in front of the cluster and drives `POST /jobs` and
+//!    `GET /jobs` over HTTP with 16 tasks, next to the same load sent by gRPC straight to the
+//!    node the gateway routes the bench to, and prints the ratio.
+//!
 //! Prints a Markdown report on stdout, progress on stderr, and optionally writes JSON.
 //!
 //! ```text
@@ -57,6 +61,7 @@ const USAGE: &str =
   --warmup N     warm-up before each window, seconds (default 1)
   --failovers N  leader-kill repetitions (default 5; 0 skips them)
   --launches N   jobs of the launch part, one at a time and again as a burst (default 200; 0 skips)
+  --http-seconds N  window of each gateway-vs-direct level (default 3; 0 skips)
   --json FILE    also write the results as JSON to FILE
   --keep-logs D  copy the nodes' logs into directory D at the end (also on failure)";
 
@@ -65,6 +70,7 @@ struct Args {
     warmup: f64,
     failovers: usize,
     launches: usize,
+    http_seconds: f64,
     json: Option<PathBuf>,
     keep_logs: Option<PathBuf>,
 }
@@ -75,6 +81,7 @@ fn parse_args() -> anyhow::Result<Args> {
         warmup: 1.0,
         failovers: 5,
         launches: 200,
+        http_seconds: 3.0,
         json: None,
         keep_logs: None,
     };
@@ -115,6 +122,14 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.launches = v
                     .parse()
                     .with_context(|| format!("--launches: '{v}' is not a count"))?;
+            }
+            "--http-seconds" => {
+                let v = value()?;
+                args.http_seconds = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| *x >= 0.0)
+                    .with_context(|| format!("--http-seconds: '{v}' is not a number of seconds >= 0"))?;
             }
             "--json" => args.json = Some(PathBuf::from(value()?)),
             "--keep-logs" => args.keep_logs = Some(PathBuf::from(value()?)),
@@ -589,6 +604,26 @@ async fn measure(
         None
     };
 
+    // The gateway against direct gRPC.
+    let http = if args.http_seconds > 0.0 {
+        eprintln!("[gateway] POST /jobs and GET /jobs over HTTP vs gRPC direct, {HTTP_TASKS} tasks ...");
+        let h = gateway_vs_direct(cluster, warmup, Duration::from_secs_f64(args.http_seconds)).await?;
+        for r in &h {
+            eprintln!(
+                "      {} via {}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+                r.op,
+                r.path,
+                r.rate(),
+                r.lat.p50,
+                r.lat.p99,
+                r.errors
+            );
+        }
+        h
+    } else {
+        Vec::new()
+    };
+
     // Failover.
     let mut failovers = Vec::new();
     for rep in 1..=args.failovers {
@@ -714,6 +749,39 @@ async fn measure(
             l.burst_failed
         )?;
     }
+    if !http.is_empty() {
+        writeln!(md)?;
+        writeln!(
+            md,
+            "### Through the gateway (HTTP) vs straight to the node (gRPC), {HTTP_TASKS} tasks"
+        )?;
+        writeln!(md)?;
+        writeln!(
+            md,
+            "| request | path | req/s | p50 ms | p99 ms | errors | gateway / direct req/s |"
+        )?;
+        writeln!(md, "|---|---|--:|--:|--:|--:|--:|")?;
+        for pair in http.chunks(2) {
+            let ratio = pair[0].rate() / pair[1].rate().max(f64::MIN_POSITIVE);
+            for (k, r) in pair.iter().enumerate() {
+                writeln!(
+                    md,
+                    "| {} | {} | {:.0} | {:.1} | {:.1} | {} | {} |",
+                    r.op,
+                    r.path,
+                    r.rate(),
+                    r.lat.p50,
+                    r.lat.p99,
+                    r.errors,
+                    if k == 0 {
+                        format!("{ratio:.2}")
+                    } else {
+                        String::new()
+                    }
+                )?;
+            }
+        }
+    }
     if !failovers.is_empty() {
         writeln!(md)?;
         writeln!(
@@ -796,6 +864,10 @@ async fn measure(
                 "burst_jobs_per_s": l.burst_rate(),
                 "burst_not_finished": l.burst_failed,
             })),
+            "gateway_vs_direct": http.iter().map(|r| json!({
+                "request": r.op, "path": r.path, "requests": r.count, "errors": r.errors,
+                "req_per_s": r.rate(), "p50_ms": r.lat.p50, "p99_ms": r.lat.p99,
+            })).collect::<Vec<Value>>(),
             "failover": {
                 "runs": failovers.iter().map(|f| json!({
                     "killed_node": f.killed_node,
@@ -919,4 +991,167 @@ async fn launches(cluster: &mut ProcessCluster, n: usize) -> anyhow::Result<Laun
         burst_elapsed,
         burst_failed: done.iter().map(|d| d.1).sum(),
     })
+}
+
+/// Tasks of the gateway-vs-direct part.
+const HTTP_TASKS: usize = 16;
+
+/// One gateway-vs-direct measurement.
+struct HttpLevel {
+    op: &'static str,
+    path: &'static str,
+    count: usize,
+    errors: usize,
+    window: Duration,
+    lat: Lat,
+}
+
+impl HttpLevel {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.window.as_secs_f64()
+    }
+}
+
+/// Runs `op` from `tasks` tasks for `warmup` + `window`; counts what completes in the window.
+async fn windowed<F, Fut>(
+    tasks: usize,
+    warmup: Duration,
+    window: Duration,
+    op: F,
+) -> (usize, usize, Vec<Duration>)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let measure_from = Instant::now() + warmup;
+    let end = measure_from + window;
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let (mut lat, mut errors) = (Vec::new(), 0usize);
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    let r = tokio::time::timeout(SUBMIT_TIMEOUT, op()).await;
+                    let t1 = Instant::now();
+                    if t1 < measure_from || t1 >= end {
+                        continue;
+                    }
+                    match r {
+                        Ok(Ok(())) => lat.push(t1 - t0),
+                        _ => errors += 1,
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for h in futures::future::join_all(handles).await {
+        let (lat, e) = h.unwrap_or_default();
+        all.extend(lat);
+        errors += e;
+    }
+    (all.len(), errors, all)
+}
+
+/// `POST /jobs` and `GET /jobs` through an in-process gateway, and the same calls by gRPC to
+/// the node the gateway routes this client to.
+async fn gateway_vs_direct(
+    cluster: &ProcessCluster,
+    warmup: Duration,
+    window: Duration,
+) -> anyhow::Result<Vec<HttpLevel>> {
+    let gw = launcher_tests::TestGateway::start(cluster, |_| {}).await?;
+    let http = gw.client("admin");
+    let probe = http.req(reqwest::Method::GET, "/jobs").send().await?;
+    let node: usize = probe
+        .headers()
+        .get("x-launcher-node")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .context("the gateway names the node that answered")?;
+    let direct = cluster.client(node);
+    let body = job("bench-http", &["bench"]);
+    let mut out = Vec::new();
+    let mut level = |op, path, (count, errors, mut lat): (usize, usize, Vec<Duration>)| {
+        out.push(HttpLevel {
+            op,
+            path,
+            count,
+            errors,
+            window,
+            lat: latency(&mut lat),
+        });
+    };
+    let (h, b) = (http.clone(), body.clone());
+    level(
+        "POST /jobs",
+        "gateway (HTTP)",
+        windowed(HTTP_TASKS, warmup, window, move || {
+            let (h, b) = (h.clone(), b.clone());
+            async move {
+                let r = h.req(reqwest::Method::POST, "/jobs").json(&b).send().await?;
+                anyhow::ensure!(r.status() == 201, "status {}", r.status());
+                r.bytes().await?;
+                Ok(())
+            }
+        })
+        .await,
+    );
+    let (d, b) = (direct.clone(), body.clone());
+    level(
+        "POST /jobs",
+        "node (gRPC)",
+        windowed(HTTP_TASKS, warmup, window, move || {
+            let (d, b) = (d.clone(), b.clone());
+            async move {
+                d.submit_as(launcher_tests::client::admin(), &b, None).await?;
+                Ok(())
+            }
+        })
+        .await,
+    );
+    // Listings of a fixed page, so both sides move the same bytes whatever the table holds.
+    let h = http.clone();
+    level(
+        "GET /jobs?limit=100",
+        "gateway (HTTP)",
+        windowed(HTTP_TASKS, warmup, window, move || {
+            let h = h.clone();
+            async move {
+                let r = h
+                    .req(reqwest::Method::GET, "/jobs?user=*&limit=100")
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 200, "status {}", r.status());
+                r.bytes().await?;
+                Ok(())
+            }
+        })
+        .await,
+    );
+    let d = direct.clone();
+    level(
+        "GET /jobs?limit=100",
+        "node (gRPC)",
+        windowed(HTTP_TASKS, warmup, window, move || {
+            let d = d.clone();
+            async move {
+                d.list(launcher_proto::launcher::ListJobsRequest {
+                    user: "*".into(),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await?;
+                Ok(())
+            }
+        })
+        .await,
+    );
+    gw.handle.shutdown().await?;
+    Ok(out)
 }
