@@ -400,8 +400,15 @@ async fn submit_job(
         Some(v) => v
             .to_str()
             .map_err(|_| ApiError::new(code::INVALID, "Idempotency-Key must be visible ASCII"))?
+            .trim()
             .to_string(),
-        None => format!("gw-{}", uuid::Uuid::new_v4()),
+        None => String::new(),
+    };
+    // An empty key is no key: the gateway's own makes its retries safe either way.
+    let key = if key.is_empty() {
+        format!("gw-{}", uuid::Uuid::new_v4())
+    } else {
+        key
     };
     let job = body.to_vec();
     let t = s.timeout();

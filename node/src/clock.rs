@@ -32,9 +32,13 @@ pub fn seconds_ahead(secs: u64) -> String {
 
 /// Parses any RFC 3339 / ISO-8601 time a client sends and returns it as a stamp.
 pub fn normalize(input: &str) -> Result<String, String> {
-    OffsetDateTime::parse(input.trim(), &Rfc3339)
+    let t = OffsetDateTime::parse(input.trim(), &Rfc3339)
+        .map_err(|e| format!("'{input}' is not an ISO-8601 time such as 2026-01-31T12:00:00Z: {e}"))?;
+    // A valid offset can move a time at the edge of the calendar out of it (year 10000 in UTC).
+    t.checked_to_offset(UtcOffset::UTC)
+        .filter(|u| (0..=9999).contains(&u.year()))
         .map(format)
-        .map_err(|e| format!("'{input}' is not an ISO-8601 time such as 2026-01-31T12:00:00Z: {e}"))
+        .ok_or_else(|| format!("'{input}' lies outside the years 0000-9999 in UTC"))
 }
 
 #[cfg(test)]
@@ -52,6 +56,9 @@ mod tests {
             "2026-01-31T12:00:00.500000Z"
         );
         assert!(normalize("yesterday").is_err());
+        // Valid RFC 3339, but year 10000 / -1 in UTC: an error, not a panic.
+        assert!(normalize("9999-12-31T23:59:59-23:59").is_err());
+        assert!(normalize("0000-01-01T00:00:00+23:59").is_err());
         assert_eq!(now().len(), "2026-01-31T12:00:00.000000Z".len());
         assert!(seconds_ago(10) < now());
     }

@@ -270,6 +270,11 @@ impl Job {
             }
             _ => {}
         }
+        if let Some(m) = &self.metadata {
+            if !m.0.get().trim_start().starts_with('{') {
+                return Err("job field 'metadata' must be a JSON object".into());
+            }
+        }
         for t in &self.tags {
             if t.is_empty() || t.contains('\0') {
                 return Err("tags must be non-empty strings without NUL characters".into());

@@ -3,4 +3,5 @@
 mod api;
 mod auth;
 mod listeners;
+mod openapi;
 mod routing;
