@@ -226,7 +226,30 @@ impl ProcessCluster {
             c.add_node(false).await?;
         }
         c.wait_green(n).await?;
+        c.wait_registered(n).await?;
         Ok(c)
+    }
+
+    /// Waits until all `n` members registered their clusters in the job table (the first
+    /// duty tick after start), so a submit can be placed.
+    pub async fn wait_registered(&self, n: usize) -> anyhow::Result<()> {
+        let c = self.client(1);
+        wait_until("every member to register its clusters", DEADLINE, || {
+            let c = c.clone();
+            async move {
+                let members = c
+                    .rpc()
+                    .members(launcher_proto::launcher::MembersRequest {
+                        caller: Some(crate::client::admin()),
+                    })
+                    .await?
+                    .into_inner()
+                    .members;
+                let info = c.cluster_info().await.unwrap_or_default();
+                Ok((members.len() >= n && !info.is_empty()).then_some(()))
+            }
+        })
+        .await
     }
 
     /// Starts `n` empty nodes that form the cluster themselves with `bootstrap-expect = n`,
