@@ -15,10 +15,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use launcher_proto::launcher::{
     self as pb, ClusterInfoRequest, ControlJobRequest, DrainRequest, GetJobRequest, JobRequest, LeaveRequest,
-    ListJobsRequest, MembersRequest, OutputRequest, ReadOptions, StatusRequest, SubmitJobRequest,
+    ListJobsRequest, MembersRequest, OutputRequest, ReadOptions, SaveSnapshotRequest, StatusRequest,
+    SubmitJobRequest,
 };
 use serde::Deserialize;
 
@@ -37,6 +38,9 @@ pub const NODE_HEADER: &str = "x-launcher-node";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Cookie pinning a client to its node (its client key).
 pub const NODE_COOKIE: &str = "launcher-node";
+/// Request id header: kept from the client, else set by the gateway; sent on to the node.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// Cookie mirroring the highest index the client has seen.
 pub const INDEX_COOKIE: &str = "launcher-index";
 
@@ -46,6 +50,7 @@ pub struct AppState {
     pub key: Vec<u8>,
     pub admins: Arc<Admins>,
     pub pool: Arc<Pool>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 type Shared = Arc<AppState>;
@@ -55,6 +60,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/openapi.json", get(crate::openapi::serve))
+        .route("/metrics", get(crate::metrics::serve))
         .route("/clusters", get(clusters))
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{id}", get(get_job).delete(delete_job))
@@ -66,6 +72,14 @@ pub fn router(state: Shared) -> Router {
         .route("/members", get(members))
         .route("/members/{id}/drain", post(drain_member))
         .route("/members/{id}", axum::routing::delete(remove_member))
+        .route("/snapshot", get(save_snapshot))
+        // The web status page (ui.rs): static files unauthenticated, data through the routes above.
+        .route("/", get(crate::ui::page))
+        .route("/ui", get(crate::ui::page))
+        .route("/ui/{file}", get(crate::ui::asset))
+        .route("/ui/login", post(crate::ui::login))
+        .route("/ui/logout", post(crate::ui::logout))
+        .route("/ui/session", get(crate::ui::session))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -100,6 +114,8 @@ pub struct Ctx {
     pub min_index: u64,
     /// The node that answered (for the `X-Launcher-Node` header).
     served_by: std::sync::Mutex<Option<String>>,
+    /// `X-Request-Id` (the client's, or the one the gateway gave the request), passed to nodes.
+    pub request_id: String,
 }
 
 impl Ctx {
@@ -203,6 +219,11 @@ impl FromRequestParts<Shared> for Ctx {
             new_client,
             min_index,
             served_by: std::sync::Mutex::new(None),
+            request_id: headers
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
         })
     }
 }
@@ -228,13 +249,19 @@ impl AppState {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut last = ApiError::new(code::UNAVAILABLE, "no launcher node is configured");
-        for addr in self.pool.candidates(&ctx.client) {
+        for (attempt, addr) in self.pool.candidates(&ctx.client).into_iter().enumerate() {
+            if attempt > 0 {
+                self.metrics.node_call("retried");
+            }
             match call(self.pool.client(&addr)).await {
                 Ok(r) => {
+                    self.metrics
+                        .node_call(if attempt > 0 { "failover" } else { "ok" });
                     *ctx.served_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
                     return Ok(r.into_inner());
                 }
                 Err(s) => {
+                    self.metrics.node_call("error");
                     if unreachable(&s) {
                         self.pool.mark_down(&addr, s.message());
                     }
@@ -259,7 +286,7 @@ impl AppState {
 macro_rules! on_node {
     ($s:expr, $ctx:expr, $retry:expr, $method:ident, $req:expr, $timeout:expr) => {
         $s.call($ctx, $retry, |mut c| {
-            let r = request($req.clone(), $timeout);
+            let r = for_request($ctx, request($req.clone(), $timeout));
             async move { c.$method(r).await }
         })
     };
@@ -269,6 +296,16 @@ fn request<T>(msg: T, timeout: Option<Duration>) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     if let Some(t) = timeout {
         r.set_timeout(t);
+    }
+    r
+}
+
+/// Carries the HTTP request's id to the node, whose log lines about it then name it.
+fn for_request<T>(ctx: &Ctx, mut r: tonic::Request<T>) -> tonic::Request<T> {
+    if let Ok(v) = tonic::metadata::MetadataValue::try_from(ctx.request_id.as_str()) {
+        if !ctx.request_id.is_empty() {
+            r.metadata_mut().insert(REQUEST_ID_HEADER, v);
+        }
     }
     r
 }
@@ -435,7 +472,7 @@ async fn submit_job(
 
 /// The request body, or 413 with our error body when it is over `max-request-body-bytes`
 /// (the limit layer stops reading there).
-fn body_bytes(s: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn body_bytes(s: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     match body {
         Ok(b) if b.len() > s.config.max_request_body_bytes => Err(too_large(s)),
         Ok(b) => Ok(b),
@@ -686,17 +723,16 @@ async fn job_status(
         read: ctx.read(false),
     };
     let mut stream = on_node!(s, &ctx, true, stream_status, req, None).await?;
+    // The node sends the job's current status at once, so waiting for it costs nothing and
+    // gives the answer its index.
     let first = first_item(&mut stream, "the job is gone").await?;
     let index = first.applied_index;
-    Ok(one_or_events(
-        &s,
-        &ctx,
-        index,
-        q.stream.unwrap_or(false),
-        (first, stream),
-        "status",
-        |ev| &ev.event,
-    ))
+    Ok(if q.stream.unwrap_or(false) {
+        let items = futures::stream::iter([Ok(first)]).chain(stream);
+        events(&s, &ctx, index, items, "status", |ev| &ev.event)
+    } else {
+        one(&s, &ctx, index, &first.event)
+    })
 }
 
 /// The first item of a node stream: errors before any item are the request's answer.
@@ -708,34 +744,36 @@ async fn first_item<T>(stream: &mut tonic::Streaming<T>, if_empty: &str) -> Resu
     }
 }
 
-/// One JSON object (the first item), or with `stream=true` Server-Sent Events named `name`
-/// for every item until the node ends the stream or the client leaves (dropping the response
-/// drops the node stream).
-fn one_or_events<T: Send + 'static>(
+/// One JSON object as the whole answer.
+fn one(s: &AppState, ctx: &Ctx, index: u64, json: &[u8]) -> Response {
+    finish(s, ctx, index, json_bytes(StatusCode::OK, json.to_vec()))
+}
+
+/// Server-Sent Events named `name`, one per item, until the node ends the stream or the client
+/// leaves: dropping the response drops the node stream, which cancels it at the node and the
+/// plugin. The status line and headers go out at once, before any item: a stream of a job that
+/// has nothing to report yet is open, not hanging. A failure after that is an `error` event
+/// with the usual error body.
+fn events<T: Send + 'static>(
     s: &AppState,
     ctx: &Ctx,
     index: u64,
-    stream: bool,
-    (first, rest): (T, tonic::Streaming<T>),
+    items: impl Stream<Item = Result<T, tonic::Status>> + Send + 'static,
     name: &'static str,
     data: fn(&T) -> &[u8],
 ) -> Response {
-    if !stream {
-        return finish(s, ctx, index, json_bytes(StatusCode::OK, data(&first).to_vec()));
-    }
-    let events =
-        futures::stream::iter([Ok(first)])
-            .chain(rest)
-            .map(move |item| -> Result<Event, Infallible> {
-                Ok(match item {
-                    Ok(item) => Event::default()
-                        .event(name)
-                        .data(String::from_utf8_lossy(data(&item))),
-                    Err(e) => Event::default()
-                        .event("error")
-                        .data(ApiError::from(e).body().to_string()),
-                })
-            });
+    let open = s.metrics.open_stream(name);
+    let events = items.map(move |item| -> Result<Event, Infallible> {
+        let _open = &open;
+        Ok(match item {
+            Ok(item) => Event::default()
+                .event(name)
+                .data(String::from_utf8_lossy(data(&item))),
+            Err(e) => Event::default()
+                .event("error")
+                .data(ApiError::from(e).body().to_string()),
+        })
+    });
     let sse = Sse::new(events).keep_alive(KeepAlive::default());
     finish(s, ctx, index, sse.into_response())
 }
@@ -763,24 +801,34 @@ async fn job_output(
         output_type: q.kind.unwrap_or_else(|| "stdout".into()),
         follow: q.follow.unwrap_or(false),
     };
+    let follow = req.follow;
     let mut stream = on_node!(s, &ctx, true, stream_output, req, None).await?;
-    // Errors that come before any output are real answers (not found, not running...).
-    let first = match stream.next().await {
-        Some(Ok(c)) => Some(c),
-        Some(Err(e)) => return Err(e.into()),
-        None => None,
+    // Without `follow` the node sends what there is and ends the stream soon after, so the
+    // answer waits for the first chunk: a failure there (the plugin has no output for the job)
+    // is the answer's status. With `follow` the job may print nothing for hours; the headers
+    // go out at once and later failures abort the body.
+    let first = if follow {
+        None
+    } else {
+        match stream.next().await {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => return Err(e.into()),
+            None => None,
+        }
     };
-    let chunks = futures::stream::iter(first.map(Ok))
-        .chain(stream)
-        .map(|c| -> Result<Bytes, Infallible> {
-            match c {
-                Ok(c) => Ok(Bytes::from(c.output)),
-                Err(e) => {
+    let open = s.metrics.open_stream("output");
+    let chunks =
+        futures::stream::iter(first.map(Ok))
+            .chain(stream)
+            .map(move |c| -> Result<Bytes, std::io::Error> {
+                let _open = &open;
+                // A failure midway must not look like the end of the output: the error ends the
+                // body without its final chunk, so the client sees an incomplete answer.
+                c.map(|c| Bytes::from(c.output)).map_err(|e| {
                     tracing::warn!(error = %e, "output stream failed midway");
-                    Ok(Bytes::new())
-                }
-            }
-        });
+                    std::io::Error::other(ApiError::from(e).message)
+                })
+            });
     let resp = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -803,17 +851,36 @@ async fn resource_use(
         id,
         read: ctx.read(false),
     };
+    if q.stream.unwrap_or(false) {
+        let stream = on_node!(s, &ctx, true, stream_resource_use, req, None).await?;
+        return Ok(events(&s, &ctx, 0, stream, "resourceUtilization", |u| &u.usage));
+    }
+    // One sample: a job that has not started has none to give, and waiting for it could take
+    // as long as the job stays queued.
+    let t = s.timeout();
+    let get = GetJobRequest {
+        caller: req.caller.clone(),
+        id: req.id.clone(),
+        fields: vec!["status".into()],
+        read: req.read,
+    };
+    let job = on_node!(s, &ctx, true, get_job, get, Some(t)).await?;
+    let current = serde_json::from_slice::<serde_json::Value>(&job.job)
+        .ok()
+        .and_then(|j| j.get("status").and_then(|v| v.as_str()).map(str::to_owned))
+        .unwrap_or_default();
+    if current == "Pending" {
+        return Err(ApiError::new(
+            code::JOB_NOT_RUNNING,
+            format!(
+                "job {} is Pending: it reports resource use once it runs (add stream=true to wait for it)",
+                req.id
+            ),
+        ));
+    }
     let mut stream = on_node!(s, &ctx, true, stream_resource_use, req, None).await?;
-    let first = first_item(&mut stream, "no resource use was reported").await?;
-    Ok(one_or_events(
-        &s,
-        &ctx,
-        0,
-        q.stream.unwrap_or(false),
-        (first, stream),
-        "resourceUtilization",
-        |u| &u.usage,
-    ))
+    let sample = first_item(&mut stream, "no resource use was reported").await?;
+    Ok(one(&s, &ctx, 0, &sample.usage))
 }
 
 /// `GET /jobs/{id}/network`.
@@ -838,7 +905,7 @@ async fn members(State(s): State<Shared>, ctx: Ctx) -> Result<Response, ApiError
     let t = s.timeout();
     let reply = s
         .call(&ctx, true, |mut c| {
-            let r = request(MembersRequest { caller: ctx.caller() }, Some(t));
+            let r = for_request(&ctx, request(MembersRequest { caller: ctx.caller() }, Some(t)));
             async move { c.members(r).await }
         })
         .await?;
@@ -919,4 +986,30 @@ async fn remove_member(
         reply.applied_index,
         StatusCode::NO_CONTENT.into_response(),
     ))
+}
+
+/// `GET /snapshot` (admins): a consistent snapshot of the job table, as `snapshot save` writes it
+/// (`launcher-node recover --from FILE` restores one). The node exports it at a linearizable
+/// index and the gateway passes the parts through as they come; a failure midway aborts the
+/// body, so a truncated download never looks complete.
+async fn save_snapshot(State(s): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
+    let req = SaveSnapshotRequest { caller: ctx.caller() };
+    let stream = on_node!(s, &ctx, true, save_snapshot, req, None).await?;
+    let parts = stream.map(|p| {
+        p.map(|p| Bytes::from(p.data))
+            .map_err(|e| std::io::Error::other(ApiError::from(e).message))
+    });
+    let resp = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"launcher-snapshot.bin\"",
+            ),
+        ],
+        Body::from_stream(parts),
+    )
+        .into_response();
+    Ok(finish(&s, &ctx, 0, resp))
 }

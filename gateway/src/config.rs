@@ -81,8 +81,12 @@ pub fn config_dir_from(env: impl Fn(&str) -> Option<String>) -> PathBuf {
 pub struct GatewayConfig {
     /// HTTP listen address (`address`, default `0.0.0.0`).
     pub address: String,
-    /// HTTP listen port (`port`, default 5559).
+    /// HTTP listen port (`port`, default 5559). In code 0 picks a free port; in the file 0 is
+    /// only allowed with `unix-socket` and turns TCP off (see [`GatewayConfig::tcp`]).
     pub port: u16,
+    /// Serve on TCP at all: false when the file sets `port=0` with `unix-socket`, so the
+    /// gateway answers only on the socket.
+    pub tcp: bool,
     /// Also listen on this unix socket (`unix-socket`).
     pub unix_socket: Option<PathBuf>,
     /// Serve HTTPS (`enable-ssl`, default off).
@@ -123,6 +127,7 @@ impl GatewayConfig {
         GatewayConfig {
             address: "0.0.0.0".to_string(),
             port: 5559,
+            tcp: true,
             unix_socket: None,
             enable_ssl: false,
             certificate_file: None,
@@ -319,6 +324,7 @@ pub fn parse(
     let mut problems = parse_text(&mut config, &mut origins, text);
     problems.extend(apply_env(&mut config, &mut origins, &env));
     problems.extend(check(&config, &origins));
+    config.tcp = !(config.port == 0 && config.unix_socket.is_some());
     ConfigError::result(problems).map(|()| config)
 }
 
@@ -779,6 +785,7 @@ mod tests {
         assert!(c.enable_debug_logging);
         assert_eq!(c.nodes, ["a:1", "b:2"]);
         assert!(!c.metrics_enabled);
+        assert!(c.tcp);
         // The dump parses back to the same configuration.
         assert_eq!(parse_ok(&c.dump()), c);
     }
@@ -916,7 +923,12 @@ mod tests {
             "{e}"
         );
         let c = parse_ok("[server]\nnodes=n:1\nport=0\nunix-socket=/run/l.sock\n");
-        assert_eq!(c.port, 0);
+        assert_eq!(
+            (c.port, c.tcp),
+            (0, false),
+            "port=0 with a socket serves on the socket only"
+        );
+        assert!(parse_ok("[server]\nnodes=n:1\nunix-socket=/run/l.sock\n").tcp);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod code {
     pub const NOT_SUPPORTED: i32 = 1;
     pub const INVALID: i32 = 2;
     pub const NOT_FOUND: i32 = 3;
+    pub const JOB_NOT_RUNNING: i32 = 6;
     pub const UNAUTHORIZED: i32 = 11;
     pub const FORBIDDEN: i32 = 12;
     pub const UNAVAILABLE: i32 = 13;

@@ -34,6 +34,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an HTTP/1 client may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an idle HTTP/2 connection is pinged.
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long an HTTP/2 ping may go unanswered before the connection is closed.
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// Permissions of the unix socket: owner and group may connect.
 pub const SOCKET_MODE: u32 = 0o660;
 
@@ -403,7 +407,14 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 peers that stop answering pings are dropped, streams and all (HTTP/1 idle
+    // connections end by the header read timeout; a stream to a vanished HTTP/1 peer ends at
+    // the first failed write, at the latest with the next SSE keep-alive).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let mut stopping = stop;

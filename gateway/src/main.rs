@@ -31,6 +31,12 @@ enum Cmd {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+    /// Exit 0 when the local gateway answers `GET /status` with 200, else 1 (container health checks).
+    Health {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
 }
 
 fn parse_ttl(s: &str) -> anyhow::Result<u64> {
@@ -90,31 +96,38 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let config = launcher_gateway::config::load(&config_path(&args), |k| std::env::var(k).ok())
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    if let Some(Cmd::Health { timeout }) = &args.command {
+        return health(&config, *timeout);
+    }
     let default = if config.enable_debug_logging {
         "debug"
     } else {
         "info"
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // LAUNCHER_LOG_FORMAT=json: one JSON object per line (with the request's span fields).
+    if std::env::var("LAUNCHER_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {
-        let handle = launcher_gateway::start(config.clone()).await?;
-        // Every listener is bound and every key file read: root is no longer needed.
-        if let Err(e) = launcher_gateway::server::drop_privileges(&config) {
-            let _ = handle.shutdown().await;
-            return Err(e);
-        }
+        // Root is given up once every listener is bound and every key file read, before the
+        // first request is served.
+        let handle =
+            launcher_gateway::server::start_with(config.clone(), launcher_gateway::server::drop_privileges)
+                .await?;
         let stopper = handle.stopper();
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -128,6 +141,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         });
         handle.wait().await
     })
+}
+
+fn health(config: &launcher_gateway::config::GatewayConfig, timeout: u64) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let limit = std::time::Duration::from_secs(timeout.max(1));
+    let code = rt.block_on(launcher_gateway::health::probe(config, limit))?;
+    anyhow::ensure!(code == 200, "GET /status answered HTTP {code}");
+    println!("gateway healthy: GET /status answered HTTP {code}");
+    Ok(())
 }
 
 #[cfg(test)]

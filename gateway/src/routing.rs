@@ -6,8 +6,13 @@
 //! key over the node addresses: every gateway computes the same order, a node joining or leaving
 //! moves only the clients whose first choice it is, and a client whose node is unhealthy moves
 //! to the next node in its own order and back once that node is healthy again.
+//!
+//! Once a Status answered, clients are pinned over the members only: a seed that is not a
+//! member address (a DNS name such as `node:5560` that stands for every replica of a compose
+//! service) stays a discovery entry and a last resort, and learned members that left the
+//! membership are forgotten.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -81,6 +86,10 @@ pub struct NodeState {
     pub applied_index: u64,
     /// Why it is unhealthy, for `/status` and logs.
     pub last_error: Option<String>,
+    /// Listed in the membership at the last refresh that reached a node.
+    pub member: bool,
+    /// From the `nodes` setting: kept even when it is no member address.
+    seed: bool,
     channel: Channel,
 }
 
@@ -145,6 +154,8 @@ impl Pool {
                         healthy: true,
                         applied_index: 0,
                         last_error: None,
+                        member: false,
+                        seed: true,
                         channel: channel(a),
                     },
                 )
@@ -187,14 +198,19 @@ impl Pool {
     }
 
     /// The nodes to try for `client`: healthy ones in its rendezvous order, then the others
-    /// (a last resort when every node looks down: health may be stale).
+    /// (a last resort when every node looks down: health may be stale). Once the membership is
+    /// known, seeds that are no member address (a DNS name of several nodes) come last of all.
     pub fn candidates(&self, client: &str) -> Vec<String> {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
-        let order = rendezvous_order(client, nodes.keys().map(String::as_str));
+        let known = nodes.values().any(|n| n.member);
+        let (pinned, extra): (Vec<&NodeState>, Vec<&NodeState>) =
+            nodes.values().partition(|n| n.member || !known);
+        let order = rendezvous_order(client, pinned.iter().map(|n| n.addr.as_str()));
         let (healthy, down): (Vec<String>, Vec<String>) = order
             .into_iter()
             .partition(|a| nodes.get(a).is_some_and(|n| n.healthy));
-        healthy.into_iter().chain(down).collect()
+        let extra = rendezvous_order(client, extra.iter().map(|n| n.addr.as_str()));
+        healthy.into_iter().chain(down).chain(extra).collect()
     }
 
     /// Marks a node down after a failed call (until the next successful health check).
@@ -276,7 +292,13 @@ impl Pool {
             .iter()
             .map(|a| async move { (a.clone(), self.probe(a).await) });
         let results = futures::future::join_all(probes).await;
-        let mut learned = Vec::new();
+        self.absorb(results);
+    }
+
+    /// Takes in one round of health checks: health, the cluster id, and the membership (the
+    /// union of what the nodes that answered list; unchanged when none answered).
+    fn absorb(&self, results: Vec<(String, Result<StatusReply, String>)>) {
+        let mut learned: Option<BTreeSet<String>> = None;
         {
             let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
             for (addr, r) in results {
@@ -294,7 +316,11 @@ impl Pool {
                         n.healthy = true;
                         n.applied_index = st.applied_index;
                         n.last_error = None;
-                        learned.extend(st.nodes.iter().map(|m| m.address.clone()));
+                        if !st.nodes.is_empty() {
+                            learned
+                                .get_or_insert_with(BTreeSet::new)
+                                .extend(st.nodes.iter().map(|m| m.address.clone()));
+                        }
                     }
                     Err(e) => {
                         if n.healthy {
@@ -305,7 +331,18 @@ impl Pool {
                     }
                 }
             }
-            for addr in learned {
+            let Some(members) = learned else { return };
+            nodes.retain(|addr, n| {
+                let keep = n.seed || members.contains(addr);
+                if !keep {
+                    tracing::info!(node = %addr, "forgot a node that left the membership");
+                }
+                keep
+            });
+            for n in nodes.values_mut() {
+                n.member = members.contains(&n.addr);
+            }
+            for addr in members {
                 if addr.is_empty() || nodes.contains_key(&addr) {
                     continue;
                 }
@@ -318,6 +355,8 @@ impl Pool {
                         healthy: false,
                         applied_index: 0,
                         last_error: Some("not checked yet".into()),
+                        member: true,
+                        seed: false,
                         channel: channel(&addr),
                     },
                 );
@@ -368,6 +407,56 @@ mod tests {
         // Many clients spread over every node.
         assert_eq!(firsts.len(), 3);
         assert!(firsts.values().all(|n| *n > 50), "{firsts:?}");
+    }
+
+    fn status(node_id: u64, members: &[&str]) -> StatusReply {
+        StatusReply {
+            node_id,
+            leader: 1,
+            cluster_id: "c".into(),
+            nodes: members
+                .iter()
+                .enumerate()
+                .map(|(i, a)| launcher_proto::launcher::NodeStatus {
+                    id: i as u64 + 1,
+                    address: a.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_seed_standing_for_several_nodes_is_a_last_resort_and_departed_members_are_forgotten() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pool = Pool::new(&["node:5560".to_string()], "Launcher-Internal abc");
+            assert_eq!(pool.candidates("c"), vec!["node:5560".to_string()]);
+            let five = ["a:5560", "b:5560", "c:5560", "d:5560", "e:5560"];
+            pool.absorb(vec![("node:5560".into(), Ok(status(1, &five)))]);
+            let members: Vec<(String, Result<StatusReply, String>)> = five
+                .iter()
+                .map(|a| (a.to_string(), Ok(status(1, &five))))
+                .collect();
+            pool.absorb(members);
+            let order = pool.candidates("client");
+            assert_eq!(order.len(), 6);
+            assert_eq!(order[..5], rendezvous_order("client", five)[..]);
+            assert_eq!(order[5], "node:5560", "the seed name is tried last");
+            // Scaled back to three: the two that left are forgotten, the seed stays.
+            let three = &five[..3];
+            pool.absorb(vec![("a:5560".into(), Ok(status(1, three)))]);
+            let order = pool.candidates("client");
+            assert_eq!(order[..3], rendezvous_order("client", three.iter().copied())[..]);
+            assert_eq!(order[3..], ["node:5560".to_string()]);
+            // Nobody answers: what is known stays.
+            pool.absorb(vec![("a:5560".into(), Err("down".into()))]);
+            assert_eq!(pool.candidates("client").len(), 4);
+        });
     }
 
     #[test]

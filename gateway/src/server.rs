@@ -22,8 +22,8 @@ pub const HEALTH_EVERY: Duration = Duration::from_secs(1);
 
 /// A running gateway.
 pub struct GatewayHandle {
-    /// The bound TCP address.
-    pub addr: SocketAddr,
+    /// The bound TCP address (none when serving only on the unix socket).
+    pub addr: Option<SocketAddr>,
     /// The unix socket also served, if any (removed again on stop).
     pub unix_socket: Option<PathBuf>,
     pub pool: Arc<Pool>,
@@ -53,6 +53,12 @@ impl GatewayHandle {
 fn app(state: Arc<AppState>) -> axum::Router {
     let limit = state.config.max_request_body_bytes;
     router(state.clone())
+        // Counts every answer by route template (inside the router, where the template is
+        // known), including the index header and body-limit answers below.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::record,
+        ))
         // Every answer carries X-Launcher-Index (DESIGN §2), also those no handler made.
         .layer(axum::middleware::map_response_with_state(
             state,
@@ -61,13 +67,40 @@ fn app(state: Arc<AppState>) -> axum::Router {
         // Request bodies are read up to one byte past the limit, so a large body is refused
         // (413) without being buffered whole.
         .layer(DefaultBodyLimit::max(limit + 1))
-        // One span per request with method, path and status, for the logs.
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // One span per request with method, path and request id, for the logs...
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
+        // ... which the client may give (X-Request-Id), else gets one; echoed on the answer.
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            tower_http::request_id::MakeRequestUuid,
+        ))
+}
+
+/// The span of one HTTP request: method, path and request id (never the query, which may carry
+/// user names).
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(crate::api::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
 }
 
 /// Loads the key and the TLS files, binds every listener, checks the nodes once, and serves until
-/// stopped. Runs with the caller's privileges; the binary calls [`drop_privileges`] next.
+/// stopped, with the caller's privileges. The binary uses [`start_with`] and
+/// [`drop_privileges`] instead.
 pub async fn start(config: GatewayConfig) -> anyhow::Result<GatewayHandle> {
+    start_with(config, |_| Ok(())).await
+}
+
+/// Like [`start`], but runs `before_serving` once every listener is bound and every key and
+/// certificate file read, before the first request is accepted: the place to give up root, so
+/// that no request is ever served with it. Its failure closes the listeners and is returned.
+pub async fn start_with(
+    config: GatewayConfig,
+    before_serving: impl FnOnce(&GatewayConfig) -> anyhow::Result<()>,
+) -> anyhow::Result<GatewayHandle> {
     let key = load_key(&config.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
     // The TLS files are read here, once (no reload): before privileges are dropped.
     let tls = listeners::tls_acceptor(
@@ -75,15 +108,24 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<GatewayHandle> {
         config.certificate_file.as_deref(),
         config.certificate_key_file.as_deref(),
     )?;
-    let tcp = listeners::bind_tcp(&config.address, config.port, tls).await?;
-    let addr = tcp
-        .local_addr()
-        .context("the TCP listener has no local address")?;
+    let tcp = if config.tcp {
+        Some(listeners::bind_tcp(&config.address, config.port, tls).await?)
+    } else {
+        None
+    };
+    let addr = match &tcp {
+        Some(l) => Some(l.local_addr().context("the TCP listener has no local address")?),
+        None => None,
+    };
     let unix = match &config.unix_socket {
         Some(path) => Some(listeners::bind_unix(path).await?),
         None => None,
     };
     let unix_socket = config.unix_socket.clone();
+    if tcp.is_none() && unix.is_none() {
+        anyhow::bail!("[server] nothing to listen on: set port, or unix-socket with port=0");
+    }
+    before_serving(&config)?;
     let pool = Pool::new(&config.nodes, &internal_credential(&key));
     let admins = Arc::new(Admins::new(
         config.admin_users.clone(),
@@ -97,10 +139,11 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<GatewayHandle> {
         key,
         admins,
         pool: pool.clone(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     });
     let app = app(state);
     let mut servers = Vec::new();
-    for listener in std::iter::once(tcp).chain(unix) {
+    for listener in tcp.into_iter().chain(unix) {
         tracing::info!(listener = %listener.describe(), "gateway listening");
         servers.push(tokio::spawn(listener.serve(app.clone(), stop_rx.clone())));
     }
@@ -128,8 +171,8 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<GatewayHandle> {
 }
 
 /// Gives up root for `server-user` (DESIGN §6: the gateway binds its listeners and then runs as
-/// `server-user`). Call it after [`start`], which has bound every listener and read the key and
-/// TLS files. Does nothing unless running as root with a `server-user` other than root.
+/// `server-user`). Pass it to [`start_with`], which calls it once every listener is bound and
+/// the key and TLS files are read, before any request is served. Does nothing unless running as root with a `server-user` other than root.
 ///
 /// The unix socket is handed to `server-user` and its primary group first, so that with mode
 /// 0660 that group may connect. Not for the in-process test gateway: it would drop the whole

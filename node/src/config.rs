@@ -216,7 +216,8 @@ pub struct ServerConfig {
     pub job_expiry_hours: u64,
     /// Debug logging for the launcher and its plugins (`enable-debug-logging`, default off).
     pub enable_debug_logging: bool,
-    /// Serve `GET /metrics` (`enable-metrics`, default on; read by the gateway).
+    /// Serve `GET /metrics` (`enable-metrics`, default on): the gateway on its port, a node on
+    /// its gRPC port (HTTP/1.1).
     pub enable_metrics: bool,
     /// Working directory for plugins (`scratch-path`, default `/var/lib/rstudio-launcher`).
     pub scratch_path: PathBuf,

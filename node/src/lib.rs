@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod filters;
 pub mod membership;
+pub mod metrics;
 pub mod network;
 pub mod owner;
 pub mod plugins;
@@ -19,6 +20,7 @@ pub mod reads;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod verify;
 pub mod writes;
 
 pub use server::{recover_into, start, NodeHandle, StartOptions};

@@ -37,6 +37,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Exits 0 when the local node answers and sees a leader, else 1 (for container health checks).
+    Health {
+        /// gRPC address of the node to probe (default: this config's grpc-address).
+        #[arg(long)]
+        node: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+    /// Checks the installation: key and certificate files, directories, filter files, then
+    /// starts every cluster's plugin and runs a short test job as --user (one line per step).
+    VerifyInstallation {
+        /// User the test jobs run as (default: the current user; required as root).
+        #[arg(long)]
+        user: Option<String>,
+        /// Seconds each test job may take.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Snapshot operations.
     Snapshot {
         #[command(subcommand)]
@@ -164,6 +183,34 @@ async fn print_status(config: &Config, node: Option<String>, json: bool) -> anyh
     Ok(())
 }
 
+/// `health`: one bounded Status call to the local node. Healthy means it serves and knows a
+/// leader (a node still waiting for bootstrap-expect peers, or cut off from the quorum, is not).
+async fn health(config: &Config, node: Option<String>, timeout: u64) -> anyhow::Result<()> {
+    let key = auth::load_key(&config.server.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
+    let addr = node_addr(config, node);
+    let peers = Peers::new(auth::InternalAuth::new(&key, String::new()));
+    let limit = std::time::Duration::from_secs(timeout.max(1));
+    let mut req = tonic::Request::new(launcher_proto::launcher::StatusRequest {});
+    req.set_timeout(limit);
+    let st = tokio::time::timeout(limit, peers.launcher(&addr).status(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("node {addr} did not answer within {limit:?}"))?
+        .with_context(|| format!("node {addr} did not answer"))?
+        .into_inner();
+    if st.leader == 0 || st.status == "Red" {
+        anyhow::bail!(
+            "node {} at {addr} sees no leader (cluster {})",
+            st.node_id,
+            st.status
+        );
+    }
+    println!(
+        "node {} healthy: cluster {}, leader {}, applied {}",
+        st.node_id, st.status, st.leader, st.applied_index
+    );
+    Ok(())
+}
+
 async fn save_snapshot(config: &Config, file: PathBuf, node: Option<String>) -> anyhow::Result<()> {
     let key = auth::load_key(&config.server.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
     let addr = node_addr(config, node);
@@ -203,17 +250,53 @@ async fn save_snapshot(config: &Config, file: PathBuf, node: Option<String>) -> 
     Ok(())
 }
 
+/// `verify-installation`: every check's line on stdout; fails when any check failed.
+async fn verify(config: &Config, user: Option<String>, timeout: u64) -> anyhow::Result<()> {
+    let user = match user {
+        Some(u) => u,
+        None if nix::unistd::geteuid().is_root() => anyhow::bail!(
+            "running as root: name the user the test jobs run as with --user (root jobs are refused)"
+        ),
+        None => nix::unistd::User::from_uid(nix::unistd::geteuid())?
+            .map(|u| u.name)
+            .ok_or_else(|| anyhow::anyhow!("the current user has no name; pass --user"))?,
+    };
+    let mut out = std::io::stdout();
+    let report = launcher_node::verify::verify_installation(
+        config,
+        &user,
+        std::time::Duration::from_secs(timeout.max(1)),
+        &mut out,
+    )
+    .await;
+    if report.failed > 0 {
+        anyhow::bail!(
+            "{} of {} checks failed",
+            report.failed,
+            report.failed + report.passed
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     let result = async {
         let config = load_config(args.config.clone())?;
-        if args.cmd.is_none() || matches!(args.cmd, Some(Cmd::Recover { .. })) {
+        if args.cmd.is_none()
+            || matches!(
+                args.cmd,
+                Some(Cmd::Recover { .. } | Cmd::VerifyInstallation { .. })
+            )
+        {
             init_tracing(config.server.enable_debug_logging);
         }
         match args.cmd {
             None => run_node(config, StartOptions { init: args.init }).await,
             Some(Cmd::Status { node, json }) => print_status(&config, node, json).await,
+            Some(Cmd::Health { node, timeout }) => health(&config, node, timeout).await,
+            Some(Cmd::VerifyInstallation { user, timeout }) => verify(&config, user, timeout).await,
             Some(Cmd::Snapshot {
                 cmd: SnapshotCmd::Save { file, node },
             }) => save_snapshot(&config, file, node).await,

@@ -2,6 +2,7 @@
 //! Any node accepts them; the job's owner carries them out with its plugin, and every other
 //! node forwards them to the owner over gRPC, marked so they are never forwarded twice.
 
+use crate::metrics::Forward;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,6 +114,7 @@ impl Shared {
                 })
             }
             Route::There(addr) => {
+                self.counters.forwarded(Forward::Control);
                 let timeout = Duration::from_secs(self.config.server.request_timeout_seconds + 5);
                 self.peers
                     .launcher(&addr)
@@ -159,13 +161,15 @@ impl Shared {
                     ip_addresses: r.ip_addresses,
                 })
             }
-            Route::There(addr) => self
-                .peers
-                .launcher(&addr)
-                .get_job_network(forwarded(req.clone(), Some(Duration::from_secs(30))))
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| NodeError::from(&s)),
+            Route::There(addr) => {
+                self.counters.forwarded(Forward::Network);
+                self.peers
+                    .launcher(&addr)
+                    .get_job_network(forwarded(req.clone(), Some(Duration::from_secs(30))))
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| NodeError::from(&s))
+            }
         }
     }
 
@@ -242,6 +246,7 @@ impl Shared {
                 Ok(Box::pin(out))
             }
             Route::There(addr) => {
+                self.counters.forwarded(Forward::Output);
                 let s = self
                     .peers
                     .launcher(&addr)
@@ -315,6 +320,7 @@ impl Shared {
                 Ok(Box::pin(out))
             }
             Route::There(addr) => {
+                self.counters.forwarded(Forward::ResourceUse);
                 let s = self
                     .peers
                     .launcher(&addr)

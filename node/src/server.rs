@@ -82,6 +82,16 @@ impl NodeHandle {
     }
 }
 
+/// The span of a call that carries the gateway's `x-request-id`: its log lines (and those of the
+/// plugin requests it makes) name the HTTP request they serve. Calls without one (Raft traffic)
+/// get no span.
+fn rpc_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    match req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+        Some(id) => tracing::info_span!("rpc", path = %req.uri().path(), request_id = %id),
+        None => tracing::Span::none(),
+    }
+}
+
 fn advertise_for(config: &Config, bound: SocketAddr) -> String {
     if let Some(a) = &config.node.advertise_address {
         return a.clone();
@@ -207,11 +217,25 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(30)));
+        // gRPC for nodes and gateways; plain HTTP/1.1 `GET /metrics` on the same port.
+        let mut router = tonic::service::Routes::new(raft_svc)
+            .add_service(launcher_svc)
+            .into_axum_router();
+        router = if config.server.enable_metrics {
+            let cell = cell.clone();
+            router.route(
+                "/metrics",
+                axum::routing::get(move || crate::metrics::serve(cell.clone())),
+            )
+        } else {
+            router.route("/metrics", axum::routing::get(crate::metrics::disabled))
+        };
         tokio::spawn(
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
-                .add_service(raft_svc)
-                .add_service(launcher_svc)
+                .accept_http1(true)
+                .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(rpc_span))
+                .add_routes(router.into())
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop_rx.wait_for(|s| *s).await;
                 }),
@@ -379,6 +403,7 @@ async fn run(
         plugins: plugins.clone(),
         jobs: Default::default(),
         filters,
+        counters: Default::default(),
     });
     let _ = cell.shared.set(shared.clone());
     tracing::info!(node_id = shared.id, cluster = %identity.cluster_id, "node running");

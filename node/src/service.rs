@@ -520,22 +520,7 @@ impl Launcher for LauncherService {
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let shared = self.enter(&req, true)?;
-        if shared.is_leader() {
-            return Ok(Response::new(shared.local_status().await));
-        }
-        // Only the leader hears every member's heartbeat; ask it, else report what we know.
-        if let Ok((_, addr)) = shared.leader_addr() {
-            let mut call = Request::new(StatusRequest {});
-            call.set_timeout(Duration::from_secs(2));
-            if let Ok(reply) = shared.peers.launcher(&addr).status(call).await {
-                let mut reply = reply.into_inner();
-                reply.node_id = shared.id;
-                return Ok(Response::new(reply));
-            }
-        }
-        let mut local = shared.local_status().await;
-        local.status = "Red".into();
-        Ok(Response::new(local))
+        Ok(Response::new(shared.cluster_status().await))
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
@@ -569,11 +554,8 @@ impl Launcher for LauncherService {
     async fn members(&self, req: Request<MembersRequest>) -> Result<Response<MembersReply>, Status> {
         let shared = self.enter(&req, false)?;
         require_admin(&caller(&req.get_ref().caller)?, "list cluster members")?;
-        let status = self.status(Request::new(StatusRequest {})).await;
-        let status = match status {
-            Ok(s) => s.into_inner(),
-            Err(_) => shared.local_status().await,
-        };
+        // The leader's view, as for Status: a follower alone hears no member's heartbeat.
+        let status = shared.cluster_status().await;
         Ok(Response::new(MembersReply {
             members: status.nodes,
             applied_index: status.applied_index,
@@ -611,6 +593,27 @@ impl Launcher for LauncherService {
 }
 
 impl Shared {
+    /// The cluster's health as the leader sees it (only the leader hears every member's
+    /// heartbeat): this node's own view on the leader, else the leader's, asked over gRPC with
+    /// the internal credential; Red with what this node knows when no leader answers.
+    async fn cluster_status(&self) -> StatusReply {
+        if self.is_leader() {
+            return self.local_status().await;
+        }
+        if let Ok((_, addr)) = self.leader_addr() {
+            let mut call = Request::new(StatusRequest {});
+            call.set_timeout(Duration::from_secs(2));
+            if let Ok(reply) = self.peers.launcher(&addr).status(call).await {
+                let mut reply = reply.into_inner();
+                reply.node_id = self.id;
+                return reply;
+            }
+        }
+        let mut local = self.local_status().await;
+        local.status = "Red".into();
+        local
+    }
+
     /// One cluster's info: from this node's plugin, else from the first hosting node that answers.
     async fn cluster_info_of(
         &self,

@@ -137,6 +137,8 @@ pub struct Shared {
     pub jobs: crate::plugins::driver::Local,
     /// launcher-mounts, launcher-env, launcher-ports: applied by the leader at submit.
     pub filters: Arc<crate::filters::FilterFiles>,
+    /// Event counters for `GET /metrics`.
+    pub counters: crate::metrics::Counters,
 }
 
 /// The first storage failure seen by a read, which stops the node like a Raft storage error.

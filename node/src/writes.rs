@@ -125,6 +125,7 @@ impl Shared {
         let body = serde_json::to_vec(req).map_err(|e| (NodeError::internal(e), false))?;
         let mut call = tonic::Request::new(ForwardedWrite { request: body });
         call.set_timeout(WRITE_DEADLINE);
+        self.counters.forwarded(crate::metrics::Forward::Write);
         match self.peers.raft(&addr).client_write(call).await {
             Ok(reply) => {
                 let reply = reply.into_inner();

@@ -139,6 +139,11 @@ impl<E: KvEngine> StateMachine<E> {
         self.read(|t, _| Ok(table::active_job_ids(t, owner)?))
     }
 
+    /// Stored jobs by (cluster, status), from counters `apply` maintains.
+    pub fn job_counts(&self) -> Result<Vec<(String, crate::JobStatus, u64)>, ApplyError> {
+        self.read(|t, _| table::job_counts(t))
+    }
+
     /// Stale or backwards updates ignored so far.
     pub fn ignored_updates(&self) -> Result<u64, ApplyError> {
         self.read(|t, _| table::ignored_updates(t))

@@ -16,6 +16,7 @@
 //! | `k/` | `<user>\0<key>` | [`IdempotencyRecord`] JSON |
 //! | `n/` | `<node:be64>` | [`NodeRecord`] JSON |
 //! | `s/` | state name | last applied log id, membership, counters |
+//! | `s/count/` | `<cluster>\0<status>` | number of stored jobs (JSON u64; absent = 0) |
 //!
 //! Times are the leader-stamped fixed-width RFC 3339 strings
 //! (`YYYY-MM-DDTHH:MM:SS.ffffffZ`), so byte order is time order.
@@ -331,8 +332,55 @@ fn index_keys(job: &Job, meta: &JobMeta) -> Vec<Vec<u8>> {
     keys
 }
 
+const COUNT_PREFIX: &[u8] = b"s/count/";
+
+fn count_key(job: &Job) -> Vec<u8> {
+    [
+        COUNT_PREFIX,
+        job.cluster.as_bytes(),
+        b"\0",
+        job.status().as_str().as_bytes(),
+    ]
+    .concat()
+}
+
+/// Adds `delta` to the stored-job count of `job`'s cluster and status (a zero count is deleted,
+/// so the key space holds only live pairs).
+fn bump_count<T: KvTree>(tx: &mut Overlay<'_, T>, job: &Job, delta: i64) -> Result<(), ApplyError> {
+    let key = count_key(job);
+    let n = get_u64(tx, &key)?.saturating_add_signed(delta);
+    if n == 0 {
+        tx.delete(key);
+    } else {
+        tx.put(key, encode(&n));
+    }
+    Ok(())
+}
+
+/// Stored jobs by (cluster, status), in key order: maintained by `apply`, so reading them costs
+/// one short prefix scan however many jobs are stored.
+pub fn job_counts(r: &impl TableRead) -> Result<Vec<(String, JobStatus, u64)>, ApplyError> {
+    let mut out = Vec::new();
+    for (k, v) in r.prefix_items(COUNT_PREFIX)? {
+        let rest = String::from_utf8_lossy(&k[COUNT_PREFIX.len()..]).into_owned();
+        let Some((cluster, status)) = rest.split_once('\0') else {
+            continue;
+        };
+        let Some(status) = JobStatus::parse(status) else {
+            continue;
+        };
+        out.push((cluster.to_string(), status, decode::<u64>(&k, &v)?));
+    }
+    Ok(out)
+}
+
 /// Writes a job and its meta, moving its index entries from `old` (if any).
-fn store_job<T: KvTree>(tx: &mut Overlay<'_, T>, old: Option<(&Job, &JobMeta)>, job: &Job, meta: &JobMeta) {
+fn store_job<T: KvTree>(
+    tx: &mut Overlay<'_, T>,
+    old: Option<(&Job, &JobMeta)>,
+    job: &Job,
+    meta: &JobMeta,
+) -> Result<(), ApplyError> {
     let id = job.id.as_deref().unwrap_or_default();
     let new_keys = index_keys(job, meta);
     if let Some((oj, om)) = old {
@@ -345,17 +393,26 @@ fn store_job<T: KvTree>(tx: &mut Overlay<'_, T>, old: Option<(&Job, &JobMeta)>, 
     for k in new_keys {
         tx.put(k, Vec::new());
     }
+    if old.map(|(oj, _)| count_key(oj)) != Some(count_key(job)) {
+        if let Some((oj, _)) = old {
+            bump_count(tx, oj, -1)?;
+        }
+        bump_count(tx, job, 1)?;
+    }
     tx.put(job_key(id), job.to_canonical());
     tx.put(meta_key(id), encode(meta));
+    Ok(())
 }
 
-fn remove_job<T: KvTree>(tx: &mut Overlay<'_, T>, job: &Job, meta: &JobMeta) {
+fn remove_job<T: KvTree>(tx: &mut Overlay<'_, T>, job: &Job, meta: &JobMeta) -> Result<(), ApplyError> {
     let id = job.id.as_deref().unwrap_or_default();
     for k in index_keys(job, meta) {
         tx.delete(k);
     }
+    bump_count(tx, job, -1)?;
     tx.delete(job_key(id));
     tx.delete(meta_key(id));
+    Ok(())
 }
 
 /// Times never go backwards: a stamped time earlier than the stored one keeps the stored one.
@@ -488,7 +545,7 @@ fn submit<T: KvTree>(
         shared: hosted.shared,
         ..Default::default()
     };
-    store_job(tx, None, &stored, &meta);
+    store_job(tx, None, &stored, &meta)?;
     if let Some(idem) = idem {
         let rec = IdempotencyRecord {
             job_id: id.clone(),
@@ -581,7 +638,7 @@ fn update<T: KvTree>(tx: &mut Overlay<'_, T>, u: &JobUpdate) -> Result<Response,
         job.host = u.host.clone();
     }
     job.last_update_time = Some(later(&old.last_update_time, &u.time));
-    store_job(tx, Some((&old, &old_meta)), &job, &meta);
+    store_job(tx, Some((&old, &old_meta)), &job, &meta)?;
     Ok(applied(true))
 }
 
@@ -631,7 +688,7 @@ fn control<T: KvTree>(
         job.status = Some(JobStatus::Canceled);
         job.status_message = Some("Canceled by user".into());
         job.last_update_time = Some(later(&old.last_update_time, time));
-        store_job(tx, Some((&old, &old_meta)), &job, &meta);
+        store_job(tx, Some((&old, &old_meta)), &job, &meta)?;
         return Ok(Response::Applied {
             changed: true,
             count: 1,
@@ -666,7 +723,7 @@ fn delete<T: KvTree>(tx: &mut Overlay<'_, T>, id: &str) -> Result<Response, Appl
             ),
         ));
     }
-    remove_job(tx, &job, &meta);
+    remove_job(tx, &job, &meta)?;
     Ok(applied(true))
 }
 
@@ -682,7 +739,7 @@ fn expire<T: KvTree>(tx: &mut Overlay<'_, T>, cutoff: &str, now: &str) -> Result
         };
         let id = String::from_utf8_lossy(&k[pos + 1..]).into_owned();
         if let Some((job, meta)) = load_job(tx, &id)? {
-            remove_job(tx, &job, &meta);
+            remove_job(tx, &job, &meta)?;
             removed += 1;
         } else {
             tx.delete(k);
@@ -741,7 +798,7 @@ fn node_lost<T: KvTree>(
                 meta.controls.clear();
             }
         }
-        store_job(tx, Some((&old, &old_meta)), &job, &meta);
+        store_job(tx, Some((&old, &old_meta)), &job, &meta)?;
         count += 1;
     }
     Ok(Response::Applied {
@@ -1314,8 +1371,17 @@ mod tests {
             ids(list_jobs(&t, &ListFilter::default()).unwrap()),
             vec!["b", "z"]
         );
+        let counts = |t: &_| -> Vec<(String, JobStatus, u64)> { job_counts(t).unwrap() };
+        let local = |status, n| ("Local".to_string(), status, n);
+        assert_eq!(
+            counts(&t),
+            vec![local(JobStatus::Canceled, 1), local(JobStatus::Pending, 1)],
+            "the counts follow every submit, status change and expiry"
+        );
+        run(&t, upd("z", 1, JobStatus::Running));
         run(&t, CommandV1::Delete { id: "b".into() });
         assert_eq!(ids(list_jobs(&t, &ListFilter::default()).unwrap()), vec!["z"]);
+        assert_eq!(counts(&t), vec![local(JobStatus::Running, 1)], "and deletes");
     }
 
     #[test]

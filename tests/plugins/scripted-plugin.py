@@ -581,6 +581,7 @@ class Plugin:
     def get_status(self, rid, request):
         if request["cancel"]:
             self.status_streams.pop(rid, None)
+            log("info", f"status stream {rid} closed by the launcher")
             return
         if request["jobId"] == "*":
             current = [self.jobs[i] for i in self.order if self.visible(self.jobs[i]["job"], request["username"])]
@@ -640,6 +641,7 @@ class Plugin:
     def get_output(self, rid, request):
         if request["cancel"]:
             self.output_streams.pop(rid, None)
+            log("info", f"output stream {rid} closed by the launcher")
             return
         if request["outputType"] not in (0, 1, 2):
             self.channel.error(rid, E_INVALID, f"unknown outputType {request['outputType']}")
@@ -654,6 +656,7 @@ class Plugin:
     def get_util(self, rid, request):
         if request["cancel"]:
             self.util_streams.pop(rid, None)
+            log("info", f"resource stream {rid} closed by the launcher")
             return
         if request["jobId"] == "*":
             self.channel.error(rid, E_INVALID, "resource utilization is streamed for one job, not '*'")

@@ -28,7 +28,10 @@ impl TestGateway {
         cfg.admin_users = vec!["admin".into()];
         tweak(&mut cfg);
         let handle = launcher_gateway::start(cfg).await?;
-        let url = format!("http://{}", handle.addr);
+        let addr = handle
+            .addr
+            .ok_or_else(|| anyhow::anyhow!("the test gateway serves TCP"))?;
+        let url = format!("http://{addr}");
         Ok(TestGateway {
             handle,
             url,

@@ -8,8 +8,11 @@
 //!
 //! Every wait has a deadline; nothing sleeps blindly.
 
+pub mod browser;
+pub mod checker;
 pub mod client;
 pub mod gateway;
+pub mod history;
 pub mod inproc;
 pub mod process;
 

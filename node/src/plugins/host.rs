@@ -299,6 +299,16 @@ impl Plugin {
         &self.spec.cluster
     }
 
+    /// Times the plugin was restarted after its first bootstrap.
+    pub fn restarts(&self) -> u64 {
+        self.generation.borrow().saturating_sub(1)
+    }
+
+    /// Whether the plugin is bootstrapped and its current incarnation alive.
+    pub fn is_up(&self) -> bool {
+        self.current().is_ok_and(|c| !*c.dead.borrow())
+    }
+
     /// Bumped after every successful (re)bootstrap: watchers reconcile their jobs then.
     pub fn generations(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
@@ -506,6 +516,8 @@ impl Plugin {
         deadline: Duration,
     ) -> Result<R, PluginError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // In the span of the call being served, so the log ties its request id to this one.
+        tracing::debug!(cluster = %self.spec.cluster, plugin_request_id = id, kind = ?kind, "plugin request");
         let (tx, rx) = oneshot::channel();
         conn.pending
             .lock()
@@ -552,6 +564,7 @@ impl Plugin {
     ) -> Result<PluginStream, PluginError> {
         let conn = self.current()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(cluster = %self.spec.cluster, plugin_request_id = id, kind = ?kind, "plugin stream");
         let (tx, rx) = mpsc::channel(STREAM_BACKLOG);
         conn.streams
             .lock()

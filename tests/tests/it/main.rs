@@ -1,6 +1,9 @@
 //! Integration tests of the launcher cluster. One binary; modules by area.
 
 mod api;
+mod chaos;
 mod cluster;
+mod ctl;
+mod deploy;
 mod gateway;
 mod plugins;

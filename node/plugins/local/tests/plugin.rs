@@ -49,7 +49,7 @@ fn test_user() -> &'static User {
     static USER: OnceLock<User> = OnceLock::new();
     USER.get_or_init(|| {
         if let Some(u) = User::from_name(TEST_USER).unwrap() {
-            return u;
+            return own_home(u);
         }
         assert!(
             nix::unistd::geteuid().is_root(),
@@ -60,10 +60,23 @@ fn test_user() -> &'static User {
             .output()
             .unwrap();
         // Another test process may have created it meanwhile: look again before failing.
-        User::from_name(TEST_USER)
+        let user = User::from_name(TEST_USER)
             .unwrap()
-            .unwrap_or_else(|| panic!("useradd failed: {}", String::from_utf8_lossy(&out.stderr)))
+            .unwrap_or_else(|| panic!("useradd failed: {}", String::from_utf8_lossy(&out.stderr)));
+        own_home(user)
     })
+}
+
+/// Hands the user's home back to it: a home left behind by an earlier user of the same name
+/// (deleted and created again with another uid) would keep the user out of its own files.
+fn own_home(user: User) -> User {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(meta) = std::fs::metadata(&user.dir) {
+        if meta.uid() != user.uid.as_raw() {
+            nix::unistd::chown(&user.dir, Some(user.uid), Some(user.gid)).unwrap();
+        }
+    }
+    user
 }
 
 /// A scratch path and config dir for plugins; dropping it kills every job process left.

@@ -1,4 +1,5 @@
 mod durability;
 mod membership;
+mod metrics;
 mod replication;
 mod security;

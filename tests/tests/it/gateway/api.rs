@@ -1,7 +1,7 @@
 //! Every route's success and error answers, with the error body and headers of DESIGN §2.
 
 use launcher_tests::{
-    init_tracing, job_user, ClusterOpts, ProcessCluster, TestGateway, TestPlugin, DEADLINE,
+    init_tracing, job_user, wait_until, ClusterOpts, Http, ProcessCluster, TestGateway, TestPlugin, DEADLINE,
 };
 use reqwest::Method;
 
@@ -14,8 +14,9 @@ fn terminal(j: &serde_json::Value) -> bool {
 
 /// A job's whole life through HTTP: submit (201, X-Launcher-Index), get, list, status, output,
 /// network, control refused once it ended (409/8), delete (204), then 404/3; clusters, status,
-/// members; unknown routes 404, wrong methods 405, oversize bodies 413, bad JSON 400 — every
-/// error with the `{"error":{code,name,message}}` body.
+/// members, a snapshot download (admins only), `X-Request-Id` on every answer (the client's or
+/// a new UUID); unknown routes 404, wrong methods 405, oversize
+/// bodies 413, bad JSON 400 — every error with the `{"error":{code,name,message}}` body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_through_every_route() -> anyhow::Result<()> {
     init_tracing();
@@ -26,6 +27,18 @@ async fn a_job_through_every_route() -> anyhow::Result<()> {
     let body = serde_json::json!({"name": "http", "cluster": "Local", "command": "echo via-http; exit 4", "user": user});
     let r = admin.req(Method::POST, "/jobs").json(&body).send().await?;
     assert_eq!(r.status(), 201);
+    let generated = r.headers()["x-request-id"].to_str()?.to_string();
+    assert_eq!(generated.len(), 36, "a UUID names every request: {generated}");
+    let echoed = admin
+        .req(Method::GET, "/clusters")
+        .header("X-Request-Id", "trace-me-42")
+        .send()
+        .await?;
+    assert_eq!(
+        echoed.headers()["x-request-id"],
+        "trace-me-42",
+        "the client's own id is kept"
+    );
     let index: u64 = r.headers()["x-launcher-index"].to_str()?.parse()?;
     assert!(index > 0);
     let job: serde_json::Value = r.json().await?;
@@ -85,6 +98,18 @@ async fn a_job_through_every_route() -> anyhow::Result<()> {
         .post(&format!("/jobs/{id}/control"), &serde_json::json!({"op": "kill"}))
         .await?;
     assert_eq!((st, e["error"]["code"].as_i64()), (400, Some(2)), "{e}");
+    // An admin downloads a snapshot holding the job; nobody else may.
+    let snap = admin.req(Method::GET, "/snapshot").send().await?;
+    assert_eq!(snap.status(), 200);
+    assert_eq!(snap.headers()["content-type"], "application/octet-stream");
+    let bytes = snap.bytes().await?;
+    assert!(
+        bytes.windows(id.len()).any(|w| w == id.as_bytes()),
+        "the snapshot ({} bytes) holds the job",
+        bytes.len()
+    );
+    let (st, e) = gw.client(&user).get("/snapshot").await?;
+    assert_eq!((st, e["error"]["code"].as_i64()), (403, Some(12)), "{e}");
     let r = admin.req(Method::DELETE, &format!("/jobs/{id}")).send().await?;
     assert_eq!(r.status(), 204);
     let (st, e) = admin.get(&format!("/jobs/{id}")).await?;
@@ -168,5 +193,180 @@ async fn idempotent_submits_and_status_events() -> anyhow::Result<()> {
         text.contains("\"status\":\"Finished\""),
         "the stream ends when the job does: {text}"
     );
+    Ok(())
+}
+
+/// `launcher_gateway_open_streams{kind}` from the gateway's `GET /metrics`.
+async fn open_streams(gw: &TestGateway, kind: &str) -> anyhow::Result<i64> {
+    let text = reqwest::get(format!("{}/metrics", gw.url)).await?.text().await?;
+    let prefix = format!("launcher_gateway_open_streams{{kind=\"{kind}\"}} ");
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(Ok(0), str::parse)?)
+}
+
+/// Waits until the gateway holds `n` open streams of every kind together.
+async fn all_open_streams_become(gw: &TestGateway, n: i64) -> anyhow::Result<()> {
+    wait_until(&format!("{n} open streams at the gateway"), DEADLINE, || async {
+        let mut open = 0;
+        for kind in ["status", "resourceUtilization", "output"] {
+            open += open_streams(gw, kind).await?;
+        }
+        Ok((open == n).then_some(()))
+    })
+    .await
+}
+
+/// A Pending job that its plugin has accepted, submitted by `client`; returns its id.
+async fn launched_pending_job(client: &Http) -> anyhow::Result<String> {
+    let body = serde_json::json!({"name": "queued", "cluster": "Local", "command": "exit 0"});
+    let (st, job) = client.post("/jobs", &body).await?;
+    assert_eq!(st, 201, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    // Resource use can be asked for once the plugin has the job (before that: 409, retry).
+    wait_until("the plugin to accept the job", DEADLINE, || {
+        let (client, id) = (client.clone(), id.clone());
+        async move {
+            let r = client
+                .req(
+                    Method::GET,
+                    &format!("/jobs/{id}/resource-utilization?stream=true"),
+                )
+                .send()
+                .await?;
+            Ok((r.status() == 200).then_some(()))
+        }
+    })
+    .await?;
+    Ok(id)
+}
+
+/// The three streams of a job that has nothing to report yet (Pending, no output, no samples)
+/// start at once: status line and headers arrive while the job is still Pending. A one-shot
+/// resource read of that job is a 409 (JobNotRunning) instead of a wait. Every stream ends by
+/// itself when the job ends (here: canceled), with the final status as the last event, and the
+/// gateway's open-stream gauge returns to zero. `GET /metrics` needs no token, labels answers by
+/// route template, and is off with `enable-metrics=0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_start_at_once_and_end_with_the_job() -> anyhow::Result<()> {
+    init_tracing();
+    let opts = ClusterOpts {
+        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
+        ..Default::default()
+    };
+    let cluster = ProcessCluster::start(3, opts).await?;
+    let gw = TestGateway::start(&cluster, |_| {}).await?;
+    let alice = gw.client("alice");
+    let id = launched_pending_job(&alice).await?;
+
+    let open = |path: String| {
+        let alice = alice.clone();
+        async move {
+            let r = tokio::time::timeout(DEADLINE, alice.req(Method::GET, &path).send()).await??;
+            anyhow::ensure!(r.status() == 200, "{path}: {}", r.status());
+            Ok::<_, anyhow::Error>(r)
+        }
+    };
+    let status = open(format!("/jobs/{id}/status?stream=true")).await?;
+    let usage = open(format!("/jobs/{id}/resource-utilization?stream=true")).await?;
+    let output = open(format!("/jobs/{id}/output?follow=true")).await?;
+    assert_eq!(usage.headers()["content-type"], "text/event-stream");
+    assert!(output.headers()["content-type"]
+        .to_str()?
+        .starts_with("text/plain"));
+    let (_, now) = alice.get(&format!("/jobs/{id}")).await?;
+    assert_eq!(now["status"], "Pending", "the streams began before the job ran");
+    for kind in ["status", "resourceUtilization", "output"] {
+        assert_eq!(open_streams(&gw, kind).await?, 1, "{kind}");
+    }
+    let (st, e) = alice.get(&format!("/jobs/{id}/resource-utilization")).await?;
+    assert_eq!((st, e["error"]["code"].as_i64()), (409, Some(6)), "{e}");
+
+    let (st, r) = alice
+        .post(
+            &format!("/jobs/{id}/control"),
+            &serde_json::json!({"operation": "cancel"}),
+        )
+        .await?;
+    assert_eq!(st, 200, "{r}");
+    let status = tokio::time::timeout(DEADLINE, status.text()).await??;
+    let last = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .next_back()
+        .expect("status events");
+    let last: serde_json::Value = serde_json::from_str(last)?;
+    assert_eq!(last["status"], "Canceled", "{status}");
+    let usage = tokio::time::timeout(DEADLINE, usage.text()).await??;
+    assert!(!usage.contains("event: error"), "{usage}");
+    tokio::time::timeout(DEADLINE, output.text()).await??;
+    all_open_streams_become(&gw, 0).await?;
+    // The same figures count answers by route template, never by job id.
+    let text = reqwest::get(format!("{}/metrics", gw.url)).await?.text().await?;
+    assert!(
+        text.contains(
+            r#"launcher_gateway_requests_total{code="200",method="POST",route="/jobs/{id}/control"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(!text.contains(&id), "no job id in a label");
+    gw.handle.shutdown().await?;
+    let quiet = TestGateway::start(&cluster, |c| c.metrics_enabled = false).await?;
+    let r = reqwest::get(format!("{}/metrics", quiet.url)).await?;
+    assert_eq!(r.status(), 404, "enable-metrics=0 turns /metrics off");
+    quiet.handle.shutdown().await?;
+    Ok(())
+}
+
+/// A client that leaves in the middle of its streams frees everything they held: the gateway's
+/// open-stream gauge returns to zero, and the job's plugin is told to close the output and
+/// resource streams (its log says so), while the job itself carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_when_the_client_leaves() -> anyhow::Result<()> {
+    init_tracing();
+    let opts = ClusterOpts {
+        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
+        ..Default::default()
+    };
+    let cluster = ProcessCluster::start(3, opts).await?;
+    let gw = TestGateway::start(&cluster, |_| {}).await?;
+    let alice = gw.client("alice");
+    let id = launched_pending_job(&alice).await?;
+    // Each stream in its own connection, so dropping the response closes it.
+    let mut held = Vec::new();
+    for path in [
+        format!("/jobs/{id}/status?stream=true"),
+        format!("/jobs/{id}/resource-utilization?stream=true"),
+        format!("/jobs/{id}/output?follow=true"),
+    ] {
+        let client = Http {
+            inner: reqwest::Client::new(),
+            ..alice.clone()
+        };
+        let r = client.req(Method::GET, &path).send().await?;
+        assert_eq!(r.status(), 200, "{path}");
+        held.push(r);
+    }
+    all_open_streams_become(&gw, 3).await?;
+    drop(held);
+    all_open_streams_become(&gw, 0).await?;
+    wait_until("the plugin to close the streams", DEADLINE, || async {
+        // The probe in launched_pending_job left a resource stream too: two in all.
+        let logs = cluster.logs();
+        let closed = |kind: &str| {
+            logs.lines()
+                .filter(|l| l.contains(&format!("{kind} stream ")) && l.contains("closed by the launcher"))
+                .count()
+        };
+        Ok((closed("output") >= 1 && closed("resource") >= 2).then_some(()))
+    })
+    .await?;
+    let (_, job) = alice.get(&format!("/jobs/{id}")).await?;
+    assert_eq!(
+        job["status"], "Pending",
+        "leaving a stream does not touch the job"
+    );
+    gw.handle.shutdown().await?;
     Ok(())
 }

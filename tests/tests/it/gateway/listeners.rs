@@ -83,7 +83,7 @@ async fn https_with_http1_and_h2() -> anyhow::Result<()> {
         cert_pem = cert;
     })
     .await?;
-    let addr = gw.handle.addr;
+    let addr = gw.handle.addr.expect("a TCP listener");
     let base = format!("https://{addr}");
 
     // Clients that never finish a handshake: one silent, one speaking garbage.
@@ -308,7 +308,7 @@ async fn stop_drains_requests_in_flight() -> anyhow::Result<()> {
         anyhow::Ok(())
     })
     .await??;
-    let addr = gw.handle.addr;
+    let addr = gw.handle.addr.expect("a TCP listener");
     let began = Instant::now();
     let shutdown = tokio::spawn(gw.handle.shutdown());
     wait_until("new connections to be refused", DEADLINE, || async move {
@@ -514,5 +514,49 @@ async fn binary_drops_root_for_server_user() -> anyhow::Result<()> {
         std::fs::symlink_metadata(&socket).is_err(),
         "a failed start leaves no socket behind"
     );
+    Ok(())
+}
+
+/// `port=0` with `unix-socket` in the file serves on the socket only: no TCP listener is bound,
+/// the socket answers. The hook given to `start_with` (where the binary gives up root) runs
+/// after the socket is bound and before it answers anything: a failing hook leaves nothing
+/// listening and its error is `start_with`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_only_and_the_hook_before_serving() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = ProcessCluster::start(1, ClusterOpts::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("only.sock");
+    let text = format!(
+        "[server]\nport=0\nunix-socket={}\nnodes={}\nsecure-cookie-key-file={}\n",
+        socket.display(),
+        cluster.nodes[0].addr(),
+        cluster.key_path.display()
+    );
+    let cfg = launcher_gateway::config::parse(&text, "launcher.conf", dir.path(), |_| None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(!cfg.tcp);
+
+    let refused = launcher_gateway::server::start_with(cfg.clone(), |_| {
+        // Bound already, not serving yet.
+        assert!(
+            std::fs::symlink_metadata(&socket).is_ok(),
+            "bound before the hook"
+        );
+        anyhow::bail!("no such user")
+    })
+    .await;
+    let err = format!("{:#}", refused.err().expect("the hook's failure stops the start"));
+    assert!(err.contains("no such user"), "{err}");
+    assert!(
+        unix_request(&socket, "/status", None).await.is_err(),
+        "nothing answers after a failed start"
+    );
+
+    let gw = launcher_gateway::server::start_with(cfg, |_| Ok(())).await?;
+    assert_eq!(gw.addr, None, "no TCP listener");
+    let (st, _, _) = unix_request(&socket, "/status", None).await?;
+    assert_eq!(st, 200);
+    gw.shutdown().await?;
     Ok(())
 }

@@ -5,3 +5,4 @@ mod auth;
 mod listeners;
 mod openapi;
 mod routing;
+mod ui;

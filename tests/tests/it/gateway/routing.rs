@@ -57,8 +57,10 @@ async fn gateway_listing_equals_node_listings() -> anyhow::Result<()> {
 }
 
 /// Each client (by its `launcher-node` cookie) sticks to one node, different clients spread
-/// over the nodes; when a client's node dies its next requests succeed on another node, and a
-/// submit retried across the failover under one Idempotency-Key creates one job.
+/// over the nodes; when a client's node dies in the middle of the client's status stream, the
+/// stream ends with an `error` event, the client's next requests succeed on another node, a
+/// keyless submit sent into the failover creates exactly one job, and a submit retried under
+/// one Idempotency-Key creates one job; the client returns to its node once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_stick_to_a_node_and_fail_over() -> anyhow::Result<()> {
     init_tracing();
@@ -104,7 +106,49 @@ async fn clients_stick_to_a_node_and_fail_over() -> anyhow::Result<()> {
         .find(|(_, n)| **n != leader)
         .map(|(c, n)| (c.clone(), *n))
         .expect("a client on a follower");
+    // The client is in the middle of a status stream, served by its node, when that dies.
+    let (st, watched) = admin
+        .post(
+            "/jobs",
+            &serde_json::json!({"name": "watched", "cluster": "Local", "command": "exit 0", "user": "alice"}),
+        )
+        .await?;
+    assert_eq!(st, 201, "{watched}");
+    let stream = admin
+        .req(
+            Method::GET,
+            &format!("/jobs/{}/status?stream=true", watched["id"].as_str().expect("id")),
+        )
+        .header("cookie", format!("launcher-node={victim_client}"))
+        .send()
+        .await?;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["x-launcher-node"].to_str()?, victim.to_string());
     cluster.kill(victim as usize);
+    let events = tokio::time::timeout(DEADLINE, stream.text()).await??;
+    assert!(
+        events.contains("event: status") && events.contains("event: error"),
+        "the stream says it broke instead of hanging or ending as if the job had: {events}"
+    );
+    // Without a key of its own the submit is still made once: the gateway adds a key before
+    // it retries on the next node.
+    let once =
+        serde_json::json!({"name": "keyless", "cluster": "Local", "command": "exit 0", "user": "alice"});
+    let r = admin
+        .req(Method::POST, "/jobs")
+        .header("cookie", format!("launcher-node={victim_client}"))
+        .json(&once)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201, "{}", r.text().await?);
+    let (_, all) = admin.get("/jobs?user=*").await?;
+    let keyless = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|j| j["name"] == "keyless")
+        .count();
+    assert_eq!(keyless, 1, "{all}");
     let body =
         serde_json::json!({"name": "across", "cluster": "Local", "command": "exit 0", "user": "alice"});
     let submit = || {

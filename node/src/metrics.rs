@@ -1,0 +1,218 @@
+//! `GET /metrics` on the node's gRPC port (HTTP/1.1, unauthenticated like the gateway's, off
+//! with `enable-metrics=0`): Raft state, stored jobs by cluster and status, plugin restarts and
+//! forwarded requests, in the Prometheus text format.
+//!
+//! Counters are plain atomics where the events happen ([`Counters`]); everything else is read
+//! when scraped, into a registry built for that one answer, so nothing here is process-global
+//! (several in-process nodes in one test never mix).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::state::Shared;
+
+/// Kinds of request a node forwards: to the job's owner, or a write to the leader.
+#[derive(Debug, Clone, Copy)]
+pub enum Forward {
+    Control,
+    Network,
+    Output,
+    ResourceUse,
+    Write,
+}
+
+impl Forward {
+    const ALL: [Forward; 5] = [
+        Forward::Control,
+        Forward::Network,
+        Forward::Output,
+        Forward::ResourceUse,
+        Forward::Write,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Forward::Control => "control",
+            Forward::Network => "network",
+            Forward::Output => "output",
+            Forward::ResourceUse => "resource_use",
+            Forward::Write => "write_to_leader",
+        }
+    }
+}
+
+/// Event counters of one node.
+#[derive(Debug, Default)]
+pub struct Counters {
+    forwarded: [AtomicU64; 5],
+}
+
+impl Counters {
+    /// Counts one request forwarded to another node.
+    pub fn forwarded(&self, kind: Forward) {
+        self.forwarded[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, value: i64) -> prometheus::Result<()> {
+    let g = IntGauge::new(name, help)?;
+    g.set(value);
+    registry.register(Box::new(g))
+}
+
+/// The text exposition of this node's metrics.
+pub async fn render(shared: &Shared) -> prometheus::Result<String> {
+    let registry = Registry::new();
+    let m = shared.raft.metrics().borrow().clone();
+    let id = shared.id as i64;
+    gauge(&registry, "launcher_node_id", "This node's id", id)?;
+    gauge(
+        &registry,
+        "launcher_node_raft_term",
+        "Current Raft term",
+        m.current_term as i64,
+    )?;
+    gauge(
+        &registry,
+        "launcher_node_raft_leader",
+        "Id of the leader this node knows (0: none)",
+        m.current_leader.map_or(0, |l| l as i64),
+    )?;
+    gauge(
+        &registry,
+        "launcher_node_raft_is_leader",
+        "1 on the leader",
+        i64::from(m.current_leader == Some(shared.id)),
+    )?;
+    gauge(
+        &registry,
+        "launcher_node_raft_last_log_index",
+        "Index of the last entry in this node's log",
+        m.last_log_index.map_or(0, |i| i as i64),
+    )?;
+    gauge(
+        &registry,
+        "launcher_node_raft_applied_index",
+        "Index of the last entry applied to the job table",
+        m.last_applied.map_or(0, |l| l.index as i64),
+    )?;
+    gauge(
+        &registry,
+        "launcher_node_raft_snapshot_index",
+        "Index covered by the latest snapshot",
+        m.snapshot.map_or(0, |l| l.index as i64),
+    )?;
+    gauge(
+        &registry,
+        "launcher_node_raft_log_entries",
+        "Entries kept in the log (last index minus purged)",
+        m.last_log_index
+            .unwrap_or(0)
+            .saturating_sub(m.purged.map_or(0, |l| l.index)) as i64,
+    )?;
+    gauge(
+        &registry,
+        "launcher_node_raft_voters",
+        "Voters in the membership",
+        m.membership_config.membership().voter_ids().count() as i64,
+    )?;
+    if let Some(ack) = m.millis_since_quorum_ack {
+        gauge(
+            &registry,
+            "launcher_node_raft_millis_since_quorum_ack",
+            "On the leader: milliseconds since a quorum last acknowledged it",
+            ack as i64,
+        )?;
+    }
+    let size = launcher_storage::engine::KvEngine::size_on_disk(&shared.engine).unwrap_or(0);
+    gauge(
+        &registry,
+        "launcher_node_storage_bytes",
+        "Bytes the storage engine uses on disk (log and job table)",
+        size as i64,
+    )?;
+
+    let jobs = IntGaugeVec::new(
+        Opts::new(
+            "launcher_node_jobs",
+            "Stored jobs by cluster and status (this node's replica)",
+        ),
+        &["cluster", "status"],
+    )?;
+    if let Ok(counts) = shared.table(|sm| sm.job_counts()).await {
+        for (cluster, status, n) in counts {
+            jobs.with_label_values(&[&cluster, status.as_str()]).set(n as i64);
+        }
+    }
+    registry.register(Box::new(jobs))?;
+
+    let restarts = IntCounterVec::new(
+        Opts::new(
+            "launcher_node_plugin_restarts_total",
+            "Times each cluster's plugin was restarted after it died or stopped answering",
+        ),
+        &["cluster"],
+    )?;
+    let up = IntGaugeVec::new(
+        Opts::new(
+            "launcher_node_plugin_up",
+            "1 while the cluster's plugin is bootstrapped and answering",
+        ),
+        &["cluster"],
+    )?;
+    for p in shared.plugins.iter() {
+        restarts.with_label_values(&[p.cluster()]).inc_by(p.restarts());
+        up.with_label_values(&[p.cluster()]).set(i64::from(p.is_up()));
+    }
+    registry.register(Box::new(restarts))?;
+    registry.register(Box::new(up))?;
+
+    let forwarded = IntCounterVec::new(
+        Opts::new(
+            "launcher_node_forwarded_requests_total",
+            "Requests this node forwarded: to a job's owner, or writes to the leader",
+        ),
+        &["kind"],
+    )?;
+    for kind in Forward::ALL {
+        forwarded
+            .with_label_values(&[kind.label()])
+            .inc_by(shared.counters.forwarded[kind as usize].load(Ordering::Relaxed));
+    }
+    registry.register(Box::new(forwarded))?;
+
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The `/metrics` answer: the text, or 503 while the node is still starting.
+pub async fn serve(cell: std::sync::Arc<crate::raft_service::NodeCell>) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let Some(shared) = cell.shared.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "this node is still starting\n").into_response();
+    };
+    match render(shared).await {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics failed: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The `/metrics` answer with `enable-metrics=0`.
+pub async fn disabled() -> (axum::http::StatusCode, &'static str) {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        "metrics are disabled on this node (enable-metrics=0)\n",
+    )
+}

@@ -1,0 +1,104 @@
+//! `GET /metrics` on each node's gRPC port.
+
+use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, TestPlugin, DEADLINE};
+
+/// One node's metrics as (name with labels, value) pairs.
+async fn scrape(addr: &str) -> anyhow::Result<Vec<(String, f64)>> {
+    let r = reqwest::get(format!("http://{addr}/metrics")).await?;
+    anyhow::ensure!(r.status() == 200, "GET /metrics on {addr}: {}", r.status());
+    let text = r.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect())
+}
+
+fn value(m: &[(String, f64)], name: &str) -> f64 {
+    m.iter().find(|(k, _)| k == name).map_or(0.0, |(_, v)| *v)
+}
+
+fn sum(m: &[(String, f64)], prefix: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Every node answers plain HTTP `GET /metrics` next to its gRPC service, unauthenticated:
+/// exactly one node reports itself leader and all agree on who; each node's replica counts the
+/// submitted jobs by cluster and status; a follower that took submits counts the writes it
+/// forwarded to the leader (and its Members answer is the leader's view, all healthy); a plugin
+/// killed under the node shows as one restart and is up
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_report_raft_jobs_plugins_and_forwarding() -> anyhow::Result<()> {
+    init_tracing();
+    let opts = ClusterOpts {
+        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(3, opts).await?;
+    let leader = cluster.wait_for_leader().await?;
+    let follower = (1..=3).find(|i| *i != leader).expect("a follower") as usize;
+    let client = cluster.client(follower);
+    for i in 0..4 {
+        client.submit(&job(&format!("counted-{i}"), &[])).await?;
+    }
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    for addr in &addrs {
+        wait_until("the replica to count four Pending jobs", DEADLINE, || async {
+            let m = scrape(addr).await?;
+            let pending = value(&m, r#"launcher_node_jobs{cluster="Local",status="Pending"}"#);
+            Ok((pending == 4.0).then_some(()))
+        })
+        .await?;
+    }
+    let mut leaders = 0.0;
+    for addr in &addrs {
+        let m = scrape(addr).await?;
+        leaders += value(&m, "launcher_node_raft_is_leader");
+        assert_eq!(value(&m, "launcher_node_raft_leader"), leader as f64, "{addr}");
+        assert!(value(&m, "launcher_node_raft_applied_index") > 0.0);
+        assert!(value(&m, "launcher_node_storage_bytes") > 0.0);
+        assert_eq!(sum(&m, "launcher_node_jobs{"), 4.0, "{addr}");
+    }
+    assert_eq!(leaders, 1.0);
+    // Members asked of a follower are the leader's view: every member healthy and applying.
+    let members = client
+        .rpc()
+        .members(launcher_proto::launcher::MembersRequest {
+            caller: Some(launcher_tests::client::admin()),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(members.members.len(), 3);
+    for m in &members.members {
+        assert!(m.healthy && m.applied_index > 0, "seen from a follower: {m:?}");
+    }
+    let m = scrape(&addrs[follower - 1]).await?;
+    assert!(
+        value(
+            &m,
+            r#"launcher_node_forwarded_requests_total{kind="write_to_leader"}"#
+        ) >= 4.0,
+        "{m:?}"
+    );
+    assert_eq!(value(&m, r#"launcher_node_plugin_up{cluster="Local"}"#), 1.0);
+
+    let victim = cluster.nodes[follower - 1].plugin_pids();
+    assert_eq!(victim.len(), 1, "one plugin: {victim:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    wait_until("the plugin restart to be counted", DEADLINE, || async {
+        let m = scrape(&addrs[follower - 1]).await?;
+        let restarts = value(&m, r#"launcher_node_plugin_restarts_total{cluster="Local"}"#);
+        let up = value(&m, r#"launcher_node_plugin_up{cluster="Local"}"#);
+        Ok((restarts == 1.0 && up == 1.0).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
