@@ -9,10 +9,30 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# The OpenAPI conformance test drives the gateway with schemathesis (pinned, from PyPI).
+if ! command -v schemathesis >/dev/null 2>&1; then
+  echo "installing schemathesis ..."
+  python3 -m pip install --quiet 'schemathesis==4.32.5'
+fi
+
+# The web page tests drive Debian's Chromium headless (tests/tests/it/gateway/ui.rs).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium ..."
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Build the binaries the process-level tests start before the tests run.
 cargo build --workspace --bins --locked
+# Container images for the docker-compose test (tests/tests/it/deploy): static release binaries
+# and FROM scratch images; installs busybox-static if missing.
+if [ "${LAUNCHER_SKIP_DOCKER_TESTS:-0}" != 1 ]; then
+  bash deploy/build-images.sh
+fi
 profile=default
 if [ "${CI:-}" = true ]; then profile=ci; fi
 cargo nextest run --workspace --locked --profile "$profile"

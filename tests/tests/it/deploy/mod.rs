@@ -1,0 +1,3 @@
+//! The container images and docker-compose deployment of `deploy/`, driven through Docker.
+
+mod compose;
