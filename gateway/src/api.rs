@@ -116,6 +116,8 @@ pub struct Ctx {
     served_by: std::sync::Mutex<Option<String>>,
     /// `X-Request-Id` (the client's, or the one the gateway gave the request), passed to nodes.
     pub request_id: String,
+    /// The request came over TLS (the answer's cookies get `Secure`).
+    pub over_tls: bool,
 }
 
 impl Ctx {
@@ -219,6 +221,7 @@ impl FromRequestParts<Shared> for Ctx {
             new_client,
             min_index,
             served_by: std::sync::Mutex::new(None),
+            over_tls: crate::ui::over_tls(state, &parts.extensions),
             request_id: headers
                 .get(REQUEST_ID_HEADER)
                 .and_then(|v| v.to_str().ok())
@@ -328,10 +331,12 @@ fn finish(state: &AppState, ctx: &Ctx, index: u64, mut resp: Response) -> Respon
     if let Some(id) = node_id.filter(|id| *id > 0) {
         h.insert(NODE_HEADER, HeaderValue::from(id));
     }
-    let mut cookies = vec![format!("{INDEX_COOKIE}={index}; Path=/; SameSite=Strict")];
+    // Over TLS the cookies never travel in clear text either.
+    let secure = if ctx.over_tls { "; Secure" } else { "" };
+    let mut cookies = vec![format!("{INDEX_COOKIE}={index}; Path=/; SameSite=Strict{secure}")];
     if ctx.new_client {
         cookies.push(format!(
-            "{NODE_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+            "{NODE_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
             ctx.client
         ));
     }

@@ -197,7 +197,9 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Whether the request came over TLS: the TCP listener is HTTPS when `enable-ssl` is on; the unix
 /// socket (no peer address) is always plain.
-fn over_tls(s: &AppState, ext: &Extensions) -> bool {
+/// Whether the request came over TLS: with `enable-ssl` every TCP connection is TLS, and only
+/// TCP connections carry a peer address (the unix socket is plain).
+pub(crate) fn over_tls(s: &AppState, ext: &Extensions) -> bool {
     s.config.enable_ssl && ext.get::<ConnectInfo<SocketAddr>>().is_some()
 }
 

@@ -86,7 +86,11 @@ impl NodeHandle {
 /// plugin requests it makes) name the HTTP request they serve. Calls without one (Raft traffic)
 /// get no span.
 fn rpc_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
-    match req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+    match req
+        .headers()
+        .get(crate::owner::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(id) => tracing::info_span!("rpc", path = %req.uri().path(), request_id = %id),
         None => tracing::Span::none(),
     }
@@ -220,7 +224,8 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
         // gRPC for nodes and gateways; plain HTTP/1.1 `GET /metrics` on the same port.
         let mut router = tonic::service::Routes::new(raft_svc)
             .add_service(launcher_svc)
-            .into_axum_router();
+            .into_axum_router()
+            .layer(axum::middleware::from_fn(crate::owner::scope_request_id));
         router = if config.server.enable_metrics {
             let cell = cell.clone();
             router.route(

@@ -30,6 +30,8 @@ pub struct ClusterOpts {
     pub heartbeat_interval_seconds: u64,
     /// Extra files (name, text) written into every node's config dir (filter files).
     pub config_files: Vec<(String, String)>,
+    /// The nodes' `RUST_LOG` (default `info,openraft=warn`).
+    pub log_filter: Option<String>,
 }
 
 /// Which plugin a test cluster's `[cluster]` sections run.
@@ -90,6 +92,7 @@ impl Default for ClusterOpts {
             request_timeout_seconds: 120,
             heartbeat_interval_seconds: 5,
             config_files: vec![],
+            log_filter: None,
         }
     }
 }
@@ -401,7 +404,10 @@ impl ProcessCluster {
         cmd.arg("--config")
             .arg(&conf)
             .env("RSTUDIO_CONFIG_DIR", &node.dir)
-            .env("RUST_LOG", "info,openraft=warn");
+            .env(
+                "RUST_LOG",
+                self.opts.log_filter.as_deref().unwrap_or("info,openraft=warn"),
+            );
         if init {
             cmd.arg("--init");
         }

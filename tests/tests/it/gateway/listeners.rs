@@ -69,7 +69,8 @@ fn node_cookie(headers: &hyper::HeaderMap) -> Option<String> {
 }
 
 /// Over HTTPS the gateway answers `GET /status` and an authenticated `GET /jobs` to a client
-/// that trusts its certificate, over HTTP/1.1 and (by ALPN) HTTP/2; plain HTTP to the same port
+/// that trusts its certificate, over HTTP/1.1 and (by ALPN) HTTP/2, with `Secure` cookies; plain
+/// HTTP to the same port
 /// fails; and clients whose handshake stalls or fails do not hold up anyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_http1_and_h2() -> anyhow::Result<()> {
@@ -153,13 +154,23 @@ async fn https_with_http1_and_h2() -> anyhow::Result<()> {
         ("/jobs", None, 401),
     ] {
         let mut req = hyper::Request::get(format!("{base}{path}"));
-        if let Some(t) = token {
+        if let Some(t) = &token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let resp =
             tokio::time::timeout(DEADLINE, h2.send_request(req.body(Empty::<Bytes>::new())?)).await??;
         assert_eq!(resp.version(), hyper::Version::HTTP_2);
         assert_eq!(resp.status().as_u16(), want, "{path} over h2");
+        if want == 200 && token.is_some() {
+            let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
+            assert!(!cookies.is_empty());
+            for c in cookies {
+                assert!(
+                    c.to_str()?.ends_with("; Secure"),
+                    "over TLS every cookie is Secure: {c:?}"
+                );
+            }
+        }
         let body = resp.into_body().collect().await?.to_bytes();
         serde_json::from_slice::<serde_json::Value>(&body)?;
     }

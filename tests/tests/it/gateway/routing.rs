@@ -175,3 +175,55 @@ async fn clients_stick_to_a_node_and_fail_over() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// A request id follows a call to the node that serves it and on to the job's owner: asking
+/// each of the three nodes for a job's network under its own `x-request-id`, the owner (which
+/// answers two of the three as forwarded calls) logs a plugin request under every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_follow_forwarded_calls_to_the_owner() -> anyhow::Result<()> {
+    use launcher_proto::launcher::JobRequest;
+    init_tracing();
+    let opts = ClusterOpts {
+        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
+        log_filter: Some("info,openraft=warn,launcher_node::plugins::host=debug".into()),
+        ..Default::default()
+    };
+    let cluster = ProcessCluster::start(3, opts).await?;
+    let reply = cluster
+        .client(1)
+        .submit(&launcher_tests::job("traced", &[]))
+        .await?;
+    let id = launcher_tests::client::job_id(&reply.job);
+    let ask = |i: usize| {
+        let mut req = tonic::Request::new(JobRequest {
+            caller: Some(launcher_tests::client::admin()),
+            id: id.clone(),
+            read: None,
+        });
+        req.metadata_mut()
+            .insert("x-request-id", format!("rid-{i}").parse().expect("ascii"));
+        let client = cluster.client(i);
+        async move { client.rpc().get_job_network(req).await }
+    };
+    // The network can be asked once the plugin has the job.
+    wait_until("the job to be launched", DEADLINE, || async {
+        Ok(ask(1).await.ok().map(|_| ()))
+    })
+    .await?;
+    for i in 1..=3 {
+        ask(i).await?;
+    }
+    let owner = (1..=3).find(|&n| {
+        let log = cluster.log(n);
+        (1..=3).all(|i| {
+            log.lines()
+                .any(|l| l.contains("plugin request") && l.contains(&format!("request_id=rid-{i}")))
+        })
+    });
+    assert!(
+        owner.is_some(),
+        "no node logged plugin requests under all three ids:\n{}",
+        cluster.logs()
+    );
+    Ok(())
+}
