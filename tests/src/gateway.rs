@@ -39,6 +39,21 @@ impl TestGateway {
         })
     }
 
+    /// A cluster of `n` node processes whose plugin is the scripted one configured by
+    /// `plugin_conf` (jobs are simulated: nothing runs), and a gateway in front of it.
+    pub async fn with_scripted_cluster(
+        n: usize,
+        plugin_conf: &str,
+    ) -> anyhow::Result<(ProcessCluster, TestGateway)> {
+        let opts = crate::ClusterOpts {
+            plugin: crate::TestPlugin::Scripted(plugin_conf.to_string()),
+            ..Default::default()
+        };
+        let cluster = ProcessCluster::start(n, opts).await?;
+        let gw = TestGateway::start(&cluster, |_| {}).await?;
+        Ok((cluster, gw))
+    }
+
     /// A token for `user`, valid for an hour.
     pub fn token(&self, user: &str) -> String {
         let now = std::time::SystemTime::now()

@@ -1,7 +1,7 @@
 //! Every route's success and error answers, with the error body and headers of DESIGN §2.
 
 use launcher_tests::{
-    init_tracing, job_user, wait_until, ClusterOpts, Http, ProcessCluster, TestGateway, TestPlugin, DEADLINE,
+    init_tracing, job_user, wait_until, ClusterOpts, Http, ProcessCluster, TestGateway, DEADLINE,
 };
 use reqwest::Method;
 
@@ -158,12 +158,7 @@ async fn a_job_through_every_route() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_submits_and_status_events() -> anyhow::Result<()> {
     init_tracing();
-    let opts = ClusterOpts {
-        plugin: TestPlugin::Scripted("run-seconds=1\n".into()),
-        ..Default::default()
-    };
-    let cluster = ProcessCluster::start(3, opts).await?;
-    let gw = TestGateway::start(&cluster, |_| {}).await?;
+    let (_cluster, gw) = TestGateway::with_scripted_cluster(3, "run-seconds=1\n").await?;
     let alice = gw.client("alice");
     let body = serde_json::json!({"name": "once", "cluster": "Local", "command": "exit 0"});
     let send = |b: &serde_json::Value| {
@@ -251,12 +246,7 @@ async fn launched_pending_job(client: &Http) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_start_at_once_and_end_with_the_job() -> anyhow::Result<()> {
     init_tracing();
-    let opts = ClusterOpts {
-        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
-        ..Default::default()
-    };
-    let cluster = ProcessCluster::start(3, opts).await?;
-    let gw = TestGateway::start(&cluster, |_| {}).await?;
+    let (cluster, gw) = TestGateway::with_scripted_cluster(3, "pending-seconds=600\n").await?;
     let alice = gw.client("alice");
     let id = launched_pending_job(&alice).await?;
 
@@ -325,12 +315,7 @@ async fn streams_start_at_once_and_end_with_the_job() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_end_when_the_client_leaves() -> anyhow::Result<()> {
     init_tracing();
-    let opts = ClusterOpts {
-        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
-        ..Default::default()
-    };
-    let cluster = ProcessCluster::start(3, opts).await?;
-    let gw = TestGateway::start(&cluster, |_| {}).await?;
+    let (cluster, gw) = TestGateway::with_scripted_cluster(3, "pending-seconds=600\n").await?;
     let alice = gw.client("alice");
     let id = launched_pending_job(&alice).await?;
     // Each stream in its own connection, so dropping the response closes it.

@@ -285,12 +285,7 @@ async fn gateway_conforms_to_its_document() -> anyhow::Result<()> {
     if !version.ends_with(SCHEMATHESIS_VERSION) {
         eprintln!("note: {version} installed; this test pins {SCHEMATHESIS_VERSION}");
     }
-    let opts = ClusterOpts {
-        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
-        ..Default::default()
-    };
-    let cluster = ProcessCluster::start(3, opts).await?;
-    let gw = TestGateway::start(&cluster, |_| {}).await?;
+    let (_cluster, gw) = TestGateway::with_scripted_cluster(3, "pending-seconds=600\n").await?;
     let work = tempfile::tempdir()?;
     let config = work.path().join("schemathesis.toml");
     std::fs::write(&config, schemathesis_config())?;
@@ -399,12 +394,7 @@ fn is_error(body: &Value, code: i64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_carry_the_index_and_errors_have_the_body() -> anyhow::Result<()> {
     init_tracing();
-    let opts = ClusterOpts {
-        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
-        ..Default::default()
-    };
-    let cluster = ProcessCluster::start(3, opts).await?;
-    let gw = TestGateway::start(&cluster, |_| {}).await?;
+    let (_cluster, gw) = TestGateway::with_scripted_cluster(3, "pending-seconds=600\n").await?;
     let (admin, anon, alice): (Http, Http, Http) = (gw.client("admin"), gw.anonymous(), gw.client("alice"));
     let mut seen = Vec::new();
 
@@ -626,12 +616,7 @@ async fn answers_carry_the_index_and_errors_have_the_body() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_index_is_not_echoed_as_applied() -> anyhow::Result<()> {
     init_tracing();
-    let opts = ClusterOpts {
-        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
-        ..Default::default()
-    };
-    let cluster = ProcessCluster::start(3, opts).await?;
-    let gw = TestGateway::start(&cluster, |_| {}).await?;
+    let (_cluster, gw) = TestGateway::with_scripted_cluster(3, "pending-seconds=600\n").await?;
     let admin = gw.client("admin");
     let far = 1_000_000_000u64;
     let s = send(

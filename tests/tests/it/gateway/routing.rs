@@ -11,12 +11,7 @@ use reqwest::Method;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_listing_equals_node_listings() -> anyhow::Result<()> {
     init_tracing();
-    let opts = ClusterOpts {
-        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
-        ..Default::default()
-    };
-    let cluster = ProcessCluster::start(3, opts).await?;
-    let gw = TestGateway::start(&cluster, |_| {}).await?;
+    let (cluster, gw) = TestGateway::with_scripted_cluster(3, "pending-seconds=600\n").await?;
     let admin = gw.client("admin");
     for i in 0..5 {
         let (st, _) = admin
@@ -64,12 +59,7 @@ async fn gateway_listing_equals_node_listings() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_stick_to_a_node_and_fail_over() -> anyhow::Result<()> {
     init_tracing();
-    let opts = ClusterOpts {
-        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
-        ..Default::default()
-    };
-    let mut cluster = ProcessCluster::start(3, opts).await?;
-    let gw = TestGateway::start(&cluster, |_| {}).await?;
+    let (mut cluster, gw) = TestGateway::with_scripted_cluster(3, "pending-seconds=600\n").await?;
     let admin = gw.client("admin");
     let node_of = |client: String| {
         let admin = admin.clone();
