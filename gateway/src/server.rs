@@ -68,7 +68,13 @@ fn app(state: Arc<AppState>) -> axum::Router {
         // (413) without being buffered whole.
         .layer(DefaultBodyLimit::max(limit + 1))
         // One span per request with method, path and request id, for the logs...
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // 5xx answers (no leader during a failover, a node timing out) are worth a
+                // warning; the error body already tells the client what happened.
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         // ... which the client may give (X-Request-Id), else gets one; echoed on the answer.
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(

@@ -535,6 +535,9 @@ impl Shared {
         // heard from everyone, may condemn a member (a leader waking from a pause must not).
         let quorum_fresh = quorum_ack.is_some_and(|ms| ms <= cfg.election_timeout_max_ms);
         let settled = self.liveness.leader_for().is_some_and(|d| d > lost_after);
+        if quorum_fresh {
+            self.fail_jobs_of_removed_members().await;
+        }
         if quorum_fresh && settled {
             for node in all.iter().copied().filter(|n| *n != self.id) {
                 if self.is_alive(node) || self.liveness.is_lost(node) {
@@ -564,6 +567,26 @@ impl Shared {
             }
         }
         self.expire_jobs().await;
+    }
+
+    /// A removed member never reports again (it cannot come back under its id, DESIGN §1), and
+    /// being no member any more, the liveness sweep above never looks at it: its non-terminal
+    /// jobs are lost now, however it left (a wiped node rejoining under a new id,
+    /// `members remove`, dead-member cleanup).
+    async fn fail_jobs_of_removed_members(&self) {
+        let removed: Vec<NodeId> = self
+            .table(|sm| sm.nodes())
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.removed)
+            .map(|r| r.id)
+            .collect();
+        for node in removed {
+            if self.table(move |sm| sm.active_jobs(node)).await.unwrap_or(0) > 0 {
+                self.declare_lost(node).await;
+            }
+        }
     }
 
     async fn declare_lost(&self, node: NodeId) {

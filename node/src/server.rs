@@ -239,7 +239,13 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .accept_http1(true)
-                .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(rpc_span))
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_grpc()
+                        .make_span_with(rpc_span)
+                        // An error answer (not found, invalid, unavailable while starting) is
+                        // the caller's news, not a fault of this node: debug, not ERROR.
+                        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+                )
                 .add_routes(router.into())
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop_rx.wait_for(|s| *s).await;

@@ -452,7 +452,31 @@ impl Launcher for LauncherService {
         shared
             .visible_job(&caller(&r.caller)?, &r.id, ReadMode::default())
             .await?;
-        Ok(Response::new(shared.output_at_owner(&r, was_forwarded).await?))
+        if !(r.follow && shared.not_launched_yet(&r.id).await?) {
+            return Ok(Response::new(shared.output_at_owner(&r, was_forwarded).await?));
+        }
+        // Followed output of a job its plugin does not have yet: the stream starts now and
+        // follows the output once the job is launched (or ends empty if it never is).
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            if !shared.until_launched(&r.id, &tx).await {
+                return;
+            }
+            match shared.output_at_owner(&r, was_forwarded).await {
+                Ok(mut chunks) => {
+                    while let Some(chunk) = chunks.next().await {
+                        if tx.send(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type StreamResourceUseStream = BoxStream<ResourceUse>;
@@ -593,6 +617,35 @@ impl Launcher for LauncherService {
 }
 
 impl Shared {
+    /// Whether job `id` is Pending without a plugin job id (this replica's view).
+    async fn not_launched_yet(&self, id: &str) -> NodeResult<bool> {
+        let key = id.to_string();
+        let job = self.table(move |sm| sm.job_with_meta(&key)).await?;
+        Ok(job.is_some_and(|(j, _)| {
+            j.status() == JobStatus::Pending && j.plugin_job_id.is_none() && self.jobs.plugin_id(id).is_none()
+        }))
+    }
+
+    /// Waits until job `id` has a plugin job id (true), or ended, vanished or the receiver of
+    /// `tx` went away first (false). Wakes on every applied entry, like the status stream.
+    async fn until_launched<T>(&self, id: &str, tx: &tokio::sync::mpsc::Sender<T>) -> bool {
+        let mut metrics = self.raft.metrics();
+        loop {
+            match self.not_launched_yet(id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Launched, or no longer Pending without a launch: let the owner answer.
+                    return true;
+                }
+                Err(_) => return false,
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return false },
+                _ = tx.closed() => return false,
+            }
+        }
+    }
+
     /// The cluster's health as the leader sees it (only the leader hears every member's
     /// heartbeat): this node's own view on the leader, else the leader's, asked over gRPC with
     /// the internal credential; Red with what this node knows when no leader answers.

@@ -355,3 +355,39 @@ async fn streams_end_when_the_client_leaves() -> anyhow::Result<()> {
     gw.handle.shutdown().await?;
     Ok(())
 }
+
+/// Following the output of a job its plugin does not have yet (the plugin sits on the submit
+/// for 2 s) starts at once, waits for the launch, delivers what the job prints and ends when the
+/// job does — instead of a 409 that the client would have to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_output_waits_for_the_launch() -> anyhow::Result<()> {
+    init_tracing();
+    let (_cluster, gw) = TestGateway::with_scripted_cluster(
+        3,
+        "submit-answer-delay=2\npending-seconds=0.5\nrun-seconds=0.5\n",
+    )
+    .await?;
+    let alice = gw.client("alice");
+    let body = serde_json::json!({"name": "late", "cluster": "Local", "command": "echo late"});
+    let (st, job) = alice.post("/jobs", &body).await?;
+    assert_eq!(st, 201, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    let r = tokio::time::timeout(
+        DEADLINE,
+        alice
+            .req(Method::GET, &format!("/jobs/{id}/output?follow=true"))
+            .send(),
+    )
+    .await??;
+    assert_eq!(r.status(), 200);
+    let (_, now) = alice.get(&format!("/jobs/{id}")).await?;
+    assert_eq!(now["status"], "Pending", "the stream began before the launch");
+    let text = tokio::time::timeout(DEADLINE, r.text()).await??;
+    assert_eq!(text, "output of late\n");
+    let (_, done) = alice.get(&format!("/jobs/{id}")).await?;
+    assert_eq!(
+        done["status"], "Finished",
+        "the stream ended with the job: {done}"
+    );
+    Ok(())
+}
