@@ -133,6 +133,13 @@ pub async fn render(shared: &Shared) -> prometheus::Result<String> {
         size as i64,
     )?;
 
+    gauge(
+        &registry,
+        "launcher_node_snapshot_bytes",
+        "Size of the latest snapshot file (0 before the first snapshot)",
+        shared.sm.snapshot_bytes() as i64,
+    )?;
+
     let jobs = IntGaugeVec::new(
         Opts::new(
             "launcher_node_jobs",

@@ -224,6 +224,11 @@ impl<E: KvEngine> StateMachine<E> {
         Ok(meta)
     }
 
+    /// Size in bytes of the latest snapshot file (0 before the first snapshot).
+    pub fn snapshot_bytes(&self) -> u64 {
+        std::fs::metadata(self.snapshot_path()).map_or(0, |m| m.len())
+    }
+
     fn snapshot_path(&self) -> PathBuf {
         self.inner.snapshot_dir.join(SNAPSHOT_FILE)
     }

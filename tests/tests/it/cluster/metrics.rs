@@ -62,6 +62,10 @@ async fn nodes_report_raft_jobs_plugins_and_forwarding() -> anyhow::Result<()> {
         assert_eq!(value(&m, "launcher_node_raft_leader"), leader as f64, "{addr}");
         assert!(value(&m, "launcher_node_raft_applied_index") > 0.0);
         assert!(value(&m, "launcher_node_storage_bytes") > 0.0);
+        assert!(
+            m.iter().any(|(k, _)| k == "launcher_node_snapshot_bytes"),
+            "the snapshot size is reported"
+        );
         assert_eq!(sum(&m, "launcher_node_jobs{"), 4.0, "{addr}");
     }
     assert_eq!(leaders, 1.0);
