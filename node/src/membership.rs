@@ -539,11 +539,20 @@ impl Shared {
             self.fail_jobs_of_removed_members().await;
         }
         if quorum_fresh && settled {
-            for node in all.iter().copied().filter(|n| *n != self.id) {
-                if self.is_alive(node) || self.liveness.is_lost(node) {
-                    continue;
+            let unseen: Vec<NodeId> = all
+                .iter()
+                .copied()
+                .filter(|n| *n != self.id && !self.is_alive(*n) && !self.liveness.is_lost(*n))
+                .collect();
+            // The metrics read above may predate a pause of this very node (a leader waking
+            // up reads its old quorum acknowledgement until Raft catches up): confirm the
+            // leadership with a quorum now, and look again at whom it has heard from since.
+            if !unseen.is_empty() && self.leader_read_index().await.is_ok() {
+                for node in unseen {
+                    if !self.is_alive(node) {
+                        self.declare_lost(node).await;
+                    }
                 }
-                self.declare_lost(node).await;
             }
             if cfg.dead_member_removal_seconds > 0 {
                 let dead_after = Duration::from_secs(cfg.dead_member_removal_seconds);
@@ -615,7 +624,9 @@ impl Shared {
             time: clock::now(),
             adopters,
         });
-        match self.write(WriteRequest::Command { command: cmd }).await {
+        // Only as the leader that decided it: forwarded to a new leader, a stale leader's
+        // decision would condemn members the new one hears from.
+        match self.write_as_leader(WriteRequest::Command { command: cmd }).await {
             Ok((Response::Applied { count, .. }, _)) => {
                 tracing::warn!(
                     node,

@@ -213,8 +213,14 @@ impl Shared {
                 voter,
             });
         }
+        // A leader without a recent quorum acknowledgement (alone in a minority: openraft 0.9
+        // leaders do not step down by themselves) can neither write nor read: no quorum, Red.
+        let quorum_lost = leader == Some(self.id)
+            && m.millis_since_quorum_ack
+                .is_none_or(|ms| ms > self.config.node.election_timeout_max_ms);
         let status = match leader {
             None => "Red",
+            Some(_) if quorum_lost => "Red",
             Some(_) if nodes.iter().all(|n| n.healthy) => "Green",
             Some(_) => "Yellow",
         };

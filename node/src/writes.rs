@@ -100,6 +100,21 @@ impl Shared {
         }
     }
 
+    /// Proposes `req` on this node while it leads, never elsewhere: a decision this node took
+    /// from its own view as leader (a member lost) must not be carried out by another leader.
+    pub async fn write_as_leader(&self, req: WriteRequest) -> NodeResult<(Response, u64)> {
+        let not_leader = || NodeError::unavailable("this node does not lead (any more)");
+        if !self.is_leader() {
+            return Err(not_leader());
+        }
+        match tokio::time::timeout(WRITE_DEADLINE, self.propose(&req)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(Retry::Elsewhere)) => Err(not_leader()),
+            Ok(Err(Retry::Fatal(e))) => Err(e),
+            Err(_) => Err(NodeError::unavailable("no quorum committed the write in time")),
+        }
+    }
+
     /// Stamps and proposes on this node, which believes it is the leader.
     async fn propose(&self, req: &WriteRequest) -> Result<(Response, u64), Retry> {
         let cmd = self.stamp(req.clone()).await.map_err(Retry::Fatal)?;
