@@ -538,6 +538,54 @@ impl ProcessCluster {
         .await
     }
 
+    /// Waits until a running node reports a leader other than node id `excluding` (the one
+    /// just killed or paused), returning its node id. Each node is asked with a short deadline
+    /// of its own, so a paused (SIGSTOPped) node among them delays nothing.
+    pub async fn wait_for_new_leader(&mut self, excluding: u64) -> anyhow::Result<u64> {
+        use futures::StreamExt;
+        let clients: Vec<NodeClient> = self.running().into_iter().map(|i| self.client(i)).collect();
+        wait_until(&format!("a leader other than node {excluding}"), DEADLINE, || {
+            let clients = clients.clone();
+            async move {
+                let mut asks: futures::stream::FuturesUnordered<_> = clients
+                    .iter()
+                    .map(|c| tokio::time::timeout(std::time::Duration::from_secs(1), c.status()))
+                    .collect();
+                while let Some(answer) = asks.next().await {
+                    if let Ok(Ok(st)) = answer {
+                        if st.leader != 0 && st.leader != excluding && st.status != "Red" {
+                            return Ok(Some(st.leader));
+                        }
+                    }
+                }
+                Ok(None)
+            }
+        })
+        .await
+    }
+
+    /// SIGSTOP node `i` (a pause: a long GC, a frozen VM) and wait until the kernel shows it
+    /// stopped; [`ProcessCluster::resume`] continues it. Its plugin keeps running.
+    pub async fn pause(&mut self, i: usize) -> anyhow::Result<()> {
+        let pid = self.nodes[i - 1]
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("node {i} not running"))?;
+        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP)?;
+        wait_until(&format!("node {i} to stop"), DEADLINE, || async move {
+            Ok((process_state(pid) == Some('T')).then_some(()))
+        })
+        .await
+    }
+
+    /// SIGCONT node `i` after [`ProcessCluster::pause`].
+    pub fn resume(&mut self, i: usize) -> anyhow::Result<()> {
+        let pid = self.nodes[i - 1]
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("node {i} not running"))?;
+        kill(Pid::from_raw(pid as i32), Signal::SIGCONT)?;
+        Ok(())
+    }
+
     /// Waits until node `i` applied at least `index`.
     pub async fn wait_applied(&self, i: usize, index: u64) -> anyhow::Result<()> {
         let c = self.client(i);
@@ -646,6 +694,13 @@ async fn reap(mut child: Child, what: &str) -> anyhow::Result<std::process::Exit
         let _ = child.wait();
     }
     r
+}
+
+/// The state letter of process `pid` in `/proc/<pid>/stat` (`T` = stopped), if it exists.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may contain spaces: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 fn tail(path: &Path) -> String {

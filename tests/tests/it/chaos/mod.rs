@@ -1,7 +1,19 @@
 //! Chaos: concurrent clients record a history of their operations while faults hit a cluster
 //! of real node processes; the checker (`launcher_tests::checker`) then verifies the history
-//! against DESIGN.md §7. Every run is seeded (`LAUNCHER_CHAOS_SEED` replays one) and dumps its
-//! history as JSON lines when it fails.
+//! against DESIGN.md §7. Every run is seeded (`LAUNCHER_CHAOS_SEED` replays one), notes each
+//! fault in the history, and dumps the history as JSON lines when it fails.
+//!
+//! * `leader_kill`: SIGKILL of the leader, restart with its data.
+//! * `pauses`: SIGSTOP/SIGCONT of the leader and of a follower for longer than the election
+//!   timeout, and a minority leader (both followers stopped) that clients keep writing to.
+//! * `crashes`: a plugin killed under running jobs, a node restarted with wiped data (a new
+//!   id; its old jobs end `node lost`), and a crash of the whole cluster.
+//!
+//! `run` is the frame they share (cluster, clients, final reads, checking); `workload` the
+//! clients.
 
+mod crashes;
 mod leader_kill;
+mod pauses;
+mod run;
 mod workload;

@@ -54,8 +54,10 @@ impl Shared {
         self.acked.load(Ordering::SeqCst)
     }
 
-    fn ack(&self, id: &str) {
-        self.known.lock().expect("known ids").push(id.to_string());
+    fn ack(&self, id: &str, visibility: Visibility) {
+        if visibility == Visibility::Shared {
+            self.known.lock().expect("known ids").push(id.to_string());
+        }
         self.acked.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -63,6 +65,14 @@ impl Shared {
         let known = self.known.lock().expect("known ids");
         (!known.is_empty()).then(|| known[rng.gen_range(0..known.len())].clone())
     }
+}
+
+/// Whether the random clients may pick an acknowledged job for their gets and controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Shared,
+    /// Only the test acts on it (a job a fault is aimed at must not be killed by a client).
+    Private,
 }
 
 /// How a client reaches the cluster.
@@ -162,21 +172,66 @@ impl Client {
             .gen_bool(0.5)
             .then(|| format!("key-{}-{}-{}", self.shared.seed, self.p, self.n));
         let command = ["exit 0", "exit 3", "sleep 0.5", "sleep 2", "run"][self.rng.gen_range(0..5)];
-        let body = serde_json::json!({"name": name, "cluster": "Local", "command": command, "user": OWNER});
         // Without a key a second attempt would be a second job: only keyed submits are retried,
         // and they give up sooner (a client that retries elsewhere instead of waiting out a
         // failover), so their retries race the first attempt.
-        let mut attempts = if key.is_some() { KEYED_ATTEMPTS } else { 1 };
-        let timeout = if key.is_some() {
-            Duration::from_millis(self.rng.gen_range(1500..5000))
+        let (attempts, timeout) = if key.is_some() {
+            (
+                KEYED_ATTEMPTS,
+                Duration::from_millis(self.rng.gen_range(1500..5000)),
+            )
         } else {
-            WRITE_TIMEOUT
+            (1, WRITE_TIMEOUT)
         };
+        self.submit_attempts(&name, command, key, attempts, timeout, Visibility::Shared)
+            .await;
+    }
+
+    /// Submits one job running `command` under an Idempotency-Key, from the test itself (e.g.
+    /// long jobs a fault is aimed at): up to `attempts` tries, each on the next node, and
+    /// recorded like every submit. `visibility` says whether the random clients may pick the
+    /// job for their gets and controls. Returns the job id once acknowledged.
+    pub async fn submit_command(
+        &mut self,
+        name: &str,
+        command: &str,
+        attempts: usize,
+        visibility: Visibility,
+    ) -> Option<String> {
+        self.submit_within(name, command, attempts, WRITE_TIMEOUT, visibility)
+            .await
+    }
+
+    /// [`Client::submit_command`] with a client-side deadline of `timeout` per attempt.
+    pub async fn submit_within(
+        &mut self,
+        name: &str,
+        command: &str,
+        attempts: usize,
+        timeout: Duration,
+        visibility: Visibility,
+    ) -> Option<String> {
+        let key = format!("key-{}-{}-{name}", self.shared.seed, self.p);
+        self.submit_attempts(name, command, Some(key), attempts, timeout, visibility)
+            .await
+    }
+
+    async fn submit_attempts(
+        &mut self,
+        name: &str,
+        command: &str,
+        key: Option<String>,
+        mut attempts: usize,
+        timeout: Duration,
+        visibility: Visibility,
+    ) -> Option<String> {
+        let body = serde_json::json!({"name": name, "cluster": "Local", "command": command, "user": OWNER});
+        let random = visibility == Visibility::Shared;
         let mut acked: Option<String> = None;
         while attempts > 0 {
             attempts -= 1;
             let call = Call::Submit {
-                name: name.clone(),
+                name: name.to_string(),
                 user: CALLER.into(),
                 key: key.clone(),
             };
@@ -192,13 +247,13 @@ impl Client {
                     self.told(index);
                     let first = acked.is_none();
                     if first {
-                        self.shared.ack(&id);
+                        self.shared.ack(&id, visibility);
                     }
                     acked = Some(id);
                     // Now and then a client resends an acknowledged submit under its key anyway
                     // (to another node; a lost answer, as far as it knows): same job expected.
                     attempts = 0;
-                    if first && key.is_some() && self.rng.gen_bool(0.15) {
+                    if random && first && key.is_some() && self.rng.gen_bool(0.15) {
                         attempts = 1;
                         self.move_on();
                     }
@@ -206,16 +261,17 @@ impl Client {
                 }
                 Ok(Err(Failure::Definite(o))) => {
                     pending.fail(o);
-                    return;
+                    return acked;
                 }
                 Ok(Err(Failure::Unknown(o))) => pending.info(o),
                 Err(_) => pending.info(Outcome::error(None, "client-side timeout")),
             }
             if acked.is_some() {
-                return;
+                return acked;
             }
             self.move_on();
         }
+        acked
     }
 
     async fn send_submit(
@@ -306,7 +362,11 @@ impl Client {
                 pending.fail(o);
                 self.move_on();
             }
-            Err(_) => pending.fail(Outcome::error(None, "client-side timeout")),
+            Err(_) => {
+                // A node that does not answer (paused, partitioned): try the next one.
+                pending.fail(Outcome::error(None, "client-side timeout"));
+                self.move_on();
+            }
         }
     }
 
@@ -352,7 +412,11 @@ impl Client {
                 pending.fail(o);
                 self.move_on();
             }
-            Err(_) => pending.fail(Outcome::error(None, "client-side timeout")),
+            Err(_) => {
+                // A node that does not answer (paused, partitioned): try the next one.
+                pending.fail(Outcome::error(None, "client-side timeout"));
+                self.move_on();
+            }
         }
     }
 
@@ -408,7 +472,11 @@ impl Client {
                 pending.fail(o);
                 self.move_on();
             }
-            Err(_) => pending.fail(Outcome::error(None, "client-side timeout")),
+            Err(_) => {
+                // A node that does not answer (paused, partitioned): try the next one.
+                pending.fail(Outcome::error(None, "client-side timeout"));
+                self.move_on();
+            }
         }
     }
 
@@ -447,24 +515,36 @@ impl Client {
             return;
         };
         let operation = ["kill", "kill", "stop", "cancel", "suspend", "resume"][self.rng.gen_range(0..6)];
-        self.control_job(&id, operation).await;
+        let _ = self.control_job(&id, operation).await;
     }
 
     /// Sends one control request (never retried: DESIGN §2) and records it.
-    pub async fn control_job(&mut self, id: &str, operation: &str) {
+    pub async fn control_job(&mut self, id: &str, operation: &str) -> Result<Outcome, Outcome> {
         let pending = self.invoke(Call::Control {
             id: id.into(),
             operation: operation.into(),
         });
         let answer = tokio::time::timeout(WRITE_TIMEOUT, self.send_control(id, operation)).await;
         match answer {
-            Ok(Ok(o)) => pending.ok(o),
-            Ok(Err(Failure::Definite(o))) => pending.fail(o),
-            Ok(Err(Failure::Unknown(o))) => {
-                pending.info(o);
-                self.move_on();
+            Ok(Ok(o)) => {
+                pending.ok(o.clone());
+                Ok(o)
             }
-            Err(_) => pending.info(Outcome::error(None, "client-side timeout")),
+            Ok(Err(Failure::Definite(o))) => {
+                pending.fail(o.clone());
+                Err(o)
+            }
+            Ok(Err(Failure::Unknown(o))) => {
+                pending.info(o.clone());
+                self.move_on();
+                Err(o)
+            }
+            Err(_) => {
+                let o = Outcome::error(None, "client-side timeout");
+                pending.info(o.clone());
+                self.move_on();
+                Err(o)
+            }
         }
     }
 
@@ -551,6 +631,45 @@ pub async fn record_list(
         }
         Ok(Err(o)) => {
             pending.fail(o);
+            None
+        }
+        Err(_) => {
+            pending.fail(Outcome::error(None, "client-side timeout"));
+            None
+        }
+    }
+}
+
+/// Records one linearizable get of job `id` from `node` by process `p`; returns the whole job
+/// (with fields the history leaves out, such as `statusMessage`) when it was found.
+pub async fn record_get(shared: &Shared, p: u32, node: &NodeClient, id: &str) -> Option<serde_json::Value> {
+    let read = Read::linearizable();
+    let pending = shared.recorder.invoke(p, Call::Get { id: id.into(), read });
+    let req = GetJobRequest {
+        caller: Some(admin()),
+        id: id.into(),
+        fields: vec![],
+        read: Some(read_options(read)),
+    };
+    match tokio::time::timeout(READ_TIMEOUT, node.rpc().get_job(req)).await {
+        Ok(Ok(r)) => {
+            let r = r.into_inner();
+            let job: Option<serde_json::Value> = serde_json::from_slice(&r.job).ok();
+            pending.ok(Outcome::Got {
+                job: job.as_ref().and_then(JobView::from_json),
+                index: Some(r.applied_index),
+            });
+            job
+        }
+        Ok(Err(s)) if error_code(&s) == 3 => {
+            pending.ok(Outcome::Got {
+                job: None,
+                index: None,
+            });
+            None
+        }
+        Ok(Err(s)) => {
+            pending.fail(Outcome::error(Some(error_code(&s)), s.message()));
             None
         }
         Err(_) => {
