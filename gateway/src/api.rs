@@ -164,18 +164,7 @@ impl FromRequestParts<Shared> for Ctx {
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
         let headers = &parts.headers;
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(auth::bearer)
-            .map(str::to_string)
-            .or_else(|| {
-                headers
-                    .get_all(header::COOKIE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .find_map(auth::token_from_cookies)
-            });
+        let token = crate::ui::request_token(headers);
         let (user, admin) = if state.config.authorization_enabled {
             let token = token
                 .ok_or_else(|| ApiError::new(code::UNAUTHORIZED, auth::AuthError::Missing.to_string()))?;

@@ -247,7 +247,7 @@ fn with_cookie(mut resp: Response, cookie: &str) -> Result<Response, ApiError> {
 }
 
 /// The token a request carries as the API reads it: `Authorization: Bearer`, else the cookie.
-fn request_token(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn request_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
