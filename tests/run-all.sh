@@ -3,6 +3,8 @@
 # Works on a fresh machine of this kind (Rust toolchain present); installs what it lacks.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# A run from a clean clone gains nothing from incremental state; it only costs disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest ..."
