@@ -1,14 +1,20 @@
 //! `GET /metrics` on the node's gRPC port (HTTP/1.1, unauthenticated like the gateway's, off
-//! with `enable-metrics=0`): Raft state, stored jobs by cluster and status, plugin restarts and
-//! forwarded requests, in the Prometheus text format.
+//! with `enable-metrics=0`): Raft state, stored jobs by cluster and status, plugin restarts,
+//! forwarded requests and the gRPC calls served, in the Prometheus text format.
 //!
-//! Counters are plain atomics where the events happen ([`Counters`]); everything else is read
-//! when scraped, into a registry built for that one answer, so nothing here is process-global
-//! (several in-process nodes in one test never mix).
+//! Counters are plain atomics where the events happen ([`Counters`]) or live in the node's own
+//! [`RpcMetrics`] registry; everything else is read when scraped, into a registry built for that
+//! one answer, so nothing here is process-global (several in-process nodes in one test never
+//! mix).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use http_body_util::BodyExt as _;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::state::Shared;
 
@@ -61,8 +67,129 @@ fn gauge(registry: &Registry, name: &str, help: &str, value: i64) -> prometheus:
     registry.register(Box::new(g))
 }
 
+/// gRPC services whose methods are counted by name; any other path counts as `other`.
+const SERVICES: [&str; 2] = ["/launcher.v1.Launcher/", "/launcher.raft.Raft/"];
+
+/// The gRPC calls this node served, by method and status code, and how long they took.
+#[derive(Debug)]
+pub struct RpcMetrics {
+    registry: Registry,
+    calls: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl RpcMetrics {
+    pub fn new() -> prometheus::Result<Arc<RpcMetrics>> {
+        let registry = Registry::new();
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "launcher_node_rpc_requests_total",
+                "gRPC calls served, by method and status code (Cancelled: the caller left \
+                 before the end)",
+            ),
+            &["method", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "launcher_node_rpc_duration_seconds",
+                "Time from a gRPC call's arrival to its answer's headers (for a stream, its \
+                 start)",
+            ),
+            &["method"],
+        )?;
+        registry.register(Box::new(calls.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Arc::new(RpcMetrics {
+            registry,
+            calls,
+            duration,
+        }))
+    }
+
+    /// Middleware: times the call and counts it by the status it ends with, which arrives in
+    /// the headers of an answer that is only an error, else in the body's trailers.
+    pub async fn layer(
+        axum::extract::State(metrics): axum::extract::State<Arc<RpcMetrics>>,
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        let path = req.uri().path();
+        let method = if SERVICES.iter().any(|s| path.starts_with(s)) {
+            path.trim_start_matches('/').to_owned()
+        } else {
+            "other".to_owned()
+        };
+        let start = Instant::now();
+        let response = next.run(req).await;
+        let mut outcome = Outcome {
+            metrics,
+            method,
+            recorded: false,
+        };
+        outcome
+            .metrics
+            .duration
+            .with_label_values(&[&outcome.method])
+            .observe(start.elapsed().as_secs_f64());
+        if let Some(code) = grpc_code(response.headers()) {
+            outcome.record(code);
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let body = body.map_frame(move |frame| {
+            if let Some(code) = frame.trailers_ref().and_then(grpc_code) {
+                outcome.record(code);
+            }
+            frame
+        });
+        axum::response::Response::from_parts(parts, axum::body::Body::new(body))
+    }
+
+    fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+}
+
+/// The status of one call, counted once: when it is known, or as Cancelled when the answer is
+/// dropped before its end (the caller went away).
+struct Outcome {
+    metrics: Arc<RpcMetrics>,
+    method: String,
+    recorded: bool,
+}
+
+impl Outcome {
+    fn record(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        // A path under our services that names no method would otherwise add a series per
+        // made-up name.
+        let method = if code == tonic::Code::Unimplemented {
+            "other"
+        } else {
+            &self.method
+        };
+        self.metrics
+            .calls
+            .with_label_values(&[method, &format!("{code:?}")])
+            .inc();
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        self.record(tonic::Code::Cancelled);
+    }
+}
+
+fn grpc_code(headers: &axum::http::HeaderMap) -> Option<tonic::Code> {
+    let v = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    Some(tonic::Code::from_i32(v))
+}
+
 /// The text exposition of this node's metrics.
-pub async fn render(shared: &Shared) -> prometheus::Result<String> {
+pub async fn render(shared: &Shared, rpc: &RpcMetrics) -> prometheus::Result<String> {
     let registry = Registry::new();
     let m = shared.raft.metrics().borrow().clone();
     let id = shared.id as i64;
@@ -117,6 +244,39 @@ pub async fn render(shared: &Shared) -> prometheus::Result<String> {
         "Voters in the membership",
         m.membership_config.membership().voter_ids().count() as i64,
     )?;
+    if let Some(progress) = &m.replication {
+        // openraft 0.9 reports no commit index; the leader's own is the highest index that a
+        // majority of the voters have stored (its replication progress includes itself).
+        // Followers have no such figure: their applied index trails the commit by the apply.
+        let matched = IntGaugeVec::new(
+            Opts::new(
+                "launcher_node_raft_matched_index",
+                "On the leader: the last log index each member is known to have stored",
+            ),
+            &["member"],
+        )?;
+        for (member, log_id) in progress {
+            matched
+                .with_label_values(&[&member.to_string()])
+                .set(log_id.map_or(0, |l| l.index as i64));
+        }
+        registry.register(Box::new(matched))?;
+        let mut voters: Vec<u64> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|v| progress.get(&v).copied().flatten().map_or(0, |l| l.index))
+            .collect();
+        voters.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(commit) = voters.get(voters.len() / 2) {
+            gauge(
+                &registry,
+                "launcher_node_raft_commit_index",
+                "On the leader: the highest log index a majority of the voters have stored",
+                *commit as i64,
+            )?;
+        }
+    }
     if let Some(ack) = m.millis_since_quorum_ack {
         gauge(
             &registry,
@@ -189,19 +349,24 @@ pub async fn render(shared: &Shared) -> prometheus::Result<String> {
     }
     registry.register(Box::new(forwarded))?;
 
+    let mut families = registry.gather();
+    families.extend(rpc.gather());
     let mut out = Vec::new();
-    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    TextEncoder::new().encode(&families, &mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The `/metrics` answer: the text, or 503 while the node is still starting.
-pub async fn serve(cell: std::sync::Arc<crate::raft_service::NodeCell>) -> axum::response::Response {
+pub async fn serve(
+    cell: Arc<crate::raft_service::NodeCell>,
+    rpc: Arc<RpcMetrics>,
+) -> axum::response::Response {
     use axum::http::{header, StatusCode};
     use axum::response::IntoResponse;
     let Some(shared) = cell.shared.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "this node is still starting\n").into_response();
     };
-    match render(shared).await {
+    match render(shared, &rpc).await {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

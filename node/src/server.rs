@@ -209,6 +209,7 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
     let (serve_stop, serve_stop_rx) = watch::channel(false);
     let server = {
         let mut stop_rx = serve_stop_rx;
+        let rpc_metrics = crate::metrics::RpcMetrics::new()?;
         let raft_svc = RaftServer::new(RaftService::new(cell.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
@@ -225,12 +226,16 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
         let mut router = tonic::service::Routes::new(raft_svc)
             .add_service(launcher_svc)
             .into_axum_router()
-            .layer(axum::middleware::from_fn(crate::owner::scope_request_id));
+            .layer(axum::middleware::from_fn(crate::owner::scope_request_id))
+            .layer(axum::middleware::from_fn_with_state(
+                rpc_metrics.clone(),
+                crate::metrics::RpcMetrics::layer,
+            ));
         router = if config.server.enable_metrics {
             let cell = cell.clone();
             router.route(
                 "/metrics",
-                axum::routing::get(move || crate::metrics::serve(cell.clone())),
+                axum::routing::get(move || crate::metrics::serve(cell.clone(), rpc_metrics.clone())),
             )
         } else {
             router.route("/metrics", axum::routing::get(crate::metrics::disabled))

@@ -19,6 +19,17 @@ fn value(m: &[(String, f64)], name: &str) -> f64 {
     m.iter().find(|(k, _)| k == name).map_or(0.0, |(_, v)| *v)
 }
 
+/// The value of the one series of `name` whose labels include every one of `labels`.
+fn series(m: &[(String, f64)], name: &str, labels: &[&str]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| {
+            k.split_once('{')
+                .is_some_and(|(n, l)| n == name && labels.iter().all(|x| l.contains(x)))
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
+
 fn sum(m: &[(String, f64)], prefix: &str) -> f64 {
     m.iter()
         .filter(|(k, _)| k.starts_with(prefix))
@@ -29,9 +40,10 @@ fn sum(m: &[(String, f64)], prefix: &str) -> f64 {
 /// Every node answers plain HTTP `GET /metrics` next to its gRPC service, unauthenticated:
 /// exactly one node reports itself leader and all agree on who; each node's replica counts the
 /// submitted jobs by cluster and status; a follower that took submits counts the writes it
-/// forwarded to the leader (and its Members answer is the leader's view, all healthy); a plugin
-/// killed under the node shows as one restart and is up
-/// again.
+/// forwarded to the leader (and its Members answer is the leader's view, all healthy), and the
+/// gRPC calls it served by method and status code with their latency (the submits Ok, a get of
+/// an unknown job NotFound, the leader's AppendEntries Ok); a plugin killed under the node
+/// shows as one restart and is up again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_report_raft_jobs_plugins_and_forwarding() -> anyhow::Result<()> {
     init_tracing();
@@ -67,6 +79,24 @@ async fn nodes_report_raft_jobs_plugins_and_forwarding() -> anyhow::Result<()> {
             "the snapshot size is reported"
         );
         assert_eq!(sum(&m, "launcher_node_jobs{"), 4.0, "{addr}");
+        if value(&m, "launcher_node_raft_is_leader") == 1.0 {
+            // The leader applies only what is committed; every member's progress is listed
+            // and a majority has stored the commit index.
+            let commit = value(&m, "launcher_node_raft_commit_index");
+            assert!(commit >= value(&m, "launcher_node_raft_applied_index"), "{m:?}");
+            assert!(commit <= value(&m, "launcher_node_raft_last_log_index"), "{m:?}");
+            let matched: Vec<f64> = m
+                .iter()
+                .filter(|(k, _)| k.starts_with("launcher_node_raft_matched_index{"))
+                .map(|(_, v)| *v)
+                .collect();
+            assert_eq!(matched.len(), 3, "{m:?}");
+            assert!(matched.iter().filter(|v| **v >= commit).count() >= 2, "{m:?}");
+        } else {
+            assert!(!m
+                .iter()
+                .any(|(k, _)| k.starts_with("launcher_node_raft_commit_index")));
+        }
     }
     assert_eq!(leaders, 1.0);
     // Members asked of a follower are the leader's view: every member healthy and applying.
@@ -90,6 +120,39 @@ async fn nodes_report_raft_jobs_plugins_and_forwarding() -> anyhow::Result<()> {
         "{m:?}"
     );
     assert_eq!(value(&m, r#"launcher_node_plugin_up{cluster="Local"}"#), 1.0);
+
+    let unknown = client
+        .get_as(launcher_tests::client::admin(), "no-such-job")
+        .await;
+    assert_eq!(unknown.map(|_| ()).unwrap_err().code(), tonic::Code::NotFound);
+    let m = scrape(&addrs[follower - 1]).await?;
+    let submit = r#"method="launcher.v1.Launcher/SubmitJob""#;
+    assert_eq!(
+        series(&m, "launcher_node_rpc_requests_total", &[submit, r#"code="Ok""#]),
+        4.0,
+        "{m:?}"
+    );
+    assert_eq!(
+        series(&m, "launcher_node_rpc_duration_seconds_count", &[submit]),
+        4.0
+    );
+    assert_eq!(
+        series(
+            &m,
+            "launcher_node_rpc_requests_total",
+            &[r#"method="launcher.v1.Launcher/GetJob""#, r#"code="NotFound""#]
+        ),
+        1.0,
+        "{m:?}"
+    );
+    assert!(
+        series(
+            &m,
+            "launcher_node_rpc_requests_total",
+            &[r#"method="launcher.raft.Raft/AppendEntries""#, r#"code="Ok""#]
+        ) > 0.0,
+        "a follower serves the leader's AppendEntries: {m:?}"
+    );
 
     let victim = cluster.nodes[follower - 1].plugin_pids();
     assert_eq!(victim.len(), 1, "one plugin: {victim:?}");
