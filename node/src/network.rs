@@ -34,6 +34,7 @@ pub type LauncherRpc = LauncherClient<InterceptedService<Channel, InternalAuth>>
 pub struct Peers {
     auth: InternalAuth,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    source: Option<std::net::IpAddr>,
 }
 
 impl Peers {
@@ -42,7 +43,15 @@ impl Peers {
         Peers {
             auth,
             channels: Arc::default(),
+            source: None,
         }
+    }
+
+    /// Connections to other nodes leave from `ip` (the node's own listen address, when it names
+    /// one): other nodes, and firewalls between them, see the address the node is known by.
+    pub fn with_source(mut self, ip: Option<std::net::IpAddr>) -> Self {
+        self.source = ip.filter(|ip| !ip.is_unspecified());
+        self
     }
 
     /// The credential in use.
@@ -66,6 +75,7 @@ impl Peers {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
+            .local_address(self.source)
             .connect_lazy();
         map.insert(addr.to_string(), ch.clone());
         ch

@@ -337,7 +337,13 @@ async fn run(
     mut stop_rx: watch::Receiver<bool>,
     stopping: Stopping<'_>,
 ) -> anyhow::Result<()> {
-    let peers = Peers::new(cell.auth.clone());
+    let listen_ip = config
+        .node
+        .grpc_address
+        .parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.ip());
+    let peers = Peers::new(cell.auth.clone()).with_source(listen_ip);
     let (identity, initial_voters) = match identity {
         Some(id) => {
             check_store_mark(&engine, &id, &config.node.data_dir)?;

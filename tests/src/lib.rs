@@ -14,6 +14,7 @@ pub mod client;
 pub mod gateway;
 pub mod history;
 pub mod inproc;
+pub mod netfault;
 pub mod process;
 
 pub use client::NodeClient;

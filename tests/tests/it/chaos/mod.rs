@@ -6,14 +6,18 @@
 //! * `leader_kill`: SIGKILL of the leader, restart with its data.
 //! * `pauses`: SIGSTOP/SIGCONT of the leader and of a follower for longer than the election
 //!   timeout, and a minority leader (both followers stopped) that clients keep writing to.
+//! * `partitions`: iptables partitions between the nodes' loopback addresses: a lone leader
+//!   that clients keep writing to, a partial partition, an isolated follower declared lost.
 //! * `crashes`: a plugin killed under running jobs, a node restarted with wiped data (a new
 //!   id; its old jobs end `node lost`), and a crash of the whole cluster.
 //!
-//! `run` is the frame they share (cluster, clients, final reads, checking); `workload` the
-//! clients.
+//! `run` is the frame they share (cluster, clients, final reads, checking); `phases` the fault
+//! phases several schedules run (pause or partition); `workload` the clients.
 
 mod crashes;
 mod leader_kill;
+mod partitions;
 mod pauses;
+mod phases;
 mod run;
 mod workload;

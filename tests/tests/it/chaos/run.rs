@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use launcher_proto::launcher::StatusReply;
 use launcher_tests::checker::{self, Linearizability};
 use launcher_tests::history::{Event, History, Outcome, Read};
+use launcher_tests::netfault::Firewall;
 use launcher_tests::{
     init_tracing, wait_until, ClusterOpts, NodeClient, ProcessCluster, TestGateway, TestPlugin, DEADLINE,
 };
@@ -96,6 +97,10 @@ pub struct Chaos {
     pub long_jobs: Vec<String>,
     /// Nodes (by index) SIGSTOPped right now.
     paused: BTreeSet<usize>,
+    /// The partitions between nodes (made at the first cut).
+    firewall: Option<Firewall>,
+    /// Nodes (by index) counted down while cut off by the firewall.
+    cut_off: BTreeSet<usize>,
     /// The node id each process index runs under now (`None` after a wipe, until it rejoins).
     ids: BTreeMap<usize, Option<u64>>,
     /// When each node id was down (paused, killed; wiped for good), for the liveness check.
@@ -197,6 +202,8 @@ impl Chaos {
             own,
             long_jobs: Vec::new(),
             paused: BTreeSet::new(),
+            firewall: None,
+            cut_off: BTreeSet::new(),
             ids: (1..=NODES).map(|i| (i, Some(i as u64))).collect(),
             down: Vec::new(),
             clients,
@@ -327,6 +334,43 @@ impl Chaos {
         Ok(())
     }
 
+    /// Drops every packet between node `i` and each of `others`, both ways, for as long as
+    /// the run lasts or until [`Chaos::heal`]. The nodes in `down` count as down meanwhile (the
+    /// ones that may lose the leader and be declared lost).
+    pub fn cut(&mut self, i: usize, others: &[usize], down: &[usize]) -> anyhow::Result<()> {
+        let fw = match &mut self.firewall {
+            Some(fw) => fw,
+            none => none.insert(Firewall::new()?),
+        };
+        let host = |n: usize| self.cluster.nodes[n - 1].host.clone();
+        for &j in others {
+            fw.cut(&host(i), &host(j))?;
+        }
+        for &n in down {
+            if self.cut_off.insert(n) {
+                self.went_down(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `i` can reach no other node, nor they it (clients still reach every node).
+    pub fn isolate(&mut self, i: usize) -> anyhow::Result<()> {
+        let others: Vec<usize> = (1..=NODES).filter(|n| *n != i).collect();
+        self.cut(i, &others, &[i])
+    }
+
+    /// Ends every partition.
+    pub fn heal(&mut self) -> anyhow::Result<()> {
+        if let Some(fw) = &mut self.firewall {
+            fw.heal()?;
+        }
+        for n in std::mem::take(&mut self.cut_off) {
+            self.came_back(n);
+        }
+        Ok(())
+    }
+
     /// SIGKILL node `i`.
     pub fn kill(&mut self, i: usize) {
         self.went_down(i);
@@ -355,6 +399,7 @@ impl Chaos {
     /// Waits until every node is a healthy voter again (no node may be paused).
     pub async fn wait_green(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.paused.is_empty(), "nodes {:?} are paused", self.paused);
+        anyhow::ensure!(self.cut_off.is_empty(), "nodes {:?} are cut off", self.cut_off);
         self.cluster.wait_green(NODES).await?;
         Ok(())
     }
@@ -474,6 +519,11 @@ impl Chaos {
     /// excerpts) or when fewer than `min_acked` submits were acknowledged.
     pub async fn finish(mut self, min_acked: usize) -> anyhow::Result<Verdict> {
         anyhow::ensure!(self.paused.is_empty(), "nodes {:?} are still paused", self.paused);
+        anyhow::ensure!(
+            self.cut_off.is_empty(),
+            "nodes {:?} are still cut off",
+            self.cut_off
+        );
         self.shared.stop.store(true, Ordering::SeqCst);
         for c in std::mem::take(&mut self.clients) {
             // Each stops within one operation's client-side deadline.
