@@ -11,6 +11,7 @@
 pub mod browser;
 pub mod checker;
 pub mod client;
+pub mod diskfault;
 pub mod gateway;
 pub mod history;
 pub mod inproc;

@@ -8,6 +8,7 @@
 //!   timeout, and a minority leader (both followers stopped) that clients keep writing to.
 //! * `partitions`: iptables partitions between the nodes' loopback addresses: a lone leader
 //!   that clients keep writing to, a partial partition, an isolated follower declared lost.
+//! * `disk`: one node's data dir, a small tmpfs, fills up under the workload; space returns.
 //! * `crashes`: a plugin killed under running jobs, a node restarted with wiped data (a new
 //!   id; its old jobs end `node lost`), and a crash of the whole cluster.
 //!
@@ -15,6 +16,7 @@
 //! phases several schedules run (pause or partition); `workload` the clients.
 
 mod crashes;
+mod disk;
 mod leader_kill;
 mod partitions;
 mod pauses;

@@ -371,6 +371,20 @@ impl Chaos {
         Ok(())
     }
 
+    /// Stops node `i` gracefully (SIGTERM).
+    pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        self.went_down(i);
+        self.cluster.terminate(i).await?;
+        Ok(())
+    }
+
+    /// Waits until node `i` exits by itself (a fatal error); returns how it exited.
+    pub async fn wait_exit(&mut self, i: usize) -> anyhow::Result<std::process::ExitStatus> {
+        let status = self.cluster.wait_exit(i).await;
+        self.went_down(i);
+        status
+    }
+
     /// SIGKILL node `i`.
     pub fn kill(&mut self, i: usize) {
         self.went_down(i);

@@ -1,4 +1,5 @@
 use launcher_tests::client::job_id;
+use launcher_tests::diskfault::Tmpfs;
 use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, DEADLINE};
 
 async fn submit_n(c: &ProcessCluster, node: usize, n: usize, prefix: &str) -> anyhow::Result<Vec<String>> {
@@ -173,27 +174,6 @@ async fn snapshot_save_and_disaster_recovery() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Unmounts a test tmpfs when dropped, even if the test fails.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> anyhow::Result<()> {
-    let st = std::process::Command::new(cmd).args(args).status()?;
-    anyhow::ensure!(
-        st.success(),
-        "{cmd} {args:?} failed (this test needs root to mount a small tmpfs)"
-    );
-    Ok(())
-}
-
 /// A full disk stops the node with a plain fatal storage error, and once space is back it
 /// starts cleanly with every acknowledged job (needs root to mount a small tmpfs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,18 +184,7 @@ async fn full_disk_stops_the_node_plainly_and_it_recovers() -> anyhow::Result<()
     cluster.terminate(1).await?;
     // Move the data dir onto a small tmpfs.
     let data = cluster.nodes[0].data_dir();
-    let saved = cluster.root.path().join("saved-data");
-    std::fs::rename(&data, &saved)?;
-    std::fs::create_dir_all(&data)?;
-    run(
-        "mount",
-        &["-t", "tmpfs", "-o", "size=6m", "tmpfs", data.to_str().unwrap()],
-    )?;
-    let _mount = Mount(data.clone());
-    run(
-        "cp",
-        &["-a", &format!("{}/.", saved.display()), data.to_str().unwrap()],
-    )?;
+    let disk = Tmpfs::mount_over(&data, 6 << 20)?;
     cluster.restart(1).await?;
     cluster.rebind(1).await?;
     // Fill it: each job carries ~600 KiB of stdin.
@@ -242,7 +211,7 @@ async fn full_disk_stops_the_node_plainly_and_it_recovers() -> anyhow::Result<()
         "plain message expected:\n{log}"
     );
     // Space is back: the node starts cleanly and every acknowledged job is there.
-    run("mount", &["-o", "remount,size=256m", data.to_str().unwrap()])?;
+    disk.resize(256 << 20)?;
     cluster.restart(1).await?;
     cluster.wait_green(1).await?;
     // Every acknowledged job is back. The refused submit's outcome was unknown to its client:
