@@ -9,6 +9,7 @@
 //! Every wait has a deadline; nothing sleeps blindly.
 
 pub mod browser;
+pub mod chaos;
 pub mod checker;
 pub mod client;
 pub mod diskfault;

@@ -6,12 +6,11 @@ use std::time::Instant;
 
 use launcher_tests::history::{Outcome, Read};
 use launcher_tests::{wait_until, DEADLINE};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use rand::Rng;
 
-use super::run::{Chaos, NEMESIS, NODES};
-use super::workload::record_list;
+use launcher_tests::chaos::phases::plugin_kill;
+use launcher_tests::chaos::run::{Chaos, NEMESIS, NODES};
+use launcher_tests::chaos::workload::record_list;
 
 /// Acknowledged submits a run must reach.
 const MIN_ACKED: usize = 100;
@@ -43,58 +42,7 @@ async fn plugin_kill_wiped_node_and_full_crash_keep_every_invariant() -> anyhow:
     run.note(format!("long jobs by node index: {by_node:?}"));
 
     // 1. The plugin of a node running long jobs is killed.
-    let owners: Vec<usize> = by_node.keys().copied().collect();
-    anyhow::ensure!(!owners.is_empty(), "no plugin runs the long jobs: {by_node:?}");
-    let pi = owners[run.rng.gen_range(0..owners.len())];
-    let pid = run
-        .plugin_pid(pi)
-        .ok_or_else(|| anyhow::anyhow!("node index {pi} runs no scripted plugin"))?;
-    run.note(format!(
-        "nemesis: SIGKILL the plugin (pid {pid}) of node index {pi}, which runs long jobs {:?}",
-        by_node[&pi]
-    ));
-    let killed = Instant::now();
-    kill(Pid::from_raw(pid), Signal::SIGKILL)?;
-    let this = &run;
-    let new_pid = wait_until(
-        &format!("node index {pi} to restart its plugin"),
-        DEADLINE,
-        || async move { Ok(this.plugin_pid(pi).filter(|p| *p != pid)) },
-    )
-    .await?;
-    let restarted = killed.elapsed();
-    // The restarted plugin knows the job (from its state file) and the node routes a kill to it.
-    let probe = by_node[&pi][0].clone();
-    run.wait_status(&probe, |s, _| s == "Running").await?;
-    // Until the new plugin is bootstrapped a control answers code 4 (PluginRestarted): the
-    // caller retries, as the API says.
-    let own = tokio::sync::Mutex::new(&mut run.own);
-    let own = &own;
-    let probe_id = probe.as_str();
-    let tries = std::sync::atomic::AtomicUsize::new(0);
-    let tries = &tries;
-    wait_until(
-        &format!("a kill of long job {probe} to be carried out"),
-        DEADLINE,
-        || async move {
-            tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            match own.lock().await.control_job(probe_id, "kill").await {
-                Ok(_) => Ok(Some(())),
-                Err(Outcome::Error {
-                    code: Some(4 | 13), ..
-                }) => Ok(None),
-                Err(o) => anyhow::bail!("the kill of long job {probe_id} failed: {o:?}"),
-            }
-        },
-    )
-    .await?;
-    let tries = tries.load(std::sync::atomic::Ordering::SeqCst);
-    run.wait_status(&probe, |s, _| s == "Killed").await?;
-    let killed_through = killed.elapsed();
-    run.figure(format!(
-        "plugin of node index {pi} killed: restarted (pid {new_pid}) after {restarted:.1?}; its long job {probe} \
-         killed through the new plugin {killed_through:.1?} after the fault (attempt {tries})"
-    ));
+    plugin_kill(&mut run, &by_node).await?;
     let more = run.rng.gen_range(10..20);
     run.wait_more_acked(more).await?;
 

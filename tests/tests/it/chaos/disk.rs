@@ -6,7 +6,7 @@ use std::time::Instant;
 use launcher_tests::diskfault::{dir_size, Tmpfs};
 use rand::Rng;
 
-use super::run::{Chaos, NODES};
+use launcher_tests::chaos::run::{Chaos, NODES};
 
 /// Acknowledged submits a run must reach.
 const MIN_ACKED: usize = 100;

@@ -1,10 +1,9 @@
 //! SIGKILL of the leader under a recorded concurrent workload.
 
-use std::time::Instant;
-
 use rand::Rng;
 
-use super::run::Chaos;
+use launcher_tests::chaos::phases::leader_kill;
+use launcher_tests::chaos::run::Chaos;
 
 /// Acknowledged submits a run must reach.
 const MIN_ACKED: usize = 120;
@@ -24,22 +23,8 @@ async fn leader_sigkill_under_load_keeps_every_invariant() -> anyhow::Result<()>
     // The fault: SIGKILL the leader once the workload is under way.
     let kill_after = run.rng.gen_range(25..45);
     run.wait_acked(kill_after).await?;
-    let (leader, li) = run.leader().await?;
-    let acked_at_kill = run.acked();
-    run.note(format!("nemesis: SIGKILL node {leader}, the leader"));
-    let killed = Instant::now();
-    run.kill(li);
-    let new_leader = run.cluster.wait_for_new_leader(leader).await?;
-    let elected = killed.elapsed();
-    run.note(format!("node {new_leader} leads, {elected:?} after the kill"));
-    run.wait_acked(acked_at_kill + 1).await?;
-    let failover = killed.elapsed();
-    run.figure(format!(
-        "node {leader} killed: new leader after {elected:?}, first ack after {failover:?}"
-    ));
-    run.restart(li).await?;
+    leader_kill(&mut run).await?;
     run.wait_green().await?;
-    run.note(format!("nemesis: node {leader} restarted with its data; Green"));
     let target = MIN_ACKED.max(run.acked() + 40);
     run.wait_acked(target).await?;
 

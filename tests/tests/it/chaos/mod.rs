@@ -12,14 +12,11 @@
 //! * `crashes`: a plugin killed under running jobs, a node restarted with wiped data (a new
 //!   id; its old jobs end `node lost`), and a crash of the whole cluster.
 //!
-//! `run` is the frame they share (cluster, clients, final reads, checking); `phases` the fault
-//! phases several schedules run (pause or partition); `workload` the clients.
+//! The frame they share (cluster, clients, fault phases, final reads, checking) is
+//! `launcher_tests::chaos`, which the long run of the `chaos` binary uses too.
 
 mod crashes;
 mod disk;
 mod leader_kill;
 mod partitions;
 mod pauses;
-mod phases;
-mod run;
-mod workload;

@@ -2,12 +2,12 @@
 //! the nodes' own 127.a.b.c addresses; see `launcher_tests::netfault`) under a recorded
 //! concurrent workload: a lone leader, a partial partition, an isolated follower.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
 
-use super::phases::{hold_until, lone_leader, lost_follower, Cut};
-use super::run::{Chaos, NODES};
+use launcher_tests::chaos::phases::{lone_leader, lost_follower, partial_partition, Cut};
+use launcher_tests::chaos::run::Chaos;
 
 /// Acknowledged submits a run must reach.
 const MIN_ACKED: usize = 100;
@@ -51,30 +51,7 @@ async fn partitions_keep_every_invariant() -> anyhow::Result<()> {
     // still reaches both.
     let more = run.rng.gen_range(15..25);
     run.wait_more_acked(more).await?;
-    let (leader, li) = run.leader().await?;
-    let followers: Vec<usize> = (1..=NODES).filter(|i| *i != li).collect();
-    let fi = followers[run.rng.gen_range(0..followers.len())];
-    let hold = Duration::from_millis(run.rng.gen_range(4000..7000));
-    run.note(format!(
-        "nemesis: cut leader {leader} (index {li}) from the follower at index {fi} for {hold:?}; both still reach the third"
-    ));
-    let started = Instant::now();
-    // Either end may lose its leader and be declared lost meanwhile.
-    run.cut(li, &[fi], &[li, fi])?;
-    let acked = run.acked();
-    run.wait_acked(acked + PARTIAL_PROGRESS).await?;
-    let progress = started.elapsed();
-    hold_until(started + hold).await;
-    let during = run.acked() - acked;
-    run.heal()?;
-    let healed = Instant::now();
-    run.wait_green().await?;
-    let (after, _) = run.leader().await?;
-    run.figure(format!(
-        "partial partition {hold:.1?} (leader {leader} cut from index {fi}): {PARTIAL_PROGRESS} acks within \
-         {progress:.1?}, {during} in all; Green {:.1?} after healing; leader {after} after",
-        healed.elapsed()
-    ));
+    partial_partition(&mut run, PARTIAL_PROGRESS).await?;
 
     // 3. An isolated follower running long jobs is declared lost and fences them once back.
     let more = run.rng.gen_range(15..25);

@@ -1,13 +1,12 @@
 //! SIGSTOP/SIGCONT pauses under a recorded concurrent workload: the leader, a follower, and
 //! both followers at once (a minority leader, isolated without any network fault).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use launcher_tests::{wait_until, DEADLINE};
 use rand::Rng;
 
-use super::phases::{hold_until, lone_leader, lost_follower, Cut};
-use super::run::Chaos;
+use launcher_tests::chaos::phases::{leader_pause, lone_leader, lost_follower, Cut};
+use launcher_tests::chaos::run::Chaos;
 
 /// Acknowledged submits a run must reach.
 const MIN_ACKED: usize = 100;
@@ -43,42 +42,7 @@ async fn leader_and_follower_pauses_and_a_minority_leader_keep_every_invariant()
     // 1. The leader pauses for longer than the election timeout.
     let first = run.rng.gen_range(20..35);
     run.wait_acked(first).await?;
-    let (old, oi) = run.leader().await?;
-    let min_pause = Duration::from_millis(run.rng.gen_range(6000..9000));
-    let acked = run.acked();
-    run.note(format!(
-        "nemesis: SIGSTOP node {old}, the leader, for at least {min_pause:?}"
-    ));
-    let stopped = Instant::now();
-    run.pause(oi).await?;
-    let new = run.cluster.wait_for_new_leader(old).await?;
-    let elected = stopped.elapsed();
-    run.note(format!("node {new} leads, {elected:?} after the pause began"));
-    run.wait_acked(acked + 1).await?;
-    let first_ack = stopped.elapsed();
-    hold_until(stopped + min_pause).await;
-    let paused_for = stopped.elapsed();
-    run.note(format!("nemesis: SIGCONT node {old} after {paused_for:?}"));
-    run.resume(oi)?;
-    let resumed = Instant::now();
-    let c = run.cluster.client(oi);
-    let sees = wait_until(&format!("node {old} to step down"), DEADLINE, || {
-        let c = c.clone();
-        async move {
-            let st = tokio::time::timeout(Duration::from_secs(1), c.status()).await;
-            Ok(st
-                .ok()
-                .and_then(Result::ok)
-                .filter(|st| st.leader != 0 && st.leader != old)
-                .map(|st| st.leader))
-        }
-    })
-    .await?;
-    let stepped = resumed.elapsed();
-    run.figure(format!(
-        "leader {old} paused {paused_for:.1?}: node {new} elected after {elected:.1?}, first ack after \
-         {first_ack:.1?}; after SIGCONT it stepped down within {stepped:.1?} (sees leader {sees})"
-    ));
+    leader_pause(&mut run).await?;
     run.wait_green().await?;
 
     // 2. A follower running long jobs pauses for longer than node-lost-timeout-seconds; the

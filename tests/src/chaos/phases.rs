@@ -2,12 +2,15 @@
 //! schedule chooses: SIGSTOP (the node freezes, its plugin runs on) or a network partition (the
 //! node runs on, unreachable from the other nodes; clients still reach it).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use launcher_tests::history::{Call, EventType};
-use launcher_tests::{wait_until, DEADLINE};
+use crate::history::{Call, EventType, Outcome};
+use crate::{wait_until, DEADLINE};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use rand::Rng;
 
 use super::run::{terminal, Chaos, Verdict, NODES};
@@ -364,4 +367,179 @@ impl LoneLeader {
             self.healed
         ))
     }
+}
+
+/// The leader is SIGKILLed and restarted with its data once another node leads and
+/// acknowledged a write. Returns the failover time: kill → next acknowledged submit.
+pub async fn leader_kill(run: &mut Chaos) -> anyhow::Result<Duration> {
+    let (leader, li) = run.leader().await?;
+    let acked = run.acked();
+    run.note(format!("nemesis: SIGKILL node {leader}, the leader"));
+    let killed = Instant::now();
+    run.kill(li);
+    let new_leader = run.cluster.wait_for_new_leader(leader).await?;
+    let elected = killed.elapsed();
+    run.note(format!("node {new_leader} leads, {elected:?} after the kill"));
+    run.wait_acked(acked + 1).await?;
+    let failover = killed.elapsed();
+    run.figure(format!(
+        "node {leader} killed: new leader after {elected:.1?}, first ack after {failover:.1?}"
+    ));
+    run.restart(li).await?;
+    run.note(format!("nemesis: node {leader} restarted with its data"));
+    Ok(failover)
+}
+
+/// A seeded follower is SIGKILLed, left down for a seeded 1–4 s while the other two go on,
+/// and restarted with its data.
+pub async fn follower_kill(run: &mut Chaos) -> anyhow::Result<()> {
+    let (_, li) = run.leader().await?;
+    let followers: Vec<usize> = (1..=NODES).filter(|i| *i != li).collect();
+    let fi = followers[run.rng.gen_range(0..followers.len())];
+    let down = Duration::from_millis(run.rng.gen_range(1000..4000));
+    run.note(format!(
+        "nemesis: SIGKILL the follower at index {fi} for {down:?}"
+    ));
+    let killed = Instant::now();
+    run.kill(fi);
+    hold_until(killed + down).await;
+    run.restart(fi).await?;
+    run.note(format!(
+        "nemesis: the follower at index {fi} restarted with its data"
+    ));
+    Ok(())
+}
+
+/// The leader is SIGSTOPped for at least a seeded 6–9 s and until another node leads and
+/// acknowledged a write; after SIGCONT it must step down and report the new leader. Returns
+/// the failover time: pause → next acknowledged submit.
+pub async fn leader_pause(run: &mut Chaos) -> anyhow::Result<Duration> {
+    let (old, oi) = run.leader().await?;
+    let min_pause = Duration::from_millis(run.rng.gen_range(6000..9000));
+    let acked = run.acked();
+    run.note(format!(
+        "nemesis: SIGSTOP node {old}, the leader, for at least {min_pause:?}"
+    ));
+    let stopped = Instant::now();
+    run.pause(oi).await?;
+    let new = run.cluster.wait_for_new_leader(old).await?;
+    let elected = stopped.elapsed();
+    run.note(format!("node {new} leads, {elected:?} after the pause began"));
+    run.wait_acked(acked + 1).await?;
+    let first_ack = stopped.elapsed();
+    hold_until(stopped + min_pause).await;
+    let paused_for = stopped.elapsed();
+    run.note(format!("nemesis: SIGCONT node {old} after {paused_for:?}"));
+    run.resume(oi)?;
+    let resumed = Instant::now();
+    let c = run.cluster.client(oi);
+    let sees = wait_until(&format!("node {old} to step down"), DEADLINE, || {
+        let c = c.clone();
+        async move {
+            let st = tokio::time::timeout(Duration::from_secs(1), c.status()).await;
+            Ok(st
+                .ok()
+                .and_then(Result::ok)
+                .filter(|st| st.leader != 0 && st.leader != old)
+                .map(|st| st.leader))
+        }
+    })
+    .await?;
+    let stepped = resumed.elapsed();
+    run.figure(format!(
+        "leader {old} paused {paused_for:.1?}: node {new} elected after {elected:.1?}, first ack after \
+         {first_ack:.1?}; after SIGCONT it stepped down within {stepped:.1?} (sees leader {sees})"
+    ));
+    Ok(first_ack)
+}
+
+/// A partial partition for a seeded 4–7 s: the leader and a seeded follower cannot reach each
+/// other while both still reach the third node. The cluster must acknowledge `progress`
+/// submits meanwhile (whoever leads has a majority through the third node).
+pub async fn partial_partition(run: &mut Chaos, progress: usize) -> anyhow::Result<()> {
+    let (leader, li) = run.leader().await?;
+    let followers: Vec<usize> = (1..=NODES).filter(|i| *i != li).collect();
+    let fi = followers[run.rng.gen_range(0..followers.len())];
+    let hold = Duration::from_millis(run.rng.gen_range(4000..7000));
+    run.note(format!(
+        "nemesis: cut leader {leader} (index {li}) from the follower at index {fi} for {hold:?}; both still reach the third"
+    ));
+    let started = Instant::now();
+    // Either end may lose its leader and be declared lost meanwhile.
+    run.cut(li, &[fi], &[li, fi])?;
+    let acked = run.acked();
+    run.wait_acked(acked + progress).await?;
+    let progressed = started.elapsed();
+    hold_until(started + hold).await;
+    let during = run.acked() - acked;
+    run.heal()?;
+    let healed = Instant::now();
+    run.wait_green().await?;
+    let (after, _) = run.leader().await?;
+    run.figure(format!(
+        "partial partition {hold:.1?} (leader {leader} cut from index {fi}): {progress} acks within \
+         {progressed:.1?}, {during} in all; Green {:.1?} after healing; leader {after} after",
+        healed.elapsed()
+    ));
+    Ok(())
+}
+
+/// The plugin of a seeded node among those in `by_node` (node index → long jobs it runs) is
+/// SIGKILLed: the node restarts it and reconciles, the long jobs still run there, and a kill of
+/// one of them reaches it through the new plugin (after answers of code 4, PluginRestarted,
+/// which the caller retries as the API says).
+pub async fn plugin_kill(run: &mut Chaos, by_node: &BTreeMap<usize, Vec<String>>) -> anyhow::Result<()> {
+    let owners: Vec<usize> = by_node.keys().copied().collect();
+    anyhow::ensure!(!owners.is_empty(), "no plugin runs the long jobs: {by_node:?}");
+    let pi = owners[run.rng.gen_range(0..owners.len())];
+    let pid = run
+        .plugin_pid(pi)
+        .ok_or_else(|| anyhow::anyhow!("node index {pi} runs no scripted plugin"))?;
+    run.note(format!(
+        "nemesis: SIGKILL the plugin (pid {pid}) of node index {pi}, which runs long jobs {:?}",
+        by_node[&pi]
+    ));
+    let killed = Instant::now();
+    kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+    let this = &*run;
+    let new_pid = wait_until(
+        &format!("node index {pi} to restart its plugin"),
+        DEADLINE,
+        || async move { Ok(this.plugin_pid(pi).filter(|p| *p != pid)) },
+    )
+    .await?;
+    let restarted = killed.elapsed();
+    // The restarted plugin knows the job (from its state file) and the node routes a kill to it.
+    let probe = by_node[&pi][0].clone();
+    run.wait_status(&probe, |s, _| s == "Running").await?;
+    // Until the new plugin is bootstrapped a control answers code 4 (PluginRestarted): the
+    // caller retries, as the API says.
+    let own = tokio::sync::Mutex::new(&mut run.own);
+    let own = &own;
+    let probe_id = probe.as_str();
+    let tries = std::sync::atomic::AtomicUsize::new(0);
+    let tries = &tries;
+    wait_until(
+        &format!("a kill of long job {probe} to be carried out"),
+        DEADLINE,
+        || async move {
+            tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match own.lock().await.control_job(probe_id, "kill").await {
+                Ok(_) => Ok(Some(())),
+                Err(Outcome::Error {
+                    code: Some(4 | 13), ..
+                }) => Ok(None),
+                Err(o) => anyhow::bail!("the kill of long job {probe_id} failed: {o:?}"),
+            }
+        },
+    )
+    .await?;
+    let tries = tries.load(std::sync::atomic::Ordering::SeqCst);
+    run.wait_status(&probe, |s, _| s == "Killed").await?;
+    let killed_through = killed.elapsed();
+    run.figure(format!(
+        "plugin of node index {pi} killed: restarted (pid {new_pid}) after {restarted:.1?}; its long job {probe} \
+         killed through the new plugin {killed_through:.1?} after the fault (attempt {tries})"
+    ));
+    Ok(())
 }

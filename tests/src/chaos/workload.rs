@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::client::{admin, error_code};
+use crate::history::{Call, JobView, Outcome, Pending, Read, Recorder};
+use crate::{Http, NodeClient};
 use futures::StreamExt;
 use launcher_proto::launcher::{GetJobRequest, JobRequest, ListJobsRequest, ReadOptions};
-use launcher_tests::client::{admin, error_code};
-use launcher_tests::history::{Call, JobView, Outcome, Pending, Read, Recorder};
-use launcher_tests::{Http, NodeClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;

@@ -10,13 +10,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use launcher_proto::launcher::StatusReply;
-use launcher_tests::checker::{self, Linearizability};
-use launcher_tests::history::{Event, History, Outcome, Read};
-use launcher_tests::netfault::Firewall;
-use launcher_tests::{
+use crate::checker::{self, Linearizability};
+use crate::history::{Event, History, Outcome, Read};
+use crate::netfault::Firewall;
+use crate::{
     init_tracing, wait_until, ClusterOpts, NodeClient, ProcessCluster, TestGateway, TestPlugin, DEADLINE,
 };
+use launcher_proto::launcher::StatusReply;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::task::JoinHandle;
@@ -132,6 +132,8 @@ const LOST_GRACE_SECONDS: f64 = 6.0;
 pub struct Verdict {
     pub seed: u64,
     pub history: History,
+    /// The checker's report (valid: a run with a violation ends in an error instead).
+    pub report: checker::Report,
 }
 
 impl Verdict {
@@ -154,8 +156,16 @@ impl Verdict {
 impl Chaos {
     /// Starts a run: the cluster (`tweak` may adjust its options), the gateway and the clients.
     pub async fn start(name: &'static str, tweak: impl FnOnce(&mut ClusterOpts)) -> anyhow::Result<Chaos> {
+        Chaos::start_seeded(name, seed(), tweak).await
+    }
+
+    /// [`Chaos::start`] with the given seed.
+    pub async fn start_seeded(
+        name: &'static str,
+        seed: u64,
+        tweak: impl FnOnce(&mut ClusterOpts),
+    ) -> anyhow::Result<Chaos> {
         init_tracing();
-        let seed = seed();
         eprintln!("chaos {name}: seed {seed} (replay with LAUNCHER_CHAOS_SEED={seed})");
         let logdir = tempfile::Builder::new().prefix("launcher-chaos-").tempdir()?;
         let launch_log = logdir.path().join("launches.log");
@@ -677,7 +687,11 @@ impl Chaos {
             report.stats.launches > 0 && report.stats.listings > 0,
             "chaos seed {seed}: the run recorded no launches or no listings: {report}"
         );
-        Ok(Verdict { seed, history })
+        Ok(Verdict {
+            seed,
+            history,
+            report,
+        })
     }
 }
 
