@@ -227,10 +227,12 @@ fn retryable(s: &tonic::Status) -> bool {
     e.code == code::UNAVAILABLE
 }
 
-/// Whether the node itself could not be reached (mark it down).
+/// Whether the node itself could not be reached, or its connection broke mid-call (mark it
+/// down).
 fn unreachable(s: &tonic::Status) -> bool {
-    s.metadata().get(crate::error::ERROR_CODE_HEADER).is_none()
-        && matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+    let below_service = s.metadata().get(crate::error::ERROR_CODE_HEADER).is_none()
+        && matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded);
+    below_service || crate::error::broken_connection(s)
 }
 
 impl AppState {

@@ -93,10 +93,34 @@ impl From<tonic::Status> for ApiError {
                     )
                 }
                 tonic::Code::ResourceExhausted => ApiError::new(code::TOO_LARGE, s.message()),
+                _ if broken_connection(&s) => ApiError::new(
+                    code::UNAVAILABLE,
+                    format!(
+                        "the connection to the node broke during the request (its outcome is unknown: \
+                         retry it, a submit under the same Idempotency-Key): {}",
+                        s.message()
+                    ),
+                ),
                 _ => ApiError::new(code::UNKNOWN, format!("node error: {}", s.message())),
             },
         }
     }
+}
+
+/// Whether `s` is a failure of the connection to the node (it died or reset the connection
+/// mid-call), which tonic reports as Unknown or Internal with the transport error as source.
+pub fn broken_connection(s: &tonic::Status) -> bool {
+    if s.metadata().get(ERROR_CODE_HEADER).is_some() {
+        return false;
+    }
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<hyper::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl IntoResponse for ApiError {
@@ -132,5 +156,22 @@ mod tests {
         assert_eq!(ApiError::from(s), ApiError::new(3, "job 7 not found"));
         let e = ApiError::from(tonic::Status::unavailable("connection refused"));
         assert_eq!(e.code, code::UNAVAILABLE);
+    }
+
+    #[test]
+    fn a_connection_broken_mid_call_is_unavailable_not_unknown() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let s = tonic::Status::from_error(Box::new(reset));
+        assert_eq!(s.code(), tonic::Code::Unknown, "what tonic makes of it");
+        assert!(broken_connection(&s));
+        let e = ApiError::from(s);
+        assert_eq!(e.code, code::UNAVAILABLE);
+        assert!(e.message.contains("Idempotency-Key"), "{}", e.message);
+        // An Unknown answer the node's service gave stays Unknown.
+        assert!(!broken_connection(&tonic::Status::unknown("a bug")));
+        assert_eq!(
+            ApiError::from(tonic::Status::unknown("a bug")).code,
+            code::UNKNOWN
+        );
     }
 }

@@ -675,6 +675,28 @@ impl Chaos {
                 "chaos seed {seed}: invariants violated (replay with LAUNCHER_CHAOS_SEED={seed}; history in {path}):\n{report}"
             );
         }
+        // Whatever fails under the gateway, it says so with a code a client can act on (13,
+        // retry): a 500 is a fault of ours.
+        let internal: Vec<&Event> = history
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(&e.outcome, Some(Outcome::Error { message, .. }) if message.starts_with("HTTP 500"))
+            })
+            .collect();
+        if !internal.is_empty() {
+            let path = dump(&history, seed);
+            let lines: Vec<String> = internal
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap_or_default())
+                .collect();
+            anyhow::bail!(
+                "chaos seed {seed}: the gateway answered {} requests with 500 Internal Server Error (replay with \
+                 LAUNCHER_CHAOS_SEED={seed}; history in {path}):\n{}",
+                internal.len(),
+                lines.join("\n")
+            );
+        }
         if let Linearizability::Unknown { reason, .. } = &report.linearizability {
             eprintln!("chaos seed {seed}: linearizability not decided: {reason}");
         }
