@@ -41,20 +41,15 @@ fn iptables(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The rule of `OUTPUT` that sends loopback-to-loopback traffic through `chain`, with the
+/// action `op` (`-I` insert, `-D` delete).
+fn jump<'a>(op: &'a str, chain: &'a str) -> [&'a str; 8] {
+    [op, "OUTPUT", "-s", "127.0.0.0/8", "-d", "127.0.0.0/8", "-j", chain]
+}
+
 fn remove_chain(chain: &str) {
     // Each step may fail when an earlier run got halfway; what is left is removed regardless.
-    while iptables(&[
-        "-D",
-        "OUTPUT",
-        "-s",
-        "127.0.0.0/8",
-        "-d",
-        "127.0.0.0/8",
-        "-j",
-        chain,
-    ])
-    .is_ok()
-    {}
+    while iptables(&jump("-D", chain)).is_ok() {}
     let _ = iptables(&["-F", chain]);
     let _ = iptables(&["-X", chain]);
 }
@@ -82,16 +77,7 @@ impl Firewall {
             chain,
             cuts: BTreeSet::new(),
         };
-        iptables(&[
-            "-I",
-            "OUTPUT",
-            "-s",
-            "127.0.0.0/8",
-            "-d",
-            "127.0.0.0/8",
-            "-j",
-            &fw.chain,
-        ])?;
+        iptables(&jump("-I", &fw.chain))?;
         Ok(fw)
     }
 
