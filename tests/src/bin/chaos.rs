@@ -28,10 +28,13 @@ use launcher_tests::chaos::run::Chaos;
 use launcher_tests::checker::Invariant;
 use rand::Rng;
 
-const USAGE: &str = "usage: chaos [--duration D] [--seed S] [--report FILE]
+const USAGE: &str = "usage: chaos [--duration D] [--seed S] [--faults K,K,...] [--report FILE]
 
   --duration D  how long faults are injected: 90s, 10m, 1h (default 10m)
   --seed S      the seed of the nemesis' and the clients' choices (default: random)
+  --faults K,…  only these kinds (default: all): leader-kill, follower-kill, leader-pause,
+                lone-leader-paused, lone-leader-partitioned, lost-follower-paused,
+                lost-follower-partitioned, partial-partition, plugin-kill
   --report F    also write the Markdown report to F";
 
 /// `node-lost-timeout-seconds` of the run: short, so a cut-off follower is declared lost.
@@ -67,6 +70,20 @@ const FAULTS: [Fault; 9] = [
 ];
 
 impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::LeaderKill => "leader-kill",
+            Fault::FollowerKill => "follower-kill",
+            Fault::LeaderPause => "leader-pause",
+            Fault::LoneLeaderPaused => "lone-leader-paused",
+            Fault::LoneLeaderPartitioned => "lone-leader-partitioned",
+            Fault::LostFollowerPaused => "lost-follower-paused",
+            Fault::LostFollowerPartitioned => "lost-follower-partitioned",
+            Fault::PartialPartition => "partial-partition",
+            Fault::PluginKill => "plugin-kill",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Fault::LeaderKill => "SIGKILL the leader, restart it",
@@ -85,6 +102,7 @@ impl Fault {
 struct Args {
     duration: Duration,
     seed: u64,
+    faults: Vec<Fault>,
     report: Option<PathBuf>,
 }
 
@@ -104,6 +122,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         duration: Duration::from_secs(600),
         seed: rand::random(),
+        faults: FAULTS.to_vec(),
         report: None,
     };
     let mut it = std::env::args().skip(1);
@@ -113,6 +132,17 @@ fn parse_args() -> anyhow::Result<Args> {
             "--duration" => args.duration = parse_duration(&value()?)?,
             "--seed" => args.seed = value()?.parse().context("--seed must be an unsigned integer")?,
             "--report" => args.report = Some(PathBuf::from(value()?)),
+            "--faults" => {
+                args.faults = value()?
+                    .split(',')
+                    .map(|k| {
+                        FAULTS
+                            .into_iter()
+                            .find(|f| f.name() == k.trim())
+                            .with_context(|| format!("unknown fault kind {k:?}\n{USAGE}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -200,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
     while faults_from.elapsed() < args.duration {
         let more = run.rng.gen_range(10..25);
         run.wait_more_acked(more).await?;
-        let fault = FAULTS[run.rng.gen_range(0..FAULTS.len())];
+        let fault = args.faults[run.rng.gen_range(0..args.faults.len())];
         let left = args.duration.saturating_sub(faults_from.elapsed());
         eprintln!(
             "chaos: fault {} of the run ({}), {:.0?} left, {} submits acknowledged",
@@ -249,8 +279,8 @@ async fn main() -> anyhow::Result<()> {
     writeln!(md, "| violations | {} |", verdict.report.violations.len())?;
     writeln!(md, "| linearizability | {:?} |", verdict.report.linearizability)?;
     writeln!(md, "\n| fault | times |\n|---|--:|")?;
-    for f in FAULTS {
-        writeln!(md, "| {} | {} |", f.label(), counts.get(&f).copied().unwrap_or(0))?;
+    for f in &args.faults {
+        writeln!(md, "| {} | {} |", f.label(), counts.get(f).copied().unwrap_or(0))?;
     }
     writeln!(
         md,
