@@ -44,7 +44,16 @@ fn iptables(args: &[&str]) -> anyhow::Result<String> {
 /// The rule of `OUTPUT` that sends loopback-to-loopback traffic through `chain`, with the
 /// action `op` (`-I` insert, `-D` delete).
 fn jump<'a>(op: &'a str, chain: &'a str) -> [&'a str; 8] {
-    [op, "OUTPUT", "-s", "127.0.0.0/8", "-d", "127.0.0.0/8", "-j", chain]
+    [
+        op,
+        "OUTPUT",
+        "-s",
+        "127.0.0.0/8",
+        "-d",
+        "127.0.0.0/8",
+        "-j",
+        chain,
+    ]
 }
 
 fn remove_chain(chain: &str) {
