@@ -26,6 +26,16 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
 fi
 
+# The Slurm plugin's tests start a single-node Slurm of their own (tests/src/slurm.rs) from
+# Debian's packages; installed here so no test spends its time budget on apt.
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+  echo "installing slurm-wlm and munge ..."
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq slurm-wlm munge
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Build the binaries the process-level tests start before the tests run.

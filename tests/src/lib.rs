@@ -18,6 +18,7 @@ pub mod history;
 pub mod inproc;
 pub mod netfault;
 pub mod process;
+pub mod slurm;
 
 pub use client::NodeClient;
 pub use gateway::{Http, TestGateway};

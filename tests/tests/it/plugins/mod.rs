@@ -2,4 +2,5 @@
 
 mod host;
 mod local;
+mod slurm;
 mod verify;

@@ -1,0 +1,145 @@
+//! ControlJob through Slurm: cancel, stop and kill with `scancel` run as the requesting user
+//! (Slurm decides who may: its refusal comes back as error 9 with its message); suspend and
+//! resume with `scontrol`, which only Slurm operators may run, so the plugin runs it itself
+//! after checking that the requester owns the job.
+
+use launcher_plugin_api::messages::{ControlJobRequest, ControlJobResponse, ControlOperation};
+
+use crate::error::RequestError;
+use crate::parse::Status;
+use crate::slurm::{As, SlurmError};
+use crate::state::{Entry, Shared};
+
+fn not_running(e: &Entry) -> RequestError {
+    RequestError::JobNotRunning(format!("job {} is {}, not running", e.sj.id, e.status().as_str()))
+}
+
+fn control_error(e: SlurmError) -> RequestError {
+    match e {
+        SlurmError::Refused(m) if m.contains("already completing or completed") => {
+            RequestError::JobNotRunning(format!("Slurm: {m}"))
+        }
+        SlurmError::Refused(m) if m.contains("Invalid job id") => RequestError::JobNotFound(m),
+        SlurmError::Refused(m) | SlurmError::Unavailable(m) => RequestError::ControlFailed(m),
+    }
+}
+
+/// Handles ControlJob.
+pub async fn control(p: &Shared, req: ControlJobRequest) -> Result<ControlJobResponse, RequestError> {
+    let op = ControlOperation::from_number(req.operation)
+        .ok_or_else(|| RequestError::Invalid(format!("unknown control operation {}", req.operation)))?;
+    let e = p.find(&req.job_id).await?;
+    let id = e.sj.id.clone();
+    let requester = Some(req.username.as_str())
+        .filter(|u| !u.is_empty() && *u != "*")
+        .or(Some(req.request_username.as_str()).filter(|u| !u.is_empty() && *u != "*"));
+    // Who scancel runs as: the requester (Slurm checks them), or the plugin for `*`.
+    let requester_info = match requester {
+        Some(name) if p.switch_user => {
+            let n = name.to_string();
+            let u = tokio::task::spawn_blocking(move || crate::slurm::lookup_user(&n))
+                .await
+                .map_err(|e| RequestError::Internal(e.to_string()))?
+                .map_err(RequestError::Internal)?
+                .ok_or_else(|| RequestError::ControlFailed(format!("user {name} does not exist")))?;
+            Some(u)
+        }
+        _ => None,
+    };
+    let who = || match &requester_info {
+        Some(u) => As::User(u),
+        None => As::Plugin,
+    };
+    let owner_check = || match requester {
+        Some(r) if r != e.sj.user => Err(RequestError::ControlFailed(format!(
+            "Access/permission denied for job {id}: it belongs to {}, not {r}",
+            e.sj.user
+        ))),
+        _ => Ok(()),
+    };
+    let done = |m: &str| ControlJobResponse {
+        status_message: m.to_string(),
+        operation_complete: true,
+    };
+    let scontrol = |verb: &str| [verb.to_string(), id.clone()];
+    match op {
+        ControlOperation::Suspend => {
+            owner_check()?;
+            match e.status() {
+                Status::Running => {}
+                Status::Suspended => {
+                    return Err(RequestError::InvalidState(format!(
+                        "job {id} is already suspended"
+                    )))
+                }
+                _ => return Err(not_running(&e)),
+            }
+            p.slurm
+                .run("scontrol", &scontrol("suspend"), As::Plugin, None, None)
+                .await
+                .map_err(control_error)?;
+            p.update(&id, |e| {
+                e.judged.status = Status::Suspended;
+                e.judged.message = "suspended at the launcher's request".into();
+            })
+            .await;
+            Ok(done("Job suspended"))
+        }
+        ControlOperation::Resume => {
+            owner_check()?;
+            if e.status() != Status::Suspended {
+                return Err(RequestError::InvalidState(format!(
+                    "job {id} is {}, not suspended",
+                    e.status().as_str()
+                )));
+            }
+            p.slurm
+                .run("scontrol", &scontrol("resume"), As::Plugin, None, None)
+                .await
+                .map_err(control_error)?;
+            p.update(&id, |e| {
+                e.judged.status = Status::Running;
+                e.judged.message = "resumed at the launcher's request".into();
+            })
+            .await;
+            Ok(done("Job resumed"))
+        }
+        ControlOperation::Stop | ControlOperation::Kill => {
+            if !matches!(e.status(), Status::Running | Status::Suspended) {
+                return Err(not_running(&e));
+            }
+            // Stop: Slurm's own cancel (SIGCONT, SIGTERM, SIGKILL after KillWait); kill: SIGKILL
+            // to the batch shell and every step.
+            let args: Vec<String> = if op == ControlOperation::Stop {
+                vec![id.clone()]
+            } else {
+                vec!["--signal=KILL".into(), "--full".into(), id.clone()]
+            };
+            p.update(&id, |e| e.end_requested = true).await;
+            p.slurm
+                .run("scancel", &args, who(), None, None)
+                .await
+                .map_err(control_error)?;
+            p.poke.notify_one();
+            Ok(done(if op == ControlOperation::Stop {
+                "Job stopped"
+            } else {
+                "Job killed"
+            }))
+        }
+        ControlOperation::Cancel => {
+            if e.status() != Status::Pending {
+                return Err(RequestError::InvalidState(format!(
+                    "job {id} is {}: only a Pending job can be canceled",
+                    e.status().as_str()
+                )));
+            }
+            p.slurm
+                .run("scancel", std::slice::from_ref(&id), who(), None, None)
+                .await
+                .map_err(control_error)?;
+            p.poke.notify_one();
+            Ok(done("Job canceled"))
+        }
+    }
+}

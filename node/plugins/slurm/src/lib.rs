@@ -1,0 +1,95 @@
+//! The Slurm plugin (issue 10, DESIGN §1 and §5): runs launcher jobs on a Slurm cluster by
+//! calling Slurm's commands, and speaks only the Launcher Plugin API on its stdin/stdout, so
+//! any launcher that speaks that API can drive it.
+//!
+//! * [`config`]: the standard plugin options and `launcher.<plugin-name>.conf`.
+//! * [`protocol`]: the request loop, GetJob, network and cluster info.
+//! * [`state`]: the cache of launcher jobs in Slurm, the poller, the status streams.
+//! * [`submit`], [`control`], [`output`]: the requests about jobs.
+//! * [`slurm`]: running the commands; [`parse`]: reading what they print.
+//!
+//! The plugin keeps no state of its own: a job's tags live in its Slurm comment, so any
+//! instance of the plugin, on any node, sees the same jobs (shared-scheduler adoption).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod output;
+pub mod parse;
+pub mod protocol;
+pub mod slurm;
+pub mod state;
+pub mod submit;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::Config;
+use crate::state::{Outbox, Plugin};
+
+/// Runs the plugin on `input`/`output` until the input ends or `shutdown` completes.
+pub async fn run<R, W>(cfg: Config, input: R, output: W, shutdown: impl Future<Output = ()>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let uid = nix::unistd::Uid::current();
+    let own_user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string());
+    let switch_user = nix::unistd::Uid::effective().is_root() && !cfg.options.unprivileged;
+    if !switch_user {
+        tracing::warn!(user = %own_user, "not running as root (or unprivileged=1): every job is submitted as {own_user}");
+    }
+    tracing::info!(scratch = %cfg.scratch_path.display(), switch_user, "Slurm plugin starting");
+    let (out, rx) = Outbox::new(256);
+    let p = Arc::new(Plugin::new(cfg, out, switch_user, own_user));
+    protocol::serve(p, rx, input, output, shutdown).await;
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Installs the log subscriber: stderr or `<logging-dir>/<plugin-name>.log`, never stdout.
+pub fn init_logging(cfg: &Config) -> Result<(), String> {
+    let builder = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_target(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(cfg.log_directive()));
+    match &cfg.options.logging_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create logging-dir {}: {e}", dir.display()))?;
+            let path = dir.join(format!("{}.log", cfg.options.plugin_name));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            builder
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init()
+                .map_err(|e| e.to_string())
+        }
+        None => builder
+            .with_writer(std::io::stderr)
+            .try_init()
+            .map_err(|e| e.to_string()),
+    }
+}

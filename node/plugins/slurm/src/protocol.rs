@@ -1,0 +1,477 @@
+//! The Plugin API loop: frames in from stdin, requests dispatched concurrently, one writer
+//! numbering responses, the plugin's own heartbeats. Stream opens and cancels are handled in
+//! arrival order in the reader, so a cancel always finds the stream it closes.
+
+use std::future::Future;
+use std::time::Duration;
+
+use launcher_plugin_api::envelope::{self, EnvelopeError, RequestType, ResponseType};
+use launcher_plugin_api::framing::{self, FrameError, MAX_MESSAGE_BYTES};
+use launcher_plugin_api::messages::{
+    self, BootstrapRequest, BootstrapResponse, ClusterInfoRequest, ClusterInfoResponse, ControlJobRequest,
+    Empty, GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
+    ResourceLimitInfo, SubmitJobRequest, API_VERSION,
+};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::error::RequestError;
+use crate::parse::Status;
+use crate::state::{Entry, Outgoing, Shared, Target};
+
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes queued messages in order, numbering responses from 1.
+pub async fn write_loop<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Outgoing>, mut w: W) {
+    let mut next: u64 = 1;
+    while let Some(m) = rx.recv().await {
+        let (rid, bytes) = match m {
+            Outgoing::Message {
+                message_type,
+                request_id,
+                payload,
+            } => (
+                request_id,
+                messages::encode(message_type, request_id, Some(next), &payload),
+            ),
+            Outgoing::Error { request_id, error } => (
+                request_id,
+                envelope::error_message(request_id, next, error.code(), &error.to_string()),
+            ),
+            Outgoing::Finish => break,
+        };
+        let bytes = if bytes.len() > MAX_MESSAGE_BYTES {
+            let msg = format!(
+                "the response of {} bytes is above the {MAX_MESSAGE_BYTES}-byte message limit; ask for fewer jobs or fields",
+                bytes.len()
+            );
+            envelope::error_message(rid, next, envelope::PluginErrorCode::Unknown, &msg)
+        } else {
+            bytes
+        };
+        if let Err(e) = framing::write_message(&mut w, &bytes).await {
+            tracing::warn!(error = %e, "cannot write to stdout; the launcher is gone");
+            break;
+        }
+        next += 1;
+    }
+}
+
+fn request_id_of(body: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("requestId")?.as_u64())
+        .unwrap_or(0)
+}
+
+fn decode<T: DeserializeOwned>(t: RequestType, body: &[u8]) -> Result<T, RequestError> {
+    messages::decode(body).map_err(|e| RequestError::Invalid(format!("invalid {t:?} request: {e}")))
+}
+
+/// Serves the Plugin API until the input ends or `shutdown` completes. Jobs live on in Slurm.
+pub async fn serve<R, W>(
+    p: Shared,
+    out_rx: mpsc::Receiver<Outgoing>,
+    mut input: R,
+    output: W,
+    shutdown: impl Future<Output = ()>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let writer = tokio::spawn(write_loop(out_rx, output));
+    let mut background = vec![tokio::spawn(crate::state::poller(p.clone()))];
+    let every = p.cfg.options.heartbeat_interval_seconds;
+    if every > 0 {
+        let p = p.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(every));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                p.out.send(ResponseType::Heartbeat, 0, &Empty {}).await;
+            }
+        }));
+    }
+    let mut handlers = tokio::task::JoinSet::new();
+    let cap = p.cfg.options.max_message_size;
+    tokio::pin!(shutdown);
+    loop {
+        let frame = tokio::select! {
+            f = framing::read_message_limited(&mut input, cap) => f,
+            _ = &mut shutdown => { tracing::info!("asked to stop"); break; }
+        };
+        match frame {
+            Ok(Some(body)) => dispatch(&p, body, &mut handlers).await,
+            Ok(None) => {
+                tracing::info!("stdin closed: the launcher is gone");
+                break;
+            }
+            Err(FrameError::TooLarge { len, max }) => {
+                let msg = format!("message of {len} bytes refused: the limit is {max} bytes");
+                p.out.error(0, RequestError::Invalid(msg)).await;
+                if framing::discard(&mut input, len).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read from stdin; stopping");
+                break;
+            }
+        }
+        while handlers.try_join_next().is_some() {}
+    }
+    for b in background {
+        b.abort();
+    }
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while handlers.join_next().await.is_some() {}
+    })
+    .await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, p.out.finish()).await.is_ok() {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, writer).await;
+    }
+}
+
+async fn dispatch(p: &Shared, body: Vec<u8>, handlers: &mut tokio::task::JoinSet<()>) {
+    let (t, rid) = match envelope::parse_request(&body) {
+        Ok(x) => x,
+        Err(e) => {
+            let err = match e {
+                EnvelopeError::Malformed(m) => RequestError::Invalid(format!("malformed request: {m}")),
+                EnvelopeError::UnknownType(n) => {
+                    RequestError::NotSupported(format!("request type {n} is not supported"))
+                }
+            };
+            p.out.error(request_id_of(&body), err).await;
+            return;
+        }
+    };
+    tracing::debug!(request_id = rid, kind = ?t, "request");
+    let r = match t {
+        RequestType::Heartbeat => {
+            p.out.send(ResponseType::Heartbeat, rid, &Empty {}).await;
+            Ok(())
+        }
+        RequestType::GetJobStatus => match decode::<JobStreamRequest>(t, &body) {
+            Ok(req) if req.cancel => {
+                p.close_status_stream(rid).await;
+                Ok(())
+            }
+            Ok(req) => {
+                // Opening may ask Slurm about the job: off the reader, but registered in order.
+                let p = p.clone();
+                handlers.spawn(async move {
+                    let target = if req.job_id == messages::ALL_JOBS {
+                        Target::All
+                    } else {
+                        Target::Job(req.job_id.clone())
+                    };
+                    if let Err(e) = p.open_status_stream(rid, target, &req.username).await {
+                        p.out.error(rid, e).await;
+                    }
+                });
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        RequestType::GetJobResourceUtil => match decode::<JobStreamRequest>(t, &body) {
+            Ok(req) if req.cancel => Ok(()),
+            Ok(_) => Err(RequestError::NotSupported(
+                "resource use is not offered by the Slurm plugin: Slurm reports it only through job accounting (sstat/sacct with a JobAcctGather plugin)".into(),
+            )),
+            Err(e) => Err(e),
+        },
+        RequestType::GetJobOutput => output_stream(p, rid, &body),
+        RequestType::SetLoadBalancerNodes | RequestType::ConfigReload | RequestType::Metrics => Err(
+            RequestError::NotSupported(format!("{t:?} is not supported by the Slurm plugin")),
+        ),
+        _ => {
+            let p = p.clone();
+            handlers.spawn(async move {
+                if let Err(e) = handle(&p, t, rid, &body).await {
+                    tracing::debug!(request_id = rid, error = %e, "request refused");
+                    p.out.error(rid, e).await;
+                }
+            });
+            Ok(())
+        }
+    };
+    if let Err(e) = r {
+        p.out.error(rid, e).await;
+    }
+}
+
+fn output_stream(p: &Shared, rid: u64, body: &[u8]) -> Result<(), RequestError> {
+    let req: JobOutputRequest = decode(RequestType::GetJobOutput, body)?;
+    let mut tasks = p.output_tasks.lock().expect("output task table");
+    if let Some(old) = tasks.remove(&rid) {
+        old.abort();
+    }
+    if req.cancel {
+        return Ok(());
+    }
+    let p2 = p.clone();
+    let h = tokio::spawn(async move {
+        if let Err(e) = crate::output::stream(p2.clone(), rid, req).await {
+            p2.out.error(rid, e).await;
+        }
+        p2.output_tasks.lock().expect("output task table").remove(&rid);
+    });
+    tasks.insert(rid, h.abort_handle());
+    Ok(())
+}
+
+/// Whether a job passes GetJob's filters.
+fn matches(e: &Entry, req: &GetJobRequest, statuses: &[Status]) -> Result<bool, RequestError> {
+    if !e.visible_to(&req.username) {
+        return Ok(false);
+    }
+    if let Some(tags) = &req.tags {
+        if !tags.iter().all(|t| e.tags.contains(t)) {
+            return Ok(false);
+        }
+    }
+    if !statuses.is_empty() && !statuses.contains(&e.status()) {
+        return Ok(false);
+    }
+    let bound = |name: &str, v: &Option<String>| -> Result<Option<i64>, RequestError> {
+        match v.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map(|t| Some(t.unix_timestamp()))
+                .map_err(|_| RequestError::Invalid(format!("{name} {s:?} is not an RFC 3339 time"))),
+        }
+    };
+    let submitted = e.sj.submit_time;
+    if bound("startTime", &req.start_time)?.is_some_and(|s| submitted < s) {
+        return Ok(false);
+    }
+    if bound("endTime", &req.end_time)?.is_some_and(|s| submitted > s) {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The job as JSON with only the requested fields (`id` always kept).
+fn project(job: &messages::Job, fields: Option<&[String]>) -> serde_json::Value {
+    let mut v = serde_json::to_value(job).expect("a job serialises");
+    if let (Some(fields), serde_json::Value::Object(m)) = (fields.filter(|f| !f.is_empty()), &mut v) {
+        m.retain(|k, _| k == "id" || fields.iter().any(|f| f == k));
+    }
+    v
+}
+
+async fn handle(p: &Shared, t: RequestType, rid: u64, body: &[u8]) -> Result<(), RequestError> {
+    match t {
+        RequestType::Bootstrap => {
+            let req: BootstrapRequest = decode(t, body)?;
+            if !API_VERSION.compatible_with(req.version) {
+                let v = req.version;
+                return Err(RequestError::UnsupportedVersion(format!(
+                    "Plugin API version {}.{}.{} is not supported: this plugin speaks {}.{}.{}",
+                    v.major, v.minor, v.patch, API_VERSION.major, API_VERSION.minor, API_VERSION.patch
+                )));
+            }
+            p.slurm
+                .check()
+                .await
+                .map_err(|e| RequestError::Internal(format!("Slurm does not answer (sinfo): {e}")))?;
+            p.refresh().await?;
+            tracing::info!(version = ?req.version, "bootstrapped");
+            p.out
+                .send(
+                    ResponseType::Bootstrap,
+                    rid,
+                    &BootstrapResponse { version: API_VERSION },
+                )
+                .await;
+        }
+        RequestType::SubmitJob => {
+            let req: SubmitJobRequest = decode(t, body)?;
+            crate::submit::submit(p, rid, req).await?;
+        }
+        RequestType::GetJob => {
+            let req: GetJobRequest = decode(t, body)?;
+            let statuses = req
+                .statuses
+                .iter()
+                .flatten()
+                .map(|s| {
+                    Status::parse(s).ok_or_else(|| RequestError::Invalid(format!("unknown job status {s:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let entries = if req.job_id == messages::ALL_JOBS {
+                // Fresh from Slurm: a launcher looking for its job by tag must see it.
+                p.refresh().await?;
+                let mut v = Vec::new();
+                for e in p.list(|_| true).await {
+                    if matches(&e, &req, &statuses)? {
+                        v.push(e);
+                    }
+                }
+                v
+            } else {
+                vec![p.find_visible(&req.job_id, &req.username).await?]
+            };
+            let fields = req.fields.as_deref();
+            let jobs: Vec<serde_json::Value> = entries.iter().map(|e| project(&e.job(), fields)).collect();
+            p.out
+                .send(ResponseType::JobState, rid, &serde_json::json!({ "jobs": jobs }))
+                .await;
+        }
+        RequestType::ControlJob => {
+            let req: ControlJobRequest = decode(t, body)?;
+            let resp = crate::control::control(p, req).await?;
+            p.out.send(ResponseType::ControlJob, rid, &resp).await;
+        }
+        RequestType::GetJobNetwork => {
+            let req: JobNetworkRequest = decode(t, body)?;
+            let e = p.find_visible(&req.job_id, &req.username).await?;
+            if e.sj.batch_host.is_empty() {
+                return Err(RequestError::JobNotRunning(format!(
+                    "job {} has no batch host yet",
+                    e.sj.id
+                )));
+            }
+            let host = e.sj.batch_host.clone();
+            let h = host.clone();
+            let ip_addresses = tokio::task::spawn_blocking(move || addresses(&h))
+                .await
+                .unwrap_or_default();
+            p.out
+                .send(
+                    ResponseType::JobNetwork,
+                    rid,
+                    &JobNetworkResponse { host, ip_addresses },
+                )
+                .await;
+        }
+        RequestType::GetClusterInfo => {
+            let _req: ClusterInfoRequest = decode(t, body)?;
+            let info = cluster_info(p).await?;
+            p.out.send(ResponseType::ClusterInfo, rid, &info).await;
+        }
+        other => {
+            return Err(RequestError::NotSupported(format!(
+                "{other:?} is not supported by the Slurm plugin"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// The addresses of a host, IPv4 first; loopback ones only when there is nothing else.
+fn addresses(host: &str) -> Vec<String> {
+    use std::net::ToSocketAddrs;
+    let mut all: Vec<std::net::IpAddr> = (host, 0)
+        .to_socket_addrs()
+        .map(|a| a.map(|s| s.ip()).collect())
+        .unwrap_or_default();
+    all.sort_by_key(|ip| (ip.is_loopback(), !ip.is_ipv4()));
+    all.dedup();
+    if all.iter().any(|ip| !ip.is_loopback()) {
+        all.retain(|ip| !ip.is_loopback());
+    }
+    all.iter().map(|ip| ip.to_string()).collect()
+}
+
+/// Seconds of a Slurm time limit (`UNLIMITED`, `30`, `1:00:00`, `2-00:00:00`); `None` when unlimited.
+pub fn limit_seconds(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.is_empty()
+        || s.eq_ignore_ascii_case("UNLIMITED")
+        || s.eq_ignore_ascii_case("INFINITE")
+        || s == "NONE"
+    {
+        return None;
+    }
+    let (days, rest) = match s.split_once('-') {
+        Some((d, r)) => (d.parse::<u64>().ok()?, r),
+        None => (0, s),
+    };
+    let parts: Vec<u64> = rest.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let (h, m, sec) = match (parts.len(), s.contains('-')) {
+        (1, false) => (0, parts[0], 0),
+        (1, true) => (parts[0], 0, 0),
+        (2, false) => (0, parts[0], parts[1]),
+        (2, true) => (parts[0], parts[1], 0),
+        (3, _) => (parts[0], parts[1], parts[2]),
+        _ => return None,
+    };
+    Some(days * 86400 + h * 3600 + m * 60 + sec)
+}
+
+/// Partitions as queues (the default first) and the largest limits they and their nodes allow.
+async fn cluster_info(p: &Shared) -> Result<ClusterInfoResponse, RequestError> {
+    let err = |e| RequestError::Internal(format!("Slurm: {e}"));
+    let parts = p.slurm.show("partition").await.map_err(err)?;
+    let nodes = p.slurm.show("node").await.map_err(err)?;
+    let get = |kv: &Vec<(String, String)>, k: &str| {
+        kv.iter()
+            .find(|(x, _)| x == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut queues: Vec<(bool, String)> = parts
+        .iter()
+        .filter(|kv| get(kv, "Hidden") != "YES")
+        .map(|kv| (get(kv, "Default") != "YES", get(kv, "PartitionName")))
+        .filter(|(_, n)| !n.is_empty())
+        .collect();
+    queues.sort_by_key(|(not_default, _)| *not_default);
+    let max_time = parts
+        .iter()
+        .map(|kv| limit_seconds(&get(kv, "MaxTime")))
+        .try_fold(0u64, |m, t| t.map(|t| m.max(t)));
+    let max_cpus = nodes
+        .iter()
+        .filter_map(|kv| get(kv, "CPUTot").parse::<u64>().ok())
+        .max();
+    let max_mem = nodes
+        .iter()
+        .filter_map(|kv| get(kv, "RealMemory").parse::<u64>().ok())
+        .max();
+    let limit = |kind: &str, max: Option<u64>| ResourceLimitInfo {
+        kind: kind.into(),
+        max_value: max.map(|m| m.to_string()),
+        default_value: None,
+    };
+    Ok(ClusterInfoResponse {
+        supports_containers: false,
+        queues: queues.into_iter().map(|(_, n)| n).collect(),
+        resource_limits: vec![
+            limit("cpuCount", max_cpus),
+            limit("memory", max_mem),
+            limit("cpuTime", max_time.filter(|t| *t > 0)),
+        ],
+        ..ClusterInfoResponse::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slurm_time_limits_in_seconds() {
+        assert_eq!(limit_seconds("UNLIMITED"), None);
+        assert_eq!(limit_seconds("30"), Some(1800));
+        assert_eq!(limit_seconds("1:30"), Some(90));
+        assert_eq!(limit_seconds("1:00:00"), Some(3600));
+        assert_eq!(limit_seconds("2-00:00:00"), Some(2 * 86400));
+        assert_eq!(limit_seconds("1-2"), Some(86400 + 7200));
+        assert_eq!(limit_seconds("x"), None);
+    }
+
+    #[test]
+    fn addresses_of_localhost_are_loopback_only_when_nothing_else() {
+        let a = addresses("localhost");
+        assert!(
+            !a.is_empty() && a.iter().all(|s| s == "127.0.0.1" || s == "::1"),
+            "{a:?}"
+        );
+    }
+}
