@@ -663,8 +663,12 @@ impl Shared {
             let mut call = Request::new(StatusRequest {});
             call.set_timeout(Duration::from_secs(2));
             if let Ok(reply) = self.peers.launcher(&addr).status(call).await {
+                // The leader's view of the cluster, but this node's own applied index: the
+                // reply names this node, and a caller routing reads by index must see what
+                // this node has applied (a joining node may still be installing a snapshot).
                 let mut reply = reply.into_inner();
                 reply.node_id = self.id;
+                reply.applied_index = self.applied_index();
                 return reply;
             }
         }
