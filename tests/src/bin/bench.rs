@@ -1,44 +1,54 @@
-//! `launcher-bench`: commit throughput and leader-kill failover on a real 3-node cluster.
+//! `launcher-bench`: our cluster measured side by side with etcd 3.4 on the same machine.
 //!
-//! Starts three `launcher-node` processes on 127.0.0.1 (fsync on, the same profile as this
-//! binary), then
+//! Starts three `launcher-node` processes on loopback (fsync on, the same profile as this
+//! binary) and an in-process `launcher-gateway`, then
 //!
-//! 1. drives submits through one node (a follower, then the leader) with 1, 16 and 64
-//!    concurrent tokio tasks sharing one `NodeClient` (one HTTP/2 connection), and with 64 tasks
-//!    each owning its own client (one connection per task); every level runs a warm-up and then
-//!    a fixed measuring window;
-//! 2. SIGKILLs the leader N times and measures, from a surviving node, the time from the kill
-//!    to the first acknowledged submit (and, watching Status, to the first survivor naming the
-//!    new leader); the killed node is restarted and the cluster made Green again before the next
-//!    repetition.
+//! 1. submits from 1, 16, 64 and 256 concurrent tasks, by gRPC straight to the leader and by
+//!    HTTP through the gateway: acknowledgements per second, p50/p99/p999 latency, and the Raft
+//!    entries per second the cluster committed meanwhile;
+//! 2. launches `true` jobs through the Local plugin (submit → Running latency, burst jobs/s);
+//! 3. loads 10^3, 10^4, 10^5 jobs (10^6 with `--max-jobs 1000000`) from 64 clients and, at
+//!    each size, times `GET /jobs` returning exactly those jobs (gRPC to the leader and HTTP
+//!    through the gateway, linearizable and stale) and reads the leader's resident memory;
+//! 4. at the largest size, times a snapshot export on the leader and a follower that must
+//!    install a snapshot after a restart;
+//! 5. SIGKILLs the leader N times (default 20): kill → first acknowledged submit on a survivor;
+//! 6. stops our cluster, starts three etcd members on 127.0.0.1 (Debian's `etcd-server`,
+//!    installed by `tests/bench-etcd-setup.sh` when missing) and runs the same shapes: puts of
+//!    a value the size of one of our stored job records at the same concurrencies, the same
+//!    loads, range reads of the same sizes (linearizable and serializable), leader kills.
 //!
-//! 3. launches `true` jobs through the leader and the Local plugin: one at a time, timing each
-//!    from the submit call to the first replicated status past Pending (Running, or Finished
-//!    when the job ended before its Running was reported), and then in a burst from 16 tasks,
-//!    timing until every job of the burst is terminal (jobs started per second).
-//!
-//! 4. puts an in-process `launcher-gateway` in front of the cluster and drives `POST /jobs` and
-//!    `GET /jobs` over HTTP with 16 tasks, next to the same load sent by gRPC straight to the
-//!    node the gateway routes the bench to, and prints the ratio.
-//!
-//! Prints a Markdown report on stdout, progress on stderr, and optionally writes JSON.
+//! Prints a Markdown report on stdout with every figure of ours next to etcd's as a ratio, a
+//! progress bar on stderr, and optionally writes JSON. `--follower-levels` and `--http-seconds`
+//! add the older commit-throughput and gateway-vs-direct tables.
 //!
 //! ```text
 //! cargo build --release -p launcher-tests --bin launcher-bench
-//! target/release/launcher-bench [--seconds N] [--warmup N] [--failovers N] [--launches N] [--json FILE]
+//! target/release/launcher-bench [--seconds N] [--failovers N] [--max-jobs N] [--json FILE] ...
 //! ```
 //!
 //! The node binary is `LAUNCHER_NODE_BIN` if set, else `launcher-node` next to this binary,
 //! (re)built first with cargo in this binary's profile.
 
-use std::fmt::Write as _;
+// The modules live in `bench/` beside this file (a crate root looks for them next to itself).
+#[path = "bench/etcd.rs"]
+mod etcd;
+#[path = "bench/progress.rs"]
+mod progress;
+#[path = "bench/report.rs"]
+mod report;
+#[path = "bench/scale.rs"]
+mod scale;
+#[path = "bench/side.rs"]
+mod side;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use launcher_tests::{job, wait_until, ClusterOpts, NodeClient, ProcessCluster, DEADLINE};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Concurrency levels of the throughput part, with one shared client.
 const SHARED_LEVELS: [usize; 3] = [1, 16, 64];
@@ -54,34 +64,52 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(10);
 /// Give up on a failover after this long.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
 
-const USAGE: &str =
-    "usage: launcher-bench [--seconds N] [--warmup N] [--failovers N] [--launches N] [--json FILE] [--keep-logs DIR]
+const USAGE: &str = "usage: launcher-bench [options]
 
-  --seconds N    measuring window of each throughput level, seconds (default 5)
-  --warmup N     warm-up before each window, seconds (default 1)
-  --failovers N  leader-kill repetitions (default 5; 0 skips them)
-  --launches N   jobs of the launch part, one at a time and again as a burst (default 200; 0 skips)
-  --http-seconds N  window of each gateway-vs-direct level (default 3; 0 skips)
-  --json FILE    also write the results as JSON to FILE
-  --keep-logs D  copy the nodes' logs into directory D at the end (also on failure)";
+  --seconds N       measuring window of each write level, seconds (default 5)
+  --warmup N        warm-up before each window, seconds (default 1)
+  --failovers N     leader-kill repetitions (default 20; 0 skips them)
+  --etcd-failovers N  etcd leader-kill repetitions (default: as --failovers)
+  --launches N      jobs of the launch part, one at a time and again as a burst (default 200; 0 skips)
+  --max-jobs N      largest scale load: listings and memory at 1000, 10000, 100000 up to N
+                    (default 100000; 1000000 adds the 10^6 step; 0 skips the scale part)
+  --no-etcd         skip etcd (no side-by-side ratios)
+  --follower-levels also run the older commit-throughput table (follower and leader, 1/16/64
+                    clients, shared and per-task connections)
+  --http-seconds N  window of the older gateway-vs-direct part at 16 tasks (default 0: skipped;
+                    the side-by-side table covers the gateway)
+  --json FILE       also write the results as JSON to FILE
+  --keep-logs D     copy the nodes' logs into directory D at the end (also on failure)";
 
 struct Args {
     seconds: f64,
     warmup: f64,
     failovers: usize,
+    etcd_failovers: Option<usize>,
     launches: usize,
+    max_jobs: usize,
+    etcd: bool,
+    follower_levels: bool,
     http_seconds: f64,
     json: Option<PathBuf>,
     keep_logs: Option<PathBuf>,
+}
+
+fn count(name: &str, v: &str) -> anyhow::Result<usize> {
+    v.parse().with_context(|| format!("{name}: '{v}' is not a count"))
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         seconds: 5.0,
         warmup: 1.0,
-        failovers: 5,
+        failovers: 20,
+        etcd_failovers: None,
         launches: 200,
-        http_seconds: 3.0,
+        max_jobs: 100_000,
+        etcd: true,
+        follower_levels: false,
+        http_seconds: 0.0,
         json: None,
         keep_logs: None,
     };
@@ -90,6 +118,17 @@ fn parse_args() -> anyhow::Result<Args> {
         if flag == "-h" || flag == "--help" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        match flag.as_str() {
+            "--no-etcd" => {
+                args.etcd = false;
+                continue;
+            }
+            "--follower-levels" => {
+                args.follower_levels = true;
+                continue;
+            }
+            _ => {}
         }
         let (name, inline) = match flag.split_once('=') {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
@@ -111,18 +150,10 @@ fn parse_args() -> anyhow::Result<Args> {
                     .filter(|s| s.is_finite() && *s >= 0.0)
                     .with_context(|| format!("--warmup: '{v}' is not a number of seconds >= 0"))?;
             }
-            "--failovers" => {
-                let v = value()?;
-                args.failovers = v
-                    .parse()
-                    .with_context(|| format!("--failovers: '{v}' is not a count"))?;
-            }
-            "--launches" => {
-                let v = value()?;
-                args.launches = v
-                    .parse()
-                    .with_context(|| format!("--launches: '{v}' is not a count"))?;
-            }
+            "--failovers" => args.failovers = count(&name, &value()?)?,
+            "--etcd-failovers" => args.etcd_failovers = Some(count(&name, &value()?)?),
+            "--launches" => args.launches = count(&name, &value()?)?,
+            "--max-jobs" => args.max_jobs = count(&name, &value()?)?,
             "--http-seconds" => {
                 let v = value()?;
                 args.http_seconds = v
@@ -176,6 +207,7 @@ fn main() {
 struct Lat {
     p50: f64,
     p99: f64,
+    p999: f64,
     max: f64,
 }
 
@@ -197,6 +229,7 @@ fn latency(samples: &mut [Duration]) -> Lat {
     Lat {
         p50: ms(percentile(samples, 50.0)),
         p99: ms(percentile(samples, 99.0)),
+        p999: ms(percentile(samples, 99.9)),
         max: ms(samples.last().copied().unwrap_or_default()),
     }
 }
@@ -495,6 +528,36 @@ async fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
     result
 }
 
+/// Everything measured, for the report.
+struct Results {
+    facts: Vec<(String, String)>,
+    record_bytes: usize,
+    levels: Vec<Level>,
+    side: Vec<side::Row>,
+    gateway_node: Option<(usize, bool)>,
+    launched: Option<Launches>,
+    http: Vec<HttpLevel>,
+    loads: Vec<scale::LoadRow>,
+    lists: Vec<scale::ListRow>,
+    mem: Vec<scale::MemRow>,
+    snapshot: Option<scale::SnapshotFig>,
+    failovers: Vec<Failover>,
+    etcd_failovers: Vec<Duration>,
+    etcd_version: Option<String>,
+}
+
+/// The scale sizes up to `max` (10^3, 10^4, 10^5, then `max` itself if larger).
+fn scale_sizes(max: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> = [1_000, 10_000, 100_000]
+        .into_iter()
+        .filter(|&s| s <= max)
+        .collect();
+    if max > 100_000 || (max > 0 && sizes.is_empty()) {
+        sizes.push(max);
+    }
+    sizes
+}
+
 /// Everything after the cluster is up.
 async fn measure(
     args: &Args,
@@ -522,114 +585,288 @@ async fn measure(
         .await
         .map(|s| s.version)
         .unwrap_or_default();
+    let sizes = scale_sizes(args.max_jobs);
+    let etcd_failovers = args.etcd_failovers.unwrap_or(args.failovers);
 
-    // Throughput.
-    let mut plan: Vec<(&'static str, usize, bool)> = Vec::new();
-    for target in ["follower", "leader"] {
-        for c in SHARED_LEVELS {
-            plan.push((target, c, false));
-        }
+    // Steps of the progress bar.
+    let old_levels = if args.follower_levels {
+        2 * SHARED_LEVELS.len() + 2 * PER_TASK_LEVELS.len()
+    } else {
+        0
+    };
+    let mut steps = old_levels + 2 * side::LEVELS.len() + args.failovers;
+    steps += usize::from(args.launches > 0) + usize::from(args.http_seconds > 0.0);
+    if !sizes.is_empty() {
+        steps += 2 * sizes.len() + 1;
     }
-    for target in ["follower", "leader"] {
-        for c in PER_TASK_LEVELS {
-            plan.push((target, c, true));
-        }
+    if args.etcd {
+        steps += 1 + side::LEVELS.len() + etcd_failovers + 2 * sizes.len();
     }
+    progress::set_steps(steps as u64);
+
     let mut levels = Vec::new();
     let all = cluster.running();
-    for (k, &(target, clients, per_task)) in plan.iter().enumerate() {
-        let (leader_before, leader_node) = leader_of(cluster, &all).await?;
-        let node = if target == "leader" {
-            leader_node
-        } else {
-            *all.iter().find(|&&i| i != leader_node).context("no follower")?
-        };
-        eprintln!(
-            "[{}/{}] {clients} client{} to {target} (node {node}{}) ...",
-            k + 1,
-            plan.len(),
-            if clients == 1 { "" } else { "s" },
-            if per_task { ", one connection per task" } else { "" },
-        );
-        let (commits, errors, first_error, mut samples) =
-            throughput(cluster, node, clients, per_task, warmup, window).await?;
-        let (leader_after, _) = leader_of(cluster, &all).await?;
-        let lat = latency(&mut samples);
-        let level = Level {
-            target,
-            node,
-            clients,
-            per_task,
-            window,
-            commits,
-            errors,
-            first_error,
-            lat,
-            leader_before,
-            leader_after,
-        };
-        eprintln!(
-            "      {:.0} commits/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} errors{}",
-            level.rate(),
-            level.lat.p50,
-            level.lat.p99,
-            level.lat.max,
-            level.errors,
-            if leader_before != leader_after {
-                format!(" (leader changed {leader_before} -> {leader_after})")
-            } else {
-                String::new()
+    if args.follower_levels {
+        let mut plan: Vec<(&'static str, usize, bool)> = Vec::new();
+        for target in ["follower", "leader"] {
+            for c in SHARED_LEVELS {
+                plan.push((target, c, false));
             }
+        }
+        for target in ["follower", "leader"] {
+            for c in PER_TASK_LEVELS {
+                plan.push((target, c, true));
+            }
+        }
+        for &(target, clients, per_task) in &plan {
+            let (leader_before, leader_node) = leader_of(cluster, &all).await?;
+            let node = if target == "leader" {
+                leader_node
+            } else {
+                *all.iter().find(|&&i| i != leader_node).context("no follower")?
+            };
+            progress::step(format!(
+                "commit throughput: {clients} client{} to {target} (node {node}{})",
+                if clients == 1 { "" } else { "s" },
+                if per_task { ", one connection per task" } else { "" },
+            ));
+            let (commits, errors, first_error, mut samples) =
+                throughput(cluster, node, clients, per_task, warmup, window).await?;
+            let (leader_after, _) = leader_of(cluster, &all).await?;
+            let lat = latency(&mut samples);
+            let level = Level {
+                target,
+                node,
+                clients,
+                per_task,
+                window,
+                commits,
+                errors,
+                first_error,
+                lat,
+                leader_before,
+                leader_after,
+            };
+            progress::log(format!(
+                "      {:.0} commits/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} errors",
+                level.rate(),
+                level.lat.p50,
+                level.lat.p99,
+                level.lat.max,
+                level.errors,
+            ));
+            levels.push(level);
+        }
+    }
+
+    // Submits side by side: gRPC to the leader, HTTP through the gateway.
+    let (_, leader) = leader_of(cluster, &all).await?;
+    let lc = cluster.client(leader);
+    let sample = lc.submit(&job("bench", &["bench"])).await?.job;
+    let record_bytes = sample.len();
+    let mut side_rows = Vec::new();
+    let body = job("bench", &["bench"]);
+    for clients in side::LEVELS {
+        progress::step(format!(
+            "submits: {clients} client(s), gRPC to the leader (node {leader})"
+        ));
+        let i0 = lc.status().await?.applied_index;
+        let t0 = Instant::now();
+        let (c, b) = (lc.clone(), body.clone());
+        let out = side::run_level(clients, warmup, window, move |_| {
+            let (c, b) = (c.clone(), b.clone());
+            async move {
+                c.submit(&b).await?;
+                Ok(())
+            }
+        })
+        .await;
+        let i1 = lc.status().await?.applied_index;
+        let r = side::row(
+            side::Path::Grpc,
+            clients,
+            window,
+            out,
+            i1.saturating_sub(i0),
+            t0.elapsed(),
         );
-        levels.push(level);
+        log_row(&r);
+        side_rows.push(r);
+    }
+    let gw = launcher_tests::TestGateway::start(cluster, |_| {}).await?;
+    let http_user = gw.client("alice");
+    let http_admin = gw.client("admin");
+    let probe = http_admin
+        .req(reqwest::Method::GET, "/jobs?limit=1")
+        .send()
+        .await?;
+    let gw_node: usize = probe
+        .headers()
+        .get("x-launcher-node")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .context("the gateway names the node that answered")?;
+    for clients in side::LEVELS {
+        progress::step(format!(
+            "submits: {clients} client(s), HTTP through the gateway (to node {gw_node})"
+        ));
+        let i0 = lc.status().await?.applied_index;
+        let t0 = Instant::now();
+        let (h, b) = (http_user.clone(), body.clone());
+        let out = side::run_level(clients, warmup, window, move |_| {
+            let (h, b) = (h.clone(), b.clone());
+            async move {
+                let r = h.req(reqwest::Method::POST, "/jobs").json(&b).send().await?;
+                anyhow::ensure!(r.status() == 201, "status {}", r.status());
+                r.bytes().await?;
+                Ok(())
+            }
+        })
+        .await;
+        let i1 = lc.status().await?.applied_index;
+        let r = side::row(
+            side::Path::Http,
+            clients,
+            window,
+            out,
+            i1.saturating_sub(i0),
+            t0.elapsed(),
+        );
+        log_row(&r);
+        side_rows.push(r);
     }
 
     // Launches through the Local plugin.
     let launched = if args.launches > 0 {
-        eprintln!(
-            "[launches] {} `true` jobs one at a time, then as a burst ...",
+        progress::step(format!(
+            "launches: {} `true` jobs one at a time, then as a burst",
             args.launches
-        );
+        ));
         let l = launches(cluster, args.launches).await?;
-        eprintln!(
+        progress::log(format!(
             "      submit -> Running p50 {:.1} ms, p99 {:.1} ms; burst of {} from {} tasks: {:.0} jobs/s",
             l.lat.p50,
             l.lat.p99,
             l.burst_jobs,
             l.burst_tasks,
             l.burst_rate()
-        );
+        ));
         Some(l)
     } else {
         None
     };
 
-    // The gateway against direct gRPC.
+    // The older gateway-vs-direct part.
     let http = if args.http_seconds > 0.0 {
-        eprintln!("[gateway] POST /jobs and GET /jobs over HTTP vs gRPC direct, {HTTP_TASKS} tasks ...");
-        let h = gateway_vs_direct(cluster, warmup, Duration::from_secs_f64(args.http_seconds)).await?;
-        for r in &h {
-            eprintln!(
-                "      {} via {}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors",
-                r.op,
-                r.path,
-                r.rate(),
-                r.lat.p50,
-                r.lat.p99,
-                r.errors
-            );
-        }
-        h
+        progress::step(format!(
+            "gateway: POST /jobs and GET /jobs over HTTP vs gRPC direct, {HTTP_TASKS} tasks"
+        ));
+        gateway_vs_direct(cluster, warmup, Duration::from_secs_f64(args.http_seconds)).await?
     } else {
         Vec::new()
     };
 
+    // Scale: loads, listings, memory, snapshot.
+    let (mut loads, mut lists, mut mem) = (Vec::new(), Vec::new(), Vec::new());
+    let mut snapshot = None;
+    if !sizes.is_empty() {
+        let (_, leader) = leader_of(cluster, &all).await?;
+        let lc = cluster.client(leader);
+        scale::settle(&lc, Duration::from_secs(60)).await?;
+        let pid = cluster.nodes[leader - 1].pid().context("leader pid")?;
+        let laddr = cluster.nodes[leader - 1].addr();
+        let stored_now = |addr: String| async move {
+            anyhow::Ok(
+                scale::node_metrics(&addr)
+                    .await?
+                    .get("launcher_node_jobs")
+                    .copied()
+                    .unwrap_or(0.0) as u64,
+            )
+        };
+        let base_rss = scale::rss_kib(pid)?;
+        mem.push(scale::MemRow {
+            system: "launcher-node (leader)",
+            loaded: 0,
+            stored: stored_now(laddr.clone()).await?,
+            rss_kib: base_rss,
+            base_rss_kib: base_rss,
+            base_loaded: 0,
+        });
+        let mut loaded = 0;
+        for &size in &sizes {
+            progress::step(format!("launcher: loading jobs {loaded}..{size}"));
+            let elapsed = scale::load_ours(&lc, loaded, size, &sizes).await?;
+            let settle = scale::settle(&lc, Duration::from_secs(120)).await?;
+            let row = scale::LoadRow {
+                system: "launcher",
+                from: loaded,
+                to: size,
+                elapsed,
+                settle,
+            };
+            progress::log(format!(
+                "      {} jobs in {:.1} s ({:.0} jobs/s), then {:.1} s until no more commits",
+                size - loaded,
+                elapsed.as_secs_f64(),
+                row.rate(),
+                settle.as_secs_f64()
+            ));
+            loads.push(row);
+            loaded = size;
+            let m = scale::MemRow {
+                system: "launcher-node (leader)",
+                loaded,
+                stored: stored_now(laddr.clone()).await?,
+                rss_kib: scale::rss_kib(pid)?,
+                base_rss_kib: base_rss,
+                base_loaded: 0,
+            };
+            progress::log(format!(
+                "      leader RSS {:.1} MiB: {:.0} bytes per loaded job ({} jobs stored)",
+                m.rss_kib as f64 / 1024.0,
+                m.per_item(),
+                m.stored
+            ));
+            mem.push(m);
+            progress::step(format!("launcher: listing {size} jobs"));
+            let rows = scale::list_ours(&lc, "launcher ListJobs, gRPC → leader", &http_admin, size).await?;
+            for r in &rows {
+                log_list(r);
+            }
+            lists.extend(rows);
+        }
+        gw.handle.shutdown().await?;
+        progress::step(format!(
+            "launcher: snapshot export and install at {} jobs",
+            sizes.last().copied().unwrap_or(0)
+        ));
+        let s = scale::snapshot(cluster, leader).await?;
+        progress::log(format!(
+            "      export {:.0} ms ({} bytes); new node: installed {}, caught up {:.0} ms",
+            ms(s.export),
+            s.export_bytes,
+            s.install
+                .map_or("nothing (caught up from the log)".into(), |d| format!(
+                    "after {:.0} ms",
+                    ms(d)
+                )),
+            ms(s.caught_up)
+        ));
+        snapshot = Some(s);
+    } else {
+        gw.handle.shutdown().await?;
+    }
+
     // Failover.
     let mut failovers = Vec::new();
     for rep in 1..=args.failovers {
-        eprintln!("[failover {rep}/{}] killing the leader ...", args.failovers);
+        progress::step(format!(
+            "launcher failover {rep}/{}: killing the leader",
+            args.failovers
+        ));
         let f = failover(cluster, rep).await?;
-        eprintln!(
+        progress::log(format!(
             "      node {} (id {}) killed: new leader {} seen after {}, first ack from node {} after \
              {:.0} ms ({} attempts); back to Green in {:.1} s",
             f.killed_node,
@@ -640,256 +877,273 @@ async fn measure(
             ms(f.elapsed),
             f.attempts,
             f.recover.as_secs_f64()
-        );
+        ));
         failovers.push(f);
     }
-    let mut fo_samples: Vec<Duration> = failovers.iter().map(|f| f.elapsed).collect();
-    let fo = latency(&mut fo_samples);
 
-    // Report.
-    let mut md = String::new();
-    writeln!(md, "## launcher-bench")?;
-    writeln!(md)?;
-    writeln!(md, "| fact | value |")?;
-    writeln!(md, "|---|---|")?;
-    writeln!(md, "| command | `{command}` |")?;
-    writeln!(md, "| nproc | {nproc} |")?;
-    writeln!(md, "| uname -r | {kernel} |")?;
-    writeln!(md, "| cpu | {cpu} |")?;
-    writeln!(md, "| data dir fs | {fs_type} |")?;
-    writeln!(
-        md,
-        "| commit | {commit}{} |",
-        if dirty { " (dirty tree)" } else { "" }
-    )?;
-    writeln!(md, "| node | launcher-node {version}, `{}` |", bin.display())?;
-    writeln!(
-        md,
-        "| cluster | 3 processes on 127.0.0.1, fsync on, bench client on the same machine |"
-    )?;
-    writeln!(
-        md,
-        "| window | {} s per level after {} s warm-up |",
-        args.seconds, args.warmup
-    )?;
-    writeln!(
-        md,
-        "| bench wall time | {:.0} s from cluster start to report (launcher-node build excluded) |",
-        started.elapsed().as_secs_f64()
-    )?;
-    writeln!(md)?;
-    writeln!(md, "### Commit throughput through one node")?;
-    writeln!(md)?;
-    writeln!(
-        md,
-        "| target | clients | connections | commits/s | p50 ms | p99 ms | max ms | commits | errors |"
-    )?;
-    writeln!(md, "|---|--:|---|--:|--:|--:|--:|--:|--:|")?;
-    for l in &levels {
-        writeln!(
-            md,
-            "| {} (node {}) | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
-            l.target,
-            l.node,
-            l.clients,
-            if l.per_task { "1 per task" } else { "1 shared" },
-            l.rate(),
-            l.lat.p50,
-            l.lat.p99,
-            l.lat.max,
-            l.commits,
-            l.errors
-        )?;
-    }
-    let notes: Vec<String> = levels
-        .iter()
-        .filter_map(|l| {
-            let mut n = Vec::new();
-            if l.leader_before != l.leader_after {
-                n.push(format!(
-                    "leader changed {} -> {}",
-                    l.leader_before, l.leader_after
-                ));
-            }
-            if let Some(e) = &l.first_error {
-                n.push(format!("first error: {e}"));
-            }
-            (!n.is_empty()).then(|| format!("- {} {} clients: {}", l.target, l.clients, n.join("; ")))
-        })
-        .collect();
-    if !notes.is_empty() {
-        writeln!(md)?;
-        for n in &notes {
-            writeln!(md, "{n}")?;
-        }
-    }
-    if let Some(l) = &launched {
-        writeln!(md)?;
-        writeln!(
-            md,
-            "### Jobs through the Local plugin (`true`, submitted to the leader)"
-        )?;
-        writeln!(md)?;
-        writeln!(
-            md,
-            "| measure | jobs | p50 ms | p99 ms | max ms | jobs/s | not Finished |"
-        )?;
-        writeln!(md, "|---|--:|--:|--:|--:|--:|--:|")?;
-        writeln!(
-            md,
-            "| submit → first status past Pending, one at a time | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
-            l.serial, l.lat.p50, l.lat.p99, l.lat.max, l.serial_rate, l.serial_failed
-        )?;
-        writeln!(
-            md,
-            "| burst from {} tasks, first submit → all terminal | {} | | | | {:.0} | {} |",
-            l.burst_tasks,
-            l.burst_jobs,
-            l.burst_rate(),
-            l.burst_failed
-        )?;
-    }
-    if !http.is_empty() {
-        writeln!(md)?;
-        writeln!(
-            md,
-            "### Through the gateway (HTTP) vs straight to the node (gRPC), {HTTP_TASKS} tasks"
-        )?;
-        writeln!(md)?;
-        writeln!(
-            md,
-            "| request | path | req/s | p50 ms | p99 ms | errors | gateway / direct req/s |"
-        )?;
-        writeln!(md, "|---|---|--:|--:|--:|--:|--:|")?;
-        for pair in http.chunks(2) {
-            let ratio = pair[0].rate() / pair[1].rate().max(f64::MIN_POSITIVE);
-            for (k, r) in pair.iter().enumerate() {
-                writeln!(
-                    md,
-                    "| {} | {} | {:.0} | {:.1} | {:.1} | {} | {} |",
-                    r.op,
-                    r.path,
-                    r.rate(),
-                    r.lat.p50,
-                    r.lat.p99,
-                    r.errors,
-                    if k == 0 {
-                        format!("{ratio:.2}")
-                    } else {
-                        String::new()
-                    }
-                )?;
-            }
-        }
-    }
-    if !failovers.is_empty() {
-        writeln!(md)?;
-        writeln!(
-            md,
-            "### Leader-kill failover (SIGKILL → first acknowledged submit)"
-        )?;
-        writeln!(md)?;
-        writeln!(
-            md,
-            "| # | killed | submits to | new leader id | kill → leader seen ms | kill → ack ms | attempts \
-             | errors before ack | back to Green s |"
-        )?;
-        writeln!(md, "|--:|---|---|--:|--:|--:|--:|---|--:|")?;
-        for (k, f) in failovers.iter().enumerate() {
-            writeln!(
-                md,
-                "| {} | node {} | node {} | {} | {} | {:.0} | {} | {} | {:.1} |",
-                k + 1,
-                f.killed_node,
-                f.via,
-                f.new_leader,
-                f.elected.map_or("?".into(), |d| format!("{:.0}", ms(d))),
-                ms(f.elapsed),
-                f.attempts,
-                if f.errors_seen.is_empty() {
-                    "-".to_string()
+    // Memory of nodes that restarted after the load (the failovers restart killed leaders):
+    // the same table, without the history of the writes that built it.
+    if !sizes.is_empty() && !failovers.is_empty() {
+        for i in cluster.running() {
+            let Some(pid) = cluster.nodes[i - 1].pid() else {
+                continue;
+            };
+            let up: u64 = sh("ps", &["-o", "etimes=", "-p", &pid.to_string()])
+                .parse()
+                .unwrap_or(0);
+            let stored = scale::node_metrics(&cluster.nodes[i - 1].addr())
+                .await
+                .ok()
+                .and_then(|m| m.get("launcher_node_jobs").copied())
+                .unwrap_or(0.0) as usize;
+            let rss = scale::rss_kib(pid)?;
+            progress::log(format!(
+                "      node {i}: up {up} s, RSS {:.1} MiB for {stored} jobs",
+                rss as f64 / 1024.0
+            ));
+            mem.push(scale::MemRow {
+                system: if failovers.iter().any(|f| f.killed_node == i) {
+                    "launcher-node restarted during the failovers (whole RSS ÷ stored)"
                 } else {
-                    f.errors_seen.join(", ")
+                    "launcher-node running since the start (whole RSS ÷ stored)"
                 },
-                f.recover.as_secs_f64()
-            )?;
+                loaded: stored,
+                stored: stored as u64,
+                rss_kib: rss,
+                base_rss_kib: 0,
+                base_loaded: 0,
+            });
         }
-        writeln!(md)?;
-        writeln!(
-            md,
-            "Failover over {} runs: p50 {:.0} ms, max {:.0} ms (attempt timeout {} ms; election timeout 1500–3000 ms).",
-            failovers.len(),
-            fo.p50,
-            fo.max,
-            ATTEMPT_TIMEOUT.as_millis()
-        )?;
     }
-    print!("{md}");
 
+    // etcd, with our cluster stopped so the two never share the cores.
+    let mut etcd_version = None;
+    let mut etcd_fo = Vec::new();
+    if args.etcd {
+        for i in cluster.running() {
+            cluster.kill(i);
+        }
+        progress::step("etcd: installing if missing, starting 3 members on 127.0.0.1");
+        let mut etcd = etcd::EtcdCluster::start().await?;
+        etcd_version = Some(etcd.version.clone());
+        progress::log(format!(
+            "      etcd {} up, data under {}",
+            etcd.version,
+            etcd.root.path().display()
+        ));
+        let (eleader, ec) = scale::etcd_leader(&mut etcd).await?;
+        let keys = side::Keys::new("/jobs/");
+        for clients in side::LEVELS {
+            progress::step(format!(
+                "etcd puts: {clients} client(s), gRPC to the leader (member {})",
+                etcd.members[eleader].name
+            ));
+            let i0 = ec.status().await?.raft_index;
+            let t0 = Instant::now();
+            let (c, k, v) = (ec.clone(), keys.clone(), sample.clone());
+            let out = side::run_level(clients, warmup, window, move |_| {
+                let (c, key, v) = (c.clone(), k.next(), v.clone());
+                async move {
+                    c.put(key, v).await?;
+                    Ok(())
+                }
+            })
+            .await;
+            let i1 = ec.status().await?.raft_index;
+            let r = side::row(
+                side::Path::Etcd,
+                clients,
+                window,
+                out,
+                i1.saturating_sub(i0),
+                t0.elapsed(),
+            );
+            log_row(&r);
+            side_rows.push(r);
+        }
+        if !sizes.is_empty() {
+            let pid = etcd.members[eleader].pid().context("etcd leader pid")?;
+            let base_rss = scale::rss_kib(pid)?;
+            let base_keys = keys.issued();
+            let mut loaded = 0;
+            for &size in &sizes {
+                progress::step(format!("etcd: loading keys {loaded}..{size}"));
+                let elapsed = scale::load_etcd(&ec, loaded, size, &sample).await?;
+                let row = scale::LoadRow {
+                    system: "etcd",
+                    from: loaded,
+                    to: size,
+                    elapsed,
+                    settle: Duration::ZERO,
+                };
+                progress::log(format!(
+                    "      {} keys in {:.1} s ({:.0} puts/s)",
+                    size - loaded,
+                    elapsed.as_secs_f64(),
+                    row.rate()
+                ));
+                loads.push(row);
+                loaded = size;
+                mem.push(scale::MemRow {
+                    system: "etcd (leader)",
+                    loaded,
+                    stored: base_keys + loaded as u64,
+                    rss_kib: scale::rss_kib(pid)?,
+                    base_rss_kib: base_rss,
+                    base_loaded: 0,
+                });
+                progress::step(format!("etcd: range reads of {size} keys"));
+                let rows = scale::list_etcd(&ec, size).await?;
+                for r in &rows {
+                    log_list(r);
+                }
+                lists.extend(rows);
+            }
+        }
+        for rep in 1..=etcd_failovers {
+            progress::step(format!(
+                "etcd failover {rep}/{etcd_failovers}: killing the leader"
+            ));
+            let d = etcd_failover(&mut etcd, rep).await?;
+            progress::log(format!(
+                "      first put acknowledged {:.0} ms after the kill",
+                ms(d)
+            ));
+            etcd_fo.push(d);
+        }
+    }
+
+    let mut facts = vec![
+        ("command".to_string(), format!("`{command}`")),
+        ("nproc".into(), nproc),
+        ("uname -r".into(), kernel),
+        ("cpu".into(), cpu),
+        ("data dir fs".into(), fs_type),
+        (
+            "commit".into(),
+            format!("{commit}{}", if dirty { " (dirty tree)" } else { "" }),
+        ),
+        (
+            "node".into(),
+            format!("launcher-node {version}, `{}`", bin.display()),
+        ),
+        (
+            "cluster".into(),
+            "3 launcher-node processes on 127.0.0.1 (own 127.a.b.c each), fsync on; bench client, \
+             in-process gateway and etcd on the same machine; etcd runs after our cluster is stopped"
+                .into(),
+        ),
+        (
+            "window".into(),
+            format!(
+                "{} s per write level after {} s warm-up",
+                args.seconds, args.warmup
+            ),
+        ),
+        (
+            "job record".into(),
+            format!(
+                "{record_bytes} bytes (a stored job's canonical JSON; etcd values are these bytes, keys \
+                 `/jobs/` + 36 characters)"
+            ),
+        ),
+    ];
+    if let Some(v) = &etcd_version {
+        facts.push((
+            "etcd".into(),
+            format!("{v} (Debian etcd-server), 3 members, default durability and timeouts"),
+        ));
+    }
+    facts.push((
+        "bench wall time".into(),
+        format!(
+            "{:.0} s from cluster start to report (launcher-node build excluded)",
+            started.elapsed().as_secs_f64()
+        ),
+    ));
+    progress::done();
+    let results = Results {
+        facts,
+        record_bytes,
+        levels,
+        side: side_rows,
+        gateway_node: Some((gw_node, gw_node == leader)),
+        launched,
+        http,
+        loads,
+        lists,
+        mem,
+        snapshot,
+        failovers,
+        etcd_failovers: etcd_fo,
+        etcd_version,
+    };
+    print!("{}", report::markdown(&results));
     if let Some(path) = &args.json {
-        let out = json!({
-            "command": command,
-            "machine": {"nproc": nproc, "kernel": kernel, "cpu": cpu, "data_dir_fs": fs_type},
-            "commit": commit,
-            "dirty": dirty,
-            "node_version": version,
-            "node_binary": bin.display().to_string(),
-            "seconds": args.seconds,
-            "warmup_seconds": args.warmup,
-            "throughput": levels.iter().map(|l| json!({
-                "target": l.target,
-                "node": l.node,
-                "clients": l.clients,
-                "connections": if l.per_task { "per_task" } else { "shared" },
-                "commits": l.commits,
-                "errors": l.errors,
-                "first_error": l.first_error,
-                "commits_per_s": l.rate(),
-                "p50_ms": l.lat.p50,
-                "p99_ms": l.lat.p99,
-                "max_ms": l.lat.max,
-                "leader_before": l.leader_before,
-                "leader_after": l.leader_after,
-            })).collect::<Vec<Value>>(),
-            "launches": launched.as_ref().map(|l| json!({
-                "serial_jobs": l.serial,
-                "submit_to_running_p50_ms": l.lat.p50,
-                "submit_to_running_p99_ms": l.lat.p99,
-                "submit_to_running_max_ms": l.lat.max,
-                "serial_jobs_per_s": l.serial_rate,
-                "serial_not_finished": l.serial_failed,
-                "burst_jobs": l.burst_jobs,
-                "burst_tasks": l.burst_tasks,
-                "burst_seconds": l.burst_elapsed.as_secs_f64(),
-                "burst_jobs_per_s": l.burst_rate(),
-                "burst_not_finished": l.burst_failed,
-            })),
-            "gateway_vs_direct": http.iter().map(|r| json!({
-                "request": r.op, "path": r.path, "requests": r.count, "errors": r.errors,
-                "req_per_s": r.rate(), "p50_ms": r.lat.p50, "p99_ms": r.lat.p99,
-            })).collect::<Vec<Value>>(),
-            "failover": {
-                "runs": failovers.iter().map(|f| json!({
-                    "killed_node": f.killed_node,
-                    "killed_id": f.killed_id,
-                    "submits_to": f.via,
-                    "new_leader": f.new_leader,
-                    "kill_to_ack_ms": ms(f.elapsed),
-                    "kill_to_leader_seen_ms": f.elected.map(ms),
-                    "attempts": f.attempts,
-                    "errors_before_ack": f.errors_seen,
-                    "back_to_green_s": f.recover.as_secs_f64(),
-                })).collect::<Vec<Value>>(),
-                "p50_ms": fo.p50,
-                "max_ms": fo.max,
-                "attempt_timeout_ms": ATTEMPT_TIMEOUT.as_millis() as u64,
-            },
-        });
+        let out = report::json(&results, args);
         std::fs::write(path, serde_json::to_string_pretty(&out)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+fn log_row(r: &side::Row) {
+    progress::log(format!(
+        "      {:.0} acks/s, p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, {} errors{}; {:.0} raft entries/s",
+        r.rate(),
+        r.lat.p50,
+        r.lat.p99,
+        r.lat.p999,
+        r.errors,
+        r.first_error
+            .as_ref()
+            .map_or(String::new(), |e| format!(" (first: {e})")),
+        r.entries_per_s
+    ));
+}
+
+fn log_list(r: &scale::ListRow) {
+    progress::log(format!(
+        "      {} {}: {} items, {:.1} MB, p50 {:.1} ms, max {:.1} ms",
+        r.system,
+        r.consistency,
+        r.returned,
+        r.bytes as f64 / 1e6,
+        r.lat.p50,
+        r.lat.max
+    ));
+}
+
+/// SIGKILL the etcd leader; time until another member acknowledges a put; restart it.
+async fn etcd_failover(etcd: &mut etcd::EtcdCluster, rep: usize) -> anyhow::Result<Duration> {
+    let leader = etcd.wait_leader(DEADLINE).await?;
+    let via = (leader + 1) % etcd.members.len();
+    let client = etcd.client(via)?;
+    client.status().await.context("status of the surviving member")?;
+    let key = format!("/failover/{rep}").into_bytes();
+    let t0 = Instant::now();
+    etcd.kill(leader);
+    let elapsed = loop {
+        let a0 = Instant::now();
+        let r = tokio::time::timeout(ATTEMPT_TIMEOUT, client.put(key.clone(), b"x".to_vec())).await;
+        if let Ok(Ok(_)) = r {
+            break t0.elapsed();
+        }
+        if t0.elapsed() > FAILOVER_DEADLINE {
+            bail!(
+                "no etcd put acknowledged within {FAILOVER_DEADLINE:?} of killing the leader\n{}",
+                etcd.logs()
+            );
+        }
+        let spent = a0.elapsed();
+        if spent < MIN_ATTEMPT {
+            tokio::time::sleep(MIN_ATTEMPT - spent).await;
+        }
+    };
+    etcd.restart(leader)?;
+    etcd.wait_leader(DEADLINE).await?;
+    Ok(elapsed)
 }
 
 /// Figures of the launch part.
