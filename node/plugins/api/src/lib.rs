@@ -6,8 +6,19 @@
 //! * [`envelope`]: the fields every message carries (`messageType`, `requestId`,
 //!   `responseId`), the type numbers, and the Error message.
 //! * [`messages`]: the payload of every request and response, and the job object plugins see.
+//! * For plugins: [`error`] (the request error type and its codes), [`options`] (the standard
+//!   plugin options and the config-file format), [`output`] (job output as text chunks),
+//!   [`outbox`] (the queue and writer of responses), [`request`] (decoding requests),
+//!   [`status`] (job statuses), [`signal`] (shutdown signals).
 #![forbid(unsafe_code)]
 
 pub mod envelope;
+pub mod error;
 pub mod framing;
 pub mod messages;
+pub mod options;
+pub mod outbox;
+pub mod output;
+pub mod request;
+pub mod signal;
+pub mod status;

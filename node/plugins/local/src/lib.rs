@@ -156,16 +156,4 @@ where
     protocol::serve(p, rx, input, output, shutdown).await;
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
+pub use launcher_plugin_api::signal::termination;

@@ -16,14 +16,7 @@ pub fn init(cfg: &Config) -> Result<Option<PathBuf>, String> {
         .with_env_filter(filter);
     match &cfg.options.logging_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create logging-dir {}: {e}", dir.display()))?;
-            let path = dir.join(format!("{}.log", cfg.options.plugin_name));
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            let (path, file) = launcher_plugin_api::options::open_log_file(dir, &cfg.options.plugin_name)?;
             builder
                 .with_writer(std::sync::Mutex::new(file))
                 .try_init()

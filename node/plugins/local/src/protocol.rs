@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use launcher_plugin_api::envelope::{self, EnvelopeError, RequestType, ResponseType};
-use launcher_plugin_api::framing::{self, FrameError, MAX_MESSAGE_BYTES};
+use launcher_plugin_api::framing::{self, FrameError};
 use launcher_plugin_api::messages::{
     self, BootstrapRequest, BootstrapResponse, ClusterInfoRequest, ClusterInfoResponse, ControlJobRequest,
     Empty, GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
     ResourceLimitInfo, SubmitJobRequest, API_VERSION,
 };
-use serde::de::DeserializeOwned;
+use launcher_plugin_api::request::{check_version, decode, request_id_of};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Notify};
 
@@ -61,51 +61,10 @@ impl Drop for InFlightGuard {
 
 /// Writes queued messages in order, numbering responses from 1, until told to finish or stdout
 /// fails.
-pub async fn write_loop<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Outgoing>, mut w: W) {
-    let mut next: u64 = 1;
-    while let Some(m) = rx.recv().await {
-        let (request_id, bytes) = match m {
-            Outgoing::Message {
-                message_type,
-                request_id,
-                payload,
-            } => (
-                request_id,
-                messages::encode(message_type, request_id, Some(next), &payload),
-            ),
-            Outgoing::Error { request_id, error } => (
-                request_id,
-                envelope::error_message(request_id, next, error.code(), &error.to_string()),
-            ),
-            Outgoing::Finish => break,
-        };
-        let bytes = if bytes.len() > MAX_MESSAGE_BYTES {
-            let msg = format!(
-                "the response of {} bytes is above the {MAX_MESSAGE_BYTES}-byte message limit; ask for fewer jobs or fields",
-                bytes.len()
-            );
-            envelope::error_message(request_id, next, envelope::PluginErrorCode::Unknown, &msg)
-        } else {
-            bytes
-        };
-        if let Err(e) = framing::write_message(&mut w, &bytes).await {
-            tracing::warn!(error = %e, "cannot write to stdout; the launcher is gone");
-            break;
-        }
-        next += 1;
+pub async fn write_loop<W: AsyncWrite + Unpin>(rx: mpsc::Receiver<Outgoing>, w: W) {
+    if let Err(e) = launcher_plugin_api::outbox::write_loop(rx, w).await {
+        tracing::warn!(error = %e, "cannot write to stdout; the launcher is gone");
     }
-}
-
-/// The `requestId` of a message that could not be read as a request, if it has one.
-pub fn request_id_of(body: &[u8]) -> u64 {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("requestId")?.as_u64())
-        .unwrap_or(0)
-}
-
-fn decode<T: DeserializeOwned>(t: RequestType, body: &[u8]) -> Result<T, RequestError> {
-    messages::decode(body).map_err(|e| RequestError::Invalid(format!("invalid {t:?} request: {e}")))
 }
 
 /// Serves the Plugin API on `input`/`output` until the input ends or `shutdown` completes;
@@ -286,13 +245,7 @@ async fn handle(p: &Shared, t: RequestType, rid: u64, body: &[u8]) -> Result<(),
     match t {
         RequestType::Bootstrap => {
             let req: BootstrapRequest = decode(t, body)?;
-            if !API_VERSION.compatible_with(req.version) {
-                let v = req.version;
-                return Err(RequestError::UnsupportedVersion(format!(
-                    "Plugin API version {}.{}.{} is not supported: this plugin speaks {}.{}.{}",
-                    v.major, v.minor, v.patch, API_VERSION.major, API_VERSION.minor, API_VERSION.patch
-                )));
-            }
+            check_version(req.version)?;
             let n = crate::follow::recover(p).await;
             tracing::info!(version = ?req.version, recovered = n, "bootstrapped");
             p.out
@@ -382,54 +335,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_ids_are_recovered_from_bad_requests_when_possible() {
-        assert_eq!(request_id_of(br#"{"messageType":"x","requestId":7}"#), 7);
-        assert_eq!(request_id_of(b"not json"), 0);
-        assert_eq!(request_id_of(b"[1,2]"), 0);
-    }
-
-    #[tokio::test]
-    async fn the_writer_numbers_responses_from_one_and_stops_on_finish() {
-        let (tx, rx) = mpsc::channel(8);
-        let (a, mut b) = tokio::io::duplex(1 << 16);
-        let w = tokio::spawn(write_loop(rx, a));
-        tx.send(Outgoing::Message {
-            message_type: 0,
-            request_id: 0,
-            payload: serde_json::json!({}),
-        })
-        .await
-        .unwrap();
-        tx.send(Outgoing::Error {
-            request_id: 5,
-            error: RequestError::JobNotFound("j".into()),
-        })
-        .await
-        .unwrap();
-        tx.send(Outgoing::Finish).await.unwrap();
-        w.await.unwrap();
-        let m1: serde_json::Value =
-            serde_json::from_slice(&framing::read_message(&mut b).await.unwrap().unwrap()).unwrap();
-        let m2: serde_json::Value =
-            serde_json::from_slice(&framing::read_message(&mut b).await.unwrap().unwrap()).unwrap();
-        assert_eq!(
-            (m1["messageType"].as_i64(), m1["responseId"].as_u64()),
-            (Some(0), Some(1))
-        );
-        assert_eq!(
-            (m2["messageType"].as_i64(), m2["responseId"].as_u64()),
-            (Some(-1), Some(2))
-        );
-        assert_eq!(
-            (m2["requestId"].as_u64(), m2["errorCode"].as_i64()),
-            (Some(5), Some(3))
-        );
-        assert!(framing::read_message(&mut b).await.unwrap().is_none());
-    }
-
-    #[test]
     fn cluster_info_reports_the_configured_limits() {
-        let mut cfg = crate::config::load(Default::default(), std::path::Path::new("/nonexistent")).unwrap();
+        let mut cfg = crate::config::load(
+            crate::config::Options::new(crate::config::PLUGIN_NAME),
+            std::path::Path::new("/nonexistent"),
+        )
+        .unwrap();
         cfg.max_cpu_count = Some(4.0);
         cfg.max_memory_mb = Some(1536.5);
         let ci = cluster_info(&cfg);

@@ -1,6 +1,6 @@
 //! GetJob's filters and field selection.
 
-use launcher_plugin_api::messages::{GetJobRequest, Job};
+use launcher_plugin_api::messages::GetJobRequest;
 use time::OffsetDateTime;
 
 use crate::error::RequestError;
@@ -71,19 +71,12 @@ impl JobFilter {
     }
 }
 
-/// The job as JSON with only the requested fields (`id` always kept); all fields when `fields`
-/// is absent or empty.
-pub fn project(job: &Job, fields: Option<&[String]>) -> serde_json::Value {
-    let mut v = serde_json::to_value(job).expect("a job serialises");
-    if let (Some(fields), serde_json::Value::Object(m)) = (fields.filter(|f| !f.is_empty()), &mut v) {
-        m.retain(|k, _| k == "id" || fields.iter().any(|f| f == k));
-    }
-    v
-}
+pub use launcher_plugin_api::request::project;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use launcher_plugin_api::messages::Job;
 
     fn rec(id: &str, user: &str, status: &str, tags: &[&str], submitted: &str) -> JobRecord {
         JobRecord {

@@ -7,56 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// Job statuses (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    Pending,
-    Running,
-    Suspended,
-    Finished,
-    Failed,
-    Killed,
-    Canceled,
-}
-
-impl Status {
-    /// Every status, in lifecycle order.
-    pub const ALL: [Status; 7] = [
-        Status::Pending,
-        Status::Running,
-        Status::Suspended,
-        Status::Finished,
-        Status::Failed,
-        Status::Killed,
-        Status::Canceled,
-    ];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "Pending",
-            Status::Running => "Running",
-            Status::Suspended => "Suspended",
-            Status::Finished => "Finished",
-            Status::Failed => "Failed",
-            Status::Killed => "Killed",
-            Status::Canceled => "Canceled",
-        }
-    }
-
-    /// The status of a wire name.
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
-    /// Terminal statuses never change again.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Status::Finished | Status::Failed | Status::Killed | Status::Canceled
-        )
-    }
-}
+pub use launcher_plugin_api::status::Status;
 
 /// A control operation the launcher asked for that ends the job; recorded before signalling so
 /// the job's end is told apart from a death nobody asked for.

@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use launcher_plugin_api::envelope::ResponseType;
 use launcher_plugin_api::messages::JobStatusResponse;
-use serde::Serialize;
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{watch, Mutex};
 use tokio::task::AbortHandle;
 
 use crate::config::Config;
@@ -78,58 +77,7 @@ impl Layout {
     }
 }
 
-/// A message waiting to be written to stdout.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// A response; the writer adds `messageType`, `requestId` and the next `responseId`.
-    Message {
-        message_type: i32,
-        request_id: u64,
-        payload: serde_json::Value,
-    },
-    /// An Error response.
-    Error { request_id: u64, error: RequestError },
-    /// Write everything queued before this, then stop.
-    Finish,
-}
-
-/// The queue of outgoing messages (bounded: a launcher that stops reading slows the plugin down
-/// instead of growing its memory).
-#[derive(Debug, Clone)]
-pub struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
-}
-
-impl Outbox {
-    /// A queue of `capacity` messages and its receiving end for the writer.
-    pub fn new(capacity: usize) -> (Outbox, mpsc::Receiver<Outgoing>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (Outbox { tx }, rx)
-    }
-
-    /// Queues a response. Silently dropped when the writer has stopped (stdout is gone).
-    pub async fn send<T: Serialize>(&self, t: ResponseType, request_id: u64, payload: &T) {
-        let payload = serde_json::to_value(payload).expect("payloads serialise");
-        let _ = self
-            .tx
-            .send(Outgoing::Message {
-                message_type: t.number(),
-                request_id,
-                payload,
-            })
-            .await;
-    }
-
-    /// Queues an Error response.
-    pub async fn error(&self, request_id: u64, error: RequestError) {
-        let _ = self.tx.send(Outgoing::Error { request_id, error }).await;
-    }
-
-    /// Asks the writer to stop once everything queued so far is written.
-    pub async fn finish(&self) {
-        let _ = self.tx.send(Outgoing::Finish).await;
-    }
-}
+pub use launcher_plugin_api::outbox::{Outbox, Outgoing};
 
 /// How to start a supervisor: `<exe> supervise <job-dir>`, optionally through a wrapper
 /// (`LAUNCHER_LOCAL_PLUGIN_SUPERVISOR_WRAPPER`, for debugging and tests: `<wrapper> <exe> ...`).

@@ -406,7 +406,11 @@ mod tests {
     use launcher_plugin_api::messages::{Mount, MountSource, NameValue, ResourceLimit};
 
     fn cfg() -> Config {
-        let mut c = crate::config::load(Default::default(), Path::new("/nonexistent-config-dir")).unwrap();
+        let mut c = crate::config::load(
+            crate::config::Options::new(crate::config::PLUGIN_NAME),
+            Path::new("/nonexistent-config-dir"),
+        )
+        .unwrap();
         c.max_cpu_count = Some(4.0);
         c.max_memory_mb = Some(1024.0);
         c

@@ -52,19 +52,7 @@ where
     protocol::serve(p, rx, input, output, shutdown).await;
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
+pub use launcher_plugin_api::signal::termination;
 
 /// Installs the log subscriber: stderr or `<logging-dir>/<plugin-name>.log`, never stdout.
 pub fn init_logging(cfg: &Config) -> Result<(), String> {
@@ -74,14 +62,7 @@ pub fn init_logging(cfg: &Config) -> Result<(), String> {
         .with_env_filter(tracing_subscriber::EnvFilter::new(cfg.log_directive()));
     match &cfg.options.logging_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create logging-dir {}: {e}", dir.display()))?;
-            let path = dir.join(format!("{}.log", cfg.options.plugin_name));
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            let (_, file) = launcher_plugin_api::options::open_log_file(dir, &cfg.options.plugin_name)?;
             builder
                 .with_writer(std::sync::Mutex::new(file))
                 .try_init()

@@ -8,59 +8,13 @@ use std::time::Duration;
 
 use launcher_plugin_api::envelope::ResponseType;
 use launcher_plugin_api::messages::{JobOutputRequest, JobOutputResponse, OutputType};
+use launcher_plugin_api::output::{sources, split_at_chars, Utf8Decoder};
 
 use crate::error::RequestError;
 use crate::state::Shared;
 
 /// How often the files of a running job are looked at again.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
-
-/// Turns bytes into text without splitting a character; invalid bytes become U+FFFD.
-#[derive(Debug, Default)]
-pub struct Utf8Decoder {
-    pending: Vec<u8>,
-}
-
-impl Utf8Decoder {
-    /// Decodes `bytes` after what was held back.
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        let mut rest: &[u8] = &self.pending;
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(s) => {
-                    out.push_str(s);
-                    rest = &[];
-                    break;
-                }
-                Err(e) => {
-                    let (valid, after) = rest.split_at(e.valid_up_to());
-                    out.push_str(std::str::from_utf8(valid).expect("checked"));
-                    match e.error_len() {
-                        Some(n) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            rest = &after[n..];
-                        }
-                        None => {
-                            rest = after;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        self.pending = rest.to_vec();
-        out
-    }
-
-    /// What is held back, at the end of the stream.
-    pub fn finish(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        s
-    }
-}
 
 /// Reads up to `max` bytes from `offset` of a file owned by `uid`; `None` if it does not exist.
 fn read_from(path: &str, offset: u64, max: usize, uid: Option<u32>) -> Result<Option<Vec<u8>>, RequestError> {
@@ -102,23 +56,13 @@ struct Source {
 }
 
 async fn send_text(p: &Shared, rid: u64, label: &str, text: &str, chunk: usize) {
-    let mut rest = text;
-    while !rest.is_empty() {
-        let mut end = chunk.min(rest.len());
-        while !rest.is_char_boundary(end) {
-            end -= 1;
-        }
-        if end == 0 {
-            end = rest.chars().next().map(char::len_utf8).unwrap_or(rest.len());
-        }
-        let (a, b) = rest.split_at(end);
+    for piece in split_at_chars(text, chunk) {
         let msg = JobOutputResponse {
-            output: a.to_string(),
+            output: piece.to_string(),
             output_type: label.to_string(),
             complete: false,
         };
         p.out.send(ResponseType::JobOutput, rid, &msg).await;
-        rest = b;
     }
 }
 
@@ -159,12 +103,7 @@ pub async fn stream(p: Shared, rid: u64, req: JobOutputRequest) -> Result<(), Re
         .await
         .ok_or_else(|| RequestError::JobNotFound(req.job_id.clone()))?;
     let (out, err) = e.output_paths();
-    let files: Vec<(String, &'static str)> = match t {
-        OutputType::Stdout => vec![(out, "stdout")],
-        OutputType::Stderr => vec![(err, "stderr")],
-        OutputType::Both if out == err => vec![(out, "mixed")],
-        OutputType::Both => vec![(out, "stdout"), (err, "stderr")],
-    };
+    let files = sources(&out, &err, t);
     let label_all = if t == OutputType::Both {
         "mixed"
     } else {
@@ -218,18 +157,6 @@ pub async fn stream(p: Shared, rid: u64, req: JobOutputRequest) -> Result<(), Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn characters_are_never_split() {
-        let text = "aé€😀z";
-        for cut in 0..=text.len() {
-            let mut d = Utf8Decoder::default();
-            let s = d.push(&text.as_bytes()[..cut]) + &d.push(&text.as_bytes()[cut..]) + &d.finish();
-            assert_eq!(s, text);
-        }
-        let mut d = Utf8Decoder::default();
-        assert_eq!(d.push(b"a\xffb"), "a\u{fffd}b");
-    }
 
     #[test]
     fn files_of_another_user_are_not_served() {

@@ -338,56 +338,7 @@ pub fn sacct_rows(s: &str) -> Vec<SlurmJob> {
         .collect()
 }
 
-/// Launcher job statuses (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    Pending,
-    Running,
-    Suspended,
-    Finished,
-    Failed,
-    Killed,
-    Canceled,
-}
-
-impl Status {
-    /// Every status.
-    pub const ALL: [Status; 7] = [
-        Status::Pending,
-        Status::Running,
-        Status::Suspended,
-        Status::Finished,
-        Status::Failed,
-        Status::Killed,
-        Status::Canceled,
-    ];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "Pending",
-            Status::Running => "Running",
-            Status::Suspended => "Suspended",
-            Status::Finished => "Finished",
-            Status::Failed => "Failed",
-            Status::Killed => "Killed",
-            Status::Canceled => "Canceled",
-        }
-    }
-
-    /// The status of a wire name.
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
-    /// Terminal statuses never change again.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Status::Finished | Status::Failed | Status::Killed | Status::Canceled
-        )
-    }
-}
+pub use launcher_plugin_api::status::Status;
 
 /// A job's status as the launcher sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

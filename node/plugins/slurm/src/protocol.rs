@@ -6,13 +6,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use launcher_plugin_api::envelope::{self, EnvelopeError, RequestType, ResponseType};
-use launcher_plugin_api::framing::{self, FrameError, MAX_MESSAGE_BYTES};
+use launcher_plugin_api::framing::{self, FrameError};
 use launcher_plugin_api::messages::{
     self, BootstrapRequest, BootstrapResponse, ClusterInfoRequest, ClusterInfoResponse, ControlJobRequest,
     Empty, GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
     ResourceLimitInfo, SubmitJobRequest, API_VERSION,
 };
-use serde::de::DeserializeOwned;
+use launcher_plugin_api::request::{check_version, decode, project, request_id_of};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
@@ -22,51 +22,12 @@ use crate::state::{Entry, Outgoing, Shared, Target};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Writes queued messages in order, numbering responses from 1.
-pub async fn write_loop<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Outgoing>, mut w: W) {
-    let mut next: u64 = 1;
-    while let Some(m) = rx.recv().await {
-        let (rid, bytes) = match m {
-            Outgoing::Message {
-                message_type,
-                request_id,
-                payload,
-            } => (
-                request_id,
-                messages::encode(message_type, request_id, Some(next), &payload),
-            ),
-            Outgoing::Error { request_id, error } => (
-                request_id,
-                envelope::error_message(request_id, next, error.code(), &error.to_string()),
-            ),
-            Outgoing::Finish => break,
-        };
-        let bytes = if bytes.len() > MAX_MESSAGE_BYTES {
-            let msg = format!(
-                "the response of {} bytes is above the {MAX_MESSAGE_BYTES}-byte message limit; ask for fewer jobs or fields",
-                bytes.len()
-            );
-            envelope::error_message(rid, next, envelope::PluginErrorCode::Unknown, &msg)
-        } else {
-            bytes
-        };
-        if let Err(e) = framing::write_message(&mut w, &bytes).await {
-            tracing::warn!(error = %e, "cannot write to stdout; the launcher is gone");
-            break;
-        }
-        next += 1;
+/// Writes queued messages in order, numbering responses from 1, until told to finish or stdout
+/// fails.
+pub async fn write_loop<W: AsyncWrite + Unpin>(rx: mpsc::Receiver<Outgoing>, w: W) {
+    if let Err(e) = launcher_plugin_api::outbox::write_loop(rx, w).await {
+        tracing::warn!(error = %e, "cannot write to stdout; the launcher is gone");
     }
-}
-
-fn request_id_of(body: &[u8]) -> u64 {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("requestId")?.as_u64())
-        .unwrap_or(0)
-}
-
-fn decode<T: DeserializeOwned>(t: RequestType, body: &[u8]) -> Result<T, RequestError> {
-    messages::decode(body).map_err(|e| RequestError::Invalid(format!("invalid {t:?} request: {e}")))
 }
 
 /// Serves the Plugin API until the input ends or `shutdown` completes. Jobs live on in Slurm.
@@ -255,26 +216,11 @@ fn matches(e: &Entry, req: &GetJobRequest, statuses: &[Status]) -> Result<bool, 
     Ok(true)
 }
 
-/// The job as JSON with only the requested fields (`id` always kept).
-fn project(job: &messages::Job, fields: Option<&[String]>) -> serde_json::Value {
-    let mut v = serde_json::to_value(job).expect("a job serialises");
-    if let (Some(fields), serde_json::Value::Object(m)) = (fields.filter(|f| !f.is_empty()), &mut v) {
-        m.retain(|k, _| k == "id" || fields.iter().any(|f| f == k));
-    }
-    v
-}
-
 async fn handle(p: &Shared, t: RequestType, rid: u64, body: &[u8]) -> Result<(), RequestError> {
     match t {
         RequestType::Bootstrap => {
             let req: BootstrapRequest = decode(t, body)?;
-            if !API_VERSION.compatible_with(req.version) {
-                let v = req.version;
-                return Err(RequestError::UnsupportedVersion(format!(
-                    "Plugin API version {}.{}.{} is not supported: this plugin speaks {}.{}.{}",
-                    v.major, v.minor, v.patch, API_VERSION.major, API_VERSION.minor, API_VERSION.patch
-                )));
-            }
+            check_version(req.version)?;
             p.slurm
                 .check()
                 .await

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use launcher_plugin_api::envelope::ResponseType;
 use launcher_plugin_api::messages::{Job, JobStatusResponse, Sequence};
-use serde::Serialize;
-use tokio::sync::{mpsc, watch, Mutex, Notify};
+use tokio::sync::{watch, Mutex, Notify};
 
 use crate::config::Config;
 use crate::error::RequestError;
@@ -22,57 +21,7 @@ use crate::slurm::{Slurm, SlurmError};
 /// How long an ended job the controller no longer lists stays in the cache.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
-/// A message waiting to be written to stdout.
-#[derive(Debug)]
-pub enum Outgoing {
-    Message {
-        message_type: i32,
-        request_id: u64,
-        payload: serde_json::Value,
-    },
-    Error {
-        request_id: u64,
-        error: RequestError,
-    },
-    Finish,
-}
-
-/// The bounded queue of outgoing messages.
-#[derive(Debug, Clone)]
-pub struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
-}
-
-impl Outbox {
-    /// A queue and its receiving end for the writer.
-    pub fn new(capacity: usize) -> (Outbox, mpsc::Receiver<Outgoing>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (Outbox { tx }, rx)
-    }
-
-    /// Queues a response (dropped when stdout is gone).
-    pub async fn send<T: Serialize>(&self, t: ResponseType, request_id: u64, payload: &T) {
-        let payload = serde_json::to_value(payload).expect("payloads serialise");
-        let _ = self
-            .tx
-            .send(Outgoing::Message {
-                message_type: t.number(),
-                request_id,
-                payload,
-            })
-            .await;
-    }
-
-    /// Queues an Error response.
-    pub async fn error(&self, request_id: u64, error: RequestError) {
-        let _ = self.tx.send(Outgoing::Error { request_id, error }).await;
-    }
-
-    /// Asks the writer to stop after what is queued.
-    pub async fn finish(&self) {
-        let _ = self.tx.send(Outgoing::Finish).await;
-    }
-}
+pub use launcher_plugin_api::outbox::{Outbox, Outgoing};
 
 /// One launcher job in Slurm.
 #[derive(Debug, Clone)]
