@@ -670,27 +670,15 @@ async fn measure(
         progress::step(format!(
             "submits: {clients} client(s), gRPC to the leader (node {leader})"
         ));
-        let i0 = lc.status().await?.applied_index;
-        let t0 = Instant::now();
         let (c, b) = (lc.clone(), body.clone());
-        let out = side::run_level(clients, warmup, window, move |_| {
+        let r = submit_level(&lc, side::Path::Grpc, clients, warmup, window, move |_| {
             let (c, b) = (c.clone(), b.clone());
             async move {
                 c.submit(&b).await?;
                 Ok(())
             }
         })
-        .await;
-        let i1 = lc.status().await?.applied_index;
-        let r = side::row(
-            side::Path::Grpc,
-            clients,
-            window,
-            out,
-            i1.saturating_sub(i0),
-            t0.elapsed(),
-        );
-        log_row(&r);
+        .await?;
         side_rows.push(r);
     }
     let gw = launcher_tests::TestGateway::start(cluster, |_| {}).await?;
@@ -710,10 +698,8 @@ async fn measure(
         progress::step(format!(
             "submits: {clients} client(s), HTTP through the gateway (to node {gw_node})"
         ));
-        let i0 = lc.status().await?.applied_index;
-        let t0 = Instant::now();
         let (h, b) = (http_user.clone(), body.clone());
-        let out = side::run_level(clients, warmup, window, move |_| {
+        let r = submit_level(&lc, side::Path::Http, clients, warmup, window, move |_| {
             let (h, b) = (h.clone(), b.clone());
             async move {
                 let r = h.req(reqwest::Method::POST, "/jobs").json(&b).send().await?;
@@ -722,17 +708,7 @@ async fn measure(
                 Ok(())
             }
         })
-        .await;
-        let i1 = lc.status().await?.applied_index;
-        let r = side::row(
-            side::Path::Http,
-            clients,
-            window,
-            out,
-            i1.saturating_sub(i0),
-            t0.elapsed(),
-        );
-        log_row(&r);
+        .await?;
         side_rows.push(r);
     }
 
@@ -1086,6 +1062,29 @@ async fn measure(
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// One level of the side-by-side write table: `op` from `clients` tasks for `window` after
+/// `warmup`, with the Raft entries the cluster committed meanwhile (read on the leader `lc`).
+async fn submit_level<F, Fut>(
+    lc: &NodeClient,
+    path: side::Path,
+    clients: usize,
+    warmup: Duration,
+    window: Duration,
+    op: F,
+) -> anyhow::Result<side::Row>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let i0 = lc.status().await?.applied_index;
+    let t0 = Instant::now();
+    let out = side::run_level(clients, warmup, window, op).await;
+    let i1 = lc.status().await?.applied_index;
+    let r = side::row(path, clients, window, out, i1.saturating_sub(i0), t0.elapsed());
+    log_row(&r);
+    Ok(r)
 }
 
 fn log_row(r: &side::Row) {

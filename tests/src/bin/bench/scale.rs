@@ -155,43 +155,36 @@ pub async fn settle(client: &NodeClient, max: Duration) -> anyhow::Result<Durati
     Ok(t0.elapsed())
 }
 
-/// Submits jobs `from..to` of the scale load to `client` from [`LOAD_TASKS`] tasks.
-pub async fn load_ours(
-    client: &NodeClient,
-    from: usize,
-    to: usize,
-    sizes: &[usize],
-) -> anyhow::Result<Duration> {
-    let bar = progress::counter((to - from) as u64, &format!("launcher: jobs {from}..{to}"));
+/// Runs `put(k)` for every `k` in `from..to` from [`LOAD_TASKS`] tasks, each try bounded by 30 s
+/// and retried up to 10 times; `what` names the load on the progress bar and in errors.
+async fn load<F, Fut>(what: String, from: usize, to: usize, put: F) -> anyhow::Result<Duration>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let bar = progress::counter((to - from) as u64, &format!("{what} {from}..{to}"));
     let next = Arc::new(AtomicUsize::new(from));
-    let sizes: Arc<Vec<usize>> = Arc::new(sizes.to_vec());
     let t0 = Instant::now();
     let tasks = (0..LOAD_TASKS).map(|_| {
-        let (client, next, sizes, bar) = (client.clone(), next.clone(), sizes.clone(), bar.clone());
+        let (put, next, bar, what) = (put.clone(), next.clone(), bar.clone(), what.clone());
         tokio::spawn(async move {
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 if k >= to {
                     return anyhow::Ok(());
                 }
-                let body = json!({
-                    "name": format!("scale-{k}"),
-                    "cluster": "Local",
-                    "command": "echo hello",
-                    "tags": tags_of(k, &sizes),
-                });
                 let mut tries = 0;
                 loop {
-                    match tokio::time::timeout(Duration::from_secs(30), client.submit(&body)).await {
-                        Ok(Ok(_)) => break,
+                    match tokio::time::timeout(Duration::from_secs(30), put(k)).await {
+                        Ok(Ok(())) => break,
                         Ok(Err(e)) if tries < 10 => {
                             tries += 1;
-                            tracing::debug!("load submit failed, retrying: {e}");
+                            tracing::debug!("{what} {k} failed, retrying: {e}");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
-                        Ok(Err(e)) => bail!("loading job {k}: {e}"),
+                        Ok(Err(e)) => bail!("{what} {k}: {e}"),
                         Err(_) if tries < 10 => tries += 1,
-                        Err(_) => bail!("loading job {k}: timed out 10 times"),
+                        Err(_) => bail!("{what} {k}: timed out 10 times"),
                     }
                 }
                 bar.inc(1);
@@ -205,6 +198,30 @@ pub async fn load_ours(
     Ok(t0.elapsed())
 }
 
+/// Submits jobs `from..to` of the scale load to `client` from [`LOAD_TASKS`] tasks.
+pub async fn load_ours(
+    client: &NodeClient,
+    from: usize,
+    to: usize,
+    sizes: &[usize],
+) -> anyhow::Result<Duration> {
+    let (client, sizes) = (client.clone(), Arc::new(sizes.to_vec()));
+    load("launcher: jobs".into(), from, to, move |k| {
+        let (client, sizes) = (client.clone(), sizes.clone());
+        async move {
+            let body = json!({
+                "name": format!("scale-{k}"),
+                "cluster": "Local",
+                "command": "echo hello",
+                "tags": tags_of(k, &sizes),
+            });
+            client.submit(&body).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Puts keys `from..to` of the etcd scale load, each with `value`.
 pub async fn load_etcd(
     client: &EtcdClient,
@@ -212,39 +229,15 @@ pub async fn load_etcd(
     to: usize,
     value: &[u8],
 ) -> anyhow::Result<Duration> {
-    let bar = progress::counter((to - from) as u64, &format!("etcd: keys {from}..{to}"));
-    let next = Arc::new(AtomicUsize::new(from));
-    let value: Arc<Vec<u8>> = Arc::new(value.to_vec());
-    let t0 = Instant::now();
-    let tasks = (0..LOAD_TASKS).map(|_| {
-        let (client, next, value, bar) = (client.clone(), next.clone(), value.clone(), bar.clone());
-        tokio::spawn(async move {
-            loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= to {
-                    return anyhow::Ok(());
-                }
-                let mut tries = 0;
-                loop {
-                    match client.put(scale_key(k), value.to_vec()).await {
-                        Ok(_) => break,
-                        Err(e) if tries < 10 => {
-                            tries += 1;
-                            tracing::debug!("etcd load put failed, retrying: {e}");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(e) => bail!("etcd put {k}: {e}"),
-                    }
-                }
-                bar.inc(1);
-            }
-        })
-    });
-    for t in futures::future::join_all(tasks).await {
-        t.context("an etcd load task panicked")??;
-    }
-    progress::finish(bar);
-    Ok(t0.elapsed())
+    let (client, value) = (client.clone(), Arc::new(value.to_vec()));
+    load("etcd: keys".into(), from, to, move |k| {
+        let (client, value) = (client.clone(), value.clone());
+        async move {
+            client.put(scale_key(k), value.to_vec()).await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 fn scale_key(k: usize) -> Vec<u8> {
