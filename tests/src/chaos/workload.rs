@@ -339,6 +339,32 @@ impl Client {
         }
     }
 
+    /// Records how a read ended: an answer raises the client's floor to its index; an error or
+    /// a node that does not answer (paused, partitioned) fails it, and the client tries the next
+    /// node.
+    fn read_done(
+        &mut self,
+        pending: Pending,
+        answer: Result<Result<Outcome, Outcome>, tokio::time::error::Elapsed>,
+    ) {
+        match answer {
+            Ok(Ok(o)) => {
+                if let Some(i) = o.index() {
+                    self.told(i);
+                }
+                pending.ok(o);
+            }
+            Ok(Err(o)) => {
+                pending.fail(o);
+                self.move_on();
+            }
+            Err(_) => {
+                pending.fail(Outcome::error(None, "client-side timeout"));
+                self.move_on();
+            }
+        }
+    }
+
     async fn get(&mut self) {
         let id = match self.shared.pick(&mut self.rng) {
             Some(id) if self.rng.gen_bool(0.9) => id,
@@ -350,24 +376,10 @@ impl Client {
         };
         let read = self.read_mode();
         let pending = self.invoke(Call::Get { id: id.clone(), read });
-        let answer = tokio::time::timeout(READ_TIMEOUT, self.send_get(&id, read)).await;
-        match answer {
-            Ok(Ok((job, index))) => {
-                if let Some(i) = index {
-                    self.told(i);
-                }
-                pending.ok(Outcome::Got { job, index });
-            }
-            Ok(Err(o)) => {
-                pending.fail(o);
-                self.move_on();
-            }
-            Err(_) => {
-                // A node that does not answer (paused, partitioned): try the next one.
-                pending.fail(Outcome::error(None, "client-side timeout"));
-                self.move_on();
-            }
-        }
+        let answer = tokio::time::timeout(READ_TIMEOUT, self.send_get(&id, read))
+            .await
+            .map(|r| r.map(|(job, index)| Outcome::Got { job, index }));
+        self.read_done(pending, answer);
     }
 
     async fn send_get(&self, id: &str, read: Read) -> Result<(Option<JobView>, Option<u64>), Outcome> {
@@ -401,23 +413,7 @@ impl Client {
         let read = self.read_mode();
         let pending = self.invoke(Call::List { read });
         let answer = tokio::time::timeout(READ_TIMEOUT, self.send_list(read)).await;
-        match answer {
-            Ok(Ok(listed)) => {
-                if let Some(i) = listed.index() {
-                    self.told(i);
-                }
-                pending.ok(listed);
-            }
-            Ok(Err(o)) => {
-                pending.fail(o);
-                self.move_on();
-            }
-            Err(_) => {
-                // A node that does not answer (paused, partitioned): try the next one.
-                pending.fail(Outcome::error(None, "client-side timeout"));
-                self.move_on();
-            }
-        }
+        self.read_done(pending, answer);
     }
 
     async fn send_list(&self, read: Read) -> Result<Outcome, Outcome> {
@@ -461,23 +457,7 @@ impl Client {
         };
         let pending = self.invoke(Call::StatusRead { id: id.clone(), read });
         let answer = tokio::time::timeout(READ_TIMEOUT, self.send_status_read(&id, read)).await;
-        match answer {
-            Ok(Ok(o)) => {
-                if let Some(i) = o.index() {
-                    self.told(i);
-                }
-                pending.ok(o);
-            }
-            Ok(Err(o)) => {
-                pending.fail(o);
-                self.move_on();
-            }
-            Err(_) => {
-                // A node that does not answer (paused, partitioned): try the next one.
-                pending.fail(Outcome::error(None, "client-side timeout"));
-                self.move_on();
-            }
-        }
+        self.read_done(pending, answer);
     }
 
     async fn send_status_read(&self, id: &str, read: Read) -> Result<Outcome, Outcome> {
