@@ -62,21 +62,27 @@ impl Liveness {
     }
 
     /// Called on every maintenance tick: notes a new leadership term, giving every member a
-    /// fresh grace period (we have not heard from anyone yet in this term).
+    /// fresh grace period (we have not heard from anyone yet in this term), and gives a member
+    /// that joined during this leadership its grace period from when the leader first saw it
+    /// in the membership (a learner added a moment ago has had no chance to report yet).
     pub fn observe_term(&self, is_leader: bool, term: u64, members: &[NodeId]) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if !is_leader {
             g.leader_since = None;
             return;
         }
+        let now = Instant::now();
         if g.leader_since.map(|(t, _)| t) != Some(term) {
-            let now = Instant::now();
             g.leader_since = Some((term, now));
             for m in members {
                 let applied = g.seen.get(m).map_or(0, |s| s.applied);
                 g.seen.insert(*m, Seen { at: now, applied });
             }
             g.lost.clear();
+        } else {
+            for m in members {
+                g.seen.entry(*m).or_insert(Seen { at: now, applied: 0 });
+            }
         }
     }
 
@@ -275,5 +281,36 @@ impl Shared {
             }
             Err(e) => Err(NodeError::internal(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member first seen in the membership mid-term (a learner that just joined) has a grace
+    /// period from that moment, like every member at the start of a term: the dead-member and
+    /// lost-member rules must not condemn it before it could send a heartbeat.
+    #[test]
+    fn a_member_joining_mid_term_gets_a_grace_period() {
+        let l = Liveness::default();
+        l.observe_term(true, 3, &[1, 2, 3]);
+        let start = l.seen(2).expect("members at the start of the term").at;
+        assert!(l.seen(4).is_none());
+        l.observe_term(true, 3, &[1, 2, 3, 4]);
+        let joined = l
+            .seen(4)
+            .expect("a member joining mid-term is given a grace period");
+        assert!(joined.at >= start);
+        assert_eq!(joined.applied, 0);
+        // Later ticks keep the first sighting; a heartbeat moves it on.
+        l.observe_term(true, 3, &[1, 2, 3, 4]);
+        assert_eq!(l.seen(4).map(|s| s.at), Some(joined.at));
+        l.record_heartbeat(4, 17);
+        assert_eq!(l.seen(4).map(|s| s.applied), Some(17));
+        // A follower keeps no grace bookkeeping of its own.
+        l.observe_term(false, 4, &[1, 2, 3, 4, 5]);
+        assert!(l.seen(5).is_none());
+        assert!(l.leader_for().is_none());
     }
 }

@@ -113,6 +113,65 @@ async fn bootstrap_expect_forms_a_cluster() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A member that joins during a leadership gets the full dead-member-removal-seconds to send
+/// its first heartbeat, counted from its join: the leader's cleanup must not remove a learner
+/// added a moment ago (it once did, at the next tick, so a replica scaled in with
+/// `docker-compose --scale` could be removed before it had started). A learner that never
+/// reports is still removed once that time is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_has_the_removal_delay_to_report() -> anyhow::Result<()> {
+    use launcher_node::auth::InternalAuth;
+    use launcher_node::network::Peers;
+    use launcher_proto::launcher::JoinRequest;
+    use std::time::{Duration, Instant};
+
+    init_tracing();
+    const DEAD: u64 = 4;
+    let opts = ClusterOpts {
+        node_lost_timeout_seconds: 2,
+        dead_member_removal_seconds: DEAD,
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(3, opts).await?;
+    let leader = cluster.wait_for_leader().await? as usize;
+    // A joiner that never starts: its address takes no connections (the port was free a
+    // moment ago), so it never heartbeats, exactly like a replica slow to come up.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string();
+    let peers = Peers::new(InternalAuth::new(&cluster.key, cluster.cluster_id().into()));
+    let asked = Instant::now();
+    let joined = peers
+        .launcher(&cluster.nodes[leader - 1].addr())
+        .join(JoinRequest {
+            node_id: 0,
+            address: silent.clone(),
+            cluster_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let id = joined.node_id;
+    assert!(id > 3, "a fresh id is allocated: {joined:?}");
+    assert!(member_ids(&cluster, leader).await?.contains(&id));
+    let c = cluster.client(leader);
+    wait_until("the silent learner to be removed", DEADLINE, || {
+        let c = c.clone();
+        async move {
+            let st = c.status().await?;
+            Ok((!st.nodes.iter().any(|n| n.id == id)).then_some(()))
+        }
+    })
+    .await?;
+    let after = asked.elapsed();
+    eprintln!("silent learner {id} removed {after:?} after its join");
+    assert!(
+        after >= Duration::from_secs(DEAD),
+        "learner {id} was removed {after:?} after joining, before dead-member-removal-seconds={DEAD}"
+    );
+    assert_eq!(member_ids(&cluster, leader).await?, vec![1, 2, 3]);
+    Ok(())
+}
+
 /// The leader removes a member that has been down for dead-member-removal-seconds, but only
 /// while at least 3 voters remain: a 4-node cluster shrinks to 3, never below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,12 +77,23 @@ fn run_blocking(
     envs: &[(String, String)],
     limit: Duration,
 ) -> Result<(), String> {
+    run_blocking_to(program, args, envs, limit, Stdio::null)
+}
+
+/// As [`run_blocking`], with the program's output going where `out` says.
+fn run_blocking_to(
+    program: &str,
+    args: &[&str],
+    envs: &[(String, String)],
+    limit: Duration,
+    out: fn() -> Stdio,
+) -> Result<(), String> {
     let mut child = std::process::Command::new(program)
         .args(args)
         .envs(envs.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out())
+        .stderr(out())
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     let end = Instant::now() + limit;
@@ -110,6 +121,8 @@ struct Teardown {
     /// Anonymous volumes seen on the project's containers: scaling in removes containers but
     /// leaves their volumes, which `down -v` no longer knows.
     volumes: Mutex<BTreeSet<String>>,
+    /// Set when the test got to its end: otherwise the containers' logs are printed first.
+    passed: AtomicBool,
     done: AtomicBool,
 }
 
@@ -117,6 +130,22 @@ impl Teardown {
     fn run(&self) {
         if self.done.swap(true, Ordering::SeqCst) {
             return;
+        }
+        if !self.passed.load(Ordering::SeqCst) {
+            // What the nodes and the gateway said is the only trace of a failure once the
+            // project is down: into the test's output (nextest shows it for failed tests).
+            let mut args: Vec<&str> = self.compose_args.iter().map(String::as_str).collect();
+            args.extend(["logs", "--no-color", "--timestamps", "--tail", "150"]);
+            eprintln!("the test failed: the containers' last log lines follow");
+            if let Err(e) = run_blocking_to(
+                "docker-compose",
+                &args,
+                &self.env,
+                COMPOSE_TIMEOUT,
+                Stdio::inherit,
+            ) {
+                eprintln!("cannot print the logs: {e}");
+            }
         }
         let mut args: Vec<&str> = self.compose_args.iter().map(String::as_str).collect();
         args.extend(["down", "-v", "--remove-orphans", "-t", "2"]);
@@ -217,6 +246,7 @@ impl Project {
             compose_args,
             env,
             volumes: Mutex::new(BTreeSet::new()),
+            passed: AtomicBool::new(false),
             done: AtomicBool::new(false),
         });
         // nextest ends an overrunning test with SIGTERM: tear down before going.
@@ -814,5 +844,6 @@ async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<(
         started.elapsed(),
         acked.lock().unwrap_or_else(|e| e.into_inner()).len()
     );
+    p.teardown.passed.store(true, Ordering::SeqCst);
     Ok(())
 }
