@@ -13,6 +13,12 @@ use launcher_proto::launcher::{Caller, SaveSnapshotRequest};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// jemalloc rather than glibc's malloc: under a sustained write load glibc's per-thread arenas
+/// kept freed memory, and every node's resident size grew by ~15 KB per stored job; with
+/// jemalloc it stays near what the data needs (BENCHMARKS.md, resident memory).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(version, about = "A node of the replicated launcher cluster")]
 struct Args {
