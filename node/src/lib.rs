@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod network;
 pub mod owner;
 pub mod plugins;
+pub mod proposer;
 pub mod raft_service;
 pub mod reads;
 pub mod server;

@@ -512,8 +512,18 @@ impl Shared {
         let all: Vec<NodeId> = voters.iter().chain(learners.iter()).copied().collect();
         self.liveness.observe_term(is_leader, term, &all);
         if !is_leader {
+            self.proposer.allow_batches(false);
             return;
         }
+        // Group commit only while every member applies batches: during a rolling upgrade an
+        // older member could not decode them. A member that has not registered yet counts as old.
+        let records = self.table(|sm| sm.nodes()).await.unwrap_or_default();
+        let batches = all.iter().all(|id| {
+            records
+                .iter()
+                .any(|r| r.id == *id && launcher_storage::command::applies_batches(&r.version))
+        });
+        self.proposer.allow_batches(batches);
         // Promote caught-up learners, one membership change at a time.
         for l in &learners {
             let matched = replication

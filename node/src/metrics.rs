@@ -349,6 +349,25 @@ pub async fn render(shared: &Shared, rpc: &RpcMetrics) -> prometheus::Result<Str
     }
     registry.register(Box::new(forwarded))?;
 
+    // Group commit: commands per Raft entry is the ratio of these two.
+    let (entries, commands) = shared.proposer.stats();
+    let proposed = IntCounterVec::new(
+        Opts::new(
+            "launcher_node_proposed_total",
+            "What this node proposed to Raft as leader: entries, and the commands they carried (several per entry when batched)",
+        ),
+        &["kind"],
+    )?;
+    proposed.with_label_values(&["entries"]).inc_by(entries);
+    proposed.with_label_values(&["commands"]).inc_by(commands);
+    registry.register(Box::new(proposed))?;
+    gauge(
+        &registry,
+        "launcher_node_group_commit",
+        "1 while this node, as leader, proposes concurrent writes together (every member applies batches)",
+        i64::from(shared.proposer.batching()),
+    )?;
+
     let mut families = registry.gather();
     families.extend(rpc.gather());
     let mut out = Vec::new();

@@ -145,6 +145,8 @@ pub struct Shared {
     pub filters: Arc<crate::filters::FilterFiles>,
     /// Event counters for `GET /metrics`.
     pub counters: crate::metrics::Counters,
+    /// The leader's proposal queue (group commit).
+    pub proposer: crate::proposer::Proposer,
 }
 
 /// The first storage failure seen by a read, which stops the node like a Raft storage error.

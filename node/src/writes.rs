@@ -7,12 +7,12 @@ use launcher_proto::raft::ForwardedWrite;
 use launcher_storage::command::{ControlOp, Idempotency};
 use launcher_storage::job::RawJson;
 use launcher_storage::{Command, CommandV1, ErrorCode, Job, NodeId, Response};
-use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clock;
 use crate::error::{NodeError, NodeResult};
+use crate::proposer::Refused;
 use crate::state::Shared;
 
 /// How long a write may wait for a leader before it fails with Unavailable.
@@ -118,10 +118,10 @@ impl Shared {
     /// Stamps and proposes on this node, which believes it is the leader.
     async fn propose(&self, req: &WriteRequest) -> Result<(Response, u64), Retry> {
         let cmd = self.stamp(req.clone()).await.map_err(Retry::Fatal)?;
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok((resp.data, resp.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Retry::Elsewhere),
-            Err(e) => Err(Retry::Fatal(NodeError::unavailable(format!("write failed: {e}")))),
+        match self.proposer.propose(cmd).await {
+            Ok(r) => Ok(r),
+            Err(Refused::NotLeader) => Err(Retry::Elsewhere),
+            Err(Refused::Failed(why)) => Err(Retry::Fatal(NodeError::unavailable(why))),
         }
     }
 
@@ -168,9 +168,9 @@ impl Shared {
     }
 
     /// Turns a request into a command: the leader's ids, times, owner and checks (DESIGN §1).
-    pub async fn stamp(&self, req: WriteRequest) -> NodeResult<Command> {
+    pub async fn stamp(&self, req: WriteRequest) -> NodeResult<CommandV1> {
         let now = clock::now();
-        Ok(Command::V1(match req {
+        Ok(match req {
             WriteRequest::Submit {
                 caller,
                 job,
@@ -191,6 +191,13 @@ impl Shared {
             },
             WriteRequest::Delete { id } => CommandV1::Delete { id },
             WriteRequest::Command {
+                command: Command::V1(CommandV1::Batch(_)),
+            } => {
+                return Err(NodeError::invalid(
+                    "batches are formed by the leader's proposal queue, not sent to it",
+                ))
+            }
+            WriteRequest::Command {
                 command: Command::V1(mut c),
             } => {
                 match &mut c {
@@ -209,7 +216,7 @@ impl Shared {
                     format!("command version {version} is not supported by the leader"),
                 ))
             }
-        }))
+        })
     }
 
     async fn stamp_submit(

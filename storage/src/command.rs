@@ -198,6 +198,28 @@ pub enum CommandV1 {
     SetDraining { node: NodeId, draining: bool },
     /// Forget a member for good: its id is never reused.
     RemoveNode { node: NodeId },
+    /// Several commands proposed together by the leader (group commit: one Raft entry, one
+    /// fsync per node for all of them), applied in order as if they were consecutive entries.
+    /// Each gets its own response; one refused does not stop the others. Never nested. The
+    /// leader proposes batches only when every member's version knows them
+    /// ([`BATCH_SINCE_VERSION`]).
+    Batch(Vec<CommandV1>),
+}
+
+/// The first release whose nodes apply [`CommandV1::Batch`].
+pub const BATCH_SINCE_VERSION: (u64, u64, u64) = (0, 2, 0);
+
+/// Whether a node of `version` (`major.minor.patch`, as nodes register it) applies batches.
+pub fn applies_batches(version: &str) -> bool {
+    let mut parts = version.split(['.', '-', '+']).map(|p| p.parse::<u64>().ok());
+    match (
+        parts.next().flatten(),
+        parts.next().flatten(),
+        parts.next().flatten(),
+    ) {
+        (Some(a), Some(b), Some(c)) => (a, b, c) >= BATCH_SINCE_VERSION,
+        _ => false,
+    }
 }
 
 impl CommandV1 {
@@ -215,6 +237,7 @@ impl CommandV1 {
             CommandV1::AllocateNodeId { .. } => "allocate_node_id",
             CommandV1::SetDraining { .. } => "set_draining",
             CommandV1::RemoveNode { .. } => "remove_node",
+            CommandV1::Batch(_) => "batch",
         }
     }
 }
@@ -234,6 +257,8 @@ pub enum Response {
     NodeId { id: NodeId },
     /// The command was refused; the state is unchanged.
     Error { code: ErrorCode, message: String },
+    /// The responses of a [`CommandV1::Batch`], in its order.
+    Batch { responses: Vec<Response> },
 }
 
 impl Response {
@@ -270,6 +295,16 @@ mod tests {
     }
 
     #[test]
+    fn batches_are_known_from_0_2_0() {
+        assert!(applies_batches("0.2.0"));
+        assert!(applies_batches("0.2.1-rc.1"));
+        assert!(applies_batches("1.0.0"));
+        assert!(!applies_batches("0.1.9"));
+        assert!(!applies_batches(""));
+        assert!(!applies_batches("garbage"));
+    }
+
+    #[test]
     fn missing_version_is_an_error() {
         assert!(serde_json::from_str::<Command>(r#"{"cmd":{"delete":{"id":"x"}}}"#).is_err());
     }
@@ -280,11 +315,16 @@ mod tests {
             r#"{"id":"a","name":"n","cluster":"c","command":"x","metadata":{"big":12345678901234567890}}"#,
         )
         .unwrap();
-        let c = Command::V1(CommandV1::Submit {
+        let submit = CommandV1::Submit {
             job: Box::new(job),
             owner: 1,
             idempotency: None,
-        });
+        };
+        // Also inside a batch, which must not buffer either.
+        let c = Command::V1(CommandV1::Batch(vec![
+            submit,
+            CommandV1::Delete { id: "b".into() },
+        ]));
         // Inside an openraft entry, as the log store and the network carry it.
         let entry = openraft::Entry::<crate::TypeConfig> {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 3),

@@ -441,10 +441,20 @@ fn applied(changed: bool) -> Response {
 
 /// Applies one command. Deterministic: reads only the table and the command.
 pub fn apply_command<T: KvTree>(tx: &mut Overlay<'_, T>, cmd: &Command) -> Result<Response, ApplyError> {
-    let cmd = match cmd {
-        Command::V1(c) => c,
-        Command::Unknown { version, .. } => return Err(ApplyError::UnknownVersion(*version)),
-    };
+    match cmd {
+        Command::V1(CommandV1::Batch(cmds)) => {
+            let mut responses = Vec::with_capacity(cmds.len());
+            for c in cmds {
+                responses.push(apply_v1(tx, c)?);
+            }
+            Ok(Response::Batch { responses })
+        }
+        Command::V1(c) => apply_v1(tx, c),
+        Command::Unknown { version, .. } => Err(ApplyError::UnknownVersion(*version)),
+    }
+}
+
+fn apply_v1<T: KvTree>(tx: &mut Overlay<'_, T>, cmd: &CommandV1) -> Result<Response, ApplyError> {
     match cmd {
         CommandV1::Submit {
             job,
@@ -471,6 +481,11 @@ pub fn apply_command<T: KvTree>(tx: &mut Overlay<'_, T>, cmd: &Command) -> Resul
         CommandV1::AllocateNodeId { .. } => allocate_node_id(tx),
         CommandV1::SetDraining { node, draining } => set_draining(tx, *node, *draining),
         CommandV1::RemoveNode { node } => remove_node(tx, *node),
+        // Unpacked by `apply_command`; the leader never nests them, and a nested one is refused.
+        CommandV1::Batch(_) => Ok(Response::error(
+            ErrorCode::InvalidRequest,
+            "a batch cannot hold a batch",
+        )),
     }
 }
 
@@ -1108,6 +1123,91 @@ mod tests {
         list.iter()
             .map(|b| Job::from_canonical(b).unwrap().id.unwrap())
             .collect()
+    }
+
+    fn submit_cmd(id: &str, sec: u32, idem: Option<&str>) -> CommandV1 {
+        CommandV1::Submit {
+            job: Box::new(Job {
+                id: Some(id.into()),
+                name: format!("job {id}"),
+                cluster: "Local".into(),
+                user: Some("alice".into()),
+                command: Some("true".into()),
+                submission_time: Some(time(sec)),
+                ..Default::default()
+            }),
+            owner: 1,
+            idempotency: idem.map(|k| Idempotency {
+                key: k.into(),
+                fingerprint: "fp".into(),
+                expires_at: "2026-01-02T00:00:00.000000Z".into(),
+            }),
+        }
+    }
+
+    /// A batch applies its commands in order, each seeing the ones before it (an idempotent
+    /// retry inside the same batch finds the first job), gives one response per command, a
+    /// refused command leaves the others applied, and a nested batch is refused; the table
+    /// ends as if the commands had been separate entries.
+    #[test]
+    fn a_batch_applies_like_consecutive_commands() {
+        let (_d, batched) = engine();
+        let (_e, single) = engine();
+        register(&batched, 1);
+        register(&single, 1);
+        let cmds = vec![
+            submit_cmd("a", 1, Some("k")),
+            submit_cmd("b", 2, Some("k")),
+            upd("a", 1, JobStatus::Running),
+            CommandV1::Delete { id: "missing".into() },
+            CommandV1::Batch(vec![submit_cmd("c", 3, None)]),
+            submit_cmd("d", 4, None),
+        ];
+        let r = run(&batched, CommandV1::Batch(cmds.clone()));
+        let Response::Batch { responses } = r else {
+            panic!("a batch answers with a batch: {r:?}")
+        };
+        assert_eq!(responses.len(), cmds.len());
+        assert!(
+            matches!(&responses[0], Response::Job { created: true, .. }),
+            "{responses:?}"
+        );
+        // Same key, same user: the retry finds job a, created nothing.
+        match &responses[1] {
+            Response::Job { job, created: false } => {
+                assert_eq!(
+                    Job::from_canonical(job.as_bytes()).unwrap().id.as_deref(),
+                    Some("a")
+                )
+            }
+            other => panic!("idempotent retry in a batch: {other:?}"),
+        }
+        assert!(
+            matches!(&responses[2], Response::Applied { changed: true, .. }),
+            "{responses:?}"
+        );
+        assert!(matches!(&responses[3], Response::Error { .. }), "{responses:?}");
+        assert!(
+            matches!(
+                &responses[4],
+                Response::Error {
+                    code: ErrorCode::InvalidRequest,
+                    ..
+                }
+            ),
+            "{responses:?}"
+        );
+        assert!(
+            matches!(&responses[5], Response::Job { created: true, .. }),
+            "{responses:?}"
+        );
+        let one_by_one: Vec<Response> = cmds.into_iter().map(|c| run(&single, c)).collect();
+        assert_eq!(&one_by_one[..4], &responses[..4]);
+        assert_eq!(one_by_one[5], responses[5]);
+        let all = |t: &<SledEngine as KvEngine>::Tree| ids(list_jobs(t, &ListFilter::default()).unwrap());
+        assert_eq!(all(&batched), vec!["a", "d"]);
+        // The nested batch's job exists only where it was applied alone.
+        assert_eq!(all(&single), vec!["a", "c", "d"]);
     }
 
     #[test]
