@@ -236,6 +236,7 @@ impl<E: KvEngine> StateMachine<E> {
     fn apply_blocking(
         &self,
         entries: Vec<openraft::Entry<TypeConfig>>,
+        waits: &crate::stall::Waits,
     ) -> Result<Vec<Response>, StorageError> {
         let tree = &self.inner.tree;
         let mut tx = Overlay::new(tree);
@@ -256,7 +257,8 @@ impl<E: KvEngine> StateMachine<E> {
             out.push(resp);
         }
         let batch = tx.into_batch();
-        let _guard = self.inner.lock.write().unwrap_or_else(|p| p.into_inner());
+        // A snapshot capture or a large listing may hold the lock for seconds: not a disk stall.
+        let _guard = waits.wait(|| self.inner.lock.write().unwrap_or_else(|p| p.into_inner()));
         tree.write(batch).map_err(sm_write_err)?;
         Ok(out)
     }
@@ -435,7 +437,7 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             );
         }
         let this = self.clone();
-        crate::stall::run_bounded(move || this.apply_blocking(entries))
+        crate::stall::run_bounded_waiting(move |waits| this.apply_blocking(entries, waits))
             .await
             .map_err(|e| sm_write_err(std::io::Error::other(e.to_string())))?
     }
