@@ -602,23 +602,38 @@ impl Launcher for LauncherService {
         require_admin(&caller(&req.get_ref().caller)?, "export snapshots")?;
         shared.read_barrier(ReadMode::default()).await?;
         let dir = shared.config.node.data_dir.clone();
-        let bytes = shared
+        // Exported to a file that is unlinked at once and streamed from its open handle: the
+        // snapshot of a large table never sits in memory, and nothing is left on disk.
+        let file = shared
             .table(move |sm| {
                 let tmp = tempfile_in(&dir);
-                sm.export_snapshot(&tmp).map_err(|e| {
+                let exported = sm.export_snapshot(&tmp).map_err(|e| {
                     launcher_storage::table::ApplyError::Engine(std::io::Error::other(e.to_string()).into())
-                })?;
-                let b =
-                    std::fs::read(&tmp).map_err(|e| launcher_storage::table::ApplyError::Engine(e.into()));
+                });
+                let file = exported.and_then(|_| {
+                    std::fs::File::open(&tmp)
+                        .map_err(|e| launcher_storage::table::ApplyError::Engine(e.into()))
+                });
                 let _ = std::fs::remove_file(&tmp);
-                b
+                file
             })
             .await?;
-        let parts: Vec<Result<SnapshotPart, Status>> = bytes
-            .chunks(SNAPSHOT_PART_BYTES)
-            .map(|c| Ok(SnapshotPart { data: c.to_vec() }))
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(parts))))
+        let parts = futures::stream::try_unfold(tokio::fs::File::from_std(file), |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut data = Vec::with_capacity(SNAPSHOT_PART_BYTES);
+            while data.len() < SNAPSHOT_PART_BYTES {
+                let n = (&mut file)
+                    .take((SNAPSHOT_PART_BYTES - data.len()) as u64)
+                    .read_to_end(&mut data)
+                    .await
+                    .map_err(|e| Status::internal(format!("reading the exported snapshot: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+            }
+            Ok((!data.is_empty()).then_some((SnapshotPart { data }, file)))
+        });
+        Ok(Response::new(Box::pin(parts)))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod job;
 pub mod log_store;
+pub mod snapshot;
 pub mod stall;
 pub mod state_machine;
 pub mod table;
@@ -20,8 +21,6 @@ pub use error::ErrorCode;
 pub use job::{Job, JobStatus};
 pub use log_store::LogStore;
 pub use state_machine::StateMachine;
-
-use std::io::Cursor;
 
 /// Identifier of a launcher node (a Raft member): a positive integer.
 pub type NodeId = u64;
@@ -47,7 +46,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -4,16 +4,23 @@
 //!   as one atomic engine batch, under the write side of a lock; listings and
 //!   snapshot builds take the read side, so each sees exactly one applied index
 //!   (sled has no snapshot reads).
-//! * A snapshot is the table's whole key space as a length-prefixed stream.
-//!   It is written to `<snapshot_dir>/current.snap` with fsync, atomic rename
-//!   and directory fsync before `build_snapshot` returns, so openraft never
-//!   purges log entries that no durable snapshot covers; the engine itself is
-//!   flushed too, so the table on disk is at least as new as the snapshot.
+//! * A snapshot is the table's whole key space as a length-prefixed stream
+//!   (format in [`crate::snapshot`]), streamed to disk and from disk: its
+//!   size is bounded by the disk, not by memory. It is written to
+//!   `<snapshot_dir>/current.snap` with fsync, atomic rename and directory
+//!   fsync before `build_snapshot` returns, so openraft never purges log
+//!   entries that no durable snapshot covers; the engine itself is flushed
+//!   too, so the table on disk is at least as new as the snapshot.
+//! * Installing a snapshot received from the leader replaces the table in
+//!   bounded batches. A marker file written before the first change and
+//!   removed after the last makes the install resumable: a node that crashed
+//!   in the middle finishes it from `current.snap` when it opens again.
 
-use std::io::{Cursor, Read, Write};
+use std::io::{BufReader, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -21,13 +28,19 @@ use openraft::{
     StoredMembership,
 };
 
-use crate::engine::{EngineError, KvEngine, KvPairs, KvTree, WriteBatch};
+use crate::engine::{EngineError, KvEngine, KvTree, WriteBatch};
+use crate::snapshot::{self, DataWriter, Layout};
 use crate::table::{self, ApplyError, ListFilter, NodeRecord, Overlay, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::{Command, LogId, Node, NodeId, Response, StorageError, TypeConfig};
 
-const DATA_MAGIC: &[u8; 8] = b"LJOBSM1\n";
-const FILE_MAGIC: &[u8; 8] = b"LSNAPF1\n";
+/// The snapshot that covers the purged log; served to followers.
 const SNAPSHOT_FILE: &str = "current.snap";
+/// A snapshot being built; renamed to [`SNAPSHOT_FILE`] when complete.
+const BUILDING_FILE: &str = "building.tmp";
+/// A snapshot being received from the leader.
+const RECEIVING_FILE: &str = "receiving.snap";
+/// Present while the table is being replaced by the snapshot it names.
+const INSTALL_MARKER: &str = "installing.json";
 
 /// Membership as stored by the state machine.
 pub type Membership = StoredMembership<NodeId, Node>;
@@ -54,6 +67,9 @@ struct Inner<E: KvEngine> {
     lock: RwLock<()>,
     snapshot_dir: PathBuf,
     snapshot_seq: AtomicU64,
+    /// Serialises replacing `current.snap` with opening it, so a build that finishes after
+    /// an install never puts an older snapshot over a newer one.
+    current: Mutex<()>,
 }
 
 fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -85,8 +101,10 @@ impl<E: KvEngine> StateMachine<E> {
                 lock: RwLock::new(()),
                 snapshot_dir,
                 snapshot_seq: AtomicU64::new(0),
+                current: Mutex::new(()),
             }),
         };
+        sm.recover_snapshot_files()?;
         // Validate what is on disk now: a corrupt table must stop start-up, not surface later.
         sm.read(|t, _| table::nodes(t)).map_err(sm_read_err)?;
         Ok(sm)
@@ -159,69 +177,61 @@ impl<E: KvEngine> StateMachine<E> {
         self.inner.engine.flush()
     }
 
-    /// The whole table at one applied index, as snapshot data with its metadata.
-    fn capture(&self) -> Result<(Meta, Vec<u8>), StorageError> {
-        let _guard = self.inner.lock.read().unwrap_or_else(|p| p.into_inner());
-        let tree = &self.inner.tree;
-        let last_log_id = read_json::<LogId>(tree, KEY_LAST_APPLIED).map_err(sm_read_err)?;
-        let membership = read_json::<Membership>(tree, KEY_MEMBERSHIP)
-            .map_err(sm_read_err)?
-            .unwrap_or_default();
-        let mut data = Vec::with_capacity(1 << 16);
-        data.extend_from_slice(DATA_MAGIC);
-        let mut count = 0u64;
-        for item in tree.scan_prefix(b"") {
-            let (k, v) = item.map_err(sm_read_err)?;
-            put_chunk(&mut data, &k);
-            put_chunk(&mut data, &v);
-            count += 1;
-        }
-        // Trailer: the item count, so a truncated transfer is detected at install.
-        data.extend_from_slice(&u32::MAX.to_be_bytes());
-        data.extend_from_slice(&count.to_be_bytes());
-        let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = match &last_log_id {
-            Some(l) => format!("{}-{}-{}-{seq}", l.leader_id.term, l.leader_id.node_id, l.index),
-            None => format!("0-0-0-{seq}"),
-        };
-        Ok((
+    /// Streams the whole table at one applied index into a new snapshot file at `tmp`
+    /// (fsynced, not yet renamed); returns its meta. Apply waits while the table is read.
+    fn capture_into(&self, tmp: &Path) -> Result<Meta, StorageError> {
+        let mut writer =
+            DataWriter::new(snapshot::create(tmp)?).map_err(snapshot::io_err(ErrorVerb::Write))?;
+        let meta = {
+            let _guard = self.inner.lock.read().unwrap_or_else(|p| p.into_inner());
+            let tree = &self.inner.tree;
+            let last_log_id = read_json::<LogId>(tree, KEY_LAST_APPLIED).map_err(sm_read_err)?;
+            let membership = read_json::<Membership>(tree, KEY_MEMBERSHIP)
+                .map_err(sm_read_err)?
+                .unwrap_or_default();
+            for item in tree.scan_prefix(b"") {
+                let (k, v) = item.map_err(sm_read_err)?;
+                writer.item(&k, &v).map_err(snapshot::io_err(ErrorVerb::Write))?;
+            }
+            let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            let snapshot_id = match &last_log_id {
+                Some(l) => format!("{}-{}-{}-{seq}", l.leader_id.term, l.leader_id.node_id, l.index),
+                None => format!("0-0-0-{seq}"),
+            };
             Meta {
                 last_log_id,
                 last_membership: membership,
                 snapshot_id,
-            },
-            data,
-        ))
+            }
+        };
+        let (mut out, _) = writer.finish().map_err(snapshot::io_err(ErrorVerb::Write))?;
+        snapshot::write_footer(&mut out, &meta).map_err(snapshot::io_err(ErrorVerb::Write))?;
+        snapshot::finish_file(out)?;
+        Ok(meta)
     }
 
     /// Writes a consistent snapshot of the table to `path` (for backups: `snapshot save`).
     pub fn export_snapshot(&self, path: &Path) -> Result<Meta, StorageError> {
-        let (meta, data) = self.capture()?;
-        write_snapshot_file(path, &meta, &data)?;
+        let tmp = path.with_extension("tmp");
+        let meta = self.capture_into(&tmp)?;
+        snapshot::rename_durably(&tmp, path)?;
         Ok(meta)
     }
 
     /// Loads a snapshot file into an empty table for disaster recovery, forgetting the old
     /// cluster's Raft membership and log position so a fresh cluster can be initialised on it.
+    /// Reads files of this version and of launcher 0.2.0.
     pub fn import_for_recovery(&self, path: &Path) -> Result<Meta, StorageError> {
-        let (meta, data) = read_snapshot_file(path)?.ok_or_else(|| {
+        let layout = snapshot::layout(path)?.ok_or_else(|| {
             sm_read_err(std::io::Error::other(format!(
                 "{} does not exist",
                 path.display()
             )))
         })?;
-        let items = parse_data(&data)?;
-        let _guard = self.inner.lock.write().unwrap_or_else(|p| p.into_inner());
-        let mut batch = WriteBatch::default();
-        for (k, v) in items {
-            if k != KEY_LAST_APPLIED && k != KEY_MEMBERSHIP {
-                batch.put(k, v);
-            }
-        }
-        self.inner.tree.clear().map_err(sm_write_err)?;
-        self.inner.tree.write(batch).map_err(sm_write_err)?;
-        self.inner.engine.flush().map_err(sm_write_err)?;
-        Ok(meta)
+        // Check it whole before the table is touched.
+        snapshot::data_reader(path, &layout)?.check_to_end()?;
+        self.load_table(path, &layout, false)?;
+        Ok(layout.meta)
     }
 
     /// Size in bytes of the latest snapshot file (0 before the first snapshot).
@@ -231,6 +241,169 @@ impl<E: KvEngine> StateMachine<E> {
 
     fn snapshot_path(&self) -> PathBuf {
         self.inner.snapshot_dir.join(SNAPSHOT_FILE)
+    }
+
+    fn dir_path(&self, name: &str) -> PathBuf {
+        self.inner.snapshot_dir.join(name)
+    }
+
+    /// Replaces the table's content with the data of the snapshot file `path`, in batches of
+    /// bounded size, under the write lock (no reader sees a partial table). With
+    /// `raft_position` the snapshot's last applied log id and membership become the table's;
+    /// without (recovery into a new cluster) they are left out.
+    fn load_table(&self, path: &Path, layout: &Layout, raft_position: bool) -> Result<u64, StorageError> {
+        let reader = snapshot::data_reader(path, layout)?;
+        let tree = &self.inner.tree;
+        let _guard = self.inner.lock.write().unwrap_or_else(|p| p.into_inner());
+        tree.clear().map_err(snapshot::load_err)?;
+        let count = reader.for_each_batch(|items| {
+            let mut batch = WriteBatch::default();
+            for (k, v) in items {
+                if k != KEY_LAST_APPLIED && k != KEY_MEMBERSHIP {
+                    batch.put(k, v);
+                }
+            }
+            tree.write(batch).map_err(snapshot::load_err)
+        })?;
+        if raft_position {
+            let meta = &layout.meta;
+            let mut batch = WriteBatch::default();
+            match &meta.last_log_id {
+                Some(l) => batch.put(KEY_LAST_APPLIED.to_vec(), to_json(l)),
+                None => batch.delete(KEY_LAST_APPLIED.to_vec()),
+            }
+            batch.put(KEY_MEMBERSHIP.to_vec(), to_json(&meta.last_membership));
+            tree.write(batch).map_err(snapshot::load_err)?;
+        }
+        self.inner.engine.flush().map_err(snapshot::load_err)?;
+        Ok(count)
+    }
+
+    /// Makes the fsynced snapshot file `tmp` of `meta` the current one, unless the current
+    /// one is newer (a build that raced with an install); returns the current snapshot.
+    fn publish(&self, tmp: &Path, meta: Meta) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let current = self.snapshot_path();
+        let _guard = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = snapshot::layout(&current)? {
+            if existing.meta.last_log_id > meta.last_log_id {
+                tracing::info!(
+                    built = %meta.snapshot_id,
+                    current = %existing.meta.snapshot_id,
+                    "a newer snapshot was installed meanwhile; keeping it"
+                );
+                let _ = std::fs::remove_file(tmp);
+                return open_snapshot(&current, existing.meta);
+            }
+        }
+        snapshot::rename_durably(tmp, &current)?;
+        open_snapshot(&current, meta)
+    }
+
+    /// The current snapshot, if any, opened for reading.
+    fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self.snapshot_path();
+        let _guard = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
+        match snapshot::layout(&current)? {
+            None => Ok(None),
+            Some(l) if l.old => Err(snapshot::corrupt(format!(
+                "{} is in an old layout that was not converted",
+                current.display()
+            ))),
+            Some(l) => open_snapshot(&current, l.meta).map(Some),
+        }
+    }
+
+    /// Installs the snapshot `meta` whose data is in `file` (normally the file
+    /// `begin_receiving_snapshot` made, filled by Raft): the data is checked whole, made
+    /// durable as `current.snap`, then loaded into the table.
+    fn install_blocking(&self, meta: &Meta, mut file: std::fs::File) -> Result<(), StorageError> {
+        let receiving = self.dir_path(RECEIVING_FILE);
+        let ours = match (file.metadata(), std::fs::metadata(&receiving)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if !ours {
+            // Data handed over some other way (the storage test suite passes the leader's
+            // own file): copy it where received data lives.
+            file.seek(SeekFrom::Start(0))
+                .map_err(snapshot::io_err(ErrorVerb::Read))?;
+            let mut out = snapshot::create(&receiving)?;
+            std::io::copy(&mut BufReader::new(&mut file), &mut out)
+                .map_err(snapshot::io_err(ErrorVerb::Write))?;
+            snapshot::finish_file(out)?;
+        }
+        drop(file);
+        let items = snapshot::seal_received(&receiving, meta)?;
+        // From the marker on, a crash leaves an install that `open` finishes.
+        let marker = self.dir_path(INSTALL_MARKER);
+        let marker_tmp = marker.with_extension("tmp");
+        std::fs::write(&marker_tmp, to_json(meta)).map_err(snapshot::io_err(ErrorVerb::Write))?;
+        std::fs::File::open(&marker_tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(snapshot::io_err(ErrorVerb::Write))?;
+        snapshot::rename_durably(&marker_tmp, &marker)?;
+        let current = self.snapshot_path();
+        {
+            let _guard = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
+            snapshot::rename_durably(&receiving, &current)?;
+        }
+        let layout = Layout {
+            meta: meta.clone(),
+            data_start: 0,
+            old: false,
+        };
+        self.load_table(&current, &layout, true)?;
+        std::fs::remove_file(&marker).map_err(snapshot::io_err(ErrorVerb::Write))?;
+        snapshot::sync_dir_of(&marker)?;
+        tracing::info!(snapshot = %meta.snapshot_id, items, "installed snapshot");
+        Ok(())
+    }
+
+    /// Puts the snapshot directory in order at start-up: leftovers of an unfinished build or
+    /// transfer go, a launcher 0.2.0 `current.snap` is rewritten in the current layout, and
+    /// an install that a crash interrupted is finished (or, if it had not yet touched the
+    /// table, forgotten).
+    fn recover_snapshot_files(&self) -> Result<(), StorageError> {
+        for leftover in [BUILDING_FILE, RECEIVING_FILE, "current.tmp", "installing.tmp"] {
+            match std::fs::remove_file(self.dir_path(leftover)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(snapshot::io_err(ErrorVerb::Delete)(e))
+                }
+                _ => {}
+            }
+        }
+        let current = self.snapshot_path();
+        let mut layout = snapshot::layout(&current)?;
+        if let Some(old) = layout.as_ref().filter(|l| l.old) {
+            let tmp = current.with_extension("tmp");
+            snapshot::convert_old(&current, old, &tmp)?;
+            snapshot::rename_durably(&tmp, &current)?;
+            tracing::info!(path = %current.display(), "rewrote the snapshot in the current layout");
+            layout = snapshot::layout(&current)?;
+        }
+        let marker = self.dir_path(INSTALL_MARKER);
+        let pending: Meta = match std::fs::read(&marker) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|_| snapshot::corrupt(format!("{} is corrupt", marker.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(snapshot::io_err(ErrorVerb::Read)(e)),
+        };
+        match layout {
+            Some(l) if l.meta.snapshot_id == pending.snapshot_id => {
+                tracing::warn!(
+                    snapshot = %pending.snapshot_id,
+                    "a snapshot install was interrupted; finishing it"
+                );
+                let items = self.load_table(&current, &l, true)?;
+                tracing::info!(snapshot = %pending.snapshot_id, items, "installed snapshot");
+            }
+            _ => tracing::info!(
+                snapshot = %pending.snapshot_id,
+                "a snapshot install was interrupted before it changed the table; the leader will send it again"
+            ),
+        }
+        std::fs::remove_file(&marker).map_err(snapshot::io_err(ErrorVerb::Delete))?;
+        snapshot::sync_dir_of(&marker)
     }
 
     fn apply_blocking(
@@ -283,126 +456,30 @@ fn read_json<V: for<'de> serde::Deserialize<'de>>(
     }
 }
 
-fn put_chunk(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn corrupt_snapshot(why: &str) -> StorageError {
-    StorageIOError::read_snapshot(
-        None,
-        &std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string()),
-    )
-    .into()
-}
-
-/// Parses snapshot data into key/value pairs, checking magic and trailer.
-fn parse_data(data: &[u8]) -> Result<KvPairs, StorageError> {
-    let mut r = Cursor::new(data);
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)
-        .map_err(|_| corrupt_snapshot("snapshot data is empty"))?;
-    if &magic != DATA_MAGIC {
-        return Err(corrupt_snapshot("snapshot data has a wrong header"));
-    }
-    let mut items = Vec::new();
-    let read_u32 = |r: &mut Cursor<&[u8]>| -> Result<u32, StorageError> {
-        let mut b = [0u8; 4];
-        r.read_exact(&mut b)
-            .map_err(|_| corrupt_snapshot("snapshot data is truncated"))?;
-        Ok(u32::from_be_bytes(b))
-    };
-    let read_bytes = |r: &mut Cursor<&[u8]>, n: u32| -> Result<Vec<u8>, StorageError> {
-        let mut b = vec![0u8; n as usize];
-        r.read_exact(&mut b)
-            .map_err(|_| corrupt_snapshot("snapshot data is truncated"))?;
-        Ok(b)
-    };
-    loop {
-        let klen = read_u32(&mut r)?;
-        if klen == u32::MAX {
-            let mut c = [0u8; 8];
-            r.read_exact(&mut c)
-                .map_err(|_| corrupt_snapshot("snapshot trailer is truncated"))?;
-            if u64::from_be_bytes(c) != items.len() as u64 {
-                return Err(corrupt_snapshot("snapshot item count does not match its trailer"));
-            }
-            return Ok(items);
-        }
-        let k = read_bytes(&mut r, klen)?;
-        let vlen = read_u32(&mut r)?;
-        let v = read_bytes(&mut r, vlen)?;
-        items.push((k, v));
-    }
-}
-
-fn snap_io(e: std::io::Error) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
-}
-
-/// Writes meta + data to `path` durably: temp file, fsync, rename, fsync of the directory.
-fn write_snapshot_file(path: &Path, meta: &Meta, data: &[u8]) -> Result<(), StorageError> {
-    let meta_json = to_json(meta);
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(snap_io)?;
-        f.write_all(FILE_MAGIC).map_err(snap_io)?;
-        f.write_all(&(meta_json.len() as u32).to_be_bytes())
-            .map_err(snap_io)?;
-        f.write_all(&meta_json).map_err(snap_io)?;
-        f.write_all(data).map_err(snap_io)?;
-        f.sync_all().map_err(snap_io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(snap_io)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(snap_io)?;
-    }
-    Ok(())
-}
-
-/// Reads a snapshot file, `None` if there is none.
-fn read_snapshot_file(path: &Path) -> Result<Option<(Meta, Vec<u8>)>, StorageError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(StorageError::from_io_error(
-                ErrorSubject::Snapshot(None),
-                ErrorVerb::Read,
-                e,
-            ))
-        }
-    };
-    let bad = || corrupt_snapshot(&format!("snapshot file {} is corrupt", path.display()));
-    if bytes.len() < 12 || &bytes[..8] != FILE_MAGIC {
-        return Err(bad());
-    }
-    let meta_len = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-    let meta_end = 12usize
-        .checked_add(meta_len)
-        .filter(|e| *e <= bytes.len())
-        .ok_or_else(bad)?;
-    let meta: Meta = serde_json::from_slice(&bytes[12..meta_end]).map_err(|_| bad())?;
-    let data = bytes[meta_end..].to_vec();
-    parse_data(&data)?;
-    Ok(Some((meta, data)))
+/// Opens the snapshot file at `path` as the data of a [`Snapshot`] of `meta`.
+fn open_snapshot(path: &Path, meta: Meta) -> Result<Snapshot<TypeConfig>, StorageError> {
+    let f = std::fs::File::open(path).map_err(snapshot::io_err(ErrorVerb::Read))?;
+    Ok(Snapshot {
+        meta,
+        snapshot: Box::new(tokio::fs::File::from_std(f)),
+    })
 }
 
 impl<E: KvEngine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let this = self.clone();
         blocking(move || {
-            let (meta, data) = this.capture()?;
+            let tmp = this.dir_path(BUILDING_FILE);
+            let meta = this.capture_into(&tmp)?;
             // The table must be durable at least up to the snapshot before the log it covers goes.
             this.inner.engine.flush().map_err(sm_write_err)?;
-            write_snapshot_file(&this.snapshot_path(), &meta, &data)?;
-            tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
-            Ok(Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(data)),
-            })
+            let snapshot = this.publish(&tmp, meta)?;
+            tracing::info!(
+                snapshot = %snapshot.meta.snapshot_id,
+                bytes = this.snapshot_bytes(),
+                "built snapshot"
+            );
+            Ok(snapshot)
         })
         .await
     }
@@ -446,55 +523,42 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.dir_path(RECEIVING_FILE);
+        blocking(move || {
+            // A new inode: a handle of an abandoned transfer cannot write into this one.
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(snapshot::io_err(ErrorVerb::Delete)(e))
+                }
+                _ => {}
+            }
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(snapshot::io_err(ErrorVerb::Write))?;
+            Ok(Box::new(tokio::fs::File::from_std(f)))
+        })
+        .await
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let this = self.clone();
         let meta = meta.clone();
-        blocking(move || {
-            let data = snapshot.into_inner();
-            let items = parse_data(&data)?;
-            // Durable copy first: it is what we serve to others and what covers the purged log.
-            write_snapshot_file(&this.snapshot_path(), &meta, &data)?;
-            let tree = &this.inner.tree;
-            let _guard = this.inner.lock.write().unwrap_or_else(|p| p.into_inner());
-            let mut batch = WriteBatch::default();
-            // One atomic batch: every old key removed, every snapshot key written.
-            for item in tree.scan_prefix(b"") {
-                let (k, _) = item.map_err(sm_read_err)?;
-                batch.delete(k);
-            }
-            for (k, v) in items {
-                batch.put(k, v);
-            }
-            match &meta.last_log_id {
-                Some(l) => batch.put(KEY_LAST_APPLIED.to_vec(), to_json(l)),
-                None => batch.delete(KEY_LAST_APPLIED.to_vec()),
-            }
-            batch.put(KEY_MEMBERSHIP.to_vec(), to_json(&meta.last_membership));
-            tree.write(batch).map_err(sm_write_err)?;
-            this.inner.engine.flush().map_err(sm_write_err)?;
-            tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
-            Ok(())
-        })
-        .await
+        // Waits for writes still in flight on the handle.
+        let file = snapshot.into_std().await;
+        blocking(move || this.install_blocking(&meta, file)).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let path = self.snapshot_path();
-        blocking(move || {
-            Ok(read_snapshot_file(&path)?.map(|(meta, data)| Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(data)),
-            }))
-        })
-        .await
+        let this = self.clone();
+        blocking(move || this.current_snapshot()).await
     }
 }
 
@@ -502,17 +566,185 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachine<E> {
 mod tests {
     use super::*;
     use crate::engine::{SledEngine, SledOptions};
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-    #[test]
-    fn snapshot_data_detects_truncation() {
-        let mut data = DATA_MAGIC.to_vec();
-        put_chunk(&mut data, b"k");
-        put_chunk(&mut data, b"v");
-        data.extend_from_slice(&u32::MAX.to_be_bytes());
-        data.extend_from_slice(&1u64.to_be_bytes());
-        assert_eq!(parse_data(&data).unwrap(), vec![(b"k".to_vec(), b"v".to_vec())]);
-        assert!(parse_data(&data[..data.len() - 3]).is_err());
-        assert!(parse_data(&data[..10]).is_err());
+    fn open_sm(dir: &Path, name: &str) -> StateMachine<SledEngine> {
+        let e = SledEngine::open(&dir.join(name), &SledOptions::default()).unwrap();
+        StateMachine::open(e, dir.join(format!("{name}-snap"))).unwrap()
+    }
+
+    /// Writes `items` and makes `index` the last applied log id.
+    fn put_items(sm: &StateMachine<SledEngine>, items: &[(&str, &str)], index: u64) {
+        let _g = sm.inner.lock.write().unwrap();
+        let mut b = WriteBatch::default();
+        for (k, v) in items {
+            b.put(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        }
+        b.put(
+            KEY_LAST_APPLIED.to_vec(),
+            to_json(&LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+        );
+        sm.inner.tree.write(b).unwrap();
+    }
+
+    /// The table's job-like keys (everything but the Raft position) with their values.
+    fn items(sm: &StateMachine<SledEngine>) -> Vec<(String, String)> {
+        sm.inner
+            .tree
+            .scan_prefix(b"")
+            .map(|i| i.unwrap())
+            .filter(|(k, _)| k != KEY_LAST_APPLIED && k != KEY_MEMBERSHIP)
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+            .collect()
+    }
+
+    fn index_of(sm: &StateMachine<SledEngine>) -> Option<u64> {
+        sm.applied().unwrap().map(|l| l.index)
+    }
+
+    #[tokio::test]
+    async fn a_received_snapshot_replaces_the_table_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = open_sm(dir.path(), "l");
+        put_items(&leader, &[("j/a", "1"), ("j/b", "2"), ("u/x", "3")], 9);
+        let built = leader.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.unwrap().index, 9);
+        let bytes = std::fs::read(leader.snapshot_path()).unwrap();
+        assert_eq!(&bytes[..8], snapshot::DATA_MAGIC, "files start with the data");
+
+        let mut follower = open_sm(dir.path(), "f");
+        put_items(&follower, &[("j/old", "gone"), ("j/zz", "gone")], 4);
+        // Raft writes the chunks at their offsets; the footer of the leader's file comes too.
+        let mut data = follower.begin_receiving_snapshot().await.unwrap();
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        data.write_all(first).await.unwrap();
+        data.seek(SeekFrom::Start(first.len() as u64)).await.unwrap();
+        data.write_all(rest).await.unwrap();
+        data.shutdown().await.unwrap();
+        follower.install_snapshot(&built.meta, data).await.unwrap();
+
+        assert_eq!(items(&follower), items(&leader));
+        assert_eq!(index_of(&follower), Some(9));
+        let current = follower.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, built.meta);
+        assert!(!follower.dir_path(RECEIVING_FILE).exists());
+        assert!(!follower.dir_path(INSTALL_MARKER).exists());
+        // What the follower now serves is what the leader served.
+        assert_eq!(std::fs::read(follower.snapshot_path()).unwrap(), bytes);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_transfer_leaves_the_table_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = open_sm(dir.path(), "l");
+        put_items(&leader, &[("j/a", "1"), ("j/b", "2")], 9);
+        let built = leader.build_snapshot().await.unwrap();
+        let bytes = std::fs::read(leader.snapshot_path()).unwrap();
+        let mut follower = open_sm(dir.path(), "f");
+        put_items(&follower, &[("j/mine", "kept")], 4);
+        let mut data = follower.begin_receiving_snapshot().await.unwrap();
+        data.write_all(&bytes[..20]).await.unwrap();
+        data.shutdown().await.unwrap();
+        assert!(follower.install_snapshot(&built.meta, data).await.is_err());
+        assert_eq!(items(&follower), vec![("j/mine".into(), "kept".into())]);
+        assert_eq!(index_of(&follower), Some(4));
+        assert!(follower.get_current_snapshot().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_install_is_finished_when_the_node_opens_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = open_sm(dir.path(), "l");
+        put_items(&leader, &[("j/a", "1"), ("j/b", "2")], 9);
+        let built = leader.build_snapshot().await.unwrap();
+        {
+            // The crash came after the marker and the rename, with the table half replaced.
+            let follower = open_sm(dir.path(), "f");
+            put_items(&follower, &[("j/a", "1"), ("j/old", "stale")], 4);
+            std::fs::copy(leader.snapshot_path(), follower.snapshot_path()).unwrap();
+            std::fs::write(follower.dir_path(INSTALL_MARKER), to_json(&built.meta)).unwrap();
+        }
+        let follower = reopen_sm(dir.path(), "f");
+        assert_eq!(items(&follower), items(&leader));
+        assert_eq!(index_of(&follower), Some(9));
+        assert!(!follower.dir_path(INSTALL_MARKER).exists());
+        drop(follower);
+
+        // A crash before the rename: the marker names another snapshot; the table was not
+        // touched and stays.
+        {
+            let other = open_sm(dir.path(), "o");
+            put_items(&other, &[("j/mine", "kept")], 4);
+            let mut meta = built.meta.clone();
+            meta.snapshot_id = "1-1-12-0".into();
+            std::fs::write(other.dir_path(INSTALL_MARKER), to_json(&meta)).unwrap();
+            std::fs::write(other.dir_path(RECEIVING_FILE), b"partial").unwrap();
+        }
+        let other = reopen_sm(dir.path(), "o");
+        assert_eq!(items(&other), vec![("j/mine".into(), "kept".into())]);
+        assert_eq!(index_of(&other), Some(4));
+        assert!(!other.dir_path(INSTALL_MARKER).exists());
+        assert!(!other.dir_path(RECEIVING_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn an_older_build_never_replaces_a_newer_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = open_sm(dir.path(), "a");
+        put_items(&sm, &[("j/a", "1")], 3);
+        let tmp = sm.dir_path(BUILDING_FILE);
+        let old = sm.capture_into(&tmp).unwrap();
+        put_items(&sm, &[("j/b", "2")], 7);
+        let newer = sm.export_snapshot(&sm.snapshot_path()).unwrap();
+        let published = sm.publish(&tmp, old).unwrap();
+        assert_eq!(published.meta, newer);
+        assert_eq!(
+            snapshot::layout(&sm.snapshot_path()).unwrap().unwrap().meta,
+            newer
+        );
+        assert!(!tmp.exists());
+    }
+
+    #[tokio::test]
+    async fn snapshot_files_of_launcher_0_2_0_are_read_and_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(2, 1), 11)),
+            last_membership: Membership::default(),
+            snapshot_id: "2-1-11-0".into(),
+        };
+        // The 0.2.0 layout: magic, meta length, meta, then the data.
+        let mut data = DataWriter::new(Vec::new()).unwrap();
+        data.item(b"j/a", b"1").unwrap();
+        let data = data.finish().unwrap().0;
+        let meta_json = to_json(&meta);
+        let mut old = b"LSNAPF1\n".to_vec();
+        old.extend_from_slice(&(meta_json.len() as u32).to_be_bytes());
+        old.extend_from_slice(&meta_json);
+        old.extend_from_slice(&data);
+
+        // A backup in the old layout restores.
+        let backup = dir.path().join("backup.snap");
+        std::fs::write(&backup, &old).unwrap();
+        let fresh = open_sm(dir.path(), "r");
+        assert_eq!(fresh.import_for_recovery(&backup).unwrap(), meta);
+        assert_eq!(items(&fresh), vec![("j/a".into(), "1".into())]);
+
+        // A node's own current.snap in the old layout is rewritten when it opens.
+        {
+            let sm = open_sm(dir.path(), "n");
+            std::fs::write(sm.snapshot_path(), &old).unwrap();
+        }
+        let mut sm = reopen_sm(dir.path(), "n");
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, meta);
+        let bytes = std::fs::read(sm.snapshot_path()).unwrap();
+        assert_eq!(&bytes[..data.len()], &data[..]);
+    }
+
+    fn reopen_sm(dir: &Path, name: &str) -> StateMachine<SledEngine> {
+        let e = crate::engine::open_waiting_for_lock(&dir.join(name), &SledOptions::default());
+        StateMachine::open(e, dir.join(format!("{name}-snap"))).unwrap()
     }
 
     #[tokio::test]
