@@ -568,36 +568,7 @@ async fn list_jobs(
         }
     };
     let index = first.applied_index;
-    let head = futures::stream::iter([Ok::<_, Infallible>(Bytes::from_static(b"["))]);
-    let mut started = false;
-    let mut sep = move || {
-        let s = if started { "," } else { "" };
-        started = true;
-        s
-    };
-    let mut first_chunk = Vec::new();
-    for j in first.jobs {
-        first_chunk.extend_from_slice(sep().as_bytes());
-        first_chunk.extend_from_slice(&j);
-    }
-    let rest = stream.map(move |chunk| {
-        let mut out = Vec::new();
-        match chunk {
-            Ok(c) => {
-                for j in c.jobs {
-                    out.extend_from_slice(sep().as_bytes());
-                    out.extend_from_slice(&j);
-                }
-            }
-            // Headers are gone: end the array so the client sees a truncated listing, and log.
-            Err(e) => tracing::warn!(error = %e, "listing stream failed midway"),
-        }
-        Ok::<_, Infallible>(Bytes::from(out))
-    });
-    let body = head
-        .chain(futures::stream::iter([Ok(Bytes::from(first_chunk))]))
-        .chain(rest)
-        .chain(futures::stream::iter([Ok(Bytes::from_static(b"]"))]));
+    let body = listing_body(first.jobs, stream);
     let resp = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -605,6 +576,46 @@ async fn list_jobs(
     )
         .into_response();
     Ok(finish(&s, &ctx, index, resp))
+}
+
+/// The JSON array of a listing: the jobs of the first chunk, then those of each chunk the node
+/// streams behind it.
+fn listing_body(
+    first: Vec<Vec<u8>>,
+    stream: impl Stream<Item = Result<pb::JobChunk, tonic::Status>> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let head = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"["))]);
+    let mut started = false;
+    let mut sep = move || {
+        let s = if started { "," } else { "" };
+        started = true;
+        s
+    };
+    let mut first_chunk = Vec::new();
+    for j in first {
+        first_chunk.extend_from_slice(sep().as_bytes());
+        first_chunk.extend_from_slice(&j);
+    }
+    // The status line has gone out: a failure midway aborts the body (HTTP/1.1 ends without
+    // its last chunk, HTTP/2 resets the stream), so the client sees an incomplete answer
+    // instead of a well-formed but truncated listing.
+    let rest = stream.map(move |chunk| match chunk {
+        Ok(c) => {
+            let mut out = Vec::new();
+            for j in c.jobs {
+                out.extend_from_slice(sep().as_bytes());
+                out.extend_from_slice(&j);
+            }
+            Ok(Bytes::from(out))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "listing stream failed midway; aborting the answer");
+            Err(std::io::Error::other(ApiError::from(e).message))
+        }
+    });
+    head.chain(futures::stream::iter([Ok(Bytes::from(first_chunk))]))
+        .chain(rest)
+        .chain(futures::stream::iter([Ok(Bytes::from_static(b"]"))]))
 }
 
 /// Query of single-job reads.
@@ -1008,4 +1019,55 @@ async fn save_snapshot(State(s): State<Shared>, ctx: Ctx) -> Result<Response, Ap
     )
         .into_response();
     Ok(finish(&s, &ctx, 0, resp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(jobs: &[&str]) -> Result<pb::JobChunk, tonic::Status> {
+        Ok(pb::JobChunk {
+            jobs: jobs.iter().map(|j| j.as_bytes().to_vec()).collect(),
+            applied_index: 7,
+        })
+    }
+
+    async fn collect(
+        body: impl Stream<Item = Result<Bytes, std::io::Error>>,
+    ) -> (Vec<u8>, Option<std::io::Error>) {
+        let mut out = Vec::new();
+        let mut body = std::pin::pin!(body);
+        while let Some(part) = body.next().await {
+            match part {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    #[tokio::test]
+    async fn a_listing_is_one_array_over_every_chunk() {
+        let rest = futures::stream::iter([chunk(&["{\"id\":2}"]), chunk(&[]), chunk(&["{\"id\":3}"])]);
+        let (bytes, err) = collect(listing_body(vec![b"{\"id\":1}".to_vec()], rest)).await;
+        assert!(err.is_none());
+        assert_eq!(bytes, b"[{\"id\":1},{\"id\":2},{\"id\":3}]");
+        let (bytes, _) = collect(listing_body(vec![], futures::stream::iter([]))).await;
+        assert_eq!(bytes, b"[]");
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_fails_midway_is_aborted_not_closed() {
+        let rest = futures::stream::iter([
+            chunk(&["{\"id\":2}"]),
+            Err(tonic::Status::unavailable("node went away")),
+            chunk(&["{\"id\":3}"]),
+        ]);
+        let (bytes, err) = collect(listing_body(vec![b"{\"id\":1}".to_vec()], rest)).await;
+        assert!(err.is_some(), "the body must end in an error");
+        assert_eq!(
+            bytes, b"[{\"id\":1},{\"id\":2}",
+            "no closing bracket after a failure"
+        );
+    }
 }

@@ -12,7 +12,7 @@
 //! service) stays a discovery entry and a last resort, and learned members that left the
 //! membership are forgotten.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -100,11 +100,44 @@ pub struct Pool {
     indexes: Mutex<IndexMemory>,
 }
 
-/// A bounded map of client key → highest applied index returned to it (oldest forgotten first).
+/// A bounded map of client key → highest applied index returned to it; when full, the client
+/// answered least recently is forgotten (an LRU, as DESIGN §2 says).
 #[derive(Default)]
 struct IndexMemory {
-    map: HashMap<String, u64>,
-    order: VecDeque<String>,
+    /// Client → (highest index, stamp of its last answer).
+    map: HashMap<String, (u64, u64)>,
+    /// Stamp → client, oldest first.
+    by_use: BTreeMap<u64, String>,
+    next_stamp: u64,
+}
+
+impl IndexMemory {
+    /// Records an answer at `index` to `client`, keeping at most `capacity` clients.
+    fn remember(&mut self, client: &str, index: u64, capacity: usize) {
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        match self.map.get_mut(client) {
+            Some((known, used)) => {
+                *known = (*known).max(index);
+                self.by_use.remove(used);
+                *used = stamp;
+            }
+            None => {
+                self.map.insert(client.to_string(), (index, stamp));
+            }
+        }
+        self.by_use.insert(stamp, client.to_string());
+        while self.map.len() > capacity {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.map.remove(&oldest);
+        }
+    }
+
+    fn get(&self, client: &str) -> u64 {
+        self.map.get(client).map_or(0, |(index, _)| *index)
+    }
 }
 
 fn channel(addr: &str) -> Channel {
@@ -242,30 +275,15 @@ impl Pool {
 
     /// Remembers the highest index returned to `client`.
     pub fn remember_index(&self, client: &str, index: u64) {
-        let mut m = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
-        match m.map.get_mut(client) {
-            Some(v) => *v = (*v).max(index),
-            None => {
-                m.map.insert(client.to_string(), index);
-                m.order.push_back(client.to_string());
-                while m.order.len() > INDEX_MEMORY {
-                    if let Some(old) = m.order.pop_front() {
-                        m.map.remove(&old);
-                    }
-                }
-            }
-        }
+        self.indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remember(client, index, INDEX_MEMORY);
     }
 
     /// The highest index returned to `client` (0 when unknown).
     pub fn known_index(&self, client: &str) -> u64 {
-        self.indexes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .get(client)
-            .copied()
-            .unwrap_or(0)
+        self.indexes.lock().unwrap_or_else(|p| p.into_inner()).get(client)
     }
 
     /// Asks one node for its Status (no cluster id needed for Status).
@@ -481,5 +499,17 @@ mod tests {
             assert_eq!(pool.known_index("c"), 7);
             assert_eq!(pool.known_index("d"), 0);
         });
+    }
+
+    #[test]
+    fn the_index_memory_forgets_the_client_answered_least_recently() {
+        let mut m = IndexMemory::default();
+        m.remember("a", 5, 2);
+        m.remember("b", 6, 2);
+        m.remember("a", 3, 2); // a answered again: b is now the least recent
+        m.remember("c", 9, 2);
+        assert_eq!((m.get("a"), m.get("b"), m.get("c")), (5, 0, 9));
+        assert_eq!(m.map.len(), 2);
+        assert_eq!(m.by_use.len(), 2);
     }
 }
