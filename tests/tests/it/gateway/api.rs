@@ -392,3 +392,79 @@ async fn following_output_waits_for_the_launch() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// Every single-job route answers 404 (code 3, `JobNotFound`) both for a job that does not
+/// exist and for another user's job — get, status, output (any `type`), network, resource use,
+/// control and delete — and the owner still has the job afterwards. `limit`/`after` page
+/// through a user's listing: pages of at most `limit` jobs that together are exactly the
+/// unpaged listing, each job once, ending with an empty page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_foreign_jobs_are_404_and_listings_page() -> anyhow::Result<()> {
+    init_tracing();
+    let (_cluster, gw) = TestGateway::with_scripted_cluster(3, "pending-seconds=600\n").await?;
+    let (alice, bob) = (gw.client("alice"), gw.client("bob"));
+    let job = |n: usize| serde_json::json!({"name": format!("p{n}"), "cluster": "Local", "command": "true"});
+    for n in 0..5 {
+        let (st, j) = alice.post("/jobs", &job(n)).await?;
+        assert_eq!(st, 201, "{j}");
+    }
+    let (st, bobs) = bob.post("/jobs", &job(9)).await?;
+    assert_eq!(st, 201, "{bobs}");
+    let foreign = bobs["id"].as_str().expect("id").to_string();
+    let unknown = "019ac0de-0000-7000-8000-000000000000".to_string();
+
+    for id in [&unknown, &foreign] {
+        let not_found = |what: String, st: u16, e: serde_json::Value| {
+            assert_eq!(
+                (st, e["error"]["code"].as_i64(), e["error"]["name"].as_str()),
+                (404, Some(3), Some("JobNotFound")),
+                "{what}: {e}"
+            );
+        };
+        for path in [
+            "",
+            "/status",
+            "/status?stream=true",
+            "/output",
+            "/output?type=stderr",
+            "/output?type=both&follow=true",
+            "/network",
+            "/resource-utilization",
+            "/resource-utilization?stream=true",
+        ] {
+            let (st, e) = alice.get(&format!("/jobs/{id}{path}")).await?;
+            not_found(format!("GET /jobs/{id}{path}"), st, e);
+        }
+        let (st, e) = alice
+            .post(
+                &format!("/jobs/{id}/control"),
+                &serde_json::json!({"operation": "cancel"}),
+            )
+            .await?;
+        not_found(format!("POST /jobs/{id}/control"), st, e);
+        let r = alice.req(Method::DELETE, &format!("/jobs/{id}")).send().await?;
+        let st = r.status().as_u16();
+        not_found(format!("DELETE /jobs/{id}"), st, r.json().await?);
+    }
+    let (st, still) = bob.get(&format!("/jobs/{foreign}")).await?;
+    assert_eq!((st, still["status"].as_str()), (200, Some("Pending")), "{still}");
+
+    let (st, all) = alice.get("/jobs").await?;
+    assert_eq!(st, 200);
+    let all = all.as_array().expect("array").clone();
+    assert_eq!(all.len(), 5, "alice sees her five jobs only");
+    let mut paged = Vec::new();
+    let mut path = "/jobs?limit=2".to_string();
+    loop {
+        let (st, page) = alice.get(&path).await?;
+        assert_eq!(st, 200, "{path}: {page}");
+        let page = page.as_array().expect("array").clone();
+        assert!(page.len() <= 2, "{path} gave {} jobs", page.len());
+        let Some(last) = page.last() else { break };
+        path = format!("/jobs?limit=2&after={}", last["id"].as_str().expect("id"));
+        paged.extend(page);
+        assert!(paged.len() <= all.len(), "paging does not end: {paged:?}");
+    }
+    assert_eq!(paged, all, "the pages make up the listing, in its order");
+    Ok(())
+}

@@ -217,3 +217,89 @@ async fn request_ids_follow_forwarded_calls_to_the_owner() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// Gateways keep only soft state, so two of them side by side pin each client key to the same
+/// node and give the same answers, and a gateway restarted in place of one of them serves the
+/// same clients as before: same node, and the `launcher-index` cookie a client got from the old
+/// gateway (its read-your-writes floor) is honoured by the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_side_by_side_agree_and_a_restarted_one_loses_nothing() -> anyhow::Result<()> {
+    init_tracing();
+    let (cluster, first) = TestGateway::with_scripted_cluster(3, "pending-seconds=600\n").await?;
+    let second = TestGateway::start(&cluster, |_| {}).await?;
+    // (node that answered, applied index, `launcher-index` cookie) of a GET of `path`.
+    let ask = |gw: &TestGateway, client: &str, cookies: String, path: &str| {
+        let req = gw
+            .client("alice")
+            .req(Method::GET, path)
+            .header("cookie", format!("launcher-node={client}{cookies}"));
+        async move {
+            let r = req.send().await?;
+            anyhow::ensure!(r.status() == 200, "status {}", r.status());
+            let node: u64 = r.headers()["x-launcher-node"].to_str()?.parse()?;
+            let index: u64 = r.headers()["x-launcher-index"].to_str()?.parse()?;
+            let cookie = r
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|v| v.strip_prefix("launcher-index="))
+                .and_then(|v| v.split(';').next())
+                .map(str::to_string);
+            Ok::<_, anyhow::Error>((node, index, cookie, r.text().await?))
+        }
+    };
+    let (st, job) = first
+        .client("alice")
+        .post(
+            "/jobs",
+            &serde_json::json!({"name": "seen-by-both", "cluster": "Local", "command": "true"}),
+        )
+        .await?;
+    assert_eq!(st, 201, "{job}");
+    let path = format!("/jobs/{}", job["id"].as_str().expect("id"));
+    // Once its plugin has it, the job stays as it is (Pending for 600 s) and can be compared.
+    wait_until("the job to be launched", DEADLINE, || {
+        let (alice, path) = (first.client("alice"), path.clone());
+        async move {
+            let (_, j) = alice.get(&path).await?;
+            Ok(j.get("pluginJobId").map(|_| ()))
+        }
+    })
+    .await?;
+    let mut pinned = Vec::new();
+    for c in 0..12 {
+        let client = format!("rstudio{c}");
+        let (n1, i1, cookie, body1) = ask(&first, &client, String::new(), &path).await?;
+        let (n2, _, _, body2) = ask(&second, &client, String::new(), &path).await?;
+        assert_eq!(n1, n2, "{client} is pinned to the same node by both gateways");
+        let a: serde_json::Value = serde_json::from_str(&body1)?;
+        let b: serde_json::Value = serde_json::from_str(&body2)?;
+        assert_eq!(a, b, "both gateways give the same job");
+        let cookie = cookie.expect("the gateway mirrors the client's index in a cookie");
+        assert_eq!(cookie.parse::<u64>()?, i1);
+        pinned.push((client, n1, i1, cookie));
+    }
+    let spread: std::collections::BTreeSet<u64> = pinned.iter().map(|p| p.1).collect();
+    assert!(spread.len() > 1, "clients spread over the nodes: {pinned:?}");
+
+    // Replace the first gateway by a new process state: nothing of it survives but the cookies.
+    first.handle.shutdown().await?;
+    let restarted = TestGateway::start(&cluster, |_| {}).await?;
+    for (client, node, index, cookie) in &pinned {
+        let (n, i, _, _) = ask(&restarted, client, format!("; launcher-index={cookie}"), &path).await?;
+        assert_eq!(n, *node, "{client} is back on its node after the restart");
+        assert!(i >= *index, "{client} read at {i}, below its floor {index}");
+    }
+    // A floor no node has reached yet is refused as "not there yet" (13), not read below.
+    let r = restarted
+        .client("alice")
+        .req(Method::GET, &path)
+        .header("cookie", "launcher-node=rstudio0; launcher-index=999999999")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 503, "a floor far ahead is not served");
+    let e: serde_json::Value = r.json().await?;
+    assert_eq!(e["error"]["code"], 13, "{e}");
+    Ok(())
+}
