@@ -30,7 +30,9 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const WAIT: Duration = Duration::from_secs(120);
 /// Short liveness settings for the test's node config (the shipped one says 30 and 300).
 const NODE_LOST_SECONDS: u64 = 5;
-const DEAD_MEMBER_SECONDS: u64 = 10;
+/// Long enough that a replica re-created by the rolling upgrade (stop, create, start) is not
+/// taken for dead while the cluster has five voters to spare.
+const DEAD_MEMBER_SECONDS: u64 = 20;
 /// Image tag the test builds and runs (the same one `build-images.sh` builds by default).
 const TAG: &str = "latest";
 /// Label on every container of a test project.
@@ -121,6 +123,8 @@ struct Teardown {
     /// Anonymous volumes seen on the project's containers: scaling in removes containers but
     /// leaves their volumes, which `down -v` no longer knows.
     volumes: Mutex<BTreeSet<String>>,
+    /// Images the test tagged (the rolling upgrade's "new" ones), removed at the end.
+    images: Mutex<Vec<String>>,
     /// Set when the test got to its end: otherwise the containers' logs are printed first.
     passed: AtomicBool,
     done: AtomicBool,
@@ -162,6 +166,10 @@ impl Teardown {
         for v in volumes {
             // Already gone with `down -v` when its container still existed.
             let _ = run_blocking("docker", &["volume", "rm", "-f", &v], &[], DOCKER_TIMEOUT);
+        }
+        let images = std::mem::take(&mut *self.images.lock().unwrap_or_else(|p| p.into_inner()));
+        for i in images {
+            let _ = run_blocking("docker", &["rmi", "-f", &i], &[], DOCKER_TIMEOUT);
         }
     }
 }
@@ -246,6 +254,7 @@ impl Project {
             compose_args,
             env,
             volumes: Mutex::new(BTreeSet::new()),
+            images: Mutex::new(Vec::new()),
             passed: AtomicBool::new(false),
             done: AtomicBool::new(false),
         });
@@ -278,6 +287,57 @@ impl Project {
 
     async fn docker(&self, args: &[&str]) -> anyhow::Result<String> {
         run("docker", args, &[], DOCKER_TIMEOUT).await
+    }
+
+    /// Tags images that differ from the running ones only by a label (a new image id, as a
+    /// new release would have); returns their tag.
+    async fn tag_new_images(&self) -> anyhow::Result<String> {
+        let tag = format!("{TAG}-upgrade-{}", self.name);
+        for image in ["launcher-node", "launcher-gateway"] {
+            let dir = self._dir.path().join(format!("{image}-upgrade"));
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(
+                dir.join("Dockerfile"),
+                format!("FROM {image}:{TAG}\nLABEL launcher.upgrade-test={}\n", self.name),
+            )?;
+            let target = format!("{image}:{tag}");
+            self.teardown
+                .images
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(target.clone());
+            run(
+                "docker",
+                &["build", "-q", "-t", &target, &dir.display().to_string()],
+                &[],
+                DOCKER_TIMEOUT,
+            )
+            .await?;
+        }
+        Ok(tag)
+    }
+
+    /// Runs `deploy/rolling-upgrade.sh` on this project with `LAUNCHER_IMAGE_TAG=tag`.
+    async fn rolling_upgrade(&self, tag: &str) -> anyhow::Result<String> {
+        // The script calls plain `docker-compose`: name the project and files the way
+        // docker-compose reads them from the environment.
+        let args = &self.teardown.compose_args;
+        let files: Vec<&str> = args
+            .windows(2)
+            .filter(|w| w[0] == "-f")
+            .map(|w| w[1].as_str())
+            .collect();
+        let mut env = self.teardown.env.clone();
+        env.retain(|(k, _)| k != "LAUNCHER_IMAGE_TAG");
+        env.push(("LAUNCHER_IMAGE_TAG".into(), tag.to_string()));
+        env.push(("COMPOSE_PROJECT_NAME".into(), self.name.clone()));
+        env.push(("COMPOSE_FILE".into(), files.join(":")));
+        let script = repo_root()
+            .join("deploy/rolling-upgrade.sh")
+            .display()
+            .to_string();
+        // Two stops of up to 30 s each, starts, and the waits for Green in between.
+        run("sh", &[&script], &env, Duration::from_secs(600)).await
     }
 
     /// The containers of `service` (running or not), remembering their volumes for teardown.
@@ -375,7 +435,7 @@ fn container_of(address: &str) -> String {
 }
 
 /// Waits until the cluster reports `want` ("Green"/"Yellow") with exactly the voters in
-/// `members` (container names); returns the last status.
+/// `members` (container names), one member per container; returns the last status.
 async fn wait_cluster(http: &Http, want: &str, members: &BTreeSet<String>) -> anyhow::Result<Value> {
     let what = format!("cluster {want} with voters {members:?}");
     wait_until(&what, WAIT, || {
@@ -390,6 +450,7 @@ async fn wait_cluster(http: &Http, want: &str, members: &BTreeSet<String>) -> an
             let ok = st["status"] == want
                 && st["leader"].as_u64().unwrap_or(0) != 0
                 && &names == members
+                && nodes.len() == members.len()
                 && nodes.iter().all(|n| n["voter"] == true);
             anyhow::ensure!(ok, "status now: {st}");
             Ok(Some(st))
@@ -462,6 +523,56 @@ impl Submitter {
         let _ = self.stop.send(true);
         Ok(tokio::time::timeout(Duration::from_secs(60), self.task).await??)
     }
+}
+
+/// Polls `GET /status` every 200 ms until stopped; returns every status seen that was neither
+/// Green nor Yellow (a Red is a lost leader or quorum), with the time it was seen.
+struct HealthWatch {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl HealthWatch {
+    fn start(http: Http) -> HealthWatch {
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut bad = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = stop_rx.changed() => break,
+                    _ = tick.tick() => match status(&http).await {
+                        Ok(st) if st["status"] == "Green" || st["status"] == "Yellow" => {}
+                        Ok(st) => bad.push(format!("{:?}: {st}", started.elapsed())),
+                        Err(e) => bad.push(format!("{:?}: {e:#}", started.elapsed())),
+                    },
+                }
+            }
+            bad
+        });
+        HealthWatch { stop, task }
+    }
+
+    async fn finish(self) -> anyhow::Result<Vec<String>> {
+        let _ = self.stop.send(true);
+        Ok(tokio::time::timeout(Duration::from_secs(60), self.task).await??)
+    }
+}
+
+/// Member ids by container name, from a status.
+fn ids_by_container(st: &Value) -> BTreeMap<String, u64> {
+    st["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            (
+                container_of(n["address"].as_str().unwrap_or_default()),
+                n["id"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
 }
 
 /// Every acknowledged job is listed through the gateway, and the gateway's listing is
@@ -686,17 +797,30 @@ async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<(
     .await?;
 
     // 2. Scale out to 5 while submitting: two voters join.
+    let ids_before = ids_by_container(&status(&admin).await?);
     let submitter = Submitter::start(alice.clone(), acked.clone(), 1000);
+    let watch = HealthWatch::start(admin.clone());
     p.compose(&["up", "-d", "--scale", "node=5"]).await?;
     let five = p.containers("node").await?;
     assert_eq!(five.len(), 5);
     let st = wait_cluster(&admin, "Green", &names(&five)).await?;
     let (ok, failed) = submitter.finish().await?;
+    let red = watch.finish().await?;
     eprintln!(
         "scaled to 5 after {:?}; submits during it: {ok} acknowledged, {failed} not",
         started.elapsed()
     );
+    // Adding learners and promoting them never costs the cluster its leader or quorum.
     assert!(ok > 0, "submits went through while scaling out");
+    assert_eq!(failed, 0, "every submit was acknowledged while scaling out");
+    assert!(
+        red.is_empty(),
+        "the cluster lost its leader or quorum while scaling out: {red:?}"
+    );
+    let ids_five = ids_by_container(&st);
+    for (container, id) in &ids_before {
+        assert_eq!(ids_five.get(container), Some(id), "{container} keeps its id");
+    }
     // The gateway learned the new members: clients (by their cookie) are spread over all five.
     let ids: BTreeSet<u64> = st["nodes"]
         .as_array()
@@ -735,19 +859,37 @@ async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<(
     .await?;
 
     // 3. Scale back in to 3 while submitting: the leader removes the two stopped members.
+    let leader_before = leader_of(&status(&admin).await?)?;
     let submitter = Submitter::start(alice.clone(), acked.clone(), 2000);
+    let watch = HealthWatch::start(admin.clone());
     p.compose(&["up", "-d", "--scale", "node=3"]).await?;
     let three = p.containers("node").await?;
     assert_eq!(three.len(), 3);
     let gone: Vec<&Container> = five.iter().filter(|c| !names(&three).contains(&c.name)).collect();
     assert_eq!(gone.len(), 2);
-    wait_cluster(&admin, "Green", &names(&three)).await?;
+    let st = wait_cluster(&admin, "Green", &names(&three)).await?;
     let (ok, failed) = submitter.finish().await?;
+    let red = watch.finish().await?;
     eprintln!(
         "back to 3 after {:?}; submits during it: {ok} acknowledged, {failed} not",
         started.elapsed()
     );
     assert!(ok > 0, "submits went through while scaling in");
+    if gone.iter().any(|c| c.name == leader_before) {
+        // Stopping the leader costs an election, during which submits may fail.
+        eprintln!("the leader {leader_before} was scaled away: an election was expected");
+    } else {
+        // Three of five voters stay up throughout, the leader among them.
+        assert_eq!(failed, 0, "every submit was acknowledged while scaling in");
+        assert!(
+            red.is_empty(),
+            "the cluster lost its leader or quorum while scaling in: {red:?}"
+        );
+    }
+    let ids_three = ids_by_container(&st);
+    for (container, id) in &ids_three {
+        assert_eq!(ids_five.get(container), Some(id), "{container} keeps its id");
+    }
     let lost: Vec<String> = gone
         .iter()
         .flat_map(|c| sleepers_on(&jobs, &c.hostname))
@@ -781,7 +923,12 @@ async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<(
     let live: Vec<String> = all3.iter().filter(|n| **n != victim.name).cloned().collect();
     check_listings(&p, &admin, &live, &acked).await?;
     p.docker(&["start", &victim.name]).await?;
-    wait_cluster(&admin, "Green", &names(&three)).await?;
+    let st = wait_cluster(&admin, "Green", &names(&three)).await?;
+    assert_eq!(
+        ids_by_container(&st),
+        ids_three,
+        "the killed leader came back under its id"
+    );
     check_listings(&p, &admin, &all3, &acked).await?;
     let jobs = more_sleepers(&alice, &admin, &acked, &mut next_sleeper, 3).await?;
     eprintln!("leader kill done after {:?}", started.elapsed());
@@ -806,7 +953,12 @@ async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<(
     let live: Vec<String> = all3.iter().filter(|n| **n != follower.name).cloned().collect();
     check_listings(&p, &admin, &live, &acked).await?;
     p.docker(&["start", &follower.name]).await?;
-    wait_cluster(&admin, "Green", &names(&three)).await?;
+    let st = wait_cluster(&admin, "Green", &names(&three)).await?;
+    assert_eq!(
+        ids_by_container(&st),
+        ids_three,
+        "the stopped follower came back under its id"
+    );
     check_listings(&p, &admin, &all3, &acked).await?;
     let jobs = more_sleepers(&alice, &admin, &acked, &mut next_sleeper, 3).await?;
     eprintln!("follower stop done after {:?}", started.elapsed());
@@ -833,12 +985,53 @@ async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<(
     check_listings(&p, &admin, &live, &acked).await?;
     p.docker(&["network", "connect", "--alias", "node", &network, &cut.name])
         .await?;
-    wait_cluster(&admin, "Green", &names(&three)).await?;
+    let st = wait_cluster(&admin, "Green", &names(&three)).await?;
+    assert_eq!(ids_by_container(&st), ids_three, "the cut-off node kept its id");
     check_listings(&p, &admin, &all3, &acked).await?;
     assert!(
         p.containers("node").await?.iter().all(|c| c.running),
         "every node still runs"
     );
+    eprintln!("network cut done after {:?}", started.elapsed());
+
+    // 7. Rolling upgrade (deploy/rolling-upgrade.sh) to "new" images (ours under a new tag,
+    //    with a new image id) while clients keep submitting: the cluster keeps its leader and
+    //    quorum, every original replica keeps its id on the new image, and the two temporary
+    //    replicas are removed from the membership.
+    let new_tag = p.tag_new_images().await?;
+    let submitter = Submitter::start(alice.clone(), acked.clone(), 3000);
+    let watch = HealthWatch::start(admin.clone());
+    p.rolling_upgrade(&new_tag).await?;
+    let st = wait_cluster(&admin, "Green", &names(&three)).await?;
+    let (ok, failed) = submitter.finish().await?;
+    let red = watch.finish().await?;
+    eprintln!(
+        "rolling upgrade done after {:?}; submits during it: {ok} acknowledged, {failed} not; \
+         statuses other than Green/Yellow: {red:?}",
+        started.elapsed()
+    );
+    assert!(ok > 0, "submits went through during the upgrade");
+    assert_eq!(
+        ids_by_container(&st),
+        ids_three,
+        "the upgraded replicas kept their ids"
+    );
+    let upgraded = p.containers("node").await?;
+    assert_eq!(
+        names(&upgraded),
+        names(&three),
+        "the same three replicas, re-created"
+    );
+    for c in &upgraded {
+        let image = p.docker(&["inspect", "-f", "{{.Config.Image}}", &c.name]).await?;
+        assert_eq!(
+            image.trim(),
+            format!("launcher-node:{new_tag}"),
+            "{} runs the new image",
+            c.name
+        );
+    }
+    check_listings(&p, &admin, &all3, &acked).await?;
     eprintln!(
         "done after {:?}: {} acknowledged jobs, all listed identically",
         started.elapsed(),
