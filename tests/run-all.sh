@@ -14,7 +14,10 @@ fi
 # The OpenAPI conformance test drives the gateway with schemathesis (pinned, from PyPI).
 if ! command -v schemathesis >/dev/null 2>&1; then
   echo "installing schemathesis ..."
-  python3 -m pip install --quiet 'schemathesis==4.32.5'
+  # A Python that marks itself externally managed (PEP 668, Debian 12+) refuses a plain
+  # install; this machine's tests may install into it.
+  python3 -m pip install --quiet 'schemathesis==4.32.5' ||
+    python3 -m pip install --quiet --break-system-packages 'schemathesis==4.32.5'
 fi
 
 # The web page tests drive Debian's Chromium headless (tests/tests/it/gateway/ui.rs).
