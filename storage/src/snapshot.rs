@@ -33,8 +33,12 @@ const OLD_FILE_MAGIC: &[u8; 8] = b"LSNAPF1\n";
 const MAX_ITEM_BYTES: u32 = 256 << 20;
 /// Largest meta JSON in a footer or an old header.
 const MAX_META_BYTES: u32 = 64 << 20;
-/// Items are handed to the table in batches of about this many bytes.
-pub(crate) const BATCH_BYTES: usize = 8 << 20;
+/// Items are handed to the table in batches of at most this many items or about this many
+/// bytes, whichever comes first. sled holds on to memory for large batches of small keys (a
+/// measured 3.5 KB per key in batches of 10 000 keys, under 0.1 KB in batches of 250), and a
+/// table is mostly small index keys.
+pub(crate) const BATCH_ITEMS: usize = 256;
+pub(crate) const BATCH_BYTES: usize = 1 << 20;
 /// Buffer size of the streaming readers and writers.
 const IO_BUFFER: usize = 1 << 20;
 
@@ -168,7 +172,8 @@ impl<R: Read> DataReader<R> {
         Ok((self.consumed, self.count))
     }
 
-    /// Hands every remaining item to `sink` in batches of about [`BATCH_BYTES`].
+    /// Hands every remaining item to `sink` in batches of at most [`BATCH_ITEMS`] items or about
+    /// [`BATCH_BYTES`].
     pub(crate) fn for_each_batch(
         mut self,
         mut sink: impl FnMut(Vec<Item>) -> Result<(), StorageError>,
@@ -178,7 +183,7 @@ impl<R: Read> DataReader<R> {
         while let Some((k, v)) = self.next_item()? {
             bytes += k.len() + v.len();
             batch.push((k, v));
-            if bytes >= BATCH_BYTES {
+            if bytes >= BATCH_BYTES || batch.len() >= BATCH_ITEMS {
                 sink(std::mem::take(&mut batch))?;
                 bytes = 0;
             }
@@ -405,5 +410,20 @@ mod tests {
         assert_eq!(n, 20);
         assert_eq!(sizes.iter().sum::<usize>(), 20);
         assert!(sizes.iter().all(|s| *s <= BATCH_BYTES / (1 << 20)), "{sizes:?}");
+        // Small items: the count bounds the batch.
+        let mut w = DataWriter::new(Vec::new()).unwrap();
+        for i in 0..1000u32 {
+            w.item(&i.to_be_bytes(), b"").unwrap();
+        }
+        let bytes = w.finish().unwrap().0;
+        let mut sizes = Vec::new();
+        DataReader::new(&bytes[..])
+            .unwrap()
+            .for_each_batch(|b| {
+                sizes.push(b.len());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(sizes, vec![256, 256, 256, 232]);
     }
 }
