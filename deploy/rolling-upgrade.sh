@@ -87,13 +87,15 @@ wait_green "$((n + 2))"
 
 say "3/3: scaling back to $n replicas"
 before="$(nodes)"
+# Volumes by container, read now: the scale-down removes the containers.
+volumes_before="$(for c in $before; do
+  echo "$c $(docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' "$c")"
+done)"
 docker-compose up -d --no-deps --scale "node=$n" node
 after="$(nodes)"
-gone_volumes=""
-for c in $before; do
-  echo "$after" | grep -q "^$c\$" && continue
-  gone_volumes="$gone_volumes $(docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' "$c" 2>/dev/null || true)"
-done
+gone_volumes="$(echo "$volumes_before" | while read -r c vols; do
+  echo "$after" | grep -q "^$c\$" || echo "$vols"
+done)"
 running_names="$(for c in $after; do docker inspect -f '{{.Name}}' "$c" | sed 's|^/||'; done)"
 port="$(docker-compose port gateway 5559 | sed -n 's/^127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p')"
 [ -n "$port" ] || die "the gateway publishes no port on 127.0.0.1: remove the stopped members with launcherctl"

@@ -383,6 +383,17 @@ fn write_markdown(md: &mut String, r: &Results) -> std::fmt::Result {
             s.populated
                 .map_or("not within 5 minutes".into(), |d| format!("{:.0} ms", ms(d)))
         )?;
+        let mib = |k: Option<u64>| k.map_or("unknown".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
+        writeln!(
+            md,
+            "| peak resident size (VmHWM) of the 4th node, start to full table | {} |",
+            mib(s.newcomer_peak_rss_kib)
+        )?;
+        writeln!(
+            md,
+            "| peak resident size (VmHWM) of the leader since it started | {} |",
+            mib(s.leader_peak_rss_kib)
+        )?;
     }
 
     if !r.failovers.is_empty() || !r.etcd_failovers.is_empty() {
@@ -600,6 +611,8 @@ pub fn json(r: &Results, args: &Args) -> Value {
             "new_node_caught_up_ms": ms(s.caught_up),
             "new_node_jobs_at_caught_up": s.visible_at_caught_up,
             "new_node_populated_ms": s.populated.map(ms),
+            "new_node_peak_rss_kib": s.newcomer_peak_rss_kib,
+            "leader_peak_rss_kib": s.leader_peak_rss_kib,
         })),
         "failover": {
             "launcher": {

@@ -92,6 +92,10 @@ pub struct SnapshotFig {
     pub visible_at_caught_up: u64,
     /// Start → the new node's table holds every job the leader's did.
     pub populated: Option<Duration>,
+    /// Peak resident size (VmHWM) of the new node once its table holds every job, KiB.
+    pub newcomer_peak_rss_kib: Option<u64>,
+    /// Peak resident size (VmHWM) of the leader after sending the snapshot, KiB.
+    pub leader_peak_rss_kib: Option<u64>,
 }
 
 /// Tags of loaded job `k`.
@@ -105,12 +109,21 @@ fn tags_of(k: usize, sizes: &[usize]) -> Vec<String> {
 
 /// VmRSS of a process, KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// VmHWM (the peak resident size since it started) of a process, KiB.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .context("no VmRSS")
+        .with_context(|| format!("no {field} for process {pid}"))
 }
 
 /// A node's `/metrics`, summed by metric name (labels dropped).
@@ -470,6 +483,10 @@ pub async fn snapshot(cluster: &mut ProcessCluster, leader: usize) -> anyhow::Re
         install = logged_at(&log_path, "installed snapshot").map(|t| since(wall0, t));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let newcomer_peak_rss_kib = cluster.nodes[newcomer - 1]
+        .pid()
+        .and_then(|p| peak_rss_kib(p).ok());
+    let leader_peak_rss_kib = cluster.nodes[leader - 1].pid().and_then(|p| peak_rss_kib(p).ok());
     // Back to three voters for what follows.
     let new_id = nc.status().await?.node_id;
     wait_until_ok("removing the 4th node", || lc.remove_member(new_id)).await?;
@@ -484,6 +501,8 @@ pub async fn snapshot(cluster: &mut ProcessCluster, leader: usize) -> anyhow::Re
         caught_up,
         visible_at_caught_up: visible,
         populated,
+        newcomer_peak_rss_kib,
+        leader_peak_rss_kib,
     })
 }
 

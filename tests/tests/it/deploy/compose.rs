@@ -317,6 +317,20 @@ impl Project {
         Ok(tag)
     }
 
+    /// Names of the Docker volumes on this machine (only those no container uses: `dangling`).
+    async fn volume_names(&self, dangling: bool) -> anyhow::Result<BTreeSet<String>> {
+        let mut args = vec!["volume", "ls", "-q"];
+        if dangling {
+            args.extend(["-f", "dangling=true"]);
+        }
+        Ok(self
+            .docker(&args)
+            .await?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Runs `deploy/rolling-upgrade.sh` on this project with `LAUNCHER_IMAGE_TAG=tag`.
     async fn rolling_upgrade(&self, tag: &str) -> anyhow::Result<String> {
         // The script calls plain `docker-compose`: name the project and files the way
@@ -1001,7 +1015,26 @@ async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<(
     let new_tag = p.tag_new_images().await?;
     let submitter = Submitter::start(alice.clone(), acked.clone(), 3000);
     let watch = HealthWatch::start(admin.clone());
-    p.rolling_upgrade(&new_tag).await?;
+    let volumes_before = p.volume_names(false).await?;
+    let upgraded = p.rolling_upgrade(&new_tag).await;
+    // Volumes the script created and left behind (it should delete those of the replicas it
+    // scaled away) go with the project either way.
+    let left: Vec<String> = p
+        .volume_names(true)
+        .await?
+        .difference(&volumes_before)
+        .cloned()
+        .collect();
+    p.teardown
+        .volumes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(left.iter().cloned());
+    upgraded?;
+    assert!(
+        left.is_empty(),
+        "the upgrade left the volumes of its temporary replicas: {left:?}"
+    );
     let st = wait_cluster(&admin, "Green", &names(&three)).await?;
     let (ok, failed) = submitter.finish().await?;
     let red = watch.finish().await?;
