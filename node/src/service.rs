@@ -620,17 +620,13 @@ impl Launcher for LauncherService {
             .await?;
         let parts = futures::stream::try_unfold(tokio::fs::File::from_std(file), |mut file| async move {
             use tokio::io::AsyncReadExt;
+            // A full part, or what is left before the end of the file.
             let mut data = Vec::with_capacity(SNAPSHOT_PART_BYTES);
-            while data.len() < SNAPSHOT_PART_BYTES {
-                let n = (&mut file)
-                    .take((SNAPSHOT_PART_BYTES - data.len()) as u64)
-                    .read_to_end(&mut data)
-                    .await
-                    .map_err(|e| Status::internal(format!("reading the exported snapshot: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-            }
+            (&mut file)
+                .take(SNAPSHOT_PART_BYTES as u64)
+                .read_to_end(&mut data)
+                .await
+                .map_err(|e| Status::internal(format!("reading the exported snapshot: {e}")))?;
             Ok((!data.is_empty()).then_some((SnapshotPart { data }, file)))
         });
         Ok(Response::new(Box::pin(parts)))

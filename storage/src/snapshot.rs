@@ -21,7 +21,6 @@ use std::path::Path;
 
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 
-use crate::engine::EngineError;
 use crate::state_machine::Meta;
 use crate::StorageError;
 
@@ -52,10 +51,6 @@ pub(crate) fn corrupt(why: impl Into<String>) -> StorageError {
 
 pub(crate) fn io_err(verb: ErrorVerb) -> impl Fn(std::io::Error) -> StorageError {
     move |e| StorageError::from_io_error(ErrorSubject::Snapshot(None), verb, e)
-}
-
-fn engine_err(e: EngineError) -> StorageError {
-    StorageIOError::write_state_machine(&e).into()
 }
 
 /// One key and its value.
@@ -299,6 +294,14 @@ pub(crate) fn sync_dir_of(path: &Path) -> Result<(), StorageError> {
     }
 }
 
+/// Removes the file at `path` if there is one.
+pub(crate) fn remove_if_present(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(ErrorVerb::Delete)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Renames `from` to `to` and makes the rename durable.
 pub(crate) fn rename_durably(from: &Path, to: &Path) -> Result<(), StorageError> {
     std::fs::rename(from, to).map_err(io_err(ErrorVerb::Write))?;
@@ -334,11 +337,6 @@ pub(crate) fn convert_old(path: &Path, layout: &Layout, tmp: &Path) -> Result<()
     let (mut w, _) = writer.finish().map_err(io_err(ErrorVerb::Write))?;
     write_footer(&mut w, &layout.meta).map_err(io_err(ErrorVerb::Write))?;
     finish_file(w)
-}
-
-/// Maps an engine failure while loading a snapshot.
-pub(crate) fn load_err(e: EngineError) -> StorageError {
-    engine_err(e)
 }
 
 #[cfg(test)]

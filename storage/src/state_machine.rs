@@ -16,7 +16,7 @@
 //!   removed after the last makes the install resumable: a node that crashed
 //!   in the middle finishes it from `current.snap` when it opens again.
 
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -265,13 +265,13 @@ impl<E: KvEngine> StateMachine<E> {
                 .take(CLEAR_BATCH_KEYS)
                 .map(|item| item.map(|(k, _)| k))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(snapshot::load_err)?;
+                .map_err(sm_write_err)?;
             if keys.is_empty() {
                 break;
             }
             let mut batch = WriteBatch::default();
             keys.into_iter().for_each(|k| batch.delete(k));
-            tree.write(batch).map_err(snapshot::load_err)?;
+            tree.write(batch).map_err(sm_write_err)?;
         }
         let count = reader.for_each_batch(|items| {
             let mut batch = WriteBatch::default();
@@ -280,7 +280,7 @@ impl<E: KvEngine> StateMachine<E> {
                     batch.put(k, v);
                 }
             }
-            tree.write(batch).map_err(snapshot::load_err)
+            tree.write(batch).map_err(sm_write_err)
         })?;
         if raft_position {
             let meta = &layout.meta;
@@ -290,9 +290,9 @@ impl<E: KvEngine> StateMachine<E> {
                 None => batch.delete(KEY_LAST_APPLIED.to_vec()),
             }
             batch.put(KEY_MEMBERSHIP.to_vec(), to_json(&meta.last_membership));
-            tree.write(batch).map_err(snapshot::load_err)?;
+            tree.write(batch).map_err(sm_write_err)?;
         }
-        self.inner.engine.flush().map_err(snapshot::load_err)?;
+        self.inner.engine.flush().map_err(sm_write_err)?;
         Ok(count)
     }
 
@@ -354,10 +354,10 @@ impl<E: KvEngine> StateMachine<E> {
         // From the marker on, a crash leaves an install that `open` finishes.
         let marker = self.dir_path(INSTALL_MARKER);
         let marker_tmp = marker.with_extension("tmp");
-        std::fs::write(&marker_tmp, to_json(meta)).map_err(snapshot::io_err(ErrorVerb::Write))?;
-        std::fs::File::open(&marker_tmp)
-            .and_then(|f| f.sync_all())
+        let mut w = snapshot::create(&marker_tmp)?;
+        w.write_all(&to_json(meta))
             .map_err(snapshot::io_err(ErrorVerb::Write))?;
+        snapshot::finish_file(w)?;
         snapshot::rename_durably(&marker_tmp, &marker)?;
         let current = self.snapshot_path();
         {
@@ -382,12 +382,7 @@ impl<E: KvEngine> StateMachine<E> {
     /// table, forgotten).
     fn recover_snapshot_files(&self) -> Result<(), StorageError> {
         for leftover in [BUILDING_FILE, RECEIVING_FILE, "current.tmp", "installing.tmp"] {
-            match std::fs::remove_file(self.dir_path(leftover)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(snapshot::io_err(ErrorVerb::Delete)(e))
-                }
-                _ => {}
-            }
+            snapshot::remove_if_present(&self.dir_path(leftover))?;
         }
         let current = self.snapshot_path();
         let mut layout = snapshot::layout(&current)?;
@@ -544,12 +539,7 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         let path = self.dir_path(RECEIVING_FILE);
         blocking(move || {
             // A new inode: a handle of an abandoned transfer cannot write into this one.
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(snapshot::io_err(ErrorVerb::Delete)(e))
-                }
-                _ => {}
-            }
+            snapshot::remove_if_present(&path)?;
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
