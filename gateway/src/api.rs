@@ -584,22 +584,21 @@ fn listing_body(
     first: Vec<Vec<u8>>,
     stream: impl Stream<Item = Result<pb::JobChunk, tonic::Status>> + Send + 'static,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let head = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"["))]);
     let mut started = false;
     let mut sep = move || {
         let s = if started { "," } else { "" };
         started = true;
         s
     };
-    let mut first_chunk = Vec::new();
-    for j in first {
-        first_chunk.extend_from_slice(sep().as_bytes());
-        first_chunk.extend_from_slice(&j);
-    }
+    // The jobs of the first chunk went with the status line's index; they open the array.
+    let first = futures::stream::iter([Ok(pb::JobChunk {
+        jobs: first,
+        applied_index: 0,
+    })]);
     // The status line has gone out: a failure midway aborts the body (HTTP/1.1 ends without
     // its last chunk, HTTP/2 resets the stream), so the client sees an incomplete answer
     // instead of a well-formed but truncated listing.
-    let rest = stream.map(move |chunk| match chunk {
+    let jobs = first.chain(stream).map(move |chunk| match chunk {
         Ok(c) => {
             let mut out = Vec::new();
             for j in c.jobs {
@@ -613,8 +612,8 @@ fn listing_body(
             Err(std::io::Error::other(ApiError::from(e).message))
         }
     });
-    head.chain(futures::stream::iter([Ok(Bytes::from(first_chunk))]))
-        .chain(rest)
+    futures::stream::iter([Ok(Bytes::from_static(b"["))])
+        .chain(jobs)
         .chain(futures::stream::iter([Ok(Bytes::from_static(b"]"))]))
 }
 
