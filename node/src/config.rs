@@ -289,6 +289,9 @@ pub struct NodeConfig {
     pub election_timeout_min_ms: u64,
     /// Raft election timeout upper bound (`election-timeout-max-ms`, default 3000).
     pub election_timeout_max_ms: u64,
+    /// Call an election at once when the leader's process is gone (`fast-failover`, default 1):
+    /// its port refuses connections after the watch on it broke (DESIGN §1).
+    pub fast_failover: bool,
     /// sled page cache (`cache-capacity-mb`, default 64).
     pub cache_capacity_mb: u64,
     /// Expected cluster id (`cluster-id`); unset accepts whatever the data dir or join gives.
@@ -311,6 +314,7 @@ impl Default for NodeConfig {
             heartbeat_ms: 250,
             election_timeout_min_ms: 1500,
             election_timeout_max_ms: 3000,
+            fast_failover: true,
             cache_capacity_mb: 64,
             cluster_id: None,
         }
@@ -683,6 +687,11 @@ const NODE_KEYS: &[KeySpec<NodeConfig>] = &[
         name: "election-timeout-max-ms",
         set: |n, v| set(&mut n.election_timeout_max_ms, parse_u64(v)?),
         get: |n| n.election_timeout_max_ms.to_string(),
+    },
+    KeySpec {
+        name: "fast-failover",
+        set: |n, v| set(&mut n.fast_failover, parse_bool(v)?),
+        get: |n| show_bool(n.fast_failover),
     },
     KeySpec {
         name: "cache-capacity-mb",
@@ -1644,6 +1653,7 @@ snapshot-log-entries=500
 heartbeat-ms=100
 election-timeout-min-ms=1000
 election-timeout-max-ms=2000
+fast-failover=no
 cache-capacity-mb=16
 cluster-id=prod-1
 
@@ -1702,6 +1712,7 @@ shared-scheduler=no
         assert_eq!(n.heartbeat_ms, 100);
         assert_eq!(n.election_timeout_min_ms, 1000);
         assert_eq!(n.election_timeout_max_ms, 2000);
+        assert!(!n.fast_failover);
         assert_eq!(n.cache_capacity_mb, 16);
         assert_eq!(n.cluster_id.as_deref(), Some("prod-1"));
 
@@ -2066,7 +2077,7 @@ type=Local
             }
         }
         assert_eq!(key_names("server").len(), 22);
-        assert_eq!(key_names("node").len(), 14);
+        assert_eq!(key_names("node").len(), 15);
         assert_eq!(key_names("cluster").len(), 6);
         for (var, section, key) in ENV_OVERRIDES {
             assert!(known_key(section, key).is_some(), "{var}");

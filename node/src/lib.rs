@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod filters;
 pub mod membership;
 pub mod metrics;

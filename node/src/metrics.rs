@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use http_body_util::BodyExt as _;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::state::Shared;
@@ -52,12 +53,18 @@ impl Forward {
 #[derive(Debug, Default)]
 pub struct Counters {
     forwarded: [AtomicU64; 5],
+    fast_elections: AtomicU64,
 }
 
 impl Counters {
     /// Counts one request forwarded to another node.
     pub fn forwarded(&self, kind: Forward) {
         self.forwarded[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one election this node called because its leader's process was gone.
+    pub fn fast_election(&self) {
+        self.fast_elections.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -348,6 +355,13 @@ pub async fn render(shared: &Shared, rpc: &RpcMetrics) -> prometheus::Result<Str
             .inc_by(shared.counters.forwarded[kind as usize].load(Ordering::Relaxed));
     }
     registry.register(Box::new(forwarded))?;
+
+    let fast = IntCounter::new(
+        "launcher_node_fast_elections_total",
+        "Elections this node called at once because its leader's port refused connections (fast-failover)",
+    )?;
+    fast.inc_by(shared.counters.fast_elections.load(Ordering::Relaxed));
+    registry.register(Box::new(fast))?;
 
     // Group commit: commands per Raft entry is the ratio of these two.
     let (entries, commands) = shared.proposer.stats();

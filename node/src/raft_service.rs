@@ -1,15 +1,20 @@
 //! The Raft gRPC service: openraft RPCs, forwarded writes, read indexes, liveness
 //! heartbeats and discovery. Every call but `Discover` must carry this cluster's id.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use futures::{Stream, StreamExt};
 use launcher_proto::raft::raft_server::Raft as RaftApi;
 use launcher_proto::raft::{
     DiscoverReply, DiscoverRequest, ForwardedWrite, ForwardedWriteReply, NodeHeartbeat, NodeHeartbeatReply,
-    RaftPayload, RaftReply, ReadIndexReply, ReadIndexRequest, SnapshotChunk,
+    RaftPayload, RaftReply, ReadIndexReply, ReadIndexRequest, SnapshotChunk, WatchLeaderNotice,
+    WatchLeaderRequest,
 };
 use launcher_storage::NodeId;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::ServerState;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::auth::InternalAuth;
@@ -25,6 +30,8 @@ pub struct NodeCell {
     pub bootstrap_expect: u64,
     pub node_id: Mutex<Option<NodeId>>,
     pub shared: OnceLock<Arc<Shared>>,
+    /// Turns true when the server begins to drain: open watches end so the drain is not held up.
+    pub serving_stopped: watch::Receiver<bool>,
 }
 
 impl NodeCell {
@@ -72,8 +79,45 @@ fn reply<T: serde::Serialize, E: serde::Serialize>(r: Result<T, E>) -> Result<Re
     Ok(Response::new(out))
 }
 
+/// The stream of a leader watch.
+pub type LeaderWatch = Pin<Box<dyn Stream<Item = Result<WatchLeaderNotice, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl RaftApi for RaftService {
+    type WatchLeaderStream = LeaderWatch;
+
+    async fn watch_leader(&self, req: Request<WatchLeaderRequest>) -> Result<Response<LeaderWatch>, Status> {
+        let shared = self.enter(&req)?.clone();
+        let term = req.get_ref().term;
+        let leads = move |m: &openraft::RaftMetrics<NodeId, launcher_storage::Node>| {
+            m.state == ServerState::Leader && m.current_term == term
+        };
+        let mut metrics = shared.raft.metrics();
+        if !leads(&metrics.borrow()) {
+            return Err(Status::failed_precondition(format!(
+                "node {} does not lead in term {term}",
+                shared.id
+            )));
+        }
+        let mut stopped = self.cell.serving_stopped.clone();
+        let first = WatchLeaderNotice {
+            leader_id: shared.id,
+            term,
+        };
+        // One notice, then silence until this node stops leading in `term` or begins to stop:
+        // the follower learns of a crash from the connection itself.
+        let end = async move {
+            tokio::select! {
+                _ = metrics.wait_for(|m| !leads(m)) => {}
+                _ = stopped.wait_for(|s| *s) => {}
+            }
+            None
+        };
+        let stream = futures::stream::once(async move { Ok(first) })
+            .chain(futures::stream::once(end).filter_map(futures::future::ready));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftReply>, Status> {
         let shared = self.enter(&req)?;
         let rpc: AppendEntriesRequest<launcher_storage::TypeConfig> =

@@ -196,17 +196,18 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
             .map(|i| i.cluster_id.clone())
             .unwrap_or_default(),
     );
+    // The server stops on its own signal: the run loop fires it first, so in-flight requests
+    // drain while Raft still runs (they may need it to finish).
+    let (serve_stop, serve_stop_rx) = watch::channel(false);
     let cell = Arc::new(NodeCell {
         auth: auth.clone(),
         advertise: advertise.clone(),
         bootstrap_expect: config.node.bootstrap_expect.unwrap_or(0) as u64,
         node_id: Mutex::new(identity.as_ref().map(|i| i.node_id).or(config.node.id)),
         shared: OnceLock::new(),
+        serving_stopped: serve_stop_rx.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
-    // The server stops on its own signal: the run loop fires it first, so in-flight requests
-    // drain while Raft still runs (they may need it to finish).
-    let (serve_stop, serve_stop_rx) = watch::channel(false);
     let server = {
         let mut stop_rx = serve_stop_rx;
         let rpc_metrics = crate::metrics::RpcMetrics::new()?;
@@ -440,6 +441,7 @@ async fn run(
         })
         .collect();
     let duties = tokio::spawn(duties(shared.clone(), clusters, stop_rx.clone()));
+    let failover = tokio::spawn(crate::failover::run(shared.clone(), stop_rx.clone()));
     let (driver_stop, driver_stop_rx) = watch::channel(false);
     let driver = tokio::spawn(crate::plugins::driver::run(shared.clone(), driver_stop_rx));
 
@@ -475,6 +477,7 @@ async fn run(
     tracing::info!("stopping: requests, background duties, job driver, plugins, Raft, storage");
     stopping.drain().await;
     duties.abort();
+    failover.abort();
     let _ = driver_stop.send_replace(true);
     let _ = tokio::time::timeout(STOP_STEP, driver).await;
     plugins.shutdown().await;

@@ -32,6 +32,8 @@ pub struct ClusterOpts {
     pub config_files: Vec<(String, String)>,
     /// The nodes' `RUST_LOG` (default `info,openraft=warn`).
     pub log_filter: Option<String>,
+    /// Extra `key=value` lines of every node's `[node]` section.
+    pub node_lines: Vec<String>,
 }
 
 /// Which plugin a test cluster's `[cluster]` sections run.
@@ -93,6 +95,7 @@ impl Default for ClusterOpts {
             heartbeat_interval_seconds: 5,
             config_files: vec![],
             log_filter: None,
+            node_lines: vec![],
         }
     }
 }
@@ -374,7 +377,7 @@ impl ProcessCluster {
              request-timeout-seconds={request_timeout}\nheartbeat-interval-seconds={heartbeat}\n\
              scratch-path={scratch}\n\n[node]\nid={id}\n\
              grpc-address={host}:{port}\ndata-dir={data}\n{join}snapshot-log-entries={snap}\n\
-             node-lost-timeout-seconds={lost}\ndead-member-removal-seconds={dead}\ncache-capacity-mb=16\n\n{clusters}",
+             node-lost-timeout-seconds={lost}\ndead-member-removal-seconds={dead}\ncache-capacity-mb=16\n{extra}\n{clusters}",
             key = self.key_path.display(),
             server_user = crate::current_user(),
             request_timeout = self.opts.request_timeout_seconds,
@@ -385,6 +388,7 @@ impl ProcessCluster {
             snap = self.opts.snapshot_log_entries,
             lost = self.opts.node_lost_timeout_seconds,
             dead = self.opts.dead_member_removal_seconds,
+            extra = self.opts.node_lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
         );
         let path = node.dir.join("launcher.conf");
         std::fs::write(&path, text)?;

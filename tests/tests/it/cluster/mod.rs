@@ -1,4 +1,5 @@
 mod durability;
+mod failover;
 mod membership;
 mod metrics;
 mod replication;

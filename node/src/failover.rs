@@ -1,0 +1,201 @@
+//! Fast failover (DESIGN §1): an election the moment a leader's process is gone.
+//!
+//! Raft alone notices a dead leader only when its heartbeats stop for longer than the leader
+//! lease plus an election timeout (3 s + 1.5–3 s by default). A crashed process, though, is
+//! visible at once: the kernel closes its connections and its port refuses new ones, while a
+//! hung, paused or cut-off process keeps its connections silent. So each follower holds a
+//! `WatchLeader` stream open on its leader. When that stream breaks and the leader's port then
+//! refuses a connection, the follower calls an election at once.
+//!
+//! Every surviving follower sees the same break, so every one of them becomes a candidate.
+//! That also lifts the lease each would otherwise hold against the others' vote requests:
+//! openraft checks the lease only while a node's vote is committed to a leader, not while
+//! it is a candidate. Votes are ordered by (term, node id), so when both survivors stand in
+//! the same term, the one with the higher id and a complete log gets the other's vote. A
+//! round that elects nobody (a vote request arrived before its receiver saw the break, or
+//! the higher-id candidate's log was shorter) is followed by another after a random pause,
+//! for a few rounds at most; then the ordinary timers take over.
+//!
+//! This never calls an election while the node's vote belongs to anyone but the dead leader
+//! or itself: a vote for a third node means that node is campaigning or already leads, and a
+//! candidate with a higher term would only depose it.
+
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::time::Duration;
+
+use launcher_proto::raft::WatchLeaderRequest;
+use launcher_storage::{Node, NodeId};
+use openraft::{RaftMetrics, ServerState};
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::state::Shared;
+
+/// How long the probe of a leader's port may take. A refusal comes back at once; a port that
+/// does not answer at all proves nothing (a partition or a paused host looks the same).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Pause before opening a watch again after it ended while the leader still answers.
+const REOPEN_PAUSE: Duration = Duration::from_millis(100);
+/// Pause when the leader cannot serve a watch (it no longer leads, or is an older version).
+const REFUSED_PAUSE: Duration = Duration::from_secs(1);
+/// Elections called one after another at most, before the ordinary timers take over.
+const ROUNDS: u32 = 4;
+/// A round that elected nobody is followed by the next after a pause drawn from this range.
+const ROUND_PAUSE_MS: std::ops::Range<u64> = 150..450;
+
+type Metrics = RaftMetrics<NodeId, Node>;
+
+/// The leader this node follows and the term, when it is a follower with a known leader.
+fn following(me: NodeId, m: &Metrics) -> Option<(NodeId, u64)> {
+    match m.current_leader {
+        Some(l) if l != me && m.state == ServerState::Follower => Some((l, m.current_term)),
+        _ => None,
+    }
+}
+
+/// Holds a watch on the current leader for as long as the node runs.
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    if !shared.config.node.fast_failover {
+        return;
+    }
+    let mut metrics = shared.raft.metrics();
+    loop {
+        let followed = following(shared.id, &metrics.borrow_and_update());
+        let Some((leader, term)) = followed else {
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            continue;
+        };
+        tokio::select! {
+            _ = watch_leader(&shared, leader, term) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Watches `leader` while this node follows it in `term`; returns when that changes, or
+/// after the watch ended (having called an election if the leader's process is gone).
+async fn watch_leader(shared: &Shared, leader: NodeId, term: u64) {
+    let mut metrics = shared.raft.metrics();
+    let same = |m: &Metrics| following(shared.id, m) == Some((leader, term));
+    let still_following = async {
+        let _ = metrics.wait_for(|m| !same(m)).await;
+    };
+    tokio::pin!(still_following);
+    let Some(addr) = shared.addr_of(leader) else {
+        tokio::time::sleep(REFUSED_PAUSE).await;
+        return;
+    };
+    let req = WatchLeaderRequest {
+        term,
+        follower_id: shared.id,
+    };
+    let mut client = shared.peers.raft(&addr);
+    let opened = tokio::select! {
+        r = client.watch_leader(req) => r,
+        _ = &mut still_following => return,
+    };
+    match opened {
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            loop {
+                tokio::select! {
+                    m = stream.message() => match m {
+                        Ok(Some(_)) => continue,
+                        // Ended or broken: find out below whether the process is gone.
+                        Ok(None) | Err(_) => break,
+                    },
+                    _ = &mut still_following => return,
+                }
+            }
+        }
+        // A leader that cannot serve the watch: it stopped leading in `term` (this node
+        // will hear of it), or it runs a version without fast failover.
+        Err(s) if s.code() != tonic::Code::Unavailable => {
+            tracing::debug!(leader, error = %s, "the leader does not serve a watch");
+            let _ = tokio::time::timeout(REFUSED_PAUSE, &mut still_following).await;
+            return;
+        }
+        Err(_) => {}
+    }
+    if !same(&shared.raft.metrics().borrow()) {
+        return;
+    }
+    if is_gone(&addr).await {
+        elect(shared, leader, term, &addr).await;
+    } else {
+        let _ = tokio::time::timeout(REOPEN_PAUSE, &mut still_following).await;
+    }
+}
+
+/// Whether the process serving `addr` is gone: its port refuses connections.
+async fn is_gone(addr: &str) -> bool {
+    let hostport = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+    let hostport = hostport.trim_end_matches('/');
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(hostport)).await {
+        Ok(Err(e)) => e.kind() == ErrorKind::ConnectionRefused,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+/// Calls elections until a leader other than the dead one is known, for a few rounds at most.
+async fn elect(shared: &Shared, dead: NodeId, term: u64, addr: &str) {
+    let mut metrics = shared.raft.metrics();
+    for round in 1..=ROUNDS {
+        {
+            let m = metrics.borrow_and_update();
+            if m.current_leader.is_some_and(|l| l != dead) {
+                return;
+            }
+            // Only while this node's vote is still the dead leader's, or its own: a vote for a
+            // third node means that one is campaigning or leads, and must not be disturbed.
+            let voted_for = m.vote.leader_id().voted_for();
+            if voted_for != Some(dead) && voted_for != Some(shared.id) {
+                return;
+            }
+        }
+        shared.counters.fast_election();
+        tracing::info!(
+            leader = dead,
+            term,
+            round,
+            "the leader's process is gone (its port refuses connections): calling an election now"
+        );
+        if shared.raft.trigger().elect().await.is_err() {
+            return;
+        }
+        let pause = Duration::from_millis(rand::thread_rng().gen_range(ROUND_PAUSE_MS));
+        let settled = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != dead));
+        if tokio::time::timeout(pause, settled).await.is_ok() {
+            return;
+        }
+        // Still no leader: go on only while the old one is still gone (not restarted).
+        if !is_gone(addr).await {
+            return;
+        }
+    }
+    tracing::info!(
+        leader = dead,
+        "no leader after {ROUNDS} fast elections; the election timers take over"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port nobody listens on refuses; one with a listener does not.
+    #[tokio::test]
+    async fn a_closed_port_is_gone_and_a_listening_one_is_not() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        assert!(!is_gone(&addr).await);
+        assert!(!is_gone(&format!("http://{addr}")).await);
+        drop(l);
+        assert!(is_gone(&addr).await);
+        assert!(is_gone(&format!("http://{addr}/")).await);
+    }
+}

@@ -1,0 +1,149 @@
+//! Fast failover (DESIGN §1): a crashed leader is replaced at once, a hung one is not deposed.
+//!
+//! The clusters here run with election timers of 30–31 s, so an election that the ordinary
+//! timers cause cannot happen before the leader lease (31 s) plus an election timeout (≥ 30 s)
+//! have passed: a new leader within [`FAST`] can only come from the fast path.
+
+use std::time::{Duration, Instant};
+
+use launcher_tests::client::{job_id, NodeClient};
+use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, TestPlugin, DEADLINE};
+
+/// Well under the 61 s the election timers need at the least.
+const FAST: Duration = Duration::from_secs(20);
+
+fn slow_timers() -> ClusterOpts {
+    ClusterOpts {
+        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
+        node_lines: vec![
+            "election-timeout-min-ms=30000".into(),
+            "election-timeout-max-ms=31000".into(),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Every running node follows one leader; returns its id.
+async fn settled_leader(cluster: &mut ProcessCluster) -> anyhow::Result<u64> {
+    let clients: Vec<NodeClient> = cluster.running().into_iter().map(|i| cluster.client(i)).collect();
+    wait_until("every node to follow one leader", DEADLINE, || {
+        let clients = clients.clone();
+        async move {
+            let mut leaders = Vec::new();
+            for c in &clients {
+                leaders.push(c.status().await?.leader);
+            }
+            Ok((leaders[0] != 0 && leaders.iter().all(|&l| l == leaders[0])).then_some(leaders[0]))
+        }
+    })
+    .await
+}
+
+/// SIGKILL of the leader: the survivors see its watch break and its port refuse connections,
+/// call an election at once and elect one of themselves long before any election timer could
+/// fire; a submit through a survivor is acknowledged, nothing acknowledged before is lost, and
+/// the killed node, restarted, follows the new leader with every job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_without_waiting_for_the_timers() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, slow_timers()).await?;
+    let old = settled_leader(&mut cluster).await?;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let reply = cluster
+            .client(1 + i % 3)
+            .submit(&job(&format!("before-{i}"), &["ff"]))
+            .await?;
+        ids.push(job_id(&reply.job));
+    }
+    // A follower whose watch is not open yet finds the port refusing when it opens it: the
+    // same path.
+    let killed = old as usize;
+    let t0 = Instant::now();
+    cluster.kill(killed);
+    let new = wait_until("a leader other than the killed one", FAST, || {
+        let clients: Vec<NodeClient> = (1..=3)
+            .filter(|&i| i != killed)
+            .map(|i| cluster.client(i))
+            .collect();
+        async move {
+            for c in &clients {
+                if let Ok(st) = c.status().await {
+                    if st.leader != 0 && st.leader != old {
+                        return Ok(Some(st.leader));
+                    }
+                }
+            }
+            Ok(None)
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
+    tracing::info!(old, new, elapsed = ?t0.elapsed(), "new leader");
+    let survivor = (1..=3).find(|&i| i != killed).unwrap();
+    let reply = cluster.client(survivor).submit(&job("after", &["ff"])).await?;
+    ids.push(job_id(&reply.job));
+    let log: String = (1..=3).filter(|&i| i != killed).map(|i| cluster.log(i)).collect();
+    assert!(
+        log.contains("calling an election now"),
+        "no survivor used the fast path:\n{log}"
+    );
+
+    cluster.restart(killed).await?;
+    cluster.wait_green(3).await?;
+    assert_eq!(
+        settled_leader(&mut cluster).await?,
+        new,
+        "the restarted node deposed the new leader"
+    );
+    let (_, jobs) = cluster.client(killed).list_all().await?;
+    let got: Vec<String> = jobs.iter().map(|j| job_id(j)).collect();
+    for id in &ids {
+        assert!(
+            got.contains(id),
+            "job {id} acknowledged but missing on the restarted node"
+        );
+    }
+    Ok(())
+}
+
+/// A SIGSTOPped leader keeps its connections open, so the fast path must not fire: while it
+/// is paused no follower calls an election (the term stays, no follower names another
+/// leader), and once resumed it still leads in the same term. A hung process may come back,
+/// and deposing it early would be a disruption the election timers exist to avoid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_not_deposed_early() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, slow_timers()).await?;
+    let old = settled_leader(&mut cluster).await?;
+    let term = cluster.client(old as usize).status().await?.term;
+    let followers: Vec<usize> = (1..=3).filter(|&i| i as u64 != old).collect();
+    cluster.pause(old as usize).await?;
+    // Watch the followers for a few seconds: long past the moment a crash would have been
+    // acted on (the kill test sees a new leader within well under a second).
+    let window = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < window {
+        for &i in &followers {
+            let st = cluster.client(i).status().await?;
+            assert_eq!(
+                st.term, term,
+                "node {i} moved to a new term while the leader was paused"
+            );
+            assert!(
+                st.leader == old || st.leader == 0,
+                "node {i} names leader {} while leader {old} is only paused",
+                st.leader
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.resume(old as usize)?;
+    assert_eq!(settled_leader(&mut cluster).await?, old);
+    assert_eq!(cluster.client(old as usize).status().await?.term, term);
+    let log: String = followers.iter().map(|&i| cluster.log(i)).collect();
+    assert!(
+        !log.contains("calling an election now"),
+        "a follower used the fast path:\n{log}"
+    );
+    Ok(())
+}
