@@ -14,11 +14,18 @@
 //! the same term, the one with the higher id and a complete log gets the other's vote. A
 //! round that elects nobody (a vote request arrived before its receiver saw the break, or
 //! the higher-id candidate's log was shorter) is followed by another after a random pause,
-//! for a few rounds at most; then the ordinary timers take over.
+//! for a few rounds at most; then the ordinary timers take over. From the second round on,
+//! only one survivor stands: the one with the longest log, the higher id among equals, as
+//! each learns by asking the others (`Discover` reports the last log id). Else a higher id
+//! with a shorter log would tie every round and lose each, and two candidates raising terms
+//! against each other can depose the one that has just won.
 //!
-//! This never calls an election while the node's vote belongs to anyone but the dead leader
-//! or itself: a vote for a third node means that node is campaigning or already leads, and a
-//! candidate with a higher term would only depose it.
+//! A leader that is already elected must not be deposed by a higher term. So the first round
+//! is called only while the node's vote is still the dead leader's or its own (a vote for a
+//! third node means that one asked first), and every later round only after each other
+//! survivor, asked with `Discover`, knows no leader. (A later round cannot rely on the vote
+//! alone: a candidate that loses a tie adopts the winner's vote from the reply even when it
+//! refused that one for its shorter log.)
 
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -26,7 +33,7 @@ use std::time::Duration;
 
 use launcher_proto::raft::WatchLeaderRequest;
 use launcher_storage::{Node, NodeId};
-use openraft::{RaftMetrics, ServerState};
+use openraft::{LogId, RaftMetrics, ServerState};
 use rand::Rng;
 use tokio::sync::watch;
 
@@ -39,10 +46,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const REOPEN_PAUSE: Duration = Duration::from_millis(100);
 /// Pause when the leader cannot serve a watch (it no longer leads, or is an older version).
 const REFUSED_PAUSE: Duration = Duration::from_secs(1);
-/// Elections called one after another at most, before the ordinary timers take over.
-const ROUNDS: u32 = 4;
+/// Rounds of fast election at most, before the ordinary timers take over.
+const ROUNDS: u32 = 6;
 /// A round that elected nobody is followed by the next after a pause drawn from this range.
-const ROUND_PAUSE_MS: std::ops::Range<u64> = 150..450;
+/// A round on loopback takes a few milliseconds (two vote fsyncs); one still running when the
+/// next starts costs a term, not a leader: from the second round on only one survivor stands.
+const ROUND_PAUSE_MS: std::ops::Range<u64> = 50..120;
 
 type Metrics = RaftMetrics<NodeId, Node>;
 
@@ -131,6 +140,48 @@ async fn watch_leader(shared: &Shared, leader: NodeId, term: u64) {
     }
 }
 
+/// What the other surviving voters say, as they answer `Discover` (one that does not answer
+/// in time says nothing).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Survey {
+    /// One of them knows a leader other than the dead one.
+    leader: bool,
+    /// One of them ranks before this node: a longer log, or an equal one and a higher id.
+    ahead: bool,
+}
+
+/// Whether a voter with `theirs` (log, id) ranks before this node with `mine` as the one to
+/// stand in a later round: the longest log first (a shorter one cannot win), then the higher
+/// id (the one openraft's vote order lets win a tied term).
+fn ranks_before(theirs: (Option<LogId<NodeId>>, NodeId), mine: (Option<LogId<NodeId>>, NodeId)) -> bool {
+    theirs.0 > mine.0 || (theirs.0 == mine.0 && theirs.1 > mine.1)
+}
+
+async fn survey(shared: &Shared, dead: NodeId) -> Survey {
+    let mine = (shared.raft.data_metrics().borrow().last_log, shared.id);
+    let (voters, _) = shared.members();
+    let asks = voters
+        .into_iter()
+        .filter(|&v| v != dead && v != shared.id)
+        .filter_map(|v| shared.addr_of(v).map(|a| (v, a)))
+        .map(|(id, addr)| async move {
+            let reply = crate::membership::discover_within(&shared.peers, &addr, PROBE_TIMEOUT).await?;
+            let last: Option<LogId<NodeId>> = serde_json::from_slice(&reply.last_log_id).ok()?;
+            Some(Survey {
+                leader: reply.leader_id != 0 && reply.leader_id != dead,
+                ahead: ranks_before((last, id), mine),
+            })
+        });
+    let answers = futures::future::join_all(asks).await;
+    answers
+        .into_iter()
+        .flatten()
+        .fold(Survey::default(), |a, b| Survey {
+            leader: a.leader || b.leader,
+            ahead: a.ahead || b.ahead,
+        })
+}
+
 /// Whether the process serving `addr` is gone: its port refuses connections.
 async fn is_gone(addr: &str) -> bool {
     let hostport = addr.split_once("://").map_or(addr, |(_, rest)| rest);
@@ -145,27 +196,50 @@ async fn is_gone(addr: &str) -> bool {
 async fn elect(shared: &Shared, dead: NodeId, term: u64, addr: &str) {
     let mut metrics = shared.raft.metrics();
     for round in 1..=ROUNDS {
-        {
+        let stand = if round == 1 {
+            // The first round is for every survivor that still follows the dead leader: it
+            // also lifts each one's lease. One that already voted for another survivor (that
+            // one saw the break first and asked) leaves the round to it.
             let m = metrics.borrow_and_update();
             if m.current_leader.is_some_and(|l| l != dead) {
                 return;
             }
-            // Only while this node's vote is still the dead leader's, or its own: a vote for a
-            // third node means that one is campaigning or leads, and must not be disturbed.
             let voted_for = m.vote.leader_id().voted_for();
-            if voted_for != Some(dead) && voted_for != Some(shared.id) {
+            voted_for == Some(dead) || voted_for == Some(shared.id)
+        } else {
+            // Later rounds: not while anyone knows a leader (its news may still be on the way
+            // here, and a higher term would depose it), and only the survivor that ranks first
+            // stands: two candidates raising terms against each other can depose the one that
+            // just won, and one with a shorter log cannot win at all.
+            let others = survey(shared, dead).await;
+            if others.leader
+                || metrics
+                    .borrow_and_update()
+                    .current_leader
+                    .is_some_and(|l| l != dead)
+            {
                 return;
             }
-        }
-        shared.counters.fast_election();
-        tracing::info!(
-            leader = dead,
-            term,
-            round,
-            "the leader's process is gone (its port refuses connections): calling an election now"
-        );
-        if shared.raft.trigger().elect().await.is_err() {
-            return;
+            if others.ahead {
+                tracing::info!(
+                    leader = dead,
+                    round,
+                    "another survivor ranks first (longer log, or higher id): leaving this round of fast election to it"
+                );
+            }
+            !others.ahead
+        };
+        if stand {
+            shared.counters.fast_election();
+            tracing::info!(
+                leader = dead,
+                term,
+                round,
+                "the leader's process is gone (its port refuses connections): calling an election now"
+            );
+            if shared.raft.trigger().elect().await.is_err() {
+                return;
+            }
         }
         let pause = Duration::from_millis(rand::thread_rng().gen_range(ROUND_PAUSE_MS));
         let settled = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != dead));
@@ -186,6 +260,23 @@ async fn elect(shared: &Shared, dead: NodeId, term: u64, addr: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn log(term: u64, leader: NodeId, index: u64) -> Option<LogId<NodeId>> {
+        Some(LogId::new(openraft::CommittedLeaderId::new(term, leader), index))
+    }
+
+    /// Exactly one of two survivors ranks first: the longer log, else the higher id.
+    #[test]
+    fn the_longest_log_then_the_highest_id_stands() {
+        let (short, long) = (log(7, 2, 100), log(7, 2, 101));
+        assert!(ranks_before((long, 1), (short, 3)));
+        assert!(!ranks_before((short, 3), (long, 1)));
+        assert!(ranks_before((short, 3), (short, 1)));
+        assert!(!ranks_before((short, 1), (short, 3)));
+        // A later term beats a higher index.
+        assert!(ranks_before((log(8, 1, 5), 1), (log(7, 2, 900), 3)));
+        assert!(ranks_before((log(1, 1, 1), 1), (None, 3)));
+    }
 
     /// A port nobody listens on refuses; one with a listener does not.
     #[tokio::test]

@@ -91,10 +91,15 @@ pub(crate) async fn resolve(join: &[String]) -> Vec<String> {
 }
 
 pub(crate) async fn discover(peers: &Peers, addr: &str) -> Option<DiscoverReply> {
+    discover_within(peers, addr, Duration::from_secs(1)).await
+}
+
+/// [`discover`] with its own deadline.
+pub(crate) async fn discover_within(peers: &Peers, addr: &str, deadline: Duration) -> Option<DiscoverReply> {
     let mut req = tonic::Request::new(DiscoverRequest {
         from_address: String::new(),
     });
-    req.set_timeout(Duration::from_secs(1));
+    req.set_timeout(deadline);
     peers.raft(addr).discover(req).await.ok().map(|r| r.into_inner())
 }
 

@@ -193,9 +193,13 @@ impl RaftApi for RaftService {
 
     async fn discover(&self, req: Request<DiscoverRequest>) -> Result<Response<DiscoverReply>, Status> {
         self.cell.auth.check_credential(&req)?;
-        let (initialized, leader_id) = match self.cell.shared.get() {
-            Some(s) => (true, s.leader().unwrap_or(0)),
-            None => (false, 0),
+        let (initialized, leader_id, last_log_id) = match self.cell.shared.get() {
+            Some(s) => {
+                let last = s.raft.data_metrics().borrow().last_log;
+                let last = serde_json::to_vec(&last).map_err(|e| Status::internal(e.to_string()))?;
+                (true, s.leader().unwrap_or(0), last)
+            }
+            None => (false, 0, vec![]),
         };
         Ok(Response::new(DiscoverReply {
             address: self.cell.advertise.clone(),
@@ -209,6 +213,7 @@ impl RaftApi for RaftService {
             bootstrap_expect: self.cell.bootstrap_expect,
             initialized,
             leader_id,
+            last_log_id,
         }))
     }
 }

@@ -30,7 +30,7 @@ pub struct ClusterOpts {
     pub heartbeat_interval_seconds: u64,
     /// Extra files (name, text) written into every node's config dir (filter files).
     pub config_files: Vec<(String, String)>,
-    /// The nodes' `RUST_LOG` (default `info,openraft=warn`).
+    /// The nodes' `RUST_LOG` (default: `LAUNCHER_NODE_LOG` if set, else `info,openraft=warn`).
     pub log_filter: Option<String>,
     /// Extra `key=value` lines of every node's `[node]` section.
     pub node_lines: Vec<String>,
@@ -410,7 +410,12 @@ impl ProcessCluster {
             .env("RSTUDIO_CONFIG_DIR", &node.dir)
             .env(
                 "RUST_LOG",
-                self.opts.log_filter.as_deref().unwrap_or("info,openraft=warn"),
+                self.opts
+                    .log_filter
+                    .clone()
+                    .or_else(|| std::env::var("LAUNCHER_NODE_LOG").ok())
+                    .as_deref()
+                    .unwrap_or("info,openraft=warn"),
             );
         if init {
             cmd.arg("--init");
@@ -724,6 +729,11 @@ impl Drop for ProcessCluster {
         // On failure (or on request) the node logs go to the test's output.
         if std::thread::panicking() || std::env::var_os("LAUNCHER_TEST_LOGS").is_some() {
             eprintln!("{}", self.logs());
+        }
+        // On request the whole directory (configs, data, full logs) stays for a post-mortem.
+        if std::env::var_os("LAUNCHER_KEEP_TEST_DIR").is_some() {
+            self.root.disable_cleanup(true);
+            eprintln!("kept the cluster's directory {}", self.root.path().display());
         }
     }
 }
