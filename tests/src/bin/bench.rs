@@ -61,6 +61,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// An attempt that fails faster than this is followed by a pause up to it, so a node that
 /// answers "unavailable" at once is not hammered while the survivors elect on 2 cores.
 const MIN_ATTEMPT: Duration = Duration::from_millis(10);
+/// Longest wait for the owners to work off the launches queued by the earlier parts.
+const PENDING_DRAINED: Duration = Duration::from_secs(600);
 /// Give up on a failover after this long.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -384,6 +386,22 @@ async fn failover(cluster: &mut ProcessCluster, rep: usize) -> anyhow::Result<Fa
                 leaders.push(c.status().await?.leader);
             }
             Ok((leaders[0] != 0 && leaders.iter().all(|&l| l == leaders[0])).then_some(()))
+        }
+    })
+    .await?;
+    // ...and an idle one: right after the write levels the owners are still launching (and
+    // failing) thousands of queued jobs, each a write through the leader, and a submit made
+    // just after the kill would queue behind that backlog on the new leader.
+    wait_until("every submitted job to leave Pending", PENDING_DRAINED, || {
+        let c = clients[0].clone();
+        async move {
+            let pending = launcher_proto::launcher::ListJobsRequest {
+                statuses: vec!["Pending".into()],
+                fields: vec!["id".into()],
+                limit: 1,
+                ..Default::default()
+            };
+            Ok(c.list(pending).await?.1.is_empty().then_some(()))
         }
     })
     .await?;

@@ -413,7 +413,7 @@ fn write_markdown(md: &mut String, r: &Results) -> std::fmt::Result {
             let l = fo_lat(r);
             writeln!(
                 md,
-                "| launcher (election timeout 1500–3000 ms, lease 3000 ms) | {} | {:.0} | {:.0} | {:.0} | {} |",
+                "| launcher (fast failover on; election timeout 1500–3000 ms, lease 3000 ms) | {} | {:.0} | {:.0} | {:.0} | {} |",
                 r.failovers.len(),
                 l.p50,
                 l.p99,
