@@ -194,6 +194,10 @@ async fn is_gone(addr: &str) -> bool {
 
 /// Calls elections until a leader other than the dead one is known, for a few rounds at most.
 async fn elect(shared: &Shared, dead: NodeId, term: u64, addr: &str) {
+    // A learner cannot stand (openraft would ignore the call); the voters decide.
+    if !shared.members().0.contains(&shared.id) {
+        return;
+    }
     let mut metrics = shared.raft.metrics();
     for round in 1..=ROUNDS {
         let stand = if round == 1 {

@@ -547,6 +547,23 @@ impl ProcessCluster {
         .await
     }
 
+    /// Waits until every running node follows one and the same leader, returning its id (a
+    /// node just restarted has heard from it; each follower watches it for fast failover).
+    pub async fn wait_one_leader(&mut self) -> anyhow::Result<u64> {
+        let clients: Vec<NodeClient> = self.running().into_iter().map(|i| self.client(i)).collect();
+        wait_until("every node to follow one leader", DEADLINE, || {
+            let clients = clients.clone();
+            async move {
+                let mut leaders = Vec::new();
+                for c in &clients {
+                    leaders.push(c.status().await?.leader);
+                }
+                Ok((leaders[0] != 0 && leaders.iter().all(|&l| l == leaders[0])).then_some(leaders[0]))
+            }
+        })
+        .await
+    }
+
     /// Waits until a running node reports a leader other than node id `excluding` (the one
     /// just killed or paused), returning its node id. Each node is asked with a short deadline
     /// of its own, so a paused (SIGSTOPped) node among them delays nothing.

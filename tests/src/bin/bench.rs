@@ -377,18 +377,8 @@ async fn failover(cluster: &mut ProcessCluster, rep: usize) -> anyhow::Result<Fa
     let all: Vec<usize> = cluster.running();
     // Start from a steady state: every node follows the same leader (a node just restarted
     // has heard from it), so each repetition sees the same timers.
+    cluster.wait_one_leader().await?;
     let clients: Vec<NodeClient> = all.iter().map(|&i| cluster.client(i)).collect();
-    wait_until("every node to follow one leader", DEADLINE, || {
-        let clients = clients.clone();
-        async move {
-            let mut leaders = Vec::new();
-            for c in &clients {
-                leaders.push(c.status().await?.leader);
-            }
-            Ok((leaders[0] != 0 && leaders.iter().all(|&l| l == leaders[0])).then_some(()))
-        }
-    })
-    .await?;
     // ...and an idle one: right after the write levels the owners are still launching (and
     // failing) thousands of queued jobs, each a write through the leader, and a submit made
     // just after the kill would queue behind that backlog on the new leader.

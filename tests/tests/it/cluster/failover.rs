@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use launcher_tests::client::{job_id, NodeClient};
-use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, TestPlugin, DEADLINE};
+use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, TestPlugin};
 
 /// Well under the 61 s the election timers need at the least.
 const FAST: Duration = Duration::from_secs(20);
@@ -23,22 +23,6 @@ fn slow_timers() -> ClusterOpts {
     }
 }
 
-/// Every running node follows one leader; returns its id.
-async fn settled_leader(cluster: &mut ProcessCluster) -> anyhow::Result<u64> {
-    let clients: Vec<NodeClient> = cluster.running().into_iter().map(|i| cluster.client(i)).collect();
-    wait_until("every node to follow one leader", DEADLINE, || {
-        let clients = clients.clone();
-        async move {
-            let mut leaders = Vec::new();
-            for c in &clients {
-                leaders.push(c.status().await?.leader);
-            }
-            Ok((leaders[0] != 0 && leaders.iter().all(|&l| l == leaders[0])).then_some(leaders[0]))
-        }
-    })
-    .await
-}
-
 /// SIGKILL of the leader: the survivors see its watch break and its port refuse connections,
 /// call an election at once and elect one of themselves long before any election timer could
 /// fire; a submit through a survivor is acknowledged, nothing acknowledged before is lost, and
@@ -47,7 +31,7 @@ async fn settled_leader(cluster: &mut ProcessCluster) -> anyhow::Result<u64> {
 async fn a_killed_leader_is_replaced_without_waiting_for_the_timers() -> anyhow::Result<()> {
     init_tracing();
     let mut cluster = ProcessCluster::start(3, slow_timers()).await?;
-    let old = settled_leader(&mut cluster).await?;
+    let old = cluster.wait_one_leader().await?;
     let mut ids = Vec::new();
     for i in 0..6 {
         let reply = cluster
@@ -92,7 +76,7 @@ async fn a_killed_leader_is_replaced_without_waiting_for_the_timers() -> anyhow:
     cluster.restart(killed).await?;
     cluster.wait_green(3).await?;
     assert_eq!(
-        settled_leader(&mut cluster).await?,
+        cluster.wait_one_leader().await?,
         new,
         "the restarted node deposed the new leader"
     );
@@ -115,7 +99,7 @@ async fn a_killed_leader_is_replaced_without_waiting_for_the_timers() -> anyhow:
 async fn a_paused_leader_is_not_deposed_early() -> anyhow::Result<()> {
     init_tracing();
     let mut cluster = ProcessCluster::start(3, slow_timers()).await?;
-    let old = settled_leader(&mut cluster).await?;
+    let old = cluster.wait_one_leader().await?;
     let term = cluster.client(old as usize).status().await?.term;
     let followers: Vec<usize> = (1..=3).filter(|&i| i as u64 != old).collect();
     cluster.pause(old as usize).await?;
@@ -138,7 +122,7 @@ async fn a_paused_leader_is_not_deposed_early() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     cluster.resume(old as usize)?;
-    assert_eq!(settled_leader(&mut cluster).await?, old);
+    assert_eq!(cluster.wait_one_leader().await?, old);
     assert_eq!(cluster.client(old as usize).status().await?.term, term);
     let log: String = followers.iter().map(|&i| cluster.log(i)).collect();
     assert!(
