@@ -28,6 +28,7 @@
 //! refused that one for its shorter log.)
 
 use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use launcher_proto::raft::WatchLeaderRequest;
 use launcher_storage::{Node, NodeId};
 use openraft::{LogId, RaftMetrics, ServerState};
 use rand::Rng;
+use tokio::net::TcpSocket;
 use tokio::sync::watch;
 
 use crate::state::Shared;
@@ -133,7 +135,7 @@ async fn watch_leader(shared: &Shared, leader: NodeId, term: u64) {
     if !same(&shared.raft.metrics().borrow()) {
         return;
     }
-    if is_gone(&addr).await {
+    if is_gone(&addr, shared.peers.source()).await {
         elect(shared, leader, term, &addr).await;
     } else {
         let _ = tokio::time::timeout(REOPEN_PAUSE, &mut still_following).await;
@@ -182,11 +184,28 @@ async fn survey(shared: &Shared, dead: NodeId) -> Survey {
         })
 }
 
-/// Whether the process serving `addr` is gone: its port refuses connections.
-async fn is_gone(addr: &str) -> bool {
+/// Whether the process serving `addr` is gone: its port refuses connections. The probe leaves
+/// from `source` (the node's own address, as its Raft traffic does), so a partition that drops
+/// that traffic makes the probe time out, which proves nothing.
+async fn is_gone(addr: &str, source: Option<IpAddr>) -> bool {
     let hostport = addr.split_once("://").map_or(addr, |(_, rest)| rest);
     let hostport = hostport.trim_end_matches('/');
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(hostport)).await {
+    let probe = async {
+        let target = tokio::net::lookup_host(hostport)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::new(ErrorKind::NotFound, "no address"))?;
+        let socket = if target.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = source.filter(|ip| ip.is_ipv4() == target.is_ipv4()) {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        socket.connect(target).await
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
         Ok(Err(e)) => e.kind() == ErrorKind::ConnectionRefused,
         Ok(Ok(_)) | Err(_) => false,
     }
@@ -251,7 +270,7 @@ async fn elect(shared: &Shared, dead: NodeId, term: u64, addr: &str) {
             return;
         }
         // Still no leader: go on only while the old one is still gone (not restarted).
-        if !is_gone(addr).await {
+        if !is_gone(addr, shared.peers.source()).await {
             return;
         }
     }
@@ -287,10 +306,11 @@ mod tests {
     async fn a_closed_port_is_gone_and_a_listening_one_is_not() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
-        assert!(!is_gone(&addr).await);
-        assert!(!is_gone(&format!("http://{addr}")).await);
+        let me = Some("127.0.0.1".parse().unwrap());
+        assert!(!is_gone(&addr, None).await);
+        assert!(!is_gone(&format!("http://{addr}"), me).await);
         drop(l);
-        assert!(is_gone(&addr).await);
-        assert!(is_gone(&format!("http://{addr}/")).await);
+        assert!(is_gone(&addr, None).await);
+        assert!(is_gone(&format!("http://{addr}/"), me).await);
     }
 }

@@ -54,6 +54,11 @@ impl Peers {
         self
     }
 
+    /// The address connections to other nodes leave from, when the node names one.
+    pub fn source(&self) -> Option<std::net::IpAddr> {
+        self.source
+    }
+
     /// The credential in use.
     pub fn auth(&self) -> &InternalAuth {
         &self.auth
