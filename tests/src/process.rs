@@ -568,9 +568,18 @@ impl ProcessCluster {
     /// just killed or paused), returning its node id. Each node is asked with a short deadline
     /// of its own, so a paused (SIGSTOPped) node among them delays nothing.
     pub async fn wait_for_new_leader(&mut self, excluding: u64) -> anyhow::Result<u64> {
+        self.wait_for_new_leader_within(excluding, DEADLINE).await
+    }
+
+    /// [`ProcessCluster::wait_for_new_leader`] with its own deadline.
+    pub async fn wait_for_new_leader_within(
+        &mut self,
+        excluding: u64,
+        deadline: std::time::Duration,
+    ) -> anyhow::Result<u64> {
         use futures::StreamExt;
         let clients: Vec<NodeClient> = self.running().into_iter().map(|i| self.client(i)).collect();
-        wait_until(&format!("a leader other than node {excluding}"), DEADLINE, || {
+        wait_until(&format!("a leader other than node {excluding}"), deadline, || {
             let clients = clients.clone();
             async move {
                 let mut asks: futures::stream::FuturesUnordered<_> = clients

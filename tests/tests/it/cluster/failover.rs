@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use launcher_tests::client::{job_id, NodeClient};
-use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, TestPlugin};
+use launcher_tests::client::job_id;
+use launcher_tests::{init_tracing, job, ClusterOpts, ProcessCluster, TestPlugin};
 
 /// Well under the 61 s the election timers need at the least.
 const FAST: Duration = Duration::from_secs(20);
@@ -83,24 +83,10 @@ async fn replaced_at_once(stop: Stop) -> anyhow::Result<()> {
             );
         }
     }
-    let new = wait_until("a leader other than the stopped one", FAST, || {
-        let clients: Vec<NodeClient> = (1..=3)
-            .filter(|&i| i != stopped)
-            .map(|i| cluster.client(i))
-            .collect();
-        async move {
-            for c in &clients {
-                if let Ok(st) = c.status().await {
-                    if st.leader != 0 && st.leader != old {
-                        return Ok(Some(st.leader));
-                    }
-                }
-            }
-            Ok(None)
-        }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
+    let new = cluster
+        .wait_for_new_leader_within(old, FAST)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
     tracing::info!(old, new, elapsed = ?t0.elapsed(), ?stop, "new leader");
     ids.extend(writer.await??);
     let reply = cluster.client(survivor).submit(&job("after", &["ff"])).await?;
