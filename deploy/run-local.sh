@@ -119,7 +119,8 @@ server-user=$server_user
 admin-users=$server_user
 nodes=$join
 CONF
-RSTUDIO_CONFIG_DIR="$data/gateway" "$gw_bin" --config "$data/gateway/launcher.conf" >>"$data/gateway/gateway.log" 2>&1 &
+# LAUNCHER_NODES here is the node count; to the gateway it would mean its seed list.
+env -u LAUNCHER_NODES RSTUDIO_CONFIG_DIR="$data/gateway" "$gw_bin" --config "$data/gateway/launcher.conf" >>"$data/gateway/gateway.log" 2>&1 &
 gw_pid=$!
 echo "$gw_pid" > "$data/gateway.pid"
 for _ in $(seq 1 60); do
