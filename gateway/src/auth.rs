@@ -579,6 +579,46 @@ mod tests {
         assert!(none.is_admin("alice"));
     }
 
+    /// A group `launcher-gw-test` with the member `launcher-gw-test`, whose primary group is
+    /// `users`: made (once, kept) with the system's tools, which needs root.
+    fn supplementary_member() -> (String, String) {
+        const NAME: &str = "launcher-gw-test";
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "no group in /etc/group has a supplementary member and only root can add one: \
+             run this test as root, as CI does"
+        );
+        let run = |cmd: &str, args: &[&str]| {
+            let out = std::process::Command::new(cmd)
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+            assert!(
+                out.status.success(),
+                "{cmd} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run("groupadd", &["-f", NAME]);
+        if nix::unistd::User::from_name(NAME).ok().flatten().is_none() {
+            run(
+                "useradd",
+                &[
+                    "--no-create-home",
+                    "--no-user-group",
+                    "--gid",
+                    "users",
+                    "--groups",
+                    NAME,
+                    NAME,
+                ],
+            );
+        } else {
+            run("usermod", &["--append", "--groups", NAME, NAME]);
+        }
+        (NAME.to_string(), NAME.to_string())
+    }
+
     #[test]
     fn admin_group_supplementary_members() {
         // Find a group that lists a member whose primary group is another one, if any.
@@ -590,10 +630,8 @@ mod tests {
             let user = nix::unistd::User::from_name(member).ok()??;
             (user.gid.to_string() != *gid).then(|| (name.to_string(), member.to_string()))
         });
-        let Some((group, member)) = found else {
-            eprintln!("no group with supplementary members in /etc/group; skipped");
-            return;
-        };
+        // Without one the lookup would go untested while the test passed: make one instead.
+        let (group, member) = found.unwrap_or_else(supplementary_member);
         let admins = Admins::new(Vec::new(), Some(group.clone()));
         assert!(admins.is_admin(&member), "{member} in {group}");
     }
