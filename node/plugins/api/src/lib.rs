@@ -22,3 +22,4 @@ pub mod output;
 pub mod request;
 pub mod signal;
 pub mod status;
+pub mod userfs;
