@@ -89,18 +89,25 @@ pub enum Command {
         /// The user the token authenticates.
         #[arg(long)]
         user: String,
-        /// Lifetime: seconds, or a number with s, m, h or d.
-        #[arg(long, default_value = "1h", value_parser = duration)]
+        /// Lifetime: seconds, or a number with s, m, h or d; more than 0, at most --max-lifetime.
+        #[arg(long, default_value = "1h", value_parser = lifetime, allow_hyphen_values = true)]
         ttl: u64,
+        /// The longest lifetime the gateway accepts: its max-token-lifetime-seconds.
+        #[arg(long, default_value = "24h", value_parser = lifetime, allow_hyphen_values = true)]
+        max_lifetime: u64,
     },
     /// Check a token against the gateway, then store it (and the URL) in the config file.
     Login {
         /// Mint the token for this user with --key-file (instead of --token / $LAUNCHER_TOKEN).
         #[arg(long)]
         user: Option<String>,
-        /// Lifetime of a minted token: seconds, or a number with s, m, h or d.
-        #[arg(long, default_value = "12h", value_parser = duration)]
+        /// Lifetime of a minted token: seconds, or a number with s, m, h or d; more than 0, at
+        /// most --max-lifetime.
+        #[arg(long, default_value = "12h", value_parser = lifetime, allow_hyphen_values = true)]
         ttl: u64,
+        /// The longest lifetime the gateway accepts: its max-token-lifetime-seconds.
+        #[arg(long, default_value = "24h", value_parser = lifetime, allow_hyphen_values = true)]
+        max_lifetime: u64,
     },
     /// Forget the stored token.
     Logout,
@@ -363,6 +370,19 @@ fn duration(s: &str) -> Result<u64, String> {
     crate::output::parse_duration(s)
 }
 
+/// A token lifetime: a duration of more than 0 (a token of lifetime 0 has expired when minted).
+fn lifetime(s: &str) -> Result<u64, String> {
+    if s.trim().starts_with('-') {
+        return Err(format!("'{s}': a token lifetime must be more than 0"));
+    }
+    match duration(s)? {
+        0 => Err(format!(
+            "'{s}': a token lifetime must be more than 0 (the token would have expired when minted)"
+        )),
+        n => Ok(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +391,48 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn token_lifetimes_are_positive_durations() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([["launcherctl", "token", "--user", "u"].as_slice(), args].concat())
+        };
+        let Command::Token {
+            ttl, max_lifetime, ..
+        } = parse(&[]).unwrap().command
+        else {
+            panic!("token")
+        };
+        assert_eq!((ttl, max_lifetime), (3600, 86_400));
+        let Command::Token {
+            ttl, max_lifetime, ..
+        } = parse(&["--ttl", "100d", "--max-lifetime", "200d"])
+            .unwrap()
+            .command
+        else {
+            panic!("token")
+        };
+        assert_eq!((ttl, max_lifetime), (8_640_000, 17_280_000));
+        for bad in [
+            ["--ttl", "0"],
+            ["--ttl", "0h"],
+            ["--ttl", "-5"],
+            ["--ttl", "-1d"],
+            ["--max-lifetime", "0"],
+        ] {
+            let e = parse(&bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+            assert!(e.to_string().contains("must be more than 0"), "{bad:?}: {e}");
+        }
+        let Command::Login {
+            ttl, max_lifetime, ..
+        } = Cli::try_parse_from(["launcherctl", "login"]).unwrap().command
+        else {
+            panic!("login")
+        };
+        assert_eq!((ttl, max_lifetime), (12 * 3600, 86_400));
+        assert!(Cli::try_parse_from(["launcherctl", "login", "--ttl", "0"]).is_err());
     }
 
     #[test]

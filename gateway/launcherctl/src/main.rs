@@ -138,7 +138,12 @@ async fn run(cli: Cli) -> Result<i32, (CtlError, Option<String>)> {
             clap_complete::generate(*shell, &mut cmd, "launcherctl", &mut buf);
             return print_out(&String::from_utf8_lossy(&buf)).map_err(no_hint);
         }
-        Command::Token { user, ttl } => {
+        Command::Token {
+            user,
+            ttl,
+            max_lifetime,
+        } => {
+            token::check_lifetime(*ttl, *max_lifetime).map_err(|e| no_hint(CtlError::Usage(e)))?;
             let Some(kf) = &cli.key_file else {
                 return Err(no_hint(CtlError::Usage(
                     "token needs --key-file FILE (the secure-cookie-key of the cluster)".into(),
@@ -160,7 +165,16 @@ async fn run(cli: Cli) -> Result<i32, (CtlError, Option<String>)> {
     let target = client::parse_target(&url).map_err(no_hint)?;
     let ca_file = cli.ca_file.clone().or_else(|| stored.ca_file.clone());
     let token = match &cli.command {
-        Command::Login { user, ttl } => {
+        Command::Login {
+            user,
+            ttl,
+            max_lifetime,
+        } => {
+            // Only a token minted here has a lifetime to check; a given one is checked by the
+            // gateway.
+            if cli.token.is_none() && cli.key_file.is_some() {
+                token::check_lifetime(*ttl, *max_lifetime).map_err(|e| no_hint(CtlError::Usage(e)))?;
+            }
             resolve_token(&cli, user.as_deref().or(cli.user.as_deref()), *ttl, None).map_err(no_hint)?
         }
         Command::Status { .. } => None, // unauthenticated; a stale stored token must not matter
