@@ -24,8 +24,9 @@ enum Cmd {
         /// The user the token authenticates.
         #[arg(long)]
         user: String,
-        /// Lifetime: seconds, or a number with s, m, h or d (default 1h).
-        #[arg(long, default_value = "1h")]
+        /// Lifetime: seconds, or a number with s, m, h or d (default 1h); more than 0, at most
+        /// max-token-lifetime-seconds (from --config when given, else its default 86400).
+        #[arg(long, default_value = "1h", allow_hyphen_values = true)]
         ttl: String,
         /// The key file (default: secure-cookie-key-file from the config).
         #[arg(long)]
@@ -41,6 +42,9 @@ enum Cmd {
 
 fn parse_ttl(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
+    if s.starts_with('-') {
+        anyhow::bail!("--ttl '{s}': a token lifetime must be more than 0");
+    }
     let (num, unit) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
         _ => (s, 's'),
@@ -55,7 +59,25 @@ fn parse_ttl(s: &str) -> anyhow::Result<u64> {
         'd' => 86_400,
         other => anyhow::bail!("--ttl '{s}': unknown unit '{other}' (use s, m, h or d)"),
     };
-    Ok(n * mult)
+    match n.checked_mul(mult) {
+        Some(0) => anyhow::bail!(
+            "--ttl '{s}': a token lifetime must be more than 0 (the token would have expired when minted)"
+        ),
+        Some(secs) => Ok(secs),
+        None => anyhow::bail!("--ttl '{s}' is out of range"),
+    }
+}
+
+/// Refuses a lifetime the gateway refuses tokens for: longer than its
+/// max-token-lifetime-seconds (`max`, `from` saying where that value comes from).
+fn check_ttl(ttl: u64, max: u64, from: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        ttl <= max,
+        "--ttl of {ttl} s is longer than max-token-lifetime-seconds ({max} s, {from}): the gateway \
+         would refuse the token. To mint a longer token, raise max-token-lifetime-seconds in the \
+         gateway's launcher.conf and pass that file with --config"
+    );
+    Ok(())
 }
 
 fn config_path(args: &Args) -> PathBuf {
@@ -78,20 +100,35 @@ fn main() {
 
 fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Cmd::Token { user, ttl, key_file }) = &args.command {
-        let key_file = match key_file {
-            Some(f) => f.clone(),
-            None => {
-                let cfg = launcher_gateway::config::load(&config_path(&args), |k| std::env::var(k).ok())
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                cfg.secure_cookie_key_file
-            }
+        let ttl = parse_ttl(ttl)?;
+        // The file is read when it must name the key, or when it is given: it then also sets the
+        // longest lifetime this cluster's gateways accept.
+        let loaded = if key_file.is_none() || args.config.is_some() {
+            let path = config_path(&args);
+            let cfg = launcher_gateway::config::load(&path, |k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some((path, cfg))
+        } else {
+            None
         };
+        let (max, from) = match &loaded {
+            Some((path, cfg)) => (cfg.max_token_lifetime_seconds, format!("from {}", path.display())),
+            None => (
+                launcher_gateway::config::GatewayConfig::new(PathBuf::new()).max_token_lifetime_seconds,
+                "the default; pass --config with the gateway's launcher.conf to use its value".to_string(),
+            ),
+        };
+        check_ttl(ttl, max, &from)?;
+        let key_file = key_file
+            .clone()
+            .or(loaded.map(|(_, cfg)| cfg.secure_cookie_key_file))
+            .context("give --key-file, or --config naming secure-cookie-key-file")?;
         let key = launcher_gateway::auth::load_key(&key_file).map_err(anyhow::Error::msg)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-        println!(
-            "{}",
-            launcher_gateway::auth::mint_token(&key, user, now + parse_ttl(ttl)?)
-        );
+        let expiry = now
+            .checked_add(ttl)
+            .context("--ttl reaches past the end of time")?;
+        println!("{}", launcher_gateway::auth::mint_token(&key, user, expiry));
         return Ok(());
     }
     let config = launcher_gateway::config::load(&config_path(&args), |k| std::env::var(k).ok())
@@ -157,7 +194,7 @@ fn health(config: &launcher_gateway::config::GatewayConfig, timeout: u64) -> any
 
 #[cfg(test)]
 mod tests {
-    use super::parse_ttl;
+    use super::{check_ttl, parse_ttl};
 
     #[test]
     fn ttls() {
@@ -167,5 +204,32 @@ mod tests {
         assert_eq!(parse_ttl("2d").unwrap(), 172_800);
         assert!(parse_ttl("1w").is_err());
         assert!(parse_ttl("x").is_err());
+    }
+
+    #[test]
+    fn ttls_of_zero_or_less_or_out_of_range_are_refused() {
+        for bad in ["0", "0s", "0d", "-1", "-5h"] {
+            let e = parse_ttl(bad).unwrap_err().to_string();
+            assert!(e.contains("must be more than 0"), "{bad}: {e}");
+        }
+        assert!(parse_ttl("18446744073709551615d")
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
+    }
+
+    #[test]
+    fn ttls_over_the_maximum_lifetime_are_refused() {
+        assert!(check_ttl(86_400, 86_400, "the default").is_ok());
+        let e = check_ttl(8_640_000, 86_400, "from /etc/rstudio/launcher.conf")
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "8640000 s",
+            "86400 s, from /etc/rstudio/launcher.conf",
+            "raise max-token-lifetime-seconds",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
     }
 }
