@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 pub const ERROR_CODE_HEADER: &str = "launcher-error-code";
 
 /// Error codes of DESIGN §2: (code, name, HTTP status). The numbers are a public contract.
-const CODES: [(i32, &str, u16); 15] = [
+const CODES: [(i32, &str, u16); 17] = [
     (0, "Unknown", 500),
     (1, "RequestNotSupported", 501),
     (2, "InvalidRequest", 400),
@@ -24,6 +24,8 @@ const CODES: [(i32, &str, u16); 15] = [
     (12, "Forbidden", 403),
     (13, "Unavailable", 503),
     (14, "PayloadTooLarge", 413),
+    (15, "MountNotAllowed", 403),
+    (16, "UnknownUser", 400),
 ];
 
 /// Stable codes the gateway itself uses.

@@ -104,7 +104,7 @@ fn parse_inner(
 }
 
 /// The whole effective configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// `[server]`: the HTTP side, authentication and plugin options.
     pub server: ServerConfig,
@@ -372,7 +372,7 @@ impl FromStr for ClusterType {
 }
 
 /// One `[cluster]` section: a plugin process this node hosts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterConfig {
     /// Cluster name seen by API users (`name`, required, unique).
     pub name: String,
@@ -386,7 +386,22 @@ pub struct ClusterConfig {
     pub plugin_args: Vec<String>,
     /// Jobs outlive their node and are adopted elsewhere (`shared-scheduler`, default: Slurm only).
     pub shared_scheduler: bool,
+    /// Host directories non-admin jobs may mount from (`allowed-mount-sources`, comma-separated
+    /// absolute paths, `{USER}` replaced by the job's user), besides the `Host` entries of
+    /// `launcher-mounts` (docs/security.md).
+    pub allowed_mount_sources: Vec<String>,
+    /// Smallest uid a job may run as (`min-uid`, default 1000; 0 allows root jobs).
+    pub min_uid: u32,
+    /// Largest `resourceLimits` a job may ask for (`max-cpu-count`, `max-cpu-time-seconds`,
+    /// `max-memory-mb`, `max-memory-swap-mb`); unset: only the built-in ceiling applies.
+    pub max_cpu_count: Option<f64>,
+    pub max_cpu_time_seconds: Option<f64>,
+    pub max_memory_mb: Option<f64>,
+    pub max_memory_swap_mb: Option<f64>,
 }
+
+/// The default `min-uid`: the first ordinary account on Debian and most distributions.
+pub const DEFAULT_MIN_UID: u32 = 1000;
 
 impl Default for ClusterConfig {
     /// The product's default cluster: `name=Local`, `type=Local`.
@@ -405,6 +420,12 @@ impl ClusterConfig {
             plugin_name: name.to_lowercase(),
             plugin_args: Vec::new(),
             shared_scheduler: kind.default_shared_scheduler(),
+            allowed_mount_sources: Vec::new(),
+            min_uid: DEFAULT_MIN_UID,
+            max_cpu_count: None,
+            max_cpu_time_seconds: None,
+            max_memory_mb: None,
+            max_memory_swap_mb: None,
         }
     }
 }
@@ -736,6 +757,36 @@ const CLUSTER_KEYS: &[KeySpec<ClusterConfig>] = &[
         set: |c, v| set(&mut c.shared_scheduler, parse_bool(v)?),
         get: |c| show_bool(c.shared_scheduler),
     },
+    KeySpec {
+        name: "allowed-mount-sources",
+        set: |c, v| set(&mut c.allowed_mount_sources, parse_mount_sources(v)?),
+        get: |c| c.allowed_mount_sources.join(","),
+    },
+    KeySpec {
+        name: "min-uid",
+        set: |c, v| set(&mut c.min_uid, parse_uint(v, u32::MAX.into())? as u32),
+        get: |c| c.min_uid.to_string(),
+    },
+    KeySpec {
+        name: "max-cpu-count",
+        set: |c, v| set(&mut c.max_cpu_count, opt(v, parse_limit)?),
+        get: |c| show_opt(&c.max_cpu_count),
+    },
+    KeySpec {
+        name: "max-cpu-time-seconds",
+        set: |c, v| set(&mut c.max_cpu_time_seconds, opt(v, parse_limit)?),
+        get: |c| show_opt(&c.max_cpu_time_seconds),
+    },
+    KeySpec {
+        name: "max-memory-mb",
+        set: |c, v| set(&mut c.max_memory_mb, opt(v, parse_limit)?),
+        get: |c| show_opt(&c.max_memory_mb),
+    },
+    KeySpec {
+        name: "max-memory-swap-mb",
+        set: |c, v| set(&mut c.max_memory_swap_mb, opt(v, parse_limit)?),
+        get: |c| show_opt(&c.max_memory_swap_mb),
+    },
 ];
 
 fn set<T>(slot: &mut T, value: T) -> Result<(), String> {
@@ -824,6 +875,29 @@ fn parse_list(v: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// A list of absolute directories without `.` or `..` components (`{USER}` allowed).
+fn parse_mount_sources(v: &str) -> Result<Vec<String>, String> {
+    let list = parse_list(v);
+    for p in &list {
+        let path = std::path::Path::new(p);
+        let plain = path
+            .components()
+            .all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
+        if !path.is_absolute() || !plain {
+            return Err(format!("'{p}' is not an absolute path without '.' or '..'"));
+        }
+    }
+    Ok(list)
+}
+
+/// A resource maximum: a finite number above 0.
+fn parse_limit(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("expected a number above 0, got '{v}'")),
+    }
 }
 
 fn parse_words(v: &str) -> Vec<String> {
@@ -2078,9 +2152,46 @@ type=Local
         }
         assert_eq!(key_names("server").len(), 22);
         assert_eq!(key_names("node").len(), 15);
-        assert_eq!(key_names("cluster").len(), 6);
+        assert_eq!(key_names("cluster").len(), 12);
         for (var, section, key) in ENV_OVERRIDES {
             assert!(known_key(section, key).is_some(), "{var}");
+        }
+    }
+
+    /// The submit policy keys of a cluster parse, default, and refuse bad values by name.
+    #[test]
+    fn cluster_policy_keys() {
+        let c = parse_ok(
+            "[cluster]\nname=Local\ntype=Local\nallowed-mount-sources=/srv/a, /home/{USER}\nmin-uid=500\n\
+             max-cpu-count=4\nmax-memory-mb=1024.5\n",
+        );
+        let local = &c.clusters[0];
+        assert_eq!(local.allowed_mount_sources, ["/srv/a", "/home/{USER}"]);
+        assert_eq!(
+            (local.min_uid, local.max_cpu_count, local.max_memory_mb),
+            (500, Some(4.0), Some(1024.5))
+        );
+        assert_eq!(
+            (local.max_cpu_time_seconds, local.max_memory_swap_mb),
+            (None, None)
+        );
+        let d = parse_ok("[cluster]\nname=L\ntype=Local\n");
+        assert_eq!(
+            (d.clusters[0].min_uid, d.clusters[0].allowed_mount_sources.len()),
+            (DEFAULT_MIN_UID, 0)
+        );
+        for (line, words) in [
+            ("allowed-mount-sources=relative/dir", "not an absolute path"),
+            ("allowed-mount-sources=/srv/../etc", "'..'"),
+            ("min-uid=-1", "negative"),
+            ("max-memory-mb=0", "above 0"),
+            ("max-cpu-count=NaN", "above 0"),
+        ] {
+            let errors = lines(&parse_err(&format!("[cluster]\nname=L\ntype=Local\n{line}\n")));
+            assert!(
+                errors.len() == 1 && errors[0].contains(words),
+                "{line}: {errors:?}"
+            );
         }
     }
 

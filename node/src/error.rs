@@ -44,10 +44,12 @@ impl NodeError {
 impl From<NodeError> for Status {
     fn from(e: NodeError) -> Status {
         let code = match e.code {
-            ErrorCode::InvalidRequest | ErrorCode::UnsupportedVersion => tonic::Code::InvalidArgument,
+            ErrorCode::InvalidRequest | ErrorCode::UnsupportedVersion | ErrorCode::UnknownUser => {
+                tonic::Code::InvalidArgument
+            }
             ErrorCode::JobNotFound | ErrorCode::JobOutputNotFound => tonic::Code::NotFound,
             ErrorCode::Unauthorized => tonic::Code::Unauthenticated,
-            ErrorCode::Forbidden => tonic::Code::PermissionDenied,
+            ErrorCode::Forbidden | ErrorCode::MountNotAllowed => tonic::Code::PermissionDenied,
             ErrorCode::Unavailable | ErrorCode::PluginRestarted => tonic::Code::Unavailable,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::RequestNotSupported => tonic::Code::Unimplemented,

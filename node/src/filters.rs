@@ -416,6 +416,21 @@ impl FilterFiles {
     }
 }
 
+impl FilterFiles {
+    /// The host directories that the `Host` records of `launcher-mounts` matching `job` would
+    /// mount, `{USER}` replaced: under the mount policy a user may mount from these
+    /// (docs/security.md).
+    pub fn allowed_host_sources(&self, job: &Job, groups: &[String]) -> Vec<String> {
+        let user = job.user.as_deref();
+        self.mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Host && m.selector.matches(job, groups))
+            .filter_map(|m| m.source.get("path").and_then(Value::as_str))
+            .map(|p| substitute(p, user))
+            .collect()
+    }
+}
+
 /// The names of the groups `user` belongs to (primary and supplementary) from the user database,
 /// sorted; empty for an unknown user. It may query NSS (LDAP, ...): call it off the async runtime.
 pub fn groups_of(user: &str) -> Vec<String> {

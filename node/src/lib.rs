@@ -5,6 +5,7 @@
 //! Everything a binary or a test needs is reachable through [`start`].
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod auth;
 pub mod clock;
 pub mod config;

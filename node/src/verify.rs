@@ -178,6 +178,25 @@ async fn verify_cluster(
             *a = format!("--scratch-path={}", scratch.display());
         }
     }
+    // The checks a submit of the test job would meet on the leader (docs/security.md).
+    let job = launcher_storage::Job {
+        name: "verify-installation".into(),
+        cluster: name.clone(),
+        user: Some(user.to_string()),
+        command: Some(format!("echo {MARKER}")),
+        ..Default::default()
+    };
+    let (policy_cluster, dir) = (cluster.clone(), config.dir.clone());
+    let admitted = tokio::task::spawn_blocking(move || {
+        let filters = crate::filters::FilterFiles::load(&dir).unwrap_or_default();
+        crate::admission::admit(&job, true, Some(&policy_cluster), &filters)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| format!("{} ({})", e.message, e.code)));
+    r.check(out, &format!("cluster {name}: submit policy"), admitted, |_| {
+        format!("a job of {user} would be accepted (user, uid, home directory)")
+    });
     let exe = spec.exe.display().to_string();
     let plugin = match Plugin::start(spec).await {
         Ok(p) => {

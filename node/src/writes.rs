@@ -236,6 +236,8 @@ impl Shared {
                 ),
             ));
         }
+        // Before parsing: nothing deeper may be stored, or re-serialising it would fail later.
+        crate::admission::check_depth(body)?;
         let mut job: Job = serde_json::from_str(body)
             .map_err(|e| NodeError::invalid(format!("the job is not valid: {e}")))?;
         job.validate_submission().map_err(NodeError::invalid)?;
@@ -267,10 +269,14 @@ impl Shared {
         job.last_update_time = None;
         job.plugin_job_id = None;
         job.instance_id = None;
-        job.metadata = job.metadata.map(|m| {
-            let v: serde_json::Value = serde_json::from_str(m.0.get()).expect("RawValue holds valid JSON");
-            RawJson::normalized(&v)
-        });
+        job.metadata = job
+            .metadata
+            .map(|m| {
+                serde_json::from_str::<serde_json::Value>(m.0.get())
+                    .and_then(|v| RawJson::normalized(&v))
+                    .map_err(|e| NodeError::invalid(format!("job field 'metadata' is not valid: {e}")))
+            })
+            .transpose()?;
         job.user = Some(user.clone());
         let idempotency = idempotency_key
             .filter(|k| !k.is_empty())
@@ -287,18 +293,24 @@ impl Shared {
                 })
             })
             .transpose()?;
-        // The filter files apply once, here, and their result is stored with the job (DESIGN §4).
-        if !self.filters.is_empty() {
-            let filters = self.filters.clone();
-            let mut stamped = job;
-            job = tokio::task::spawn_blocking(move || {
-                let groups = crate::filters::groups_of(stamped.user.as_deref().unwrap_or_default());
-                filters.apply(&mut stamped, &groups);
-                stamped
-            })
-            .await
-            .map_err(NodeError::internal)?;
-        }
+        // What is knowable now is refused now (docs/security.md); then the filter files apply
+        // once, here, and their result is stored with the job (docs/configuration.md).
+        let filters = self.filters.clone();
+        let cluster = self
+            .config
+            .clusters
+            .iter()
+            .find(|c| c.name == job.cluster)
+            .cloned();
+        let admin = caller.admin;
+        let mut stamped = job;
+        job = tokio::task::spawn_blocking(move || -> NodeResult<Job> {
+            let groups = crate::admission::admit(&stamped, admin, cluster.as_ref(), &filters)?;
+            filters.apply(&mut stamped, &groups);
+            Ok(stamped)
+        })
+        .await
+        .map_err(NodeError::internal)??;
         let owner = self.place(&job.cluster).await?;
         job.id = Some(uuid::Uuid::now_v7().to_string());
         job.submission_time = Some(now.to_string());

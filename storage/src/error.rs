@@ -23,11 +23,15 @@ pub enum ErrorCode {
     Forbidden = 12,
     Unavailable = 13,
     PayloadTooLarge = 14,
+    /// A job's mount is not allowed by the mount policy (403).
+    MountNotAllowed = 15,
+    /// The job's user is not in the user database (400).
+    UnknownUser = 16,
 }
 
 impl ErrorCode {
     /// All codes, in numeric order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::Unknown,
         ErrorCode::RequestNotSupported,
         ErrorCode::InvalidRequest,
@@ -43,6 +47,8 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::Unavailable,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::MountNotAllowed,
+        ErrorCode::UnknownUser,
     ];
 
     /// The stable numeric code.
@@ -77,6 +83,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "Forbidden",
             ErrorCode::Unavailable => "Unavailable",
             ErrorCode::PayloadTooLarge => "PayloadTooLarge",
+            ErrorCode::MountNotAllowed => "MountNotAllowed",
+            ErrorCode::UnknownUser => "UnknownUser",
         }
     }
 
@@ -98,6 +106,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::Unavailable => 503,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::MountNotAllowed => 403,
+            ErrorCode::UnknownUser => 400,
         }
     }
 }

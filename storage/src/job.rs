@@ -90,9 +90,8 @@ impl PartialEq for RawJson {
 
 impl RawJson {
     /// Re-encodes any JSON value compactly (object keys sorted), the form the leader stores.
-    pub fn normalized(v: &serde_json::Value) -> RawJson {
-        let s = serde_json::to_string(v).expect("a JSON value serialises");
-        RawJson(RawValue::from_string(s).expect("serde_json output is valid JSON"))
+    pub fn normalized(v: &serde_json::Value) -> Result<RawJson, serde_json::Error> {
+        RawValue::from_string(serde_json::to_string(v)?).map(RawJson)
     }
 }
 

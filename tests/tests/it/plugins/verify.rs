@@ -24,7 +24,8 @@ async fn verify(conf: &std::path::Path, user: &str) -> anyhow::Result<Output> {
 /// On a working installation (a node's own config with the Local plugin) every step passes:
 /// key file, directories, filter files, the user, the plugin's bootstrap and a test job that
 /// really runs as the user and prints its marker; the exit status is 0. An unknown user and a
-/// world-readable key each give a FAIL line that says what to fix, and a non-zero exit.
+/// world-readable key each give a FAIL line that says what to fix, and a non-zero exit; so does a
+/// user the submit policy refuses (unknown, or root below `min-uid`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_installation_passes_and_names_what_to_fix() -> anyhow::Result<()> {
     init_tracing();
@@ -46,6 +47,7 @@ async fn verify_installation_passes_and_names_what_to_fix() -> anyhow::Result<()
         "PASS  scratch-path",
         "PASS  filter files",
         "PASS  job user",
+        "PASS  cluster Local: submit policy",
         "PASS  cluster Local: plugin",
         "PASS  cluster Local: test job",
     ] {
@@ -62,6 +64,20 @@ async fn verify_installation_passes_and_names_what_to_fix() -> anyhow::Result<()
         "{stdout}"
     );
     assert!(stdout.contains("FAIL  cluster Local: test job"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  cluster Local: submit policy: user 'no-such-user-here' does not exist"),
+        "{stdout}"
+    );
+
+    // What a submit would refuse, verify-installation refuses too: root is below min-uid.
+    let out = verify(&conf, "root").await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL  cluster Local: submit policy"))
+        .unwrap_or_else(|| panic!("no submit policy FAIL for root in:\n{stdout}"));
+    assert!(line.contains("min-uid"), "{line}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("checks failed"),
         "{}",
