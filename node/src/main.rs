@@ -1,7 +1,11 @@
 //! The `launcher-node` binary: parse arguments, load the config, install tracing, run.
 #![forbid(unsafe_code)]
 
+mod privsep;
+
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -76,6 +80,13 @@ enum Cmd {
         #[arg(long)]
         force_new_cluster: bool,
     },
+    /// The privileged plugin spawner a node started as root runs (privilege separation).
+    #[command(hide = true)]
+    Spawner {
+        /// The node's pid: the spawner does not outlive it.
+        #[arg(long)]
+        parent: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,10 +127,36 @@ fn init_tracing(debug: bool) {
     }
 }
 
-async fn run_node(config: Config, opts: StartOptions) -> anyhow::Result<()> {
+async fn run_node(
+    config: Config,
+    opts: StartOptions,
+    privsep: Option<privsep::Privsep>,
+) -> anyhow::Result<()> {
     tracing::debug!(config = %config.dump(), "effective configuration");
-    let mut node = launcher_node::start(config, opts).await?;
+    let mut spawner = None;
+    let mut node = match privsep {
+        None => launcher_node::start(config, opts).await?,
+        Some(p) => {
+            launcher_node::server::start_with(config, opts, |config| {
+                let (launcher, client) = p.finish(config)?;
+                spawner = Some(client);
+                Ok(launcher)
+            })
+            .await?
+        }
+    };
     let stopper = node.stopper();
+    // Without its spawner the node can neither restart nor stop its plugins: it stops itself.
+    let spawner_lost = Arc::new(AtomicBool::new(false));
+    if let Some(client) = spawner {
+        let stopper = stopper.clone();
+        let lost = spawner_lost.clone();
+        tokio::spawn(async move {
+            client.gone().await;
+            lost.store(true, Ordering::SeqCst);
+            let _ = stopper.send_replace(true);
+        });
+    }
     if std::env::var_os("LAUNCHER_EXIT_WITH_PARENT").is_some() {
         // Test harnesses set this so a node never outlives a test process that was killed.
         let parent = nix::unistd::getppid();
@@ -141,7 +178,11 @@ async fn run_node(config: Config, opts: StartOptions) -> anyhow::Result<()> {
         }
         let _ = stopper.send_replace(true);
     });
-    node.wait().await
+    let result = node.wait().await;
+    if spawner_lost.load(Ordering::SeqCst) {
+        anyhow::bail!("the privileged plugin spawner exited: the node stopped; start it again");
+    }
+    result
 }
 
 fn node_addr(config: &Config, node: Option<String>) -> String {
@@ -285,42 +326,30 @@ async fn verify(config: &Config, user: Option<String>, timeout: u64) -> anyhow::
     Ok(())
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
-    let result = async {
+    if let Some(Cmd::Spawner { parent }) = args.cmd {
+        std::process::exit(launcher_node::plugins::spawner::run(parent));
+    }
+    let result = (|| {
         let config = load_config(args.config.clone())?;
-        if args.cmd.is_none()
-            || matches!(
-                args.cmd,
-                Some(Cmd::Recover { .. } | Cmd::VerifyInstallation { .. })
-            )
-        {
+        let runs_node = matches!(args.cmd, None | Some(Cmd::Recover { .. }));
+        if runs_node || matches!(args.cmd, Some(Cmd::VerifyInstallation { .. })) {
             init_tracing(config.server.enable_debug_logging);
         }
-        match args.cmd {
-            None => run_node(config, StartOptions { init: args.init }).await,
-            Some(Cmd::Status { node, json }) => print_status(&config, node, json).await,
-            Some(Cmd::Health { node, timeout }) => health(&config, node, timeout).await,
-            Some(Cmd::VerifyInstallation { user, timeout }) => verify(&config, user, timeout).await,
-            Some(Cmd::Snapshot {
-                cmd: SnapshotCmd::Save { file, node },
-            }) => save_snapshot(&config, file, node).await,
-            Some(Cmd::Recover {
-                from,
-                force_new_cluster,
-            }) => {
-                if !force_new_cluster {
-                    anyhow::bail!(
-                        "recover starts a NEW cluster from the snapshot; confirm with --force-new-cluster"
-                    );
-                }
-                launcher_node::recover_into(&config, &from)?;
-                run_node(config, StartOptions { init: true }).await
-            }
-        }
-    }
-    .await;
+        // Before the runtime: the spawner is forked by the main thread, which lives as long as
+        // the process (its parent-death signal follows the forking thread).
+        let privsep = if runs_node {
+            privsep::prepare(&config)?
+        } else {
+            None
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(run(args, config, privsep))
+    })();
     // Exit explicitly: a storage thread stuck on a full disk must not keep the process alive.
     match result {
         Ok(()) => std::process::exit(0),
@@ -328,5 +357,30 @@ async fn main() {
             eprintln!("launcher-node: {e:#}");
             std::process::exit(1);
         }
+    }
+}
+
+async fn run(args: Args, config: Config, privsep: Option<privsep::Privsep>) -> anyhow::Result<()> {
+    match args.cmd {
+        None => run_node(config, StartOptions { init: args.init }, privsep).await,
+        Some(Cmd::Status { node, json }) => print_status(&config, node, json).await,
+        Some(Cmd::Health { node, timeout }) => health(&config, node, timeout).await,
+        Some(Cmd::VerifyInstallation { user, timeout }) => verify(&config, user, timeout).await,
+        Some(Cmd::Snapshot {
+            cmd: SnapshotCmd::Save { file, node },
+        }) => save_snapshot(&config, file, node).await,
+        Some(Cmd::Recover {
+            from,
+            force_new_cluster,
+        }) => {
+            if !force_new_cluster {
+                anyhow::bail!(
+                    "recover starts a NEW cluster from the snapshot; confirm with --force-new-cluster"
+                );
+            }
+            launcher_node::recover_into(&config, &from)?;
+            run_node(config, StartOptions { init: true }, privsep).await
+        }
+        Some(Cmd::Spawner { .. }) => unreachable!("the spawner runs before the config is read"),
     }
 }

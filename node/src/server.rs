@@ -22,7 +22,7 @@ use crate::auth::{load_key, InternalAuth};
 use crate::config::Config;
 use crate::membership::{data_paths, form, Formation, Identity};
 use crate::network::{NetworkFactory, Peers, MAX_GRPC_MESSAGE};
-use crate::plugins::Plugins;
+use crate::plugins::{Plugins, ProcessLauncher};
 use crate::raft_service::{NodeCell, RaftService};
 use crate::service::LauncherService;
 use crate::state::{Liveness, Shared};
@@ -153,19 +153,59 @@ fn open_storage(
     Ok((engine, log, sm))
 }
 
+async fn bind_grpc(config: &Config) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(&config.node.grpc_address)
+        .await
+        .with_context(|| format!("cannot listen on grpc-address {}", config.node.grpc_address))
+}
+
 /// Starts a node: binds its gRPC port and brings it into its cluster in the background.
 pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHandle> {
+    start_inner(
+        config,
+        opts,
+        None::<fn(&Config) -> anyhow::Result<ProcessLauncher>>,
+    )
+    .await
+}
+
+/// Like [`start`], but binds the gRPC port before storage is opened, then runs `before_storage`
+/// once the key and filter files are read and the port is bound, before any data file is
+/// opened or any plugin started: the place where the binary gives up root (privilege
+/// separation). It says how plugins are started; its failure stops the start.
+pub async fn start_with(
+    config: Config,
+    opts: StartOptions,
+    before_storage: impl FnOnce(&Config) -> anyhow::Result<ProcessLauncher>,
+) -> anyhow::Result<NodeHandle> {
+    start_inner(config, opts, Some(before_storage)).await
+}
+
+async fn start_inner(
+    config: Config,
+    opts: StartOptions,
+    before_storage: Option<impl FnOnce(&Config) -> anyhow::Result<ProcessLauncher>>,
+) -> anyhow::Result<NodeHandle> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     let key = load_key(&config.server.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
-    let (engine, log, sm) = open_storage(&config)?;
     let filters = Arc::new(
         crate::filters::FilterFiles::load(&config.dir)
             .map_err(|e| anyhow::anyhow!("invalid filter file: {e}"))?,
     );
+    // Without a hook the port is bound only once the node can serve, as it always was: until
+    // then peers (and fast failover's probe) see it refuse.
+    let (early_listener, launcher) = match before_storage {
+        Some(hook) => {
+            let listener = bind_grpc(&config).await?;
+            (Some(listener), hook(&config)?)
+        }
+        None => (None, ProcessLauncher::Direct),
+    };
+    let (engine, log, sm) = open_storage(&config)?;
     // Every plugin must bootstrap before the node serves anything (DESIGN §5).
-    let plugins = Plugins::start(&config).await?;
+    let plugins = Plugins::start_with(&config, launcher).await?;
     let identity = Identity::load(&config.node.data_dir).map_err(anyhow::Error::msg)?;
     let mut log_probe = log.clone();
     let has_raft_data = log_probe.read_vote().await?.is_some() || sm.applied()?.is_some();
@@ -184,9 +224,10 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
             );
         }
     }
-    let listener = TcpListener::bind(&config.node.grpc_address)
-        .await
-        .with_context(|| format!("cannot listen on grpc-address {}", config.node.grpc_address))?;
+    let listener = match early_listener {
+        Some(l) => l,
+        None => bind_grpc(&config).await?,
+    };
     let addr = listener.local_addr()?;
     let advertise = advertise_for(&config, addr);
     let auth = InternalAuth::new(

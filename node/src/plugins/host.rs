@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,9 +23,10 @@ use launcher_storage::ErrorCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
-use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::launcher::{PluginProcess, ProcessLauncher};
+use super::spawner::StopSignal;
 use crate::error::NodeError;
 
 /// How a plugin is started and timed.
@@ -47,6 +47,8 @@ pub struct PluginSpec {
     pub heartbeat: Option<Duration>,
     /// How long a stopping plugin gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// How its process is started, signalled and waited for.
+    pub launcher: ProcessLauncher,
 }
 
 /// Why a plugin request failed.
@@ -228,7 +230,7 @@ pub struct Plugin {
     next_id: AtomicU64,
     generation: watch::Sender<u64>,
     stop: watch::Sender<bool>,
-    child: tokio::sync::Mutex<Option<Child>>,
+    child: tokio::sync::Mutex<Option<PluginProcess>>,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -314,24 +316,13 @@ impl Plugin {
         self.generation.subscribe()
     }
 
-    /// Spawns the process, wires its pipes, and bootstraps it.
+    /// Spawns the process, wires its streams, and bootstraps it.
     async fn incarnate(&self) -> Result<Arc<Conn>, String> {
         let s = &self.spec;
-        let mut cmd = Command::new(&s.exe);
-        cmd.args(&s.args)
-            .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start plugin {}: {e}", s.exe.display()))?;
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
+        let spawned = s.launcher.spawn(s).await?;
+        let (child, stdin, stdout, stderr) = (spawned.process, spawned.stdin, spawned.stdout, spawned.stderr);
         let pid = child.id();
-        tracing::info!(cluster = %s.cluster, pid, exe = %s.exe.display(), "plugin started");
+        tracing::info!(cluster = %s.cluster, pid, exe = %s.exe.display(), via = ?s.launcher, "plugin started");
 
         let (writer, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
         let (dead, _) = watch::channel(false);
@@ -369,6 +360,13 @@ impl Plugin {
                     match read_message(&mut stdout).await {
                         Ok(Some(body)) => conn.route(body),
                         Ok(None) => break,
+                        // A socket (through the spawner) ends so when the plugin exits
+                        // leaving our requests unread; a pipe would just end.
+                        Err(launcher_plugin_api::framing::FrameError::Io(e))
+                            if e.kind() == std::io::ErrorKind::ConnectionReset =>
+                        {
+                            break
+                        }
                         Err(e) => {
                             tracing::warn!(%cluster, error = %e, "the plugin broke the protocol");
                             break;
@@ -428,7 +426,7 @@ impl Plugin {
 
     async fn kill_child(&self) {
         if let Some(mut child) = self.child.lock().await.take() {
-            let _ = child.start_kill();
+            child.signal(StopSignal::Kill);
             let _ = child.wait().await;
         }
     }
@@ -480,7 +478,7 @@ impl Plugin {
                 _ = wait_true(stop) => return "stopping".into(),
                 _ = wait_true(&mut dead) => {
                     let status = match self.child.lock().await.as_mut() {
-                        Some(c) => tokio::time::timeout(Duration::from_secs(2), c.wait()).await.ok().and_then(|r| r.ok()),
+                        Some(c) => tokio::time::timeout(Duration::from_secs(2), c.wait()).await.ok().flatten(),
                         None => None,
                     };
                     return match status {
@@ -601,19 +599,14 @@ impl Plugin {
         let Some(mut child) = self.child.lock().await.take() else {
             return;
         };
-        if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+        child.signal(StopSignal::Term);
         match tokio::time::timeout(self.spec.stop_grace, child.wait()).await {
             Ok(status) => {
-                tracing::info!(cluster = %self.spec.cluster, status = ?status.ok(), "plugin stopped")
+                tracing::info!(cluster = %self.spec.cluster, status = ?status, "plugin stopped")
             }
             Err(_) => {
                 tracing::warn!(cluster = %self.spec.cluster, grace = ?self.spec.stop_grace, "plugin ignored SIGTERM; killing it");
-                let _ = child.start_kill();
+                child.signal(StopSignal::Kill);
                 let _ = child.wait().await;
             }
         }

@@ -2,12 +2,16 @@
 //! uses them for the jobs this node owns.
 //!
 //! * [`host`]: one plugin process, its protocol, heartbeats and restarts.
+//! * [`launcher`]: how a plugin process is started and stopped: directly, or through the
+//!   privileged [`spawner`] when the node has given root up for `server-user`.
 //! * [`driver`]: launches the jobs the replicated state assigns to this node (at most once),
 //!   turns what the plugin reports into Raft updates, reconciles after restarts, fences jobs the
 //!   cluster took away from this node.
 
 pub mod driver;
 pub mod host;
+pub mod launcher;
+pub mod spawner;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +20,7 @@ use std::time::Duration;
 
 use crate::config::{ClusterConfig, ClusterType, Config};
 pub use host::{Plugin, PluginError, PluginSpec, PluginStream};
+pub use launcher::ProcessLauncher;
 
 /// How long a plugin gets between SIGTERM and SIGKILL when the node stops.
 pub const PLUGIN_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -91,7 +96,26 @@ pub fn plugin_spec(config: &Config, cluster: &ClusterConfig) -> PluginSpec {
         heartbeat: (s.heartbeat_interval_seconds > 0)
             .then(|| Duration::from_secs(s.heartbeat_interval_seconds)),
         stop_grace: PLUGIN_STOP_GRACE,
+        launcher: ProcessLauncher::Direct,
     }
+}
+
+/// What the privileged spawner may start: every cluster's plugin as [`plugin_spec`] has it,
+/// computed while the node is still root (so the plugins are told they run privileged).
+pub fn spawn_specs(config: &Config) -> Vec<spawner::SpawnSpec> {
+    config
+        .clusters
+        .iter()
+        .map(|c| {
+            let s = plugin_spec(config, c);
+            spawner::SpawnSpec {
+                cluster: s.cluster,
+                exe: s.exe,
+                args: s.args,
+                env: s.env,
+            }
+        })
+        .collect()
 }
 
 /// The node's plugins by cluster name.
@@ -104,8 +128,20 @@ impl Plugins {
     /// Starts and bootstraps every configured plugin; any failure stops the others and names
     /// the cluster and what went wrong (the node must not start then, DESIGN §5).
     pub async fn start(config: &Config) -> anyhow::Result<Plugins> {
+        Self::start_with(config, ProcessLauncher::Direct).await
+    }
+
+    /// [`Plugins::start`], each plugin started by `launcher`.
+    pub async fn start_with(config: &Config, launcher: ProcessLauncher) -> anyhow::Result<Plugins> {
         let starts = config.clusters.iter().map(|c| {
-            let spec = plugin_spec(config, c);
+            let mut spec = plugin_spec(config, c);
+            // What the spawner was given is what runs; the log and errors name that.
+            if let Some(fixed) = launcher.fixed_spec(&c.name) {
+                spec.exe = fixed.exe.clone();
+                spec.args = fixed.args.clone();
+                spec.env = fixed.env.clone();
+            }
+            spec.launcher = launcher.clone();
             async move { (spec.cluster.clone(), spec.exe.clone(), Plugin::start(spec).await) }
         });
         let results = futures::future::join_all(starts).await;
