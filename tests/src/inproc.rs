@@ -26,6 +26,7 @@ impl InProcCluster {
 
     /// Like [`InProcCluster::start`], with `plugin` serving cluster `Local`.
     pub async fn start_with_plugin(n: usize, plugin: crate::TestPlugin) -> anyhow::Result<Self> {
+        crate::ensure_test_users();
         let root = tempfile::Builder::new().prefix("launcher-inproc-").tempdir()?;
         crate::traversable(root.path())?;
         let key_path = root.path().join("secure-cookie-key");

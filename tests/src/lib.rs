@@ -118,21 +118,47 @@ pub fn job_user() -> String {
             return current_user();
         }
         const NAME: &str = "launcher-it";
-        if nix::unistd::User::from_name(NAME).ok().flatten().is_none() {
-            let out = std::process::Command::new("useradd")
-                .args(["--create-home", "--shell", "/bin/sh", NAME])
-                .output()
-                .expect("useradd runs");
-            // Parallel test processes may race to create it; only its existence matters.
-            assert!(
-                out.status.success() || nix::unistd::User::from_name(NAME).ok().flatten().is_some(),
-                "cannot create the test user {NAME}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        ensure_account(NAME);
         NAME.to_string()
     })
     .clone()
+}
+
+/// The accounts the tests submit as (callers and job users): a node refuses a job whose user is
+/// not in the user database (`UnknownUser`), as a production launcher must.
+pub const TEST_USERS: [&str; 4] = ["alice", "bob", "carol", "admin"];
+
+/// Creates [`TEST_USERS`] (once per process) when missing. Cluster tests run as root, as CI
+/// does: without root the accounts cannot be made, and the test fails saying so.
+pub fn ensure_test_users() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for name in TEST_USERS {
+            ensure_account(name);
+        }
+    });
+}
+
+/// Creates the ordinary account `name` (uid from the normal range) if it does not exist.
+fn ensure_account(name: &str) {
+    if nix::unistd::User::from_name(name).ok().flatten().is_some() {
+        return;
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the test account {name} is missing and only root can create it: run the tests as root, as CI does"
+    );
+    let out = std::process::Command::new("useradd")
+        .args(["--create-home", "--shell", "/bin/sh", name])
+        .output()
+        .expect("useradd runs");
+    // Parallel test processes may race to create it; only its existence matters.
+    assert!(
+        out.status.success() || nix::unistd::User::from_name(name).ok().flatten().is_some(),
+        "cannot create the test user {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A job body that runs `command` as the test job user.

@@ -34,6 +34,8 @@ pub struct ClusterOpts {
     pub log_filter: Option<String>,
     /// Extra `key=value` lines of every node's `[node]` section.
     pub node_lines: Vec<String>,
+    /// Extra `key=value` lines of every `[cluster]` section (policy keys).
+    pub cluster_lines: Vec<String>,
 }
 
 /// Which plugin a test cluster's `[cluster]` sections run.
@@ -96,6 +98,7 @@ impl Default for ClusterOpts {
             config_files: vec![],
             log_filter: None,
             node_lines: vec![],
+            cluster_lines: vec![],
         }
     }
 }
@@ -209,6 +212,7 @@ pub struct ProcessCluster {
 impl ProcessCluster {
     /// A cluster directory with its key and no node yet.
     fn empty(opts: ClusterOpts) -> anyhow::Result<ProcessCluster> {
+        crate::ensure_test_users();
         let root = tempfile::Builder::new().prefix("launcher-test-").tempdir()?;
         crate::traversable(root.path())?;
         let key_path = root.path().join("secure-cookie-key");
@@ -349,6 +353,10 @@ impl ProcessCluster {
         for name in std::iter::once("Local").chain(self.opts.extra_clusters.iter().map(String::as_str)) {
             let (section, plugin_conf) = self.opts.plugin.section(name);
             clusters.push_str(&section);
+            for line in &self.opts.cluster_lines {
+                clusters.push_str(line);
+                clusters.push('\n');
+            }
             clusters.push('\n');
             if let Some((file, text)) = plugin_conf {
                 std::fs::write(node.dir.join(file), text)?;

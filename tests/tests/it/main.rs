@@ -7,3 +7,4 @@ mod ctl;
 mod deploy;
 mod gateway;
 mod plugins;
+mod security;
