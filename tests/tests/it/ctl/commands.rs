@@ -428,6 +428,56 @@ async fn launcherctl_exit_codes_without_a_gateway() -> anyhow::Result<()> {
         .expect(0)
         .stdout;
     assert!(token.starts_with("alice|") && token.trim().len() > 70, "{token}");
+    // Lifetimes the gateway would refuse are refused here, as usage errors: 0 or less (expired
+    // when minted), or over --max-lifetime (the gateway's max-token-lifetime-seconds, 24h unless
+    // raised on both sides).
+    for ttl in ["0", "0s", "-5", "-1d"] {
+        let r = ctl
+            .run(&["token", "--user", "alice", "--key-file", key, "--ttl", ttl])
+            .await?
+            .expect(2);
+        assert!(
+            r.stderr.contains("must be more than 0") && r.stdout.is_empty(),
+            "{ttl}: {r:#?}"
+        );
+    }
+    ctl.run(&["token", "--user", "alice", "--key-file", key, "--ttl", "100d"])
+        .await?
+        .expect_error(
+            2,
+            &[
+                "--ttl 100d",
+                "24h",
+                "max-token-lifetime-seconds",
+                "--max-lifetime",
+            ],
+        );
+    ctl.run(&["--key-file", key, "--user", "alice", "login", "--ttl", "25h"])
+        .await?
+        .expect_error(2, &["--ttl 25h", "--max-lifetime"]);
+    let long = ctl
+        .run(&[
+            "token",
+            "--user",
+            "alice",
+            "--key-file",
+            key,
+            "--ttl",
+            "100d",
+            "--max-lifetime",
+            "100d",
+        ])
+        .await?
+        .expect(0)
+        .stdout;
+    let expiry: u64 = long.split('|').nth(1).expect("an expiry").parse()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    assert!(
+        expiry > now + 99 * 86_400 && expiry <= now + 100 * 86_400 + 60,
+        "{long}"
+    );
     ctl.run(&["--key-file", key, "jobs", "list"])
         .await?
         .expect_error(2, &["--user"]);
