@@ -7,6 +7,7 @@
 //! lines assembled from the formats' own keys, values and shapes, which get deep into the
 //! parsers (continuations, duplicate keys, out-of-range numbers, unknown sections).
 
+use launcher_node::admission::{check_depth, MAX_JSON_DEPTH};
 use launcher_node::config;
 use launcher_node::filters::{self, FilterError};
 use launcher_storage::job::Job;
@@ -500,10 +501,12 @@ fn nested(depth: usize, kind: u8) -> String {
     s
 }
 
-/// What the submit path does with a body (node/src/writes.rs and service.rs): UTF-8, a typed
-/// `Job`, then the submission checks. Any failure is the client's (a 4xx), never a panic.
+/// What the submit path does with a body before stamping it (service.rs `submit_job`, then
+/// writes.rs `stamp_submit`): UTF-8, the nesting limit, a typed `Job`, the submission checks.
+/// Any failure is the client's (a 4xx), never a panic.
 fn decode_submission(body: &[u8]) -> Result<Job, String> {
     let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+    check_depth(text).map_err(|e| e.to_string())?;
     let job: Job = serde_json::from_str(text).map_err(|e| e.to_string())?;
     job.validate_submission()?;
     Ok(job)
@@ -583,6 +586,16 @@ proptest! {
     }
 
     #[test]
+    fn the_nesting_limit_keeps_every_accepted_body_readable(depth in 1usize..300, kind in 0u8..3) {
+        let text = nested(depth, kind);
+        let accepted = check_depth(&text).is_ok();
+        prop_assert_eq!(accepted, depth <= MAX_JSON_DEPTH, "depth {}", depth);
+        if accepted {
+            prop_assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+        }
+    }
+
+    #[test]
     fn deeply_nested_job_bodies_are_refused(depth in 10usize..10_000, kind in 0u8..3) {
         let deep = nested(depth, kind);
         // As the whole body and as the value of a typed field: never a job.
@@ -596,23 +609,35 @@ proptest! {
     }
 }
 
-/// Finding (see the report of the property-test task): `metadata` is kept as raw JSON, which
-/// serde_json skips without its recursion limit, so a job whose metadata nests 127 or more
-/// levels is accepted at submit; every later parse of the stored job as a JSON value (field
-/// projection in node/src/service.rs `project`, so `GET /jobs?fields=...` and
-/// `GET /jobs/{id}?fields=...`, and the plugin reading the job it is given) then fails with
-/// "recursion limit exceeded", which the node reports as an internal error (500). The fix
-/// belongs in the submission checks (storage `Job::validate_submission`): refuse metadata
-/// deeper than what the rest of the system can read back.
+/// A job the submit path accepts is one every later reader can parse as a JSON value (field
+/// projection in service.rs, listings, the plugin given the job): raw `metadata` is skipped by
+/// serde without its recursion limit, so only the submit-time nesting limit keeps a job of
+/// 127+ levels, which would be stored and then fail every read with a 500, out.
 #[test]
-#[ignore = "finding: deeply nested metadata is accepted at submit and breaks every later read of the job"]
 fn accepted_jobs_can_be_read_back_as_json() {
-    for depth in [10usize, 100, 126, 127, 200, 10_000] {
-        let body = format!(
-            r#"{{"name":"n","cluster":"Local","command":"true","metadata":{{"a":{}}}}}"#,
-            nested(depth, 0)
-        );
-        if let Ok(job) = decode_submission(body.as_bytes()) {
+    for depth in [
+        1usize,
+        10,
+        MAX_JSON_DEPTH - 2,
+        MAX_JSON_DEPTH - 1,
+        MAX_JSON_DEPTH,
+        100,
+        127,
+        200,
+        10_000,
+    ] {
+        for kind in 0..3 {
+            let body = format!(
+                r#"{{"name":"n","cluster":"Local","command":"true","metadata":{{"a":{}}}}}"#,
+                nested(depth, kind)
+            );
+            let Ok(job) = decode_submission(body.as_bytes()) else {
+                assert!(
+                    depth + 2 > MAX_JSON_DEPTH,
+                    "metadata nested {depth} deep was refused"
+                );
+                continue;
+            };
             let back =
                 serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&job.to_canonical());
             assert!(
