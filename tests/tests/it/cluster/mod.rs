@@ -2,5 +2,6 @@ mod durability;
 mod failover;
 mod membership;
 mod metrics;
+mod privsep;
 mod replication;
 mod security;
