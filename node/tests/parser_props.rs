@@ -141,16 +141,8 @@ fn selector_lines() -> impl Strategy<Value = Vec<String>> {
         })
 }
 
-/// A JSON object file for Passthrough mounts to read (made once per test process).
-fn passthrough_file() -> &'static str {
-    static FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    FILE.get_or_init(|| {
-        let path =
-            std::env::temp_dir().join(format!("launcher-prop-passthrough-{}.json", std::process::id()));
-        std::fs::write(&path, r#"{"type":"emptyDir","medium":"Memory"}"#).expect("temp file");
-        path.display().to_string()
-    })
-}
+/// A JSON object file for Passthrough mounts to read.
+const PASSTHROUGH_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/passthrough-mount.json");
 
 /// A `launcher-mounts` record close to a valid one: a type, its fields, filters, in any order.
 fn mount_record() -> impl Strategy<Value = Vec<String>> {
@@ -195,7 +187,7 @@ fn mount_record() -> impl Strategy<Value = Vec<String>> {
                 ("SecretName", "azure-secret".into()),
                 ("ShareName", "share".into()),
                 ("ClaimName", "claim".into()),
-                ("FilePath", passthrough_file().into()),
+                ("FilePath", PASSTHROUGH_FILE.into()),
             ];
             let wanted: &[&str] = match kind.to_ascii_lowercase().as_str() {
                 "host" => &["Path"],
@@ -646,4 +638,22 @@ fn accepted_jobs_can_be_read_back_as_json() {
             );
         }
     }
+}
+
+/// The record generators start from valid records; this one of each shape must parse, or the
+/// properties above would only ever see errors.
+#[test]
+fn the_generators_valid_records_parse() {
+    let mounts = format!(
+        "MountType: Passthrough\nMountPath: /p\nFilePath: {PASSTHROUGH_FILE}\n\n\
+         # a record\nJobType: session\nMountType: NFS\nMountPath: /n\nHost: nfs.example\nPath: /data\n"
+    );
+    assert_eq!(
+        filters::parse_mounts(&mounts, "m").expect("valid mounts").len(),
+        2
+    );
+    let env = "A=1\nEMPTY=\n\nUser: alice, bob\nEnvironment: K = spaced value\n  PATH=/usr/bin:{USER}\n";
+    assert_eq!(filters::parse_env(env, "e").expect("valid env").len(), 2);
+    let ports = "8080\n443\n\nCluster: Local\nPorts: 1\n\t65535\n";
+    assert_eq!(filters::parse_ports(ports, "p").expect("valid ports").len(), 2);
 }
