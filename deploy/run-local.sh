@@ -26,9 +26,22 @@ bin="$target_dir/$target/launcher-node"
 gw_bin="$target_dir/$target/launcher-gateway"
 echo "building launcher-node, launcher-local-plugin and launcher-gateway ($profile) ..."
 (cd "$here" && cargo build $build_flag -p launcher-node -p launcher-local-plugin -p launcher-gateway --bins --quiet)
-# Plugins run as this user's server-user; jobs run as their own users when this runs as root,
-# else every job runs as the current user (the Local plugin's unprivileged mode).
-server_user="$(id -un)"
+# Run as root, the nodes and the gateway give root up for a dedicated system account, their
+# server-user (privilege separation): only each node's plugin spawner and Local plugin, which
+# starts jobs as their own users, keep root. Run as anyone else, everything runs as that user,
+# and so does every job (the Local plugin's unprivileged mode).
+admin_user="$(id -un)"
+if [ "$(id -u)" = 0 ]; then
+  server_user=launcher
+  if ! id -u "$server_user" >/dev/null 2>&1; then
+    nologin=/usr/sbin/nologin
+    [ -x "$nologin" ] || nologin=/bin/false
+    useradd --system --no-create-home --shell "$nologin" "$server_user" || id -u "$server_user" >/dev/null
+    echo "created the system user $server_user: the nodes and the gateway run as it"
+  fi
+else
+  server_user="$admin_user"
+fi
 
 key="$data/secure-cookie-key"
 if [ ! -s "$key" ]; then
@@ -38,6 +51,13 @@ if [ ! -s "$key" ]; then
 fi
 # Jobs run as their users and must reach their output and TMPDIR under the scratch path.
 mkdir -p "$data/scratch" && chmod 0711 "$data" "$data/scratch"
+# Each node hands its data dir to server-user itself, but cannot open the directories above it.
+if [ "$server_user" != "$admin_user" ] && command -v runuser >/dev/null &&
+  ! runuser -u "$server_user" -- test -x "$data"; then
+  echo "run-local: the user $server_user cannot reach $data (a directory above it is closed to" \
+    "other users); set LAUNCHER_DATA to a directory it can reach, e.g. /var/lib/launcher-local" >&2
+  exit 1
+fi
 
 join=""
 for i in $(seq 1 "$nodes"); do
@@ -69,6 +89,7 @@ trap stop_all INT TERM
 for i in $(seq 1 "$nodes"); do
   dir="$data/node$i"
   mkdir -p "$dir/data"
+  chmod 0711 "$dir"
   cat > "$dir/launcher.conf" <<CONF
 [server]
 secure-cookie-key-file=$key
@@ -116,7 +137,7 @@ address=127.0.0.1
 port=$http_port
 secure-cookie-key-file=$key
 server-user=$server_user
-admin-users=$server_user
+admin-users=$admin_user
 nodes=$join
 CONF
 # LAUNCHER_NODES here is the node count; to the gateway it would mean its seed list.
@@ -132,7 +153,7 @@ for _ in $(seq 1 60); do
   fi
   sleep 0.5
 done
-token="$("$gw_bin" token --user "$server_user" --key-file "$key" --ttl 12h)"
+token="$("$gw_bin" token --user "$admin_user" --key-file "$key" --ttl 12h)"
 # Jobs never run as root unless the plugin allows it: as root, the example runs as nobody.
 if [ "$(id -u)" = 0 ]; then
   example='{"name":"hello","cluster":"Local","command":"echo hello from $USER","user":"nobody","workingDirectory":"/tmp"}'
@@ -147,7 +168,7 @@ launcher cluster running: $nodes nodes, gRPC on 127.0.0.1:$base_port..$((base_po
   key:                 $key
   HTTP API (gateway):  http://127.0.0.1:$http_port   log: $data/gateway/gateway.log
 
-Try it (token for $server_user, an admin, valid 12 h):
+Try it (token for $admin_user, an admin, valid 12 h):
   curl -s -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/jobs
   curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '$example' http://127.0.0.1:$http_port/jobs
 Ctrl-C stops everything.
