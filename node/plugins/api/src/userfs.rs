@@ -59,7 +59,8 @@ impl Creds {
         }
     }
 
-    fn of(user: &User) -> io::Result<Creds> {
+    /// The credentials of `user`, with the supplementary groups `initgroups` would give them.
+    pub fn of(user: &User) -> io::Result<Creds> {
         let name = CString::new(user.name.as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a user name holds a NUL byte"))?;
         let groups = nix::unistd::getgrouplist(&name, user.gid)?
@@ -132,6 +133,9 @@ pub struct Walked {
     pub fd: OwnedFd,
     /// Its path.
     pub existing: PathBuf,
+    /// `O_PATH` descriptor of the directory `fd` was opened from (`None` for `/`). Opening
+    /// the last component from it again reaches whatever is mounted there now.
+    pub parent: Option<OwnedFd>,
     /// The components below `existing` that do not exist, in order; empty when all do.
     pub missing: Vec<OsString>,
 }
@@ -174,6 +178,7 @@ fn walk(path: &Path, creds: &Creds, allow_missing: bool) -> Result<Walked, UserF
     let mut here = PathBuf::from("/");
     let mut fd =
         open("/", flags | OFlag::O_DIRECTORY, Mode::empty()).map_err(|e| UserFsError::io(&here, e))?;
+    let mut parent = None;
     for (i, name) in names.iter().enumerate() {
         let st = stat(&fd, &here)?;
         if !is_dir(&st) {
@@ -188,12 +193,13 @@ fn walk(path: &Path, creds: &Creds, allow_missing: bool) -> Result<Walked, UserF
                 if kind(&stat(&next, &here)?) == SFlag::S_IFLNK {
                     return Err(UserFsError::Symlink(here));
                 }
-                fd = next;
+                parent = Some(std::mem::replace(&mut fd, next));
             }
             Err(Errno::ENOENT) if allow_missing => {
                 return Ok(Walked {
                     fd,
                     existing: here,
+                    parent,
                     missing: names[i..].iter().map(|n| n.to_os_string()).collect(),
                 });
             }
@@ -205,6 +211,7 @@ fn walk(path: &Path, creds: &Creds, allow_missing: bool) -> Result<Walked, UserF
     Ok(Walked {
         fd,
         existing: here,
+        parent,
         missing: Vec::new(),
     })
 }
@@ -290,7 +297,7 @@ mod tests {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
-    /// A directory every user may search (a tempdir is 0700).
+    /// A directory every user may search, whatever the umask.
     fn open_tempdir() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         chmod(d.path(), 0o755);
@@ -467,6 +474,13 @@ mod tests {
         assert_eq!((st.st_dev, st.st_ino), (m.dev(), m.ino()));
         let w = resolve_existing(&d.path().join("a"), &nobody()).unwrap();
         assert!(w.missing.is_empty());
+        let st = fstat(w.parent.unwrap()).unwrap();
+        let m = std::fs::metadata(d.path()).unwrap();
+        assert_eq!((st.st_dev, st.st_ino), (m.dev(), m.ino()));
+        assert!(resolve_existing(Path::new("/"), &nobody())
+            .unwrap()
+            .parent
+            .is_none());
         // A directory the user cannot search ends the walk with an error, not a "missing" tail.
         chmod(&d.path().join("a"), 0o700);
         assert!(matches!(
