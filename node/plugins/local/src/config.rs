@@ -27,6 +27,9 @@ pub struct Config {
     pub scratch_path: PathBuf,
     /// Whether a job may run as root.
     pub allow_root_jobs: bool,
+    /// Whether jobs may gain privileges through exec (setuid programs); off by default, so jobs
+    /// run with `no_new_privs`.
+    pub allow_new_privileges: bool,
     /// Paths hidden from jobs (an empty directory is mounted over each).
     pub masked_paths: Vec<PathBuf>,
     /// Queues reported in the cluster info.
@@ -64,6 +67,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, Co
 #[derive(Debug, Default)]
 struct FileSettings {
     allow_root_jobs: Option<bool>,
+    allow_new_privileges: Option<bool>,
     masked_paths: Option<Vec<PathBuf>>,
     queues: Option<Vec<String>>,
     max_cpu_count: Option<f64>,
@@ -87,6 +91,7 @@ fn set_own(s: &mut FileSettings, key: &str, v: &str) -> Result<bool, String> {
     };
     match key {
         "allow-root-jobs" => s.allow_root_jobs = Some(parse_bool(v)?),
+        "allow-new-privileges" => s.allow_new_privileges = Some(parse_bool(v)?),
         "masked-paths" => {
             let paths = list(v)
                 .iter()
@@ -145,6 +150,7 @@ pub fn load(mut o: Options, config_dir: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         scratch_path,
         allow_root_jobs: s.allow_root_jobs.unwrap_or(false),
+        allow_new_privileges: s.allow_new_privileges.unwrap_or(false),
         // The config directory holds the secure-cookie-key: no job should read it.
         masked_paths: s.masked_paths.unwrap_or_else(|| vec![config_dir.to_path_buf()]),
         queues: s.queues.unwrap_or_else(|| vec!["default".into()]),
@@ -227,7 +233,7 @@ mod tests {
     #[test]
     fn the_file_wins_over_the_command_line_and_sets_its_own_keys() {
         let c = load_text(
-            "# comment\n\n heartbeat-interval-seconds = 9 \nallow-root-jobs=1\nqueues=a, b,\n\
+            "# comment\n\n heartbeat-interval-seconds = 9 \nallow-root-jobs=1\nallow-new-privileges=1\nqueues=a, b,\n\
              masked-paths=/etc/x,/srv/y\nmax-cpu-count=4\nmax-memory-mb=512\nmax-cpu-time-seconds=60\n\
              resource-poll-seconds=0.5\noutput-chunk-bytes=1024\nscratch-path=/srv/scratch\n",
             &["--heartbeat-interval-seconds=2"],
@@ -235,6 +241,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.options.heartbeat_interval_seconds, 9);
         assert!(c.allow_root_jobs);
+        assert!(c.allow_new_privileges);
         assert_eq!(c.queues, vec!["a", "b"]);
         assert_eq!(
             c.masked_paths,
@@ -259,6 +266,10 @@ mod tests {
         assert_eq!(c.masked_paths, vec![d.path().to_path_buf()]);
         assert_eq!(c.queues, vec!["default"]);
         assert!(!c.allow_root_jobs);
+        assert!(
+            !c.allow_new_privileges,
+            "jobs run with no_new_privs unless allowed"
+        );
         assert_eq!(
             (c.resource_poll, c.output_chunk_bytes),
             (Duration::from_secs(1), 65536)
@@ -285,6 +296,13 @@ mod tests {
             .to_string();
         assert!(
             e.ends_with(":2: key allow-root-jobs: expected 0 or 1, got \"maybe\""),
+            "{e}"
+        );
+        let e = load_text("allow-new-privileges=yes\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(":1: key allow-new-privileges: expected 0 or 1, got \"yes\""),
             "{e}"
         );
         let e = load_text("max-memory-mb=lots\n", &[]).unwrap_err().to_string();

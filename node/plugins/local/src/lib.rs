@@ -131,6 +131,15 @@ pub fn start_up(cfg: &Config) -> anyhow::Result<Startup> {
         scratch = %cfg.scratch_path.display(),
         "Local plugin starting"
     );
+    if cfg.allow_new_privileges {
+        tracing::warn!(
+            "allow-new-privileges=1: jobs may gain privileges through setuid programs and file capabilities"
+        );
+    } else {
+        tracing::info!(
+            "jobs run with no_new_privs: setuid programs in jobs do not gain privileges (allow-new-privileges=0)"
+        );
+    }
     Ok(Startup {
         ident,
         namespace,

@@ -74,6 +74,11 @@ pub struct LaunchSpec {
     /// Whether to create a new mount namespace: only when the plugin found at start-up that it
     /// has the privilege to (and said so once in its log when it has not).
     pub namespace: bool,
+    /// Whether the job may gain privileges through exec (setuid programs, file capabilities):
+    /// `allow-new-privileges` in the plugin's config. Off unless said, so that a spec written
+    /// without it runs the job with `no_new_privs`.
+    #[serde(default)]
+    pub allow_new_privileges: bool,
 }
 
 /// The job's process exists.

@@ -330,6 +330,7 @@ async fn prepare(
         mounts: checked.mounts,
         masked_paths: p.cfg.masked_paths.clone(),
         namespace: p.namespace,
+        allow_new_privileges: p.cfg.allow_new_privileges,
     };
     let t = now();
     let rec = JobRecord {

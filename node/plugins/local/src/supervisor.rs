@@ -6,13 +6,16 @@
 //! 1. leaves the plugin's session and process group (`setsid`), so it outlives the plugin and
 //!    never receives signals meant for the plugin's group, and closes every inherited file
 //!    descriptor but 0, 1 and 2, so none leaks into the job;
-//! 2. resolves the job's account and refuses uid 0 unless `allow_root`;
+//! 2. resolves the job's account (and its groups) and refuses uid 0 unless `allow_root`;
 //! 3. as root: creates the job's TMPDIR owned by the user, enters a new mount namespace with
-//!    the masked paths and bind mounts (`sandbox`), and hands the job directory to the user
-//!    (see below);
+//!    the masked paths and bind mounts (`sandbox`; each mount resolved as the job's user,
+//!    nosuid and nodev, a missing target made in the namespace only: `mounts`), and hands the
+//!    job directory to the user (see below);
 //! 4. applies the resource limits as rlimits;
-//! 5. drops privileges for good (initgroups, setgid, setuid) and checks they cannot come back;
-//! 6. opens the output files and checks the working directory as the user;
+//! 5. drops privileges for good (setgroups with the groups read in step 2, setgid, setuid)
+//!    and checks they cannot come back; sets `no_new_privs` unless `allow_new_privileges`;
+//! 6. opens the output files (regular files only, never through a final symbolic link) and
+//!    checks the working directory, as the user;
 //! 7. spawns the job in its own process group, writes `started.json`, forwards SIGTERM, SIGINT,
 //!    SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 it receives to the job's group, waits for the job,
 //!    writes `exit.json`, removes the TMPDIR and exits with the job's exit code (128+N for death
@@ -41,6 +44,7 @@
 //! TMPDIR: the user can empty it but not unlink it from the plugin's root-only `tmp/`, so the
 //! plugin removes the (empty) directory once the job has ended.
 
+mod mounts;
 mod sandbox;
 
 use std::ffi::OsString;
@@ -61,6 +65,8 @@ use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::SignalKind;
 use tracing::{error, info, warn, Instrument, Span};
+
+use launcher_plugin_api::userfs::{Creds, UserFsError};
 
 use crate::spec::{self, Exited, LaunchSpec, SetupFailed, Started};
 
@@ -115,8 +121,14 @@ pub enum SetupError {
     JobDir(io::Error),
     #[error("cannot set up the job's mount namespace: {what}: {source}")]
     Namespace { what: String, source: io::Error },
-    #[error("mount source {0} does not exist on this host")]
-    MountSourceMissing(PathBuf),
+    #[error("mount source {0}")]
+    MountSource(UserFsError),
+    #[error("mount target {0}")]
+    MountTarget(UserFsError),
+    #[error("mount target {}: {why}", target.display())]
+    MountTargetRefused { target: PathBuf, why: &'static str },
+    #[error("cannot stop the job from gaining privileges (no_new_privs): {0}")]
+    NoNewPrivileges(io::Error),
     #[error("cannot switch to user '{user}': {what}")]
     DropPrivileges { user: String, what: String },
     #[error("cannot open output file {path}: {source}")]
@@ -140,6 +152,7 @@ impl SetupError {
             | SetupError::TmpDir { source, .. }
             | SetupError::JobDir(source)
             | SetupError::Namespace { source, .. }
+            | SetupError::NoNewPrivileges(source)
             | SetupError::OutputFile { source, .. }
             | SetupError::WorkingDirectory { source, .. }
             | SetupError::Spawn { source, .. }
@@ -294,6 +307,11 @@ fn supervise(
     let mut command = build_command(spec, &account)?;
     let tmp = std::path::absolute(&spec.tmpdir).unwrap_or_else(|_| spec.tmpdir.clone());
 
+    // The user's groups, read while the user database is still the host's (see `drop_privileges`).
+    let creds = Creds::of(&account).map_err(|source| SetupError::UserLookup {
+        user: account.name.clone(),
+        source,
+    })?;
     if spec.switch_user {
         if !nix::unistd::geteuid().is_root() && account.uid != nix::unistd::geteuid() {
             return Err(SetupError::NotRoot(account.name.clone()));
@@ -302,7 +320,7 @@ fn supervise(
         *tmpdir = Some(tmp.clone());
         info!(path = %tmp.display(), "created the job's TMPDIR");
         if spec.namespace {
-            sandbox::enter_mount_namespace(dir, &spec.masked_paths, &spec.mounts)?;
+            sandbox::enter_mount_namespace(dir, &spec.masked_paths, &spec.mounts, &creds)?;
         }
         sandbox::hand_over_job_dir(dir, account.uid, account.gid)?;
         info!("job directory handed to the job's user (mode 0700)");
@@ -316,7 +334,7 @@ fn supervise(
     }
     limits.apply()?;
     if spec.switch_user {
-        sandbox::drop_privileges(&account)?;
+        sandbox::drop_privileges(&account, &creds)?;
         info!(
             uid = account.uid.as_raw(),
             gid = account.gid.as_raw(),
@@ -324,6 +342,17 @@ fn supervise(
         );
     }
 
+    if spec.allow_new_privileges {
+        warn!("allow-new-privileges is set: setuid programs run by the job gain their privileges");
+    } else {
+        // Inherited by the job and kept across exec: a setuid or file-capability program it runs
+        // gets no more privileges than the job has.
+        nix::sys::prctl::set_no_new_privs().map_err(|e| SetupError::NoNewPrivileges(e.into()))?;
+        info!("no_new_privs set: the job cannot gain privileges through exec");
+    }
+
+    // From here on as the job's user (when switching users): the output files and their
+    // directories are the user's to make.
     let (stdout, stderr) = open_outputs(spec)?;
     info!(stdout = %spec.stdout_file.display(), stderr = %spec.stderr_file.display(), "opened output files");
     let cwd = spec
@@ -515,11 +544,16 @@ fn open_outputs(spec: &LaunchSpec) -> Result<(File, File), SetupError> {
     Ok((stdout, stderr))
 }
 
+/// Opens one output file to append to, as whoever the supervisor is by now (the job's user when
+/// switching users), creating it (0600) and its missing directories (0700) if need be. Only a
+/// regular file, never through a symbolic link in its last component: a link planted there is
+/// not written through, and a FIFO or device there would block or swallow the job's output.
 fn open_output(path: &Path) -> Result<File, SetupError> {
     let err = |source| SetupError::OutputFile {
         path: path.to_path_buf(),
         source,
     };
+    let refused = |why: &str| err(io::Error::new(io::ErrorKind::InvalidInput, why.to_string()));
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -527,12 +561,26 @@ fn open_output(path: &Path) -> Result<File, SetupError> {
             .create(parent)
             .map_err(err)?;
     }
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        // O_NONBLOCK: opening a FIFO for writing would wait for a reader.
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
         .open(path)
-        .map_err(err)
+        .map_err(|e| match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+            Errno::ELOOP => refused("it is a symbolic link (not followed)"),
+            Errno::ENXIO => refused("it is not a regular file"),
+            _ => err(e),
+        })?;
+    if !file.metadata().map_err(err)?.is_file() {
+        return Err(refused("it is not a regular file"));
+    }
+    // The job writes to an ordinary blocking file.
+    let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| err(e.into()))?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| err(e.into()))?;
+    Ok(file)
 }
 
 /// Catches the signals the supervisor passes on to the job, through tokio's handlers.

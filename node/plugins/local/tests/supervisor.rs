@@ -2,7 +2,8 @@
 //! the way the plugin runs it: `spec.json` in a fresh job directory, stdin and stdout on
 //! /dev/null, stderr on `supervisor.log`; the state files and exit status are then checked.
 //!
-//! Tests that need root (switching users, mount namespaces) say so and skip when not root.
+//! Tests that need root (switching users, mount namespaces) fail when not run as root: CI runs
+//! them as root, and a test that could not run must not pass.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -29,6 +30,11 @@ const TEST_USER: &str = "launcher-sup-test";
 
 fn is_root() -> bool {
     geteuid().is_root()
+}
+
+/// Fails the test unless it runs as root.
+fn require_root() {
+    assert!(is_root(), "this test needs root: run it as root, as CI does");
 }
 
 fn me() -> User {
@@ -108,6 +114,7 @@ impl Job {
             mounts: vec![],
             masked_paths: vec![],
             namespace: false,
+            allow_new_privileges: false,
         };
         edit(d, &mut spec);
         spec::write_atomic(d, spec::SPEC_FILE, &spec).unwrap();
@@ -564,10 +571,7 @@ fn unopenable_output_file_fails_the_job() {
 /// and a TMPDIR it left hard to delete is still removed. The job directory is handed to them.
 #[test]
 fn runs_as_another_user() {
-    if !is_root() {
-        eprintln!("skipped: switching users needs root");
-        return;
-    }
+    require_root();
     let user = test_user();
     let mut job = Job::new(|d, s| {
         s.command = Some(
@@ -627,10 +631,7 @@ fn runs_as_another_user() {
 /// still reported in failed.json, with 126 for the permission problem.
 #[test]
 fn failure_as_the_user_is_reported() {
-    if !is_root() {
-        eprintln!("skipped: switching users needs root");
-        return;
-    }
+    require_root();
     test_user();
     let root_only = tempfile::tempdir().unwrap();
     std::fs::set_permissions(root_only.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -665,18 +666,15 @@ fn job_inherits_only_its_stdio() {
 
 /// (root) In the job's mount namespace a masked directory is empty and a read-only bind mount
 /// shows its source and refuses writes; a masked path missing here is skipped with a log line;
-/// nothing leaks into the host's namespace. If the namespace cannot be made, the job fails
-/// with a failed.json saying so (it never runs unsandboxed).
+/// nothing leaks into the host's namespace.
 #[test]
 fn namespace_masks_paths_and_binds_mounts() {
-    if !is_root() {
-        eprintln!("skipped: mount namespaces need root");
-        return;
-    }
+    require_root();
     let mut job = Job::new(|d, s| {
         s.command = Some(
             "ls -A secret | wc -l; cat mnt/hello; cat rw/hello; \
-             if touch mnt/new 2>/dev/null; then echo writable; else echo read-only; fi"
+             if touch mnt/new 2>/dev/null; then echo writable; else echo read-only; fi; \
+             touch rw/new && echo rw-writable"
                 .into(),
         );
         s.namespace = true;
@@ -705,43 +703,30 @@ fn namespace_masks_paths_and_binds_mounts() {
     std::fs::write(d.join("secret-file"), "hidden").unwrap();
     std::fs::create_dir(d.join("src")).unwrap();
     std::fs::write(d.join("src/hello"), "hello from src\n").unwrap();
-    let code = job.run();
-    if let Some(failed) = job.failed() {
-        assert!(failed.message.contains("mount namespace"), "{}", failed.message);
-        assert_eq!(code, 126, "{}", failed.message);
-        assert!(job.exited().is_none());
-        eprintln!(
-            "mount namespaces are not available here; the failure was reported: {}",
-            failed.message
-        );
-        return;
-    }
-    assert_eq!(code, 0, "{}", job.log());
-    assert_eq!(job.read("out"), "0\nhello from src\nhello from src\nread-only\n");
+    std::fs::create_dir(d.join("mnt")).unwrap();
+    std::fs::create_dir(d.join("rw")).unwrap();
+    assert_eq!(job.run(), 0, "{}", job.log());
+    assert_eq!(
+        job.read("out"),
+        "0\nhello from src\nhello from src\nread-only\nrw-writable\n"
+    );
     assert!(
         job.log().contains("masked path does not exist on this host"),
         "{}",
         job.log()
     );
-    // The host never saw any of it.
+    // The host never saw any of it, but what the job wrote through the read-write bind.
     assert_eq!(std::fs::read_to_string(d.join("secret/key")).unwrap(), "hidden");
     assert_eq!(std::fs::read_to_string(d.join("secret-file")).unwrap(), "hidden");
-    assert!(d.join("mnt").is_dir(), "a missing target is created");
-    assert_eq!(
-        std::fs::read_dir(d.join("mnt")).unwrap().count(),
-        0,
-        "the bind is not visible on the host"
-    );
+    assert_eq!(std::fs::read_dir(d.join("mnt")).unwrap().count(), 0);
+    assert!(d.join("src/new").exists());
 }
 
 /// (root) Masking the plugin's `jobs/` (so a job cannot see other jobs' specs) hides it from
 /// the job, yet the supervisor still writes its state files into the job directory below it.
 #[test]
 fn masking_the_jobs_directory_keeps_the_state_files_flowing() {
-    if !is_root() {
-        eprintln!("skipped: mount namespaces need root");
-        return;
-    }
+    require_root();
     let mut job = Job::new(|d, s| {
         let scratch = scratch_of(d);
         s.command = Some(format!("ls -A {} | wc -l", scratch.join("jobs").display()));
@@ -751,20 +736,7 @@ fn masking_the_jobs_directory_keeps_the_state_files_flowing() {
         s.stdout_file = scratch.join("output/job.out");
         s.stderr_file = scratch.join("output/job.out");
     });
-    let code = job.run();
-    if let Some(failed) = job.failed() {
-        assert!(
-            failed.message.contains("cannot create a mount namespace"),
-            "{}",
-            failed.message
-        );
-        eprintln!(
-            "mount namespaces are not available here; the failure was reported: {}",
-            failed.message
-        );
-        return;
-    }
-    assert_eq!(code, 0, "{}", job.log());
+    assert_eq!(job.run(), 0, "{}", job.log());
     job.assert_exited(0, None);
     let out = std::fs::read_to_string(job.scratch().join("output/job.out")).unwrap();
     assert_eq!(out, "0\n", "the job sees an empty jobs/");
@@ -773,10 +745,7 @@ fn masking_the_jobs_directory_keeps_the_state_files_flowing() {
 /// (root) A mount whose source is missing fails the job, naming the source.
 #[test]
 fn missing_mount_source_fails_the_job() {
-    if !is_root() {
-        eprintln!("skipped: mount namespaces need root");
-        return;
-    }
+    require_root();
     let mut job = Job::new(|d, s| {
         s.command = Some("touch ran".into());
         s.namespace = true;
@@ -786,21 +755,417 @@ fn missing_mount_source_fails_the_job() {
             read_only: false,
         }];
     });
-    let code = job.run();
-    let message = job
-        .failed()
-        .unwrap_or_else(|| panic!("no failed.json\n{}", job.log()))
-        .message;
-    if message.contains("cannot create a mount namespace") {
-        eprintln!("mount namespaces are not available here; the failure was reported: {message}");
-        return;
-    }
-    assert_eq!(code, 127);
-    job.assert_failed(&format!(
-        "mount source {} does not exist",
-        job.path().join("no-such-src").display()
-    ));
+    assert_eq!(job.run(), 127);
+    job.assert_failed(&not_accessible(&job.path().join("no-such-src")));
     assert!(!job.path().join("ran").exists());
+}
+
+/// What a job whose mount source cannot be used by its user is told.
+fn not_accessible(source: &Path) -> String {
+    format!(
+        "mount source {}: no such file or directory, or not accessible to user",
+        source.display()
+    )
+}
+
+/// A directory every user may search, whatever the umask; removed when dropped.
+fn open_tempdir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// A directory `parent/name` owned by the test user, mode 0755.
+fn user_dir(parent: &Path, name: &str) -> PathBuf {
+    let user = test_user();
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A symbolic link `at` → `to` owned by the test user (as if the user had made it).
+fn user_symlink(to: &str, at: &Path) {
+    let user = test_user();
+    std::os::unix::fs::symlink(to, at).unwrap();
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        at,
+        Some(user.uid),
+        Some(user.gid),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// A name no test run before has used.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// (root) A job run as the test user, in a mount namespace, with stdout and stderr in
+/// `output/<user>/job.out` (where the plugin puts them; the user cannot reach `jobs/`).
+fn user_job(edit: impl FnOnce(&Path, &mut LaunchSpec)) -> Job {
+    require_root();
+    let user = test_user();
+    Job::new(|d, s| {
+        let output = scratch_of(d).join("output").join(TEST_USER);
+        std::fs::create_dir(&output).unwrap();
+        nix::unistd::chown(&output, Some(user.uid), Some(user.gid)).unwrap();
+        std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o700)).unwrap();
+        s.user = TEST_USER.into();
+        s.switch_user = true;
+        s.allow_root = false;
+        s.working_directory = None;
+        s.namespace = true;
+        s.stdout_file = output.join("job.out");
+        s.stderr_file = output.join("job.out");
+        edit(d, s);
+    })
+}
+
+impl Job {
+    /// The output of a [`user_job`].
+    fn user_output(&self) -> String {
+        std::fs::read_to_string(self.scratch().join("output").join(TEST_USER).join("job.out"))
+            .unwrap_or_default()
+    }
+}
+
+/// The mount options of the mount at `point` in a `/proc/self/mountinfo` text (the last one, the
+/// one on top).
+fn mount_options(mountinfo: &str, point: &Path) -> Vec<String> {
+    let point = point.to_str().unwrap();
+    let line = mountinfo
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some(point))
+        .unwrap_or_else(|| panic!("no mount at {point} in\n{mountinfo}"));
+    line.split(' ')
+        .nth(5)
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+/// (root) The attack that gave root: a user binds a directory of their own over /etc, where a
+/// setuid program (su) would read a config of their choosing. Inside the job the bind is
+/// nosuid,nodev and the job has no_new_privs, so a setuid-root program the user's directory holds
+/// runs as the user, and the job's groups are those of the host's /etc/group. With
+/// allow-new-privileges the bind's nosuid alone still holds.
+#[test]
+fn a_user_directory_over_etc_gives_no_privileges() {
+    let base = open_tempdir();
+    let fake = user_dir(base.path(), "fake-etc");
+    std::fs::write(fake.join("passwd"), "root::0:0:root:/root:/bin/sh\n").unwrap();
+    // Read after the bind, this would make the job's user a member of root's group.
+    std::fs::write(fake.join("group"), format!("root:x:0:{TEST_USER}\n")).unwrap();
+    // A setuid-root program in the user's directory, as one left there by root would be. Run
+    // by the user outside a job, it runs as root.
+    let suid = fake.join("id-suid");
+    std::fs::copy("/usr/bin/id", &suid).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    assert_eq!(std::fs::metadata(&suid).unwrap().uid(), 0);
+    for allow_new_privileges in [false, true] {
+        let mut job = user_job(|_, s| {
+            s.command = Some(
+                "grep NoNewPrivs /proc/self/status; /etc/id-suid -u; id -G; cat /etc/passwd; cat /proc/self/mountinfo"
+                    .into(),
+            );
+            s.mounts = vec![BindMount {
+                source: fake.clone(),
+                target: "/etc".into(),
+                read_only: false,
+            }];
+            s.allow_new_privileges = allow_new_privileges;
+        });
+        assert_eq!(job.run(), 0, "{}\n{}", job.log(), job.user_output());
+        let out = job.user_output();
+        let mut lines = out.lines();
+        let nnp = if allow_new_privileges { 0 } else { 1 };
+        assert_eq!(
+            lines.next(),
+            Some(format!("NoNewPrivs:\t{nnp}").as_str()),
+            "{out}"
+        );
+        assert_eq!(
+            lines.next(),
+            Some(test_user().uid.to_string().as_str()),
+            "the setuid-root copy must run as the user\n{out}"
+        );
+        let groups = lines.next().unwrap_or_default();
+        assert!(
+            groups.split(' ').all(|g| g != "0"),
+            "groups come from the host's /etc/group: {groups}"
+        );
+        assert_eq!(lines.next(), Some("root::0:0:root:/root:/bin/sh"), "{out}");
+        let options = mount_options(&out, Path::new("/etc"));
+        for flag in ["nosuid", "nodev"] {
+            assert!(
+                options.iter().any(|o| o == flag),
+                "/etc lacks {flag}: {options:?}"
+            );
+        }
+    }
+    assert!(
+        !Path::new("/etc/id-suid").exists(),
+        "the bind stayed in the job's namespace"
+    );
+}
+
+/// (root) A missing target is made inside the job's namespace only: under a missing directory of
+/// /opt, in /etc/cron.d (where cron would run a file found on the host), and right under /. The
+/// job sees each, and everything that was in the directories they were made in; the host sees
+/// none of them. The directories made to hold them are read-only to the job.
+#[test]
+fn missing_targets_are_made_in_the_namespace_only() {
+    let base = open_tempdir();
+    let data = user_dir(base.path(), "data");
+    std::fs::write(data.join("hello"), "hello\n").unwrap();
+    let note = base.path().join("note");
+    std::fs::write(&note, "* * * * * root sh /tmp/x\n").unwrap();
+    nix::unistd::chown(&note, Some(test_user().uid), None).unwrap();
+    let top = PathBuf::from("/").join(unique("launcher-test-top"));
+    let opt = PathBuf::from("/opt").join(unique("launcher-test"));
+    let deep = opt.join("deep/dir");
+    let cron = PathBuf::from("/etc/cron.d").join(unique("launcher-test"));
+    let listing = |p: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (host_root, host_opt, host_cron) = (listing("/"), listing("/opt"), listing("/etc/cron.d"));
+    let mut job = user_job(|_, s| {
+        s.command = Some(format!(
+            "cat {deep}/hello {cron} {top}/hello; \
+             echo ---; ls -A / | sort; echo ---; ls -A /opt | sort; echo ---; ls -A /etc/cron.d | sort; echo ---; \
+             stat -c '%a %u' /opt {opt}; \
+             if touch /opt/new 2>/dev/null || mkdir {opt}/new 2>/dev/null; then echo writable; else echo read-only; fi; \
+             touch \"$TMPDIR/scratch\" && echo tmpdir-ok",
+            deep = deep.display(),
+            cron = cron.display(),
+            top = top.display(),
+            opt = opt.display(),
+        ));
+        s.mounts = vec![
+            BindMount {
+                source: data.clone(),
+                target: deep.clone(),
+                read_only: true,
+            },
+            BindMount {
+                source: note.clone(),
+                target: cron.clone(),
+                read_only: true,
+            },
+            BindMount {
+                source: data.clone(),
+                target: top.clone(),
+                read_only: false,
+            },
+        ];
+    });
+    let code = job.run();
+    let out = job.user_output();
+    assert_eq!(code, 0, "{}\n{out}", job.log());
+    for p in [&opt, &cron, &top] {
+        assert!(
+            std::fs::symlink_metadata(p).is_err(),
+            "{} was made on the host",
+            p.display()
+        );
+    }
+    let parts: Vec<&str> = out.split("---\n").collect();
+    assert_eq!(parts.len(), 5, "{out}");
+    assert_eq!(parts[0], "hello\n* * * * * root sh /tmp/x\nhello\n");
+    let with = |mut host: Vec<String>, added: &Path| {
+        host.push(added.file_name().unwrap().to_string_lossy().into_owned());
+        host.sort();
+        host.join("\n") + "\n"
+    };
+    assert_eq!(
+        parts[1],
+        with(host_root, &top),
+        "the job's / holds the host's entries and the target"
+    );
+    assert_eq!(parts[2], with(host_opt, &opt));
+    assert_eq!(parts[3], with(host_cron, &cron));
+    let opt_mode = std::fs::metadata("/opt").unwrap().mode() & 0o7777;
+    assert_eq!(
+        parts[4],
+        format!("{opt_mode:o} 0\n755 0\nread-only\ntmpdir-ok\n"),
+        "the scaffold keeps /opt's mode and owner; what is made on it is root's and read-only"
+    );
+    assert!(
+        !job.path().join(".scaffold").exists(),
+        "the staging directory is removed"
+    );
+}
+
+/// (root) Sources are reached as the job's user: a link the user made to /root is not followed,
+/// and a source inside a directory only root may search fails exactly like a missing one, so a
+/// mount cannot be used to learn what such a directory holds.
+#[test]
+fn mount_sources_are_resolved_as_the_user() {
+    let base = open_tempdir();
+    let mine = user_dir(base.path(), "mine");
+    let target = user_dir(base.path(), "target");
+    user_symlink("/root", &mine.join("to-root"));
+    let private = base.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::create_dir(private.join("data")).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let fail = |source: PathBuf| {
+        let mut job = user_job(|_, s| {
+            s.command = Some("echo ran".into());
+            s.mounts = vec![BindMount {
+                source,
+                target: target.clone(),
+                read_only: true,
+            }];
+        });
+        let code = job.run();
+        assert!(job.user_output().is_empty(), "the job ran: {}", job.log());
+        (code, job.failed().expect("failed.json").message)
+    };
+    let (code, message) = fail(mine.join("to-root"));
+    assert_eq!(
+        (code, message.as_str()),
+        (
+            127,
+            format!(
+                "mount source {}: a symbolic link (not followed)",
+                mine.join("to-root").display()
+            )
+            .as_str()
+        )
+    );
+    // Through a link in the middle, too.
+    let (_, message) = fail(mine.join("to-root/.bashrc"));
+    assert!(message.ends_with("a symbolic link (not followed)"), "{message}");
+    let existing = private.join("data");
+    let missing = private.join("nothing");
+    let (code_existing, said_existing) = fail(existing.clone());
+    let (code_missing, said_missing) = fail(missing.clone());
+    assert_eq!(said_existing, not_accessible(&existing));
+    assert_eq!(said_missing, not_accessible(&missing));
+    assert_eq!(code_existing, code_missing);
+}
+
+/// (root) A target reached through a symbolic link is refused, wherever the link is: a user's
+/// link to /etc never puts the mount (or a made-up target) on /etc.
+#[test]
+fn mount_targets_are_not_followed_through_links() {
+    let base = open_tempdir();
+    let mine = user_dir(base.path(), "mine");
+    let data = user_dir(base.path(), "data");
+    user_symlink("/etc", &mine.join("link"));
+    let name = unique("launcher-test");
+    for target in [mine.join("link").join(&name), mine.join("link")] {
+        let mut job = user_job(|_, s| {
+            s.command = Some("echo ran".into());
+            s.mounts = vec![BindMount {
+                source: data.clone(),
+                target: target.clone(),
+                read_only: false,
+            }];
+        });
+        assert_eq!(job.run(), 127, "{}", job.log());
+        job.assert_failed(&format!(
+            "mount target {}: a symbolic link (not followed)",
+            mine.join("link").display()
+        ));
+        assert!(job.user_output().is_empty());
+    }
+    assert!(!Path::new("/etc").join(&name).exists());
+}
+
+/// Unmounts a mount the test made in the host's namespace, however the test ends.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// (root) A bind brings nothing mounted below its source along (their flags would escape the
+/// bind's nosuid, nodev and ro): the job sees the directory under such a mount instead.
+#[test]
+fn submounts_of_a_source_are_not_carried_in() {
+    require_root();
+    let base = open_tempdir();
+    let src = user_dir(base.path(), "src");
+    let sub = user_dir(&src, "sub");
+    let target = user_dir(base.path(), "target");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .unwrap();
+    let _unmount = HostMount(sub.clone());
+    std::fs::write(sub.join("on-the-submount"), "x").unwrap();
+    let mut job = user_job(|_, s| {
+        s.command = Some(format!("ls -A {}/sub | wc -l", target.display()));
+        s.mounts = vec![BindMount {
+            source: src.clone(),
+            target: target.clone(),
+            read_only: false,
+        }];
+    });
+    assert_eq!(job.run(), 0, "{}", job.log());
+    assert_eq!(job.user_output(), "0\n");
+}
+
+/// A job runs with no_new_privs unless allow_new_privileges is set.
+#[test]
+fn no_new_privs_unless_allowed() {
+    for (allow, expected) in [(false, 1), (true, 0)] {
+        let mut job = Job::new(|_, s| {
+            s.command = Some("grep NoNewPrivs /proc/self/status".into());
+            s.allow_new_privileges = allow;
+        });
+        assert_eq!(job.run(), 0, "{}", job.log());
+        assert_eq!(job.read("out"), format!("NoNewPrivs:\t{expected}\n"));
+    }
+}
+
+/// The supervisor does not write output through a symbolic link planted at the output path, nor
+/// into a FIFO (nor does it wait for a reader): the job fails, naming the reason.
+#[test]
+fn output_files_must_be_regular_files() {
+    let mut job = Job::new(|d, s| {
+        s.command = Some("echo written".into());
+        s.stdout_file = d.join("link");
+    });
+    std::fs::write(job.path().join("elsewhere"), "kept\n").unwrap();
+    std::os::unix::fs::symlink(job.path().join("elsewhere"), job.path().join("link")).unwrap();
+    assert_eq!(job.run(), 127);
+    job.assert_failed("link: it is a symbolic link (not followed)");
+    assert_eq!(job.read("elsewhere"), "kept\n");
+
+    let mut job = Job::new(|d, s| {
+        s.command = Some("echo written".into());
+        s.stdout_file = d.join("fifo");
+    });
+    nix::unistd::mkfifo(
+        &job.path().join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
+    assert_eq!(job.run(), 127);
+    job.assert_failed("fifo: it is not a regular file");
 }
 
 /// Without switching users (unprivileged) a requested namespace is skipped, and the log says so

@@ -1,7 +1,6 @@
 //! The supervisor's privileged steps: the job's TMPDIR, its mount namespace, resource limits,
 //! handing the job directory over and dropping root. All through nix's safe wrappers.
 
-use std::ffi::CString;
 use std::fs::{DirBuilder, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -10,9 +9,10 @@ use std::path::Path;
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::resource::{setrlimit, Resource};
-use nix::sys::statvfs::{statvfs, FsFlags};
-use nix::unistd::{chown, getegid, geteuid, getgid, getuid, initgroups, setgid, setuid, Gid, Uid, User};
+use nix::unistd::{chown, getegid, geteuid, getgid, getuid, setgid, setgroups, setuid, Gid, Uid, User};
 use tracing::info;
+
+use launcher_plugin_api::userfs::Creds;
 
 use super::SetupError;
 use crate::spec::BindMount;
@@ -116,14 +116,13 @@ pub(super) fn hand_over_job_dir(dir: &Path, uid: Uid, gid: Gid) -> Result<(), Se
 /// Moves this process into a new mount namespace (which the job inherits), hides each existing
 /// `masked` path under an empty directory (or empty file) of its own kept in `<dir>/masked/`
 /// (`dir` is the job directory, best given relative to the current directory so that masking
-/// one of its parents cannot hide it), then binds each of `mounts`, read-only where asked.
-///
-/// Read-only mounts are bound without their submounts, so nothing below them stays writable;
-/// read-write ones with them (`rbind`).
+/// one of its parents cannot hide it), then binds each of `mounts` as a job run with `creds`
+/// may have it (see `mounts`).
 pub(super) fn enter_mount_namespace(
     dir: &Path,
     masked: &[std::path::PathBuf],
     mounts: &[BindMount],
+    creds: &Creds,
 ) -> Result<(), SetupError> {
     let ns = |what: String| {
         move |e: nix::errno::Errno| SetupError::Namespace {
@@ -188,91 +187,17 @@ pub(super) fn enter_mount_namespace(
     }
 
     for m in mounts {
-        let source = match std::fs::metadata(&m.source) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SetupError::MountSourceMissing(m.source.clone()));
-            }
-            Err(e) => {
-                return Err(io_ns(format!(
-                    "cannot inspect mount source {}",
-                    m.source.display()
-                ))(e))
-            }
-        };
-        if std::fs::symlink_metadata(&m.target).is_err() {
-            let created = if source.is_dir() {
-                std::fs::create_dir_all(&m.target)
-            } else {
-                m.target
-                    .parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| {
-                        OpenOptions::new()
-                            .write(true)
-                            .create(true)
-                            .truncate(false)
-                            .open(&m.target)
-                            .map(drop)
-                    })
-            };
-            created.map_err(io_ns(format!(
-                "cannot create mount target {}",
-                m.target.display()
-            )))?;
-        }
-        let recursive = if m.read_only {
-            MsFlags::empty()
-        } else {
-            MsFlags::MS_REC
-        };
-        mount(
-            Some(&m.source),
-            &m.target,
-            None::<&str>,
-            MsFlags::MS_BIND | recursive,
-            None::<&str>,
-        )
-        .map_err(ns(format!(
-            "cannot bind {} onto {}",
-            m.source.display(),
-            m.target.display()
-        )))?;
-        if m.read_only {
-            remount_read_only(&m.target)
-                .map_err(ns(format!("cannot make {} read-only", m.target.display())))?;
-        }
-        info!(
-            source = %m.source.display(),
-            target = %m.target.display(),
-            read_only = m.read_only,
-            "bind-mounted"
-        );
+        super::mounts::bind(dir, m, creds)?;
     }
     Ok(())
 }
 
-/// Remounts the bind mount at `target` read-only, keeping the nosuid/nodev/noexec flags it
-/// has (the kernel refuses to clear flags locked on the original mount).
-fn remount_read_only(target: &Path) -> nix::Result<()> {
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-    if let Ok(st) = statvfs(target) {
-        for (fs, ms) in [
-            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        ] {
-            if st.flags().contains(fs) {
-                flags |= ms;
-            }
-        }
-    }
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-}
-
-/// Becomes `user` for good: supplementary groups from the group database, then gid, then uid;
-/// then checks that real and effective ids are the user's and that root cannot be regained.
-pub(super) fn drop_privileges(user: &User) -> Result<(), SetupError> {
+/// Becomes `user` for good: the supplementary groups of `creds`, then gid, then uid; then checks
+/// that real and effective ids are the user's and that root cannot be regained.
+///
+/// The groups were read from the group database before the mount namespace was set up: read now
+/// (`initgroups`), they would come from whatever a mount put over `/etc`.
+pub(super) fn drop_privileges(user: &User, creds: &Creds) -> Result<(), SetupError> {
     let err = |what: String| SetupError::DropPrivileges {
         user: user.name.clone(),
         what,
@@ -281,8 +206,8 @@ pub(super) fn drop_privileges(user: &User) -> Result<(), SetupError> {
         // Already the user (a plugin running as them with switch_user set): nothing to drop.
         return Ok(());
     }
-    let name = CString::new(user.name.as_str()).map_err(|_| err("the name holds a NUL byte".into()))?;
-    initgroups(&name, user.gid).map_err(|e| err(format!("initgroups: {e}")))?;
+    let groups: Vec<Gid> = creds.groups.iter().copied().map(Gid::from_raw).collect();
+    setgroups(&groups).map_err(|e| err(format!("setgroups: {e}")))?;
     setgid(user.gid).map_err(|e| err(format!("setgid({}): {e}", user.gid)))?;
     setuid(user.uid).map_err(|e| err(format!("setuid({}): {e}", user.uid)))?;
     if getuid() != user.uid || geteuid() != user.uid || getgid() != user.gid || getegid() != user.gid {
