@@ -1,5 +1,5 @@
 # launcher-gateway, FROM scratch: the static binary, Debian's busybox-static, CA certificates
-# and a small user database (server-user and admin group rstudio-server). Built by
+# and a small user database (server-user launcher and admin group rstudio-server). Built by
 # deploy/build-images.sh, which stages the build context; nothing is pulled.
 FROM scratch
 COPY rootfs/ /

@@ -1,6 +1,6 @@
 # launcher-node with its Local plugin, FROM scratch: static glibc binaries, Debian's
 # busybox-static (a shell for jobs and operators), CA certificates and a small user database
-# (admin group rstudio-server; job users alice and bob). Built by deploy/build-images.sh,
+# (server-user launcher; admin group rstudio-server; job users alice and bob). Built by deploy/build-images.sh,
 # which stages the build context; nothing is pulled.
 FROM scratch
 COPY rootfs/ /
