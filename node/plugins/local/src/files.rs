@@ -4,14 +4,16 @@
 //! user's claims, and output files are wherever the job said. The plugin (often root) therefore
 //! never follows a symbolic link when it writes or reads its state files, never blocks on a FIFO
 //! planted in their place, reads at most a small amount, and reads output only from regular files
-//! owned by the job's user: a job whose output path names `/etc/shadow` gets error 7, not the
-//! file.
+//! owned by the job's user, reached and read as that user ([`userfs`]): a job whose output path
+//! names `/etc/shadow` gets error 7, not the file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use launcher_plugin_api::userfs::{self, Creds, UserFsError};
 
 /// Largest state file read (records hold the job's environment, so allow some room).
 pub const MAX_STATE_BYTES: u64 = 8 * 1024 * 1024;
@@ -86,38 +88,28 @@ pub fn write_state<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> st
 /// Why an output file cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputFileError {
-    #[error("{0} is not a regular file")]
-    NotRegular(String),
-    #[error("{path} is owned by uid {owner}, not by the job's user (uid {uid})")]
-    NotOwned { path: String, owner: u32, uid: u32 },
+    /// A symbolic link, not a regular file, not an absolute path: said as the user could see it.
+    #[error(transparent)]
+    Refused(UserFsError),
+    #[error("{0} is not owned by the job's user")]
+    NotOwned(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
-/// Opens an output file of a job run by `uid` for reading; `Ok(None)` when it does not exist.
-/// Only a regular file owned by `uid` is opened (whatever links led there).
-pub fn open_output(path: &Path, uid: Option<u32>) -> Result<Option<File>, OutputFileError> {
-    let f = match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-    {
+/// Opens an output file of a job run with `creds` for reading, as that user could: no symbolic
+/// link anywhere on the way, every directory searchable and the file readable by them, and only
+/// a regular file owned by them. `Ok(None)` when it does not exist *or* the user could not reach
+/// it: the two answer alike, so output paths cannot probe what only root may see.
+pub fn open_output(path: &Path, creds: &Creds) -> Result<Option<File>, OutputFileError> {
+    let f = match userfs::open_read(path, creds) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(UserFsError::NotFound(_)) => return Ok(None),
+        Err(UserFsError::Io { source, .. }) => return Err(source.into()),
+        Err(refused) => return Err(OutputFileError::Refused(refused)),
     };
-    let m = f.metadata()?;
-    if !m.is_file() {
-        return Err(OutputFileError::NotRegular(path.display().to_string()));
-    }
-    if let Some(uid) = uid {
-        if m.uid() != uid {
-            return Err(OutputFileError::NotOwned {
-                path: path.display().to_string(),
-                owner: m.uid(),
-                uid,
-            });
-        }
+    if f.metadata()?.uid() != creds.uid {
+        return Err(OutputFileError::NotOwned(path.display().to_string()));
     }
     Ok(Some(f))
 }
@@ -175,20 +167,51 @@ mod tests {
 
     #[test]
     fn output_is_read_only_from_regular_files_of_the_job_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod =
+            |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
         let d = tempfile::tempdir().unwrap();
+        chmod(d.path(), 0o755);
         let p = d.path().join("out");
-        assert!(open_output(&p, Some(0)).unwrap().is_none());
-        std::fs::write(&p, "x").unwrap();
         let me = nix::unistd::getuid().as_raw();
-        assert!(open_output(&p, Some(me)).unwrap().is_some());
+        let mine = Creds {
+            uid: me,
+            gid: nix::unistd::getgid().as_raw(),
+            groups: vec![],
+        };
+        assert!(open_output(&p, &mine).unwrap().is_none());
+        std::fs::write(&p, "x").unwrap();
+        chmod(&p, 0o644);
+        assert!(open_output(&p, &mine).unwrap().is_some());
+        let other = Creds {
+            uid: me + 1,
+            gid: 65534,
+            groups: vec![],
+        };
         assert!(matches!(
-            open_output(&p, Some(me + 1)),
-            Err(OutputFileError::NotOwned { .. })
+            open_output(&p, &other),
+            Err(OutputFileError::NotOwned(_))
         ));
         assert!(matches!(
-            open_output(d.path(), Some(me)),
-            Err(OutputFileError::NotRegular(_))
+            open_output(d.path(), &mine),
+            Err(OutputFileError::Refused(UserFsError::NotRegular(_)))
         ));
+        // A link is not followed, even to a file of the user's own.
+        std::os::unix::fs::symlink(&p, d.path().join("link")).unwrap();
+        assert!(matches!(
+            open_output(&d.path().join("link"), &mine),
+            Err(OutputFileError::Refused(UserFsError::Symlink(_)))
+        ));
+        // A file the user cannot reach answers like a missing one.
+        if me == 0 {
+            let nobody = Creds {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![],
+            };
+            chmod(d.path(), 0o700);
+            assert!(open_output(&p, &nobody).unwrap().is_none());
+        }
         assert_eq!(process_uid(std::process::id() as i32), Some(me));
         assert_eq!(owner(&p).unwrap(), me);
     }

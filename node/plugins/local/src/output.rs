@@ -10,6 +10,8 @@ use launcher_plugin_api::envelope::ResponseType;
 use launcher_plugin_api::messages::{JobOutputRequest, JobOutputResponse, OutputType};
 use launcher_plugin_api::output::{split_at_chars, Utf8Decoder};
 
+use launcher_plugin_api::userfs::Creds;
+
 use crate::error::RequestError;
 use crate::files::OutputFileError;
 use crate::record::JobRecord;
@@ -27,15 +29,15 @@ struct Source {
     seen: bool,
 }
 
-/// Reads up to `max` new bytes of a file of the job's user `uid` from `offset`. `None` when
-/// the file does not exist.
+/// Reads up to `max` new bytes from `offset` of a file of the job's user, whose credentials are
+/// `creds`. `None` when the file does not exist or that user could not read it.
 fn read_from(
     path: &std::path::Path,
     offset: u64,
     max: usize,
-    uid: Option<u32>,
+    creds: &Creds,
 ) -> Result<Option<Vec<u8>>, OutputFileError> {
-    let Some(mut f) = crate::files::open_output(path, uid)? else {
+    let Some(mut f) = crate::files::open_output(path, creds)? else {
         return Ok(None);
     };
     f.seek(SeekFrom::Start(offset))?;
@@ -49,17 +51,18 @@ pub fn sources(rec: &JobRecord, t: OutputType) -> Vec<(PathBuf, &'static str)> {
     launcher_plugin_api::output::sources(&rec.stdout_path, &rec.stderr_path, t)
 }
 
-/// Sends everything new in one file of the job's user `uid`. Returns whether the file exists.
+/// Sends everything new in one file of the job's user (`creds`). Returns whether the file
+/// exists.
 async fn drain(
     p: &Shared,
     request_id: u64,
     s: &mut Source,
     chunk: usize,
-    uid: Option<u32>,
+    creds: &Creds,
 ) -> Result<bool, RequestError> {
     loop {
-        let (path, offset) = (s.path.clone(), s.offset);
-        let got = tokio::task::spawn_blocking(move || read_from(&path, offset, chunk, uid))
+        let (path, offset, creds) = (s.path.clone(), s.offset, creds.clone());
+        let got = tokio::task::spawn_blocking(move || read_from(&path, offset, chunk, &creds))
             .await
             .map_err(|e| RequestError::Internal(e.to_string()))?
             .map_err(|e| match e {
@@ -91,11 +94,26 @@ async fn send_text(p: &Shared, request_id: u64, label: &str, text: &str, chunk: 
     }
 }
 
+/// The credentials the plugin reads a job's output with: its user's (the plugin's own for a
+/// record without a uid written by a plugin that does not switch users).
+async fn job_creds(p: &Shared, rec: &JobRecord) -> Result<Creds, RequestError> {
+    let uid = rec
+        .uid
+        .or((!p.ident.switch_user).then_some(p.ident.uid))
+        .ok_or_else(|| RequestError::OutputNotFound("the job's user is not recorded".into()))?;
+    tokio::task::spawn_blocking(move || Creds::of_uid(uid))
+        .await
+        .map_err(|e| RequestError::Internal(e.to_string()))?
+        .map_err(|e| RequestError::Internal(format!("cannot look up uid {uid}: {e}")))?
+        .ok_or_else(|| RequestError::OutputNotFound(format!("the job's user (uid {uid}) no longer exists")))
+}
+
 /// Streams a job's output until it is complete (the job ended and all was sent).
 pub async fn stream(p: Shared, request_id: u64, req: JobOutputRequest) -> Result<(), RequestError> {
     let t = OutputType::from_number(req.output_type)
         .ok_or_else(|| RequestError::Invalid(format!("unknown outputType {}", req.output_type)))?;
     let rec = p.get_visible(&req.job_id, &req.username).await?;
+    let creds = job_creds(&p, &rec).await?;
     let mut watch = p
         .subscribe(&req.job_id)
         .await
@@ -122,7 +140,7 @@ pub async fn stream(p: Shared, request_id: u64, req: JobOutputRequest) -> Result
         // Look at the status before reading: output written before the job ended is then read.
         let ended = gone || watch.borrow_and_update().status().is_terminal();
         for s in srcs.iter_mut() {
-            drain(&p, request_id, s, chunk, rec.uid).await?;
+            drain(&p, request_id, s, chunk, &creds).await?;
         }
         if ended {
             if srcs.iter().all(|s| !s.seen) {

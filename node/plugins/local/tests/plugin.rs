@@ -1027,8 +1027,8 @@ async fn bench_true_jobs_per_second() {
     }
 }
 
-/// Output is read only from the job user's own files: a job that swaps its output file for a
-/// link to /etc/shadow gets error 7, never the file.
+/// Output is read only from the job user's own files, as that user: a job that swaps its output
+/// file for a link to /etc/shadow gets error 7, never the file.
 #[tokio::test]
 async fn output_comes_only_from_the_job_users_files() {
     let env = Env::new("");
@@ -1052,13 +1052,53 @@ async fn output_comes_only_from_the_job_users_files() {
         .await;
     let _ = std::fs::remove_file(&out);
     assert_eq!(error_code(&m), 7, "{m}");
-    assert!(
-        m["errorMessage"]
-            .as_str()
-            .unwrap()
-            .contains("not by the job's user"),
-        "{m}"
-    );
+    let said = m["errorMessage"].as_str().unwrap();
+    assert!(said.ends_with(": a symbolic link (not followed)"), "{m}");
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
+    let first = shadow.lines().next().unwrap();
+    assert!(!m.to_string().contains(first), "{m}");
+}
+
+/// An output path inside a directory only root may enter answers exactly like a missing output
+/// file, even when a file of the job's user is there: the plugin reads output as the job's user,
+/// so output paths cannot probe what only root may see.
+#[tokio::test]
+async fn output_in_a_root_only_directory_reads_like_missing_output() {
+    let env = Env::new("");
+    let mut p = env.start(&[], &[]);
+    p.bootstrap().await;
+    let user = test_user();
+    // A job whose output file is gone.
+    let gone = user.dir.join(format!("lp-gone-{}.txt", std::process::id()));
+    let mut j = job(&format!("rm -f {}", gone.display()));
+    j["stdoutFile"] = json!(gone);
+    let missing = p.submit(j).await["jobs"][0]["id"].as_str().unwrap().to_string();
+    p.wait_job_status(&missing, "Finished").await;
+    // A job whose output file is in root's private directory: the supervisor, as the user,
+    // cannot create it, so root puts one there, owned by the job's user.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let hidden = private.path().join("out.txt");
+    let mut j = job("true");
+    j["stdoutFile"] = json!(hidden);
+    let id = p.submit(j).await["jobs"][0]["id"].as_str().unwrap().to_string();
+    p.wait_job_status(&id, "Failed").await;
+    std::fs::write(&hidden, "root-only secret\n").unwrap();
+    nix::unistd::chown(&hidden, Some(user.uid), Some(user.gid)).unwrap();
+    let mut said = Vec::new();
+    for id in [&missing, &id] {
+        let m = p
+            .request(
+                GET_OUTPUT,
+                json!({"requestUsername": "*", "username": "*", "jobId": id, "encodedJobId": id, "outputType": 0, "cancel": false}),
+            )
+            .await;
+        assert_eq!(error_code(&m), 7, "{m}");
+        assert!(!m.to_string().contains("secret"), "{m}");
+        said.push(m["errorMessage"].as_str().unwrap().replace(id.as_str(), "<id>"));
+    }
+    assert_eq!(said[0], said[1]);
+    assert_eq!(said[0], "job <id> left no output files");
 }
 
 /// Output chunks respect output-chunk-bytes without splitting a character; a canceled status
@@ -1242,34 +1282,69 @@ async fn sigterm_is_a_clean_stop() {
 }
 
 /// Masked paths are hidden from a job (the config directory, by default) and host mounts are
-/// bound into its mount namespace.
+/// bound into its mount namespace, nosuid and nodev; a missing target is made there and not on
+/// the host; the job runs with no_new_privs.
 #[tokio::test]
 async fn masked_paths_and_host_mounts() {
     let env = Env::new("");
     let data = env.dir.path().join("data");
     let target = env.dir.path().join("target");
+    let made = env.dir.path().join("made/on/demand");
     std::fs::create_dir(&data).unwrap();
     std::fs::create_dir(&target).unwrap();
     std::fs::write(data.join("f"), "from the host\n").unwrap();
     let mut p = env.start(&[], &[]);
     p.bootstrap().await;
     let mut j = job(&format!(
-        "ls -A {} | wc -l; cat {}/f",
+        "ls -A {} | wc -l; cat {}/f {}/f; grep NoNewPrivs /proc/self/status; \
+         grep ' {} ' /proc/self/mountinfo",
         env.conf().display(),
+        target.display(),
+        made.display(),
         target.display()
     ));
-    j["mounts"] = json!([{"mountPath": target, "readOnly": true, "mountSource": {"type": "host", "source": {"path": data}}}]);
+    j["mounts"] = json!([
+        {"mountPath": target, "readOnly": true, "mountSource": {"type": "host", "source": {"path": data}}},
+        {"mountPath": made, "readOnly": false, "mountSource": {"type": "host", "source": {"path": data}}},
+    ]);
     let m = p.submit(j).await;
     assert_eq!(m["messageType"], R_JOB_STATE, "{m}");
     let id = m["jobs"][0]["id"].as_str().unwrap().to_string();
     let j = p.wait_job_status(&id, "Finished").await;
     let (out, err) = p.output(&id).await;
-    assert_eq!((out.as_str(), err.as_str()), ("0\nfrom the host\n", ""), "{j}");
+    let expected = "0\nfrom the host\nfrom the host\nNoNewPrivs:\t1\n";
+    assert!(out.starts_with(expected) && err.is_empty(), "{out}{err}\n{j}");
+    // The bind, and its copy in the scaffold laid over its parent to make the missing target.
+    let binds: Vec<&str> = out[expected.len()..].lines().collect();
+    assert!(!binds.is_empty(), "{out}");
+    for line in binds {
+        let options: Vec<&str> = line.split(' ').nth(5).unwrap().split(',').collect();
+        for flag in ["ro", "nosuid", "nodev"] {
+            assert!(options.contains(&flag), "{flag} missing: {line}");
+        }
+    }
     assert_eq!(
         std::fs::read_dir(&target).unwrap().count(),
         0,
         "the mount stays in the job's namespace"
     );
+    assert!(
+        !env.dir.path().join("made").exists(),
+        "a missing target is made in the job's namespace only"
+    );
+}
+
+/// allow-new-privileges=1 in the plugin's config lets jobs gain privileges through exec.
+#[tokio::test]
+async fn allow_new_privileges_turns_no_new_privs_off() {
+    let env = Env::new("allow-new-privileges=1\n");
+    let mut p = env.start(&[], &[]);
+    p.bootstrap().await;
+    let id = p.submit_command("grep NoNewPrivs /proc/self/status").await;
+    p.wait_job_status(&id, "Finished").await;
+    assert_eq!(p.output(&id).await.0, "NoNewPrivs:\t0\n");
+    let log = std::fs::read_to_string(env.dir.path().join("plugin.log")).unwrap();
+    assert!(log.contains("allow-new-privileges=1"), "{log}");
 }
 
 /// A plugin run unprivileged as an ordinary user says once that it has no mount namespaces,
