@@ -67,6 +67,26 @@ fn fingerprint(user: &str, job: &Job) -> String {
     hex::encode(h.finalize())
 }
 
+/// Decodes a submitted job body as the leader does before stamping it: the size limit, the
+/// nesting limit (before parsing: nothing deeper may be stored, or re-serialising it would fail
+/// later), a typed [`Job`] and the submission checks. Every failure is the client's.
+pub fn decode_submission(body: &str, limit: usize) -> NodeResult<Job> {
+    if body.len() > limit {
+        return Err(NodeError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the job is {} bytes; the limit is {limit} (max-request-body-bytes)",
+                body.len()
+            ),
+        ));
+    }
+    crate::admission::check_depth(body)?;
+    let job: Job =
+        serde_json::from_str(body).map_err(|e| NodeError::invalid(format!("the job is not valid: {e}")))?;
+    job.validate_submission().map_err(NodeError::invalid)?;
+    Ok(job)
+}
+
 impl Shared {
     /// Applies `req` through Raft, from any node. Returns the state machine's response and the
     /// log index it was applied at.
@@ -226,21 +246,7 @@ impl Shared {
         idempotency_key: Option<String>,
         now: &str,
     ) -> NodeResult<(Job, NodeId, Option<Idempotency>)> {
-        let limit = self.config.server.max_request_body_bytes;
-        if body.len() > limit {
-            return Err(NodeError::new(
-                ErrorCode::PayloadTooLarge,
-                format!(
-                    "the job is {} bytes; the limit is {limit} (max-request-body-bytes)",
-                    body.len()
-                ),
-            ));
-        }
-        // Before parsing: nothing deeper may be stored, or re-serialising it would fail later.
-        crate::admission::check_depth(body)?;
-        let mut job: Job = serde_json::from_str(body)
-            .map_err(|e| NodeError::invalid(format!("the job is not valid: {e}")))?;
-        job.validate_submission().map_err(NodeError::invalid)?;
+        let mut job = decode_submission(body, self.config.server.max_request_body_bytes)?;
         let user = match job.user.take().filter(|u| !u.is_empty()) {
             Some(u) if u != caller.user && !caller.admin => {
                 return Err(NodeError::new(

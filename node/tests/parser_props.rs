@@ -493,15 +493,11 @@ fn nested(depth: usize, kind: u8) -> String {
     s
 }
 
-/// What the submit path does with a body before stamping it (service.rs `submit_job`, then
-/// writes.rs `stamp_submit`): UTF-8, the nesting limit, a typed `Job`, the submission checks.
-/// Any failure is the client's (a 4xx), never a panic.
+/// What the submit path does with a body before stamping it: UTF-8 (service.rs `submit_job`),
+/// then writes.rs `decode_submission`. Any failure is the client's (a 4xx), never a panic.
 fn decode_submission(body: &[u8]) -> Result<Job, String> {
     let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
-    check_depth(text).map_err(|e| e.to_string())?;
-    let job: Job = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    job.validate_submission()?;
-    Ok(job)
+    launcher_node::writes::decode_submission(text, usize::MAX).map_err(|e| e.to_string())
 }
 
 proptest! {
