@@ -12,6 +12,7 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -80,6 +81,9 @@ pub fn prepare(config: &Config) -> anyhow::Result<Option<Privsep>> {
         .arg(std::process::id().to_string())
         .stdin(Stdio::from(OwnedFd::from(spawner_end)))
         .stdout(Stdio::null())
+        // Out of the node's process group: a terminal's Ctrl-C is the node's to handle (a
+        // graceful stop that stops the plugins through the spawner), not a kill of the spawner.
+        .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start the plugin spawner ({} spawner)", exe.display()))?;
     // Written while still root: whatever this process becomes later, the list stays this one.
