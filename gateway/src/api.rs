@@ -682,12 +682,15 @@ async fn control_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_bytes(&s, body)?;
-    let b: ControlBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            code::INVALID,
-            format!("the body must be {{\"operation\":\"suspend|resume|stop|kill|cancel\"}}: {e}"),
-        )
-    })?;
+    // An object only: serde would also read the struct from an array (`["stop"]`).
+    let b: ControlBody = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+        .and_then(|map| serde_json::from_value(serde_json::Value::Object(map)))
+        .map_err(|e| {
+            ApiError::new(
+                code::INVALID,
+                format!("the body must be {{\"operation\":\"suspend|resume|stop|kill|cancel\"}}: {e}"),
+            )
+        })?;
     let req = ControlJobRequest {
         caller: ctx.caller(),
         id,

@@ -141,15 +141,31 @@ fn content_type() -> impl Strategy<Value = Option<&'static str>> {
     ])
 }
 
-/// What the control route accepts: `{"operation": <string>}`, or serde's positional form of the
-/// same struct, `[<string>]`.
+/// What the control route accepts: `{"operation": <string>}` and nothing else (not serde's
+/// positional form of the same struct, `[<string>]`).
 fn is_control_body(body: &[u8]) -> bool {
     use serde_json::Value;
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => m.len() == 1 && m.get("operation").is_some_and(Value::is_string),
-        Ok(Value::Array(a)) => a.len() == 1 && a[0].is_string(),
         _ => false,
     }
+}
+
+#[test]
+fn a_control_body_is_an_object() {
+    let (status, answer) = send(post(
+        "/jobs/j1/control",
+        None,
+        Some(&token()),
+        br#"["stop"]"#.to_vec(),
+    ));
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(error_code(&answer), Some(2));
 }
 
 proptest! {

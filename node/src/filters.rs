@@ -631,6 +631,26 @@ fn parse_mounts_in(text: &str, file: &str, base: Option<&Path>) -> Result<Vec<Mo
     Ok(entries)
 }
 
+/// Largest Passthrough file read: a mount description, not a data set (and never /dev/zero).
+const MAX_PASSTHROUGH_BYTES: u64 = 1024 * 1024;
+
+/// Reads a regular file of at most [`MAX_PASSTHROUGH_BYTES`] as UTF-8.
+fn read_small_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    f.take(MAX_PASSTHROUGH_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_PASSTHROUGH_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_PASSTHROUGH_BYTES} bytes"
+        )));
+    }
+    Ok(text)
+}
+
 /// Reads a Passthrough mount's JSON object.
 fn passthrough(
     file: &str,
@@ -642,7 +662,7 @@ fn passthrough(
         Some(dir) if Path::new(path).is_relative() => dir.join(path),
         _ => PathBuf::from(path),
     };
-    let text = std::fs::read_to_string(&full).map_err(|e| {
+    let text = read_small_file(&full).map_err(|e| {
         FilterError::at(
             file,
             line,
@@ -1358,6 +1378,15 @@ Environment: C=group
         assert_eq!(j.exposed_ports.len(), 2);
         assert_eq!(j.exposed_ports[0].published_port, Some(8443));
         assert_eq!(j.exposed_ports[1].target_port, 80);
+    }
+
+    #[test]
+    fn passthrough_files_are_small_regular_files() {
+        for path in ["/dev/zero", "/"] {
+            let text = format!("MountType: Passthrough\nMountPath: /p\nFilePath: {path}\n");
+            let e = parse_mounts_in(&text, MOUNTS_FILE, None).unwrap_err().to_string();
+            assert!(e.contains("cannot be read"), "{e}");
+        }
     }
 
     #[test]
