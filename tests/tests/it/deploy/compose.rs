@@ -487,6 +487,40 @@ fn quick_job(n: usize) -> Value {
     json!({"name": format!("quick-{n}"), "cluster": "Local", "command": "echo hello from $USER", "tags": ["deploy-it"]})
 }
 
+/// The images keep the trust boundary of docs/security.md: a user's mount over /etc is 403
+/// `MountNotAllowed`, a deeply nested job 400, a job for a user the images lack 400
+/// `UnknownUser`, and a root job 403; none of them is stored.
+async fn refuses_attacks(alice: &Http, admin: &Http) -> anyhow::Result<()> {
+    let etc = json!({"name": "attack", "cluster": "Local", "command": "su root -c id",
+        "mounts": [{"mountPath": "/etc", "mountSource": {"type": "host", "source": {"path": "/home/alice/fakeetc"}}}]});
+    let deep: Value = serde_json::from_str(&format!(
+        r#"{{"name":"deep","cluster":"Local","command":"true","metadata":{{"m":{}1{}}}}}"#,
+        "[".repeat(130),
+        "]".repeat(130)
+    ))?;
+    let ghost = json!({"name": "ghost", "cluster": "Local", "command": "id", "user": "no-such-user"});
+    let root = json!({"name": "root", "cluster": "Local", "command": "id", "user": "root"});
+    for (who, job, status, code) in [
+        (alice, &etc, 403, 15),
+        (alice, &deep, 400, 2),
+        (admin, &ghost, 400, 16),
+        (admin, &root, 403, 12),
+    ] {
+        let (st, body) = who.post("/jobs", job).await?;
+        anyhow::ensure!(
+            st == status && body["error"]["code"] == code,
+            "{}: expected {status}/{code}, got {st} {body}",
+            job["name"]
+        );
+    }
+    let (st, jobs) = admin.get("/jobs?user=*").await?;
+    anyhow::ensure!(
+        st == 200 && jobs.as_array().is_some_and(Vec::is_empty),
+        "{st} {jobs}"
+    );
+    Ok(())
+}
+
 fn sleeper_job(n: usize) -> Value {
     json!({"name": format!("sleeper-{n}"), "cluster": "Local", "command": "sleep 600", "tags": ["deploy-it", "sleeper"]})
 }
@@ -797,6 +831,7 @@ async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<(
         Ok((lines.len() == 4 && lines.iter().all(|l| l.contains("(healthy)"))).then_some(()))
     })
     .await?;
+    refuses_attacks(&alice, &admin).await?;
     let mut next_sleeper = 0;
     for n in 0..5 {
         submit(&alice, &quick_job(n), &acked).await?;

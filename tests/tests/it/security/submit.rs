@@ -83,7 +83,8 @@ async fn a_user_mount_outside_the_policy_is_refused_and_nothing_is_stored() -> a
 }
 
 /// JSON nested deeper than 32 levels is refused with 400 at submit (127 deep once broke every
-/// admin listing, 130 deep panicked the leader); listings keep working and the node stays up.
+/// admin listing, 130 deep panicked the leader), an oversize body with 413; listings keep working
+/// and the node stays up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_json_is_refused_and_listings_keep_working() -> anyhow::Result<()> {
     let (_cluster, gw) = start().await?;
@@ -114,6 +115,10 @@ async fn deeply_nested_json_is_refused_and_listings_keep_working() -> anyhow::Re
             "{body}"
         );
     }
+    // An oversize body is 413 before anything reads it.
+    let big = json!({"name": "big", "cluster": "Local", "command": "true", "stdin": "x".repeat(2 << 20)});
+    let (st, body) = alice.post("/jobs", &big).await?;
+    assert_eq!((st, error_of(&body).0), (413, 14), "{body}");
     // 30 levels inside metadata (32 with the job and metadata objects) are fine.
     let ok: Value = serde_json::from_str(&nested(29))?;
     submit_ok(&alice, &ok).await?;
