@@ -391,6 +391,12 @@ fn populate(covered: &OwnedFd, stage: &OwnedFd) -> Result<(), (String, Errno)> {
             ),
         }
         let from = open_path(covered, name).map_err(|e| (at("opening", name), e))?;
+        // Replaced on the host since it was looked at (the directory may be the user's): what is
+        // bound must be what the stand-in was made for.
+        let now = fstat(&from).map_err(|e| (at("inspecting", name), e))?;
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+            return Err((at("binding (it changed meanwhile)", name), Errno::EAGAIN));
+        }
         let onto = open_path(stage, name).map_err(|e| (at("opening the stand-in for", name), e))?;
         mount(
             Some(proc_fd(&from).as_str()),
