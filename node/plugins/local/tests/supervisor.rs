@@ -1088,6 +1088,35 @@ fn mount_targets_are_not_followed_through_links() {
     assert!(!Path::new("/etc").join(&name).exists());
 }
 
+/// (root) Nothing is mounted on or below /proc, through which the supervisor reaches what it
+/// binds (a user's directory there would choose it), nor over the root directory.
+#[test]
+fn proc_and_the_root_cannot_be_mounted_over() {
+    let base = open_tempdir();
+    let mine = user_dir(base.path(), "mine");
+    std::fs::create_dir_all(mine.join("self/fd")).unwrap();
+    for (target, why) in [
+        ("/proc", "nothing may be mounted on or below /proc"),
+        ("/proc/self", "nothing may be mounted on or below /proc"),
+        (
+            "/proc/sys/launcher-test",
+            "nothing may be mounted on or below /proc",
+        ),
+        ("/", "the root directory cannot be mounted over"),
+    ] {
+        let mut job = user_job(|_, s| {
+            s.command = Some("echo ran".into());
+            s.mounts = vec![BindMount {
+                source: mine.clone(),
+                target: target.into(),
+                read_only: false,
+            }];
+        });
+        assert_eq!(job.run(), 127, "{}", job.log());
+        job.assert_failed(&format!("mount target {target}: {why}"));
+    }
+}
+
 /// Unmounts a mount the test made in the host's namespace, however the test ends.
 struct HostMount(PathBuf);
 

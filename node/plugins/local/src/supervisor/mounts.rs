@@ -10,7 +10,8 @@
 //! * **Target**: walked the same way (a target the user could not reach would be useless to the
 //!   job, and refusing it like a missing path keeps the errors from telling what lies behind a
 //!   directory the user cannot search), and mounted onto through its descriptor. `/` itself is
-//!   refused.
+//!   refused, and so is `/proc` and anything below it, through which the supervisor reaches
+//!   its descriptors.
 //! * **A missing target** is created on a *scaffold*, never on the host: a tmpfs laid over the
 //!   deepest existing directory, holding a bind mount of each of its entries (a copy of each
 //!   symbolic link), on which the missing directories are made. The scaffold keeps the mode and
@@ -30,6 +31,7 @@ use nix::errno::Errno;
 use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{fchmodat, fstat, fstatat, mkdirat, FchmodatFlags, FileStat, Mode, SFlag};
+use nix::sys::statfs::{statfs, PROC_SUPER_MAGIC};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 use nix::unistd::{chroot, fchdir, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use tracing::{info, warn};
@@ -75,6 +77,23 @@ fn failed(what: impl Into<String>) -> impl FnOnce(Errno) -> SetupError {
 /// Binds `m` into the current mount namespace for a job run with `creds`. `job_dir` is the job
 /// directory (the current directory, given relatively), where a scaffold is staged.
 pub(super) fn bind(job_dir: &Path, m: &BindMount, creds: &Creds) -> Result<(), SetupError> {
+    // Every mount below goes through /proc/self/fd: a mount there would let whoever made it
+    // choose what the supervisor binds, and where.
+    if m.target.starts_with("/proc") {
+        return Err(SetupError::MountTargetRefused {
+            target: m.target.clone(),
+            why: "nothing may be mounted on or below /proc",
+        });
+    }
+    match statfs("/proc/self/fd") {
+        Ok(fs) if fs.filesystem_type() == PROC_SUPER_MAGIC => {}
+        _ => {
+            return Err(SetupError::Namespace {
+                what: "/proc/self/fd is not the kernel's procfs in the job's namespace".into(),
+                source: Errno::ENOTSUP.into(),
+            })
+        }
+    }
     let source = userfs::resolve(&m.source, creds).map_err(SetupError::MountSource)?;
     let src = fstat(&source).map_err(failed(format!(
         "cannot inspect mount source {}",
