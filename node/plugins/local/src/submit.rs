@@ -112,9 +112,12 @@ pub fn check_job(job: &Job, cfg: &Config, namespace: bool) -> Result<Checked, Re
             )));
         };
         let (source, target) = (PathBuf::from(source), PathBuf::from(&m.mount_path));
-        if !source.is_absolute() || !target.is_absolute() {
+        // The supervisor refuses these too; said here, the user hears it at submit.
+        let plain =
+            |p: &Path| p.is_absolute() && !p.components().any(|c| c == std::path::Component::ParentDir);
+        if !plain(&source) || !plain(&target) {
             return Err(invalid(format!(
-                "mount paths must be absolute ({} on {})",
+                "mount paths must be absolute, without '..' ({} on {})",
                 source.display(),
                 target.display()
             )));
@@ -518,6 +521,10 @@ mod tests {
             "mount type nfs is not supported by the Local plugin"
         );
         assert!(err(&mount("host", serde_json::json!({}))).contains("no source.path"));
+        assert!(err(&mount("host", serde_json::json!({"path": "/srv/../etc"})))
+            .starts_with("mount paths must be absolute, without '..'"));
+        assert!(err(&mount("host", serde_json::json!({"path": "srv"})))
+            .starts_with("mount paths must be absolute"));
         let no_ns = check_job(&mount("host", serde_json::json!({"path": "/srv"})), &cfg(), false);
         assert!(matches!(no_ns, Err(RequestError::Invalid(m)) if m.contains("mount namespace")));
     }

@@ -1157,6 +1157,29 @@ fn submounts_of_a_source_are_not_carried_in() {
     assert_eq!(job.user_output(), "0\n");
 }
 
+/// (root) The supervisor makes an output file's missing directories as the job's user, after
+/// it gave up root: they and the file belong to the user.
+#[test]
+fn output_directories_are_made_as_the_user() {
+    let mut job = user_job(|d, s| {
+        let output = scratch_of(d).join("output").join(TEST_USER);
+        s.command = Some("echo made".into());
+        s.stdout_file = output.join("nested/deeper/job.out");
+        s.stderr_file = output.join("nested/deeper/job.out");
+    });
+    assert_eq!(job.run(), 0, "{}", job.log());
+    let output = job.scratch().join("output").join(TEST_USER);
+    let uid = test_user().uid.as_raw();
+    for p in ["nested", "nested/deeper", "nested/deeper/job.out"] {
+        let meta = std::fs::metadata(output.join(p)).unwrap();
+        assert_eq!(meta.uid(), uid, "{p} was made by root");
+    }
+    assert_eq!(
+        std::fs::read_to_string(output.join("nested/deeper/job.out")).unwrap(),
+        "made\n"
+    );
+}
+
 /// A job runs with no_new_privs unless allow_new_privileges is set.
 #[test]
 fn no_new_privs_unless_allowed() {
