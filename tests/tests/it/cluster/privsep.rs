@@ -164,9 +164,9 @@ async fn spawner_and_plugin(node: u32) -> anyhow::Result<(u32, u32)> {
 
 /// A one-node cluster whose node was restarted as root with `server-user` = [`SERVER_USER`]:
 /// its data dir, written by a root node before, must be handed over.
-async fn privsep_cluster() -> anyhow::Result<ProcessCluster> {
+async fn privsep_cluster(opts: ClusterOpts) -> anyhow::Result<ProcessCluster> {
     let user = server_user();
-    let mut cluster = ProcessCluster::start(1, ClusterOpts::default()).await?;
+    let mut cluster = ProcessCluster::start(1, opts).await?;
     cluster.terminate(1).await?;
     let conf = cluster.nodes[0].dir.join("launcher.conf");
     let text = std::fs::read_to_string(&conf)?;
@@ -228,7 +228,7 @@ async fn node_runs_as_server_user_and_keeps_root_only_to_start_jobs() -> anyhow:
     assert_root();
     let user = server_user();
     let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
-    let mut cluster = privsep_cluster().await?;
+    let mut cluster = privsep_cluster(ClusterOpts::default()).await?;
     let node = node_pid(&cluster);
     let (spawner, plugin) = spawner_and_plugin(node).await?;
     assert!(
@@ -277,33 +277,47 @@ async fn node_runs_as_server_user_and_keeps_root_only_to_start_jobs() -> anyhow:
     Ok(())
 }
 
-/// A Local plugin killed with SIGKILL is restarted through the spawner (root again, the
-/// spawner's child, the node still the server user) and runs jobs again; a node killed with
-/// SIGKILL takes its spawner along (EOF on its socket), and the plugin stops at the end of its
-/// input.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_plugin_is_restarted_through_the_spawner() -> anyhow::Result<()> {
-    init_tracing();
-    assert_root();
-    let user = server_user();
-    let mut cluster = privsep_cluster().await?;
-    let node = node_pid(&cluster);
-    let (spawner, plugin) = spawner_and_plugin(node).await?;
-    let bootstraps = |log: &str| log.matches("plugin bootstrapped").count();
-    let before = bootstraps(&cluster.log(1));
-
-    kill(Pid::from_raw(plugin as i32), Signal::SIGKILL)?;
+/// Waits until the spawner runs a Local plugin other than `old` and the node has bootstrapped
+/// more plugins than the `before` it had.
+async fn next_plugin(cluster: &ProcessCluster, spawner: u32, old: u32, before: usize) -> anyhow::Result<u32> {
     let log_path = cluster.nodes[0].log_path();
-    let restarted = wait_until("the plugin to be restarted and bootstrapped", DEADLINE, || {
+    wait_until("the plugin to be restarted and bootstrapped", DEADLINE, || {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         async move {
             let next = children(spawner)
                 .into_iter()
-                .find(|p| *p != plugin && cmdline(*p).contains("launcher-local-plugin"));
+                .find(|p| *p != old && cmdline(*p).contains("launcher-local-plugin"));
             Ok(next.filter(|_| bootstraps(&log) > before))
         }
     })
-    .await?;
+    .await
+}
+
+fn bootstraps(log: &str) -> usize {
+    log.matches("plugin bootstrapped").count()
+}
+
+/// A Local plugin killed with SIGKILL is restarted through the spawner (root again, the
+/// spawner's child, the node still the server user) and runs jobs again; a hung one (SIGSTOP,
+/// missed heartbeats) is killed through the spawner and replaced too. A node killed with
+/// SIGKILL takes its spawner along (EOF on its socket), and the plugin stops at the end of its
+/// input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_or_hung_plugin_is_restarted_through_the_spawner() -> anyhow::Result<()> {
+    init_tracing();
+    assert_root();
+    let user = server_user();
+    let opts = ClusterOpts {
+        heartbeat_interval_seconds: 1,
+        ..Default::default()
+    };
+    let mut cluster = privsep_cluster(opts).await?;
+    let node = node_pid(&cluster);
+    let (spawner, plugin) = spawner_and_plugin(node).await?;
+
+    let before = bootstraps(&cluster.log(1));
+    kill(Pid::from_raw(plugin as i32), Signal::SIGKILL)?;
+    let restarted = next_plugin(&cluster, spawner, plugin, before).await?;
     assert_eq!(euid(restarted), Some(0), "the restarted plugin keeps root");
     assert!(
         runs_as(node, user.uid.as_raw(), user.gid.as_raw()),
@@ -313,11 +327,22 @@ async fn a_killed_plugin_is_restarted_through_the_spawner() -> anyhow::Result<()
     assert!(cluster.log(1).contains("via=Spawner"), "{}", cluster.log(1));
     job_runs_as_its_user(&cluster, "after-restart").await?;
 
+    // Stopped, it answers no heartbeat and ignores SIGTERM: only the spawner's SIGKILL ends it.
+    let before = bootstraps(&cluster.log(1));
+    kill(Pid::from_raw(restarted as i32), Signal::SIGSTOP)?;
+    let third = next_plugin(&cluster, spawner, restarted, before).await?;
+    wait_until("the hung plugin to be gone", DEADLINE, || async move {
+        Ok((!alive(restarted)).then_some(()))
+    })
+    .await?;
+    assert_eq!(euid(third), Some(0), "the replacement keeps root");
+    job_runs_as_its_user(&cluster, "after-hang").await?;
+
     cluster.kill(1);
     wait_until(
         "the spawner and the plugin to exit after the node",
         DEADLINE,
-        || async move { Ok((!alive(spawner) && !alive(restarted)).then_some(())) },
+        || async move { Ok((!alive(spawner) && !alive(third)).then_some(())) },
     )
     .await?;
     Ok(())
@@ -375,7 +400,7 @@ async fn gateway_started_as_root_serves_as_server_user() -> anyhow::Result<()> {
     init_tracing();
     assert_root();
     let user = server_user();
-    let cluster = privsep_cluster().await?;
+    let cluster = privsep_cluster(ClusterOpts::default()).await?;
     let id = job_runs_as_its_user(&cluster, "seen-through-the-gateway").await?;
 
     let dir = cluster.root.path().join("gateway");
