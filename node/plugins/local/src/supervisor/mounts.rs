@@ -222,7 +222,7 @@ fn scaffold(
     let at = walked.existing.display().to_string();
     let what = |step: &str| {
         format!(
-            "cannot create mount target {} ({step} of a scaffold over {at})",
+            "cannot create mount target {}: a scaffold over {at} failed at {step}",
             m.target.display()
         )
     };
@@ -356,7 +356,12 @@ fn scaffold(
 /// each directory and file (its submounts and flags are the host's, unchanged), and a copy of
 /// each symbolic link with its owner. The stage itself, when it lies in `covered`, is skipped.
 fn populate(covered: &OwnedFd, stage: &OwnedFd) -> Result<(), (String, Errno)> {
-    let at = |step: &str, name: &OsStr| format!("{step} {}", name.to_string_lossy());
+    // The user may search the directory without being allowed to list it: the error names the
+    // step, the supervisor's own log (which the user cannot reach) the entry.
+    let at = |step: &str, name: &OsStr| {
+        warn!(entry = %name.to_string_lossy(), "scaffold: {step} failed");
+        step.to_string()
+    };
     let own = fstat(stage).map_err(|e| ("inspecting the tmpfs".to_string(), e))?;
     // Listed through the descriptor that was walked, not the path, which names the tmpfs now.
     let listing = open(
@@ -376,14 +381,14 @@ fn populate(covered: &OwnedFd, stage: &OwnedFd) -> Result<(), (String, Errno)> {
             Ok(st) => st,
             // Removed on the host since it was listed.
             Err(Errno::ENOENT) => continue,
-            Err(e) => return Err((at("inspecting", name), e)),
+            Err(e) => return Err((at("inspecting an entry", name), e)),
         };
         if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino) {
             continue;
         }
         match kind(&st) {
             SFlag::S_IFLNK => {
-                let to = readlinkat(covered, name).map_err(|e| (at("reading the link", name), e))?;
+                let to = readlinkat(covered, name).map_err(|e| (at("reading a link", name), e))?;
                 symlinkat(to.as_os_str(), stage, name)
                     .and_then(|()| {
                         fchownat(
@@ -394,11 +399,11 @@ fn populate(covered: &OwnedFd, stage: &OwnedFd) -> Result<(), (String, Errno)> {
                             AtFlags::AT_SYMLINK_NOFOLLOW,
                         )
                     })
-                    .map_err(|e| (at("copying the link", name), e))?;
+                    .map_err(|e| (at("copying a link", name), e))?;
                 continue;
             }
             SFlag::S_IFDIR => mkdirat(stage, name, Mode::from_bits_truncate(0o755))
-                .map_err(|e| (at("making a stand-in for", name), e))?,
+                .map_err(|e| (at("making a stand-in", name), e))?,
             _ => drop(
                 openat(
                     stage,
@@ -406,17 +411,17 @@ fn populate(covered: &OwnedFd, stage: &OwnedFd) -> Result<(), (String, Errno)> {
                     OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o644),
                 )
-                .map_err(|e| (at("making a stand-in for", name), e))?,
+                .map_err(|e| (at("making a stand-in", name), e))?,
             ),
         }
-        let from = open_path(covered, name).map_err(|e| (at("opening", name), e))?;
+        let from = open_path(covered, name).map_err(|e| (at("opening an entry", name), e))?;
         // Replaced on the host since it was looked at (the directory may be the user's): what is
         // bound must be what the stand-in was made for.
-        let now = fstat(&from).map_err(|e| (at("inspecting", name), e))?;
+        let now = fstat(&from).map_err(|e| (at("inspecting an entry", name), e))?;
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-            return Err((at("binding (it changed meanwhile)", name), Errno::EAGAIN));
+            return Err((at("binding an entry that changed meanwhile", name), Errno::EAGAIN));
         }
-        let onto = open_path(stage, name).map_err(|e| (at("opening the stand-in for", name), e))?;
+        let onto = open_path(stage, name).map_err(|e| (at("opening a stand-in", name), e))?;
         mount(
             Some(proc_fd(&from).as_str()),
             proc_fd(&onto).as_str(),
@@ -424,7 +429,7 @@ fn populate(covered: &OwnedFd, stage: &OwnedFd) -> Result<(), (String, Errno)> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(|e| (at("binding", name), e))?;
+        .map_err(|e| (at("binding an entry", name), e))?;
     }
     Ok(())
 }
