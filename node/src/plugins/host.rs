@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::launcher::{PluginProcess, ProcessLauncher};
+use super::launcher::{PluginProcess, ProcessLauncher, Spawned};
 use super::spawner::StopSignal;
 use crate::error::NodeError;
 
@@ -319,8 +319,12 @@ impl Plugin {
     /// Spawns the process, wires its streams, and bootstraps it.
     async fn incarnate(&self) -> Result<Arc<Conn>, String> {
         let s = &self.spec;
-        let spawned = s.launcher.spawn(s).await?;
-        let (child, stdin, stdout, stderr) = (spawned.process, spawned.stdin, spawned.stdout, spawned.stderr);
+        let Spawned {
+            process: child,
+            stdin,
+            stdout,
+            stderr,
+        } = s.launcher.spawn(s).await?;
         let pid = child.id();
         tracing::info!(cluster = %s.cluster, pid, exe = %s.exe.display(), via = ?s.launcher, "plugin started");
 

@@ -125,13 +125,9 @@ pub struct Plugins {
 }
 
 impl Plugins {
-    /// Starts and bootstraps every configured plugin; any failure stops the others and names
-    /// the cluster and what went wrong (the node must not start then, DESIGN §5).
-    pub async fn start(config: &Config) -> anyhow::Result<Plugins> {
-        Self::start_with(config, ProcessLauncher::Direct).await
-    }
-
-    /// [`Plugins::start`], each plugin started by `launcher`.
+    /// Starts (through `launcher`) and bootstraps every configured plugin; any failure stops
+    /// the others and names the cluster and what went wrong (the node must not start then,
+    /// DESIGN §5).
     pub async fn start_with(config: &Config, launcher: ProcessLauncher) -> anyhow::Result<Plugins> {
         let starts = config.clusters.iter().map(|c| {
             let mut spec = plugin_spec(config, c);
