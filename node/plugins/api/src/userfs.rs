@@ -36,9 +36,9 @@ pub struct Creds {
     pub groups: Vec<u32>,
 }
 
-/// Permission bits, as in the "other" triplet of a mode.
-const READ: u32 = 0o4;
-const SEARCH: u32 = 0o1;
+/// Permission bits, as in the "other" triplet of a mode, for [`Creds::permits`].
+pub const READ: u32 = 0o4;
+pub const SEARCH: u32 = 0o1;
 
 impl Creds {
     /// The credentials of user `name` from the user database, with the supplementary groups
@@ -74,9 +74,9 @@ impl Creds {
         })
     }
 
-    /// Whether the mode bits of `st` grant these credentials every bit of `want` (`READ`,
-    /// `SEARCH`). Root may read and search anything, as `CAP_DAC_OVERRIDE` lets it.
-    fn permits(&self, st: &FileStat, want: u32) -> bool {
+    /// Whether the mode bits of `st` grant these credentials every bit of `want` ([`READ`],
+    /// [`SEARCH`]). Root may read and search anything, as `CAP_DAC_OVERRIDE` lets it.
+    pub fn permits(&self, st: &FileStat, want: u32) -> bool {
         if self.uid == 0 {
             return true;
         }
