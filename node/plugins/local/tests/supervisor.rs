@@ -1088,6 +1088,34 @@ fn mount_targets_are_not_followed_through_links() {
     assert!(!Path::new("/etc").join(&name).exists());
 }
 
+/// (root) A missing target is not made in a directory the user may enter but not list: each of
+/// its entries would show up, by name, in the job's /proc/self/mountinfo.
+#[test]
+fn no_scaffold_over_a_directory_the_user_cannot_list() {
+    let base = open_tempdir();
+    let data = user_dir(base.path(), "data");
+    let unlisted = base.path().join("unlisted");
+    std::fs::create_dir(&unlisted).unwrap();
+    std::fs::create_dir(unlisted.join("hidden-name")).unwrap();
+    std::fs::set_permissions(&unlisted, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let target = unlisted.join("new");
+    let mut job = user_job(|_, s| {
+        s.command = Some("cat /proc/self/mountinfo".into());
+        s.mounts = vec![BindMount {
+            source: data.clone(),
+            target: target.clone(),
+            read_only: false,
+        }];
+    });
+    assert_eq!(job.run(), 127, "{}", job.log());
+    job.assert_failed(&format!(
+        "mount target {}: missing, and the directory it would be made in may not be listed by the user",
+        target.display()
+    ));
+    assert!(!job.user_output().contains("hidden-name"));
+    assert!(!target.exists());
+}
+
 /// (root) Nothing is mounted on or below /proc, through which the supervisor reaches what it
 /// binds (a user's directory there would choose it), nor over the root directory.
 #[test]

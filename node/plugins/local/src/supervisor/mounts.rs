@@ -119,7 +119,7 @@ pub(super) fn bind(job_dir: &Path, m: &BindMount, creds: &Creds) -> Result<(), S
         }
         (parent, name.to_os_string(), walked.fd, false)
     } else {
-        let (parent, name, target) = scaffold(job_dir, &walked, is_dir(&src), m)?;
+        let (parent, name, target) = scaffold(job_dir, &walked, is_dir(&src), m, creds)?;
         (parent, name, target, true)
     };
     attach(&source, &src, &parent, &name, &target, m)?;
@@ -217,6 +217,7 @@ fn scaffold(
     walked: &userfs::Walked,
     dir: bool,
     m: &BindMount,
+    creds: &Creds,
 ) -> Result<(OwnedFd, OsString, OwnedFd), SetupError> {
     let covered = &walked.fd;
     let at = walked.existing.display().to_string();
@@ -227,6 +228,14 @@ fn scaffold(
         )
     };
     let st = fstat(covered).map_err(failed(what("inspecting the directory")))?;
+    // Every entry gets a bind of its own, and /proc/self/mountinfo shows the job each one's
+    // name: names the user could not have listed.
+    if !creds.permits(&st, userfs::READ) {
+        return Err(SetupError::MountTargetRefused {
+            target: m.target.clone(),
+            why: "missing, and the directory it would be made in may not be listed by the user (create it first)",
+        });
+    }
     let job = open(
         job_dir,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
