@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
-use nix::unistd::{Pid, Uid};
+use nix::unistd::{Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
 /// One plugin the spawner may start, exactly as the node computed it while still root.
@@ -213,9 +213,9 @@ impl Spawner {
 
     /// Connects the plugin's two streams to the node, starts it, and watches for its exit.
     fn start(self: &Arc<Self>, id: u64, spec: &SpawnSpec) -> Result<u32, String> {
-        let uid = Uid::from_raw(self.init.uid);
+        let (uid, gid) = (Uid::from_raw(self.init.uid), Gid::from_raw(self.init.gid));
         let connect = |kind: u8| -> Result<UnixStream, String> {
-            let mut s = connect_as(&self.init.socket, uid).map_err(|e| {
+            let mut s = connect_as(&self.init.socket, uid, gid).map_err(|e| {
                 format!(
                     "cannot connect to the node at {}: {e}",
                     self.init.socket.display()
@@ -273,11 +273,19 @@ impl Spawner {
     }
 }
 
-/// Connects with `uid` as the effective user, then takes root back.
-fn connect_as(socket: &Path, uid: Uid) -> std::io::Result<UnixStream> {
-    nix::unistd::seteuid(uid)?;
-    let r = UnixStream::connect(socket);
-    if let Err(e) = nix::unistd::seteuid(Uid::from_raw(0)) {
+/// Connects as `uid`:`gid` alone (effective ids, no other group), then takes root back.
+fn connect_as(socket: &Path, uid: Uid, gid: Gid) -> std::io::Result<UnixStream> {
+    use nix::unistd::{getgroups, setegid, seteuid, setgroups};
+    let groups = getgroups()?;
+    setgroups(&[gid])?;
+    let switched = setegid(gid).and_then(|()| seteuid(uid));
+    let r = switched
+        .map_err(std::io::Error::from)
+        .and_then(|()| UnixStream::connect(socket));
+    let back = seteuid(Uid::from_raw(0))
+        .and_then(|()| setegid(Gid::from_raw(0)))
+        .and_then(|()| setgroups(&groups));
+    if let Err(e) = back {
         // Without root it cannot start anything any more: better gone, the node will notice.
         eprintln!("launcher-node spawner: cannot take root back ({e}); exiting");
         std::process::exit(1);
