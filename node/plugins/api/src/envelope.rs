@@ -158,23 +158,30 @@ impl EnvelopeError {
 }
 
 /// Decodes the envelope of a message, which must be a JSON object (serde would otherwise also
-/// accept an array such as `[1,2]` as the struct's fields in order).
-fn envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
+/// accept an array such as `[1,2]` as the struct's fields in order). Also says whether the
+/// message carries a `requestId` at all.
+fn envelope(body: &[u8]) -> Result<(Envelope, bool), EnvelopeError> {
     let malformed = |e: serde_json::Error| EnvelopeError::Malformed(e.to_string());
     let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).map_err(malformed)?;
-    serde_json::from_value(serde_json::Value::Object(obj)).map_err(malformed)
+    let has_id = obj.contains_key("requestId");
+    let env = serde_json::from_value(serde_json::Value::Object(obj)).map_err(malformed)?;
+    Ok((env, has_id))
 }
 
-/// Reads the envelope of a request: its type and id.
+/// Reads the envelope of a request: its type and id. A request must carry its `requestId`
+/// (every answer and stream is keyed by it); a response may leave it out (0).
 pub fn parse_request(body: &[u8]) -> Result<(RequestType, u64), EnvelopeError> {
-    let env = envelope(body)?;
+    let (env, has_id) = envelope(body)?;
+    if !has_id {
+        return Err(EnvelopeError::Malformed("missing field `requestId`".into()));
+    }
     let t = RequestType::from_number(env.message_type).ok_or(EnvelopeError::UnknownType(env.message_type))?;
     Ok((t, env.request_id))
 }
 
 /// Reads the envelope of a response: its type, the request it answers, and its response id.
 pub fn parse_response(body: &[u8]) -> Result<(ResponseType, u64, Option<u64>), EnvelopeError> {
-    let env = envelope(body)?;
+    let (env, _) = envelope(body)?;
     let t =
         ResponseType::from_number(env.message_type).ok_or(EnvelopeError::UnknownType(env.message_type))?;
     Ok((t, env.request_id, env.response_id))
@@ -241,7 +248,8 @@ mod tests {
             &b"not json"[..],
             br#"{"requestId":1}"#,
             br#"[1,2]"#,
-            br#"{"messageType":"x"}"#,
+            br#"{"messageType":"x","requestId":1}"#,
+            br#"{"messageType":0}"#,
         ] {
             assert_eq!(
                 parse_request(bad).unwrap_err().code(),

@@ -2,9 +2,15 @@
 //!
 //! A message is one JSON object: the envelope (`messageType`, `requestId`, `responseId`) and the
 //! payload fields side by side. [`encode`] merges the two; [`decode`] reads a payload out of a
-//! whole message, ignoring the envelope keys. Requests are read strictly (a missing field is an
-//! error the plugin answers with InvalidRequest); responses and jobs leniently, since we must
-//! drive plugins we did not write.
+//! whole message, ignoring the envelope keys.
+//!
+//! Requests are read as the public plugin SDK reads them, since launchers built on it omit what
+//! it lets them omit: `requestUsername`, `encodedJobId`, GetJob's filters, the `cancel` flags and
+//! `outputType` may be absent and take their defaults; what a request means nothing without
+//! (`username`, `jobId`, `operation`, `job`, `version`) is required, and its absence is an error
+//! the plugin answers with InvalidRequest. Unknown fields are ignored. Responses and jobs are read
+//! leniently, since we must drive plugins we did not write. Our own launcher always sends every
+//! field (ARCHITECTURE, the node drives any plugin).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -157,7 +163,8 @@ pub struct Job {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Requests (launcher → plugin). Read strictly: every field listed is expected.
+// Requests (launcher → plugin). Optional exactly where the plugin SDK lets a launcher omit a
+// field (module doc); `#[serde(default)]` marks each one.
 
 /// Bootstrap (1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,8 +176,10 @@ pub struct BootstrapRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubmitJobRequest {
-    pub request_username: String,
+    /// Who asked (an admin may act for `username`); empty when absent.
     #[serde(default)]
+    pub request_username: String,
+    /// The user the request is for; `*` for an admin acting for everyone.
     pub username: String,
     pub job: Job,
 }
@@ -179,9 +188,12 @@ pub struct SubmitJobRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GetJobRequest {
+    #[serde(default)]
     pub request_username: String,
     pub username: String,
     pub job_id: String,
+    /// The launcher's encoding of the id; our plugins go by `jobId`.
+    #[serde(default)]
     pub encoded_job_id: String,
     /// Every tag must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,14 +211,18 @@ pub struct GetJobRequest {
     pub fields: Option<Vec<String>>,
 }
 
-/// GetJobStatus (4) and GetJobResourceUtil (7): open (`cancel: false`) or close a stream.
+/// GetJobStatus (4) and GetJobResourceUtil (7): open (`cancel` false or absent) or close
+/// (`cancel: true`, with the stream's `requestId`) a stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobStreamRequest {
+    #[serde(default)]
     pub request_username: String,
     pub username: String,
     pub job_id: String,
+    #[serde(default)]
     pub encoded_job_id: String,
+    #[serde(default)]
     pub cancel: bool,
 }
 
@@ -235,13 +251,15 @@ impl ControlOperation {
     }
 }
 
-/// ControlJob (5).
+/// ControlJob (5). `jobId` names one job: `*` is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ControlJobRequest {
+    #[serde(default)]
     pub request_username: String,
     pub username: String,
     pub job_id: String,
+    #[serde(default)]
     pub encoded_job_id: String,
     /// A [`ControlOperation`] number.
     pub operation: i32,
@@ -264,26 +282,38 @@ impl OutputType {
     }
 }
 
-/// GetJobOutput (6).
+/// `outputType` when a request leaves it out: both streams, as the plugin SDK reads it.
+fn both_outputs() -> i32 {
+    OutputType::Both as i32
+}
+
+/// GetJobOutput (6): open a stream, or close one (`cancel: true`, with the stream's
+/// `requestId`; `outputType` then means nothing and is usually left out).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobOutputRequest {
+    #[serde(default)]
     pub request_username: String,
     pub username: String,
     pub job_id: String,
+    #[serde(default)]
     pub encoded_job_id: String,
-    /// An [`OutputType`] number.
+    /// An [`OutputType`] number; both when absent.
+    #[serde(default = "both_outputs")]
     pub output_type: i32,
+    #[serde(default)]
     pub cancel: bool,
 }
 
-/// GetJobNetwork (8).
+/// GetJobNetwork (8). `jobId` names one job: `*` is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobNetworkRequest {
+    #[serde(default)]
     pub request_username: String,
     pub username: String,
     pub job_id: String,
+    #[serde(default)]
     pub encoded_job_id: String,
 }
 
@@ -291,6 +321,7 @@ pub struct JobNetworkRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterInfoRequest {
+    #[serde(default)]
     pub request_username: String,
     pub username: String,
 }
@@ -454,6 +485,46 @@ mod tests {
         let j: Job =
             serde_json::from_str(r#"{"id":"x","status":"Finished","exitCode":3,"somethingNew":{}}"#).unwrap();
         assert_eq!((j.exit_code, j.status.as_deref()), (Some(3), Some("Finished")));
+    }
+
+    /// Each request in the smallest form the plugin SDK accepts reads with the defaults; what a
+    /// request means nothing without is still an error naming the field.
+    #[test]
+    fn minimal_requests_read_with_their_defaults() {
+        let s: SubmitJobRequest = decode(br#"{"username":"alice","job":{"command":"true"}}"#).unwrap();
+        assert_eq!((s.request_username.as_str(), s.username.as_str()), ("", "alice"));
+        let g: GetJobRequest = decode(br#"{"username":"*","jobId":"*"}"#).unwrap();
+        assert_eq!(
+            g,
+            GetJobRequest {
+                username: "*".into(),
+                job_id: "*".into(),
+                ..GetJobRequest::default()
+            }
+        );
+        let st: JobStreamRequest = decode(br#"{"username":"*","jobId":"4"}"#).unwrap();
+        assert_eq!((st.cancel, st.encoded_job_id.as_str()), (false, ""));
+        let c: ControlJobRequest = decode(br#"{"username":"bob","jobId":"4","operation":3}"#).unwrap();
+        assert_eq!((c.operation, c.request_username.as_str()), (3, ""));
+        let o: JobOutputRequest = decode(br#"{"username":"bob","jobId":"4","cancel":true}"#).unwrap();
+        assert_eq!((o.output_type, o.cancel), (OutputType::Both as i32, true));
+        let o: JobOutputRequest = decode(br#"{"username":"bob","jobId":"4"}"#).unwrap();
+        assert_eq!((o.output_type, o.cancel), (2, false));
+        let n: JobNetworkRequest = decode(br#"{"username":"bob","jobId":"4"}"#).unwrap();
+        assert_eq!(n.job_id, "4");
+        let ci: ClusterInfoRequest = decode(br#"{"username":"bob"}"#).unwrap();
+        assert_eq!(ci.username, "bob");
+
+        fn missing<T: DeserializeOwned + std::fmt::Debug>(body: &[u8], field: &str) {
+            let e = decode::<T>(body).expect_err(field).to_string();
+            assert!(e.contains(&format!("missing field `{field}`")), "{field}: {e}");
+        }
+        missing::<SubmitJobRequest>(br#"{"job":{}}"#, "username");
+        missing::<SubmitJobRequest>(br#"{"username":"a"}"#, "job");
+        missing::<ControlJobRequest>(br#"{"username":"a","jobId":"4"}"#, "operation");
+        missing::<JobOutputRequest>(br#"{"username":"a","cancel":true}"#, "jobId");
+        missing::<JobStreamRequest>(br#"{"jobId":"4","cancel":true}"#, "username");
+        missing::<BootstrapRequest>(br#"{}"#, "version");
     }
 
     #[test]

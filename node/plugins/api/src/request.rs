@@ -20,6 +20,17 @@ pub fn decode<T: DeserializeOwned>(t: RequestType, body: &[u8]) -> Result<T, Req
     messages::decode(body).map_err(|e| RequestError::Invalid(format!("invalid {t:?} request: {e}")))
 }
 
+/// Refuses `jobId` `*` in a request about one job (ControlJob, GetJobNetwork,
+/// GetJobResourceUtil), as the plugin SDK does: InvalidRequest, not JobNotFound.
+pub fn one_job(t: RequestType, job_id: &str) -> Result<(), RequestError> {
+    if job_id == messages::ALL_JOBS {
+        return Err(RequestError::Invalid(format!(
+            "{t:?} is about one job: name it in jobId (* is not accepted here)"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether this plugin speaks the launcher's Plugin API version `v` (Bootstrap).
 pub fn check_version(v: Version) -> Result<(), RequestError> {
     if API_VERSION.compatible_with(v) {
@@ -64,6 +75,14 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with(&format!("Plugin API version {}.", other.major)));
+    }
+
+    #[test]
+    fn star_is_refused_where_one_job_is_meant() {
+        assert!(one_job(RequestType::ControlJob, "17").is_ok());
+        let e = one_job(RequestType::GetJobNetwork, "*").unwrap_err();
+        assert_eq!(e.code() as i32, 2);
+        assert!(e.to_string().starts_with("GetJobNetwork is about one job"), "{e}");
     }
 
     #[test]
