@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -426,9 +425,9 @@ async fn submit_job(
     State(s): State<Shared>,
     ctx: Ctx,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body_bytes(&s, body)?;
+    let body = body_bytes(&s, body).await?;
     let key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => v
             .to_str()
@@ -468,16 +467,40 @@ async fn submit_job(
 
 /// The request body, or 413 with our error body when it is over `max-request-body-bytes`
 /// (the limit layer stops reading there).
-pub(crate) fn body_bytes(s: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    match body {
-        Ok(b) if b.len() > s.config.max_request_body_bytes => Err(too_large(s)),
-        Ok(b) => Ok(b),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large(s)),
-        Err(e) => Err(ApiError::new(
-            code::INVALID,
-            format!("cannot read the request body: {}", e.body_text()),
-        )),
+/// How much of an oversize body is read and thrown away before the 413 is sent, so that a
+/// client still writing its body reads the answer instead of a reset connection. Beyond this
+/// (or [`DRAIN_DEADLINE`]) the connection is closed instead.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long an oversize body may take to drain.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Reads a request body of at most `max-request-body-bytes`: 413 beyond it (after draining up
+/// to [`DRAIN_BYTES`] of the rest), 400 when the body cannot be read.
+pub(crate) async fn body_bytes(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let limit = s.config.max_request_body_bytes;
+    let mut body = body.into_data_stream();
+    let mut buf = Vec::new();
+    let read_error =
+        |e: axum::Error| ApiError::new(code::INVALID, format!("cannot read the request body: {e}"));
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(read_error)?;
+        if buf.len() + chunk.len() > limit {
+            let mut seen = buf.len() + chunk.len();
+            let drain = async {
+                while let Some(Ok(c)) = body.next().await {
+                    seen += c.len();
+                    if seen > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_DEADLINE, drain).await;
+            return Err(too_large(s));
+        }
+        buf.extend_from_slice(&chunk);
     }
+    Ok(Bytes::from(buf))
 }
 
 fn too_large(s: &AppState) -> ApiError {
@@ -679,9 +702,9 @@ async fn control_job(
     State(s): State<Shared>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body_bytes(&s, body)?;
+    let body = body_bytes(&s, body).await?;
     // An object only: serde would also read the struct from an array (`["stop"]`).
     let b: ControlBody = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
         .and_then(|map| serde_json::from_value(serde_json::Value::Object(map)))

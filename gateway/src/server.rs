@@ -64,8 +64,9 @@ fn app(state: Arc<AppState>) -> axum::Router {
             state,
             crate::api::index_header,
         ))
-        // Request bodies are read up to one byte past the limit, so a large body is refused
-        // (413) without being buffered whole.
+        // Bodies taken by axum's own extractors are read up to one byte past the limit, so a
+        // large body is refused (413) without being buffered whole; the job, control and login
+        // bodies go through `api::body_bytes`, which also drains an oversize body first.
         .layer(DefaultBodyLimit::max(limit + 1))
         // One span per request with method, path and request id, for the logs...
         .layer(

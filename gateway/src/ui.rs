@@ -14,8 +14,6 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -271,10 +269,10 @@ pub async fn login(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     ext: Extensions,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    let body = crate::api::body_bytes(&s, body)?;
+    let body = crate::api::body_bytes(&s, body).await?;
     let kind = body_kind(&headers);
     let token = match kind {
         None if body.is_empty() && !headers.contains_key(header::CONTENT_TYPE) => request_token(&headers)
