@@ -41,6 +41,8 @@ pub struct Config {
     pub resource_poll: Duration,
     /// Largest piece of output text in one JobOutput message, in bytes.
     pub output_chunk_bytes: usize,
+    /// How long a stopped job (SIGTERM) may take to end before it is sent SIGKILL.
+    pub stop_grace: Duration,
 }
 
 impl Config {
@@ -75,6 +77,7 @@ struct FileSettings {
     max_cpu_time_seconds: Option<f64>,
     resource_poll_seconds: Option<f64>,
     output_chunk_bytes: Option<usize>,
+    stop_grace_seconds: Option<f64>,
 }
 
 /// Smallest and largest `output-chunk-bytes`: a chunk must hold any character, and a chunk of
@@ -115,6 +118,13 @@ fn set_own(s: &mut FileSettings, key: &str, v: &str) -> Result<bool, String> {
                 return Err(format!("expected between 0.05 and 3600 seconds, got {v}"));
             }
             s.resource_poll_seconds = Some(n);
+        }
+        "stop-grace-seconds" => {
+            let n = parse_number(v)?;
+            if !(0.1..=3600.0).contains(&n) {
+                return Err(format!("expected between 0.1 and 3600 seconds, got {v}"));
+            }
+            s.stop_grace_seconds = Some(n);
         }
         "output-chunk-bytes" => {
             let n = parse_uint(v)?;
@@ -159,6 +169,7 @@ pub fn load(mut o: Options, config_dir: &Path) -> Result<Config, ConfigError> {
         max_cpu_time_seconds: s.max_cpu_time_seconds,
         resource_poll: Duration::from_secs_f64(s.resource_poll_seconds.unwrap_or(1.0)),
         output_chunk_bytes: s.output_chunk_bytes.unwrap_or(65536),
+        stop_grace: Duration::from_secs_f64(s.stop_grace_seconds.unwrap_or(10.0)),
         config_dir: config_dir.to_path_buf(),
         config_file,
         options: o,
@@ -235,7 +246,7 @@ mod tests {
         let c = load_text(
             "# comment\n\n heartbeat-interval-seconds = 9 \nallow-root-jobs=1\nallow-new-privileges=1\nqueues=a, b,\n\
              masked-paths=/etc/x,/srv/y\nmax-cpu-count=4\nmax-memory-mb=512\nmax-cpu-time-seconds=60\n\
-             resource-poll-seconds=0.5\noutput-chunk-bytes=1024\nscratch-path=/srv/scratch\n",
+             resource-poll-seconds=0.5\noutput-chunk-bytes=1024\nscratch-path=/srv/scratch\nstop-grace-seconds=2.5\n",
             &["--heartbeat-interval-seconds=2"],
         )
         .unwrap();
@@ -256,6 +267,7 @@ mod tests {
             (Duration::from_millis(500), 1024)
         );
         assert_eq!(c.scratch_path, PathBuf::from("/srv/scratch"));
+        assert_eq!(c.stop_grace, Duration::from_millis(2500));
     }
 
     #[test]
@@ -274,6 +286,7 @@ mod tests {
             (c.resource_poll, c.output_chunk_bytes),
             (Duration::from_secs(1), 65536)
         );
+        assert_eq!(c.stop_grace, Duration::from_secs(10));
         assert_eq!(c.config_file, d.path().join("launcher.other.conf"));
         assert_eq!(c.log_level(), LogLevel::Info);
     }
@@ -313,6 +326,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(":1: unknown key a"), "{e}");
+        let e = load_text("stop-grace-seconds=0\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("key stop-grace-seconds"), "{e}");
         let e = load_text("output-chunk-bytes=3\n", &[]).unwrap_err().to_string();
         assert!(e.contains("key output-chunk-bytes"), "{e}");
         let e = load_text("masked-paths=/a,rel\n", &[]).unwrap_err().to_string();

@@ -95,6 +95,10 @@ pub fn judge(end: Option<EndRequest>, r: &Reports, ending: Ending) -> Transition
         }
         .with_exit(e.exit_code);
     }
+    if end == Some(EndRequest::Cancel) {
+        // Killed by the cancel before the job could end on its own.
+        return Transition::new(Status::Canceled, "canceled at the launcher's request");
+    }
     let msg = match (ending, r.started.is_some()) {
         (Ending::Followed, _) => "the job's supervisor died unexpectedly",
         (Ending::FoundGone, true) => "the job's process vanished while the plugin was down",
@@ -122,12 +126,24 @@ async fn note_started(p: &Shared, id: &str, s: &Started) {
     .await;
 }
 
-/// Records the end of a job whose supervisor is gone.
+/// Records the end of a job whose supervisor is gone. A job the launcher stopped or killed is
+/// recorded as ended only once nothing of its process group runs any more.
 pub async fn conclude(p: &Shared, id: &str, ending: Ending) {
     let dir = p.job_dir(id);
     let r = reports(dir.clone()).await;
     let Some(rec) = p.get(id).await else { return };
-    if !rec.status().is_terminal() && r.exited.is_none() && r.failed.is_none() {
+    let ended_by_us = matches!(rec.end_request, Some(EndRequest::Stop | EndRequest::Kill));
+    if !rec.status().is_terminal() && ended_by_us {
+        let pgid = r
+            .started
+            .as_ref()
+            .map(|s| s.pid)
+            .or(rec.job.pid.map(|p| p as i32));
+        if let Some(pgid) = pgid {
+            let deadline = tokio::time::Instant::now() + crate::control::KILL_WAIT;
+            crate::control::kill_leftovers(pgid, rec.uid, deadline).await;
+        }
+    } else if !rec.status().is_terminal() && r.exited.is_none() && r.failed.is_none() {
         // No supervisor, yet the job's process may be there: it must not run unwatched.
         if let Some(s) = &r.started {
             let users = rec
@@ -367,6 +383,11 @@ mod tests {
             }),
             ..Reports::default()
         };
+        // A supervisor killed by a cancel left nothing: the job is Canceled, started or not.
+        for r in [Reports::default(), ran(None)] {
+            let j = judge(Some(EndRequest::Cancel), &r, Ending::Followed);
+            assert_eq!((j.status, j.exit_code), (Status::Canceled, None));
+        }
         let j = judge(None, &failed, Ending::Followed);
         assert_eq!(
             (j.status, j.exit_code, j.message.as_deref()),

@@ -12,6 +12,7 @@ pub struct ProcStat {
     pub pid: i32,
     /// `R`, `S`, `T` (stopped), `Z` (zombie), ...
     pub state: char,
+    pub ppid: i32,
     pub pgrp: i32,
     pub session: i32,
     /// User, system, and waited-for children's CPU time, in clock ticks.
@@ -40,6 +41,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     Some(ProcStat {
         pid,
         state: f.first()?.chars().next()?,
+        ppid: int(4)?,
         pgrp: int(5)?,
         session: int(6)?,
         utime: num(14)?,
@@ -122,6 +124,16 @@ pub fn group_usage(pgrp: i32) -> GroupUsage {
     u
 }
 
+/// The live (non-zombie) processes of group `pgrp`. A zombie no longer runs: whoever reaps it
+/// (the job's supervisor, else init) only frees its entry.
+pub fn group_members(pgrp: i32) -> Vec<ProcStat> {
+    all_pids()
+        .into_iter()
+        .filter_map(read_stat)
+        .filter(|st| st.pgrp == pgrp && st.state != 'Z')
+        .collect()
+}
+
 /// Live processes of session `sid`. A session id is the pid of its leader, which the kernel
 /// does not hand out again while any member is left, so this never names strangers.
 pub fn session_members(sid: i32) -> Vec<i32> {
@@ -178,6 +190,7 @@ mod tests {
                     250 50 7 3 20 0 1 0 123456 10485760 300 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1";
         let st = parse_stat(line).unwrap();
         assert_eq!((st.pid, st.state, st.pgrp, st.session), (4242, 'S', 4242, 4242));
+        assert_eq!(st.ppid, 1);
         assert_eq!((st.utime, st.stime, st.cutime, st.cstime), (250, 50, 7, 3));
         assert_eq!((st.start_ticks, st.vsize, st.rss), (123456, 10485760, 300));
         assert_eq!(parse_stat("12 (x) S 1"), None);

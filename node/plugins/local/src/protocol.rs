@@ -2,7 +2,10 @@
 //! putting responses on stdout with increasing `responseId`s, the plugin's own heartbeats.
 //!
 //! Stream opens and cancels are handled in the reader, in arrival order, so a cancel always
-//! finds the stream it closes; everything else runs in its own task.
+//! finds the stream it closes; everything else runs in its own task. A stream request that
+//! cannot be read still closes the stream open under its `requestId`: a launcher that sends
+//! anything more under that id is done with the stream, and a cancel the plugin could not read
+//! must not leave output flowing.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +19,7 @@ use launcher_plugin_api::messages::{
     Empty, GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
     ResourceLimitInfo, SubmitJobRequest, API_VERSION,
 };
-use launcher_plugin_api::request::{check_version, decode, request_id_of};
+use launcher_plugin_api::request::{check_version, decode, one_job, request_id_of};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Notify};
 
@@ -181,7 +184,10 @@ async fn dispatch(p: &Shared, body: Vec<u8>, inflight: &InFlight) {
                 Ok(())
             }
             Ok(req) => crate::resources::open(p, rid, req).await,
-            Err(e) => Err(e),
+            Err(e) => {
+                crate::resources::close(p, rid).await;
+                Err(e)
+            }
         },
         RequestType::GetJobOutput => output_stream(p, rid, &body),
         RequestType::SetLoadBalancerNodes | RequestType::ConfigReload | RequestType::Metrics => Err(
@@ -206,7 +212,13 @@ async fn dispatch(p: &Shared, body: Vec<u8>, inflight: &InFlight) {
 }
 
 async fn status_stream(p: &Shared, rid: u64, body: &[u8]) -> Result<(), RequestError> {
-    let req: JobStreamRequest = decode(RequestType::GetJobStatus, body)?;
+    let req: JobStreamRequest = match decode(RequestType::GetJobStatus, body) {
+        Ok(req) => req,
+        Err(e) => {
+            p.close_status_stream(rid).await;
+            return Err(e);
+        }
+    };
     if req.cancel {
         p.close_status_stream(rid).await;
         return Ok(());
@@ -220,11 +232,12 @@ async fn status_stream(p: &Shared, rid: u64, body: &[u8]) -> Result<(), RequestE
 }
 
 fn output_stream(p: &Shared, rid: u64, body: &[u8]) -> Result<(), RequestError> {
-    let req: JobOutputRequest = decode(RequestType::GetJobOutput, body)?;
+    let req = decode::<JobOutputRequest>(RequestType::GetJobOutput, body);
     let mut tasks = p.output_tasks.lock().expect("output task table");
     if let Some(old) = tasks.remove(&rid) {
         old.abort();
     }
+    let req = req?;
     if req.cancel {
         return Ok(());
     }
@@ -276,11 +289,13 @@ async fn handle(p: &Shared, t: RequestType, rid: u64, body: &[u8]) -> Result<(),
         }
         RequestType::ControlJob => {
             let req: ControlJobRequest = decode(t, body)?;
+            one_job(t, &req.job_id)?;
             let resp = crate::control::control(p, req).await?;
             p.out.send(ResponseType::ControlJob, rid, &resp).await;
         }
         RequestType::GetJobNetwork => {
             let req: JobNetworkRequest = decode(t, body)?;
+            one_job(t, &req.job_id)?;
             p.get_visible(&req.job_id, &req.username).await?;
             let ip_addresses = tokio::task::spawn_blocking(crate::host::ip_addresses)
                 .await

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use launcher_plugin_api::envelope::ResponseType;
+use launcher_plugin_api::envelope::{RequestType, ResponseType};
 use launcher_plugin_api::messages::{JobStreamRequest, ResourceUtilResponse};
 
 use crate::error::RequestError;
@@ -45,11 +45,7 @@ async fn sample(pgrp: i32) -> (GroupUsage, Instant) {
 
 /// Opens a resource stream on one job.
 pub async fn open(p: &Shared, request_id: u64, req: JobStreamRequest) -> Result<(), RequestError> {
-    if req.job_id == launcher_plugin_api::messages::ALL_JOBS {
-        return Err(RequestError::Invalid(
-            "resource use is reported for one job, not *".into(),
-        ));
-    }
+    launcher_plugin_api::request::one_job(RequestType::GetJobResourceUtil, &req.job_id)?;
     let rec = p.get_visible(&req.job_id, &req.username).await?;
     if rec.status().is_terminal() {
         return Err(RequestError::JobNotRunning(format!(

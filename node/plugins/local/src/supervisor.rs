@@ -18,8 +18,17 @@
 //!    checks the working directory, as the user;
 //! 7. spawns the job in its own process group, writes `started.json`, forwards SIGTERM, SIGINT,
 //!    SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 it receives to the job's group, waits for the job,
-//!    writes `exit.json`, removes the TMPDIR and exits with the job's exit code (128+N for death
-//!    by signal N), so its own exit status passes the job's through exactly.
+//!    writes `exit.json`, reaps what the job left behind (below), removes the TMPDIR and exits
+//!    with the job's exit code (128+N for death by signal N), so its own exit status passes the
+//!    job's through exactly.
+//!
+//! **Nothing of a killed job outlives its supervisor unreaped.** The supervisor is a child
+//! subreaper: the job's orphans become its children rather than init's, and it reaps them as
+//! they end (init in a container may reap late, or never). Once the job's process has ended it
+//! waits, at most [`LEFTOVER_GRACE`], for the rest to end too: a group killed by the launcher is
+//! gone, zombies included, by the time the supervisor exits, which is when the plugin looks at
+//! the job's end. Whatever still runs after that (a daemon the job left on purpose) is left to
+//! init, as before.
 //!
 //! The forwarded signals are caught (from the moment after `setsid`) with handlers, never
 //! blocked: see `Forwarder`. The launcher's own control signals go straight to the job's
@@ -82,6 +91,10 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR1,
     Signal::SIGUSR2,
 ];
+
+/// How long, after the job's process ended, the supervisor waits for the processes the job left
+/// behind to end too (those of a killed group die within milliseconds).
+pub const LEFTOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// RFC 3339 UTC with microseconds, as in the job's timestamps.
 const TIMESTAMP: &[BorrowedFormatItem<'static>] =
@@ -373,6 +386,17 @@ fn supervise(
         .current_dir(&cwd)
         .process_group(0);
     let program = program_name(spec);
+    // Before the job exists, so none of its orphans ever goes to init (see the module doc).
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        warn!("cannot become a child subreaper ({e}): the job's orphans are left to init");
+    }
+    let mut sigchld = match tokio::signal::unix::signal(SignalKind::child()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!("cannot watch SIGCHLD ({e}): the job's orphans are reaped only after it ends");
+            None
+        }
+    };
     let mut command = tokio::process::Command::from(command);
     let mut child = command.spawn().map_err(|source| SetupError::Spawn {
         program: program.clone(),
@@ -412,6 +436,7 @@ fn supervise(
             tokio::select! {
                 status = child.wait() => break status,
                 signal = forwarder.next() => forward(group, signal),
+                () = next_sigchld(&mut sigchld) => reap_orphans(pid),
             }
         };
         exited(status)
@@ -420,6 +445,7 @@ fn supervise(
     if let Err(e) = spec::write_atomic(dir, spec::EXIT_FILE, &exited) {
         error!("cannot write {}: {e}", spec::EXIT_FILE);
     }
+    runtime.block_on(reap_leftovers(&mut sigchld, LEFTOVER_GRACE));
     remove_tmpdir(&tmp);
     Ok(exited.exit_code)
 }
@@ -618,6 +644,64 @@ impl Forwarder {
             Poll::Pending
         })
         .await
+    }
+}
+
+/// The next SIGCHLD (never, without a way to watch for it).
+async fn next_sigchld(sigchld: &mut Option<tokio::signal::unix::Signal>) {
+    match sigchld {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reaps the ended orphans of a running job (children of ours through the subreaper), but never
+/// the job's own process `leader`, which tokio waits for.
+fn reap_orphans(leader: i32) {
+    let me = getpid().as_raw();
+    for st in crate::procfs::all_pids()
+        .into_iter()
+        .filter(|p| *p != leader)
+        .filter_map(crate::procfs::read_stat)
+        .filter(|st| st.ppid == me && st.state == 'Z')
+    {
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(st.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    }
+}
+
+/// After the job's process ended: reaps every child left (the job's orphans) as it ends, until
+/// none is left or `grace` has passed.
+async fn reap_leftovers(sigchld: &mut Option<tokio::signal::unix::Signal>, grace: std::time::Duration) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut reaped = 0;
+    loop {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) | Err(Errno::EINTR) => reaped += 1,
+                Err(Errno::ECHILD) => {
+                    if reaped > 0 {
+                        info!("reaped {reaped} process(es) the job left behind");
+                    }
+                    return;
+                }
+                Err(e) => return warn!("cannot wait for the processes the job left behind: {e}"),
+            }
+        }
+        // Without SIGCHLD to wake us, look again every few milliseconds.
+        let woke = match sigchld {
+            Some(s) => tokio::time::timeout_at(deadline, s.recv()).await.is_ok(),
+            None => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::Instant::now() < deadline
+            }
+        };
+        if !woke {
+            return info!("processes the job left behind still run after {grace:?}; leaving them to init");
+        }
     }
 }
 

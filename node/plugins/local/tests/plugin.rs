@@ -544,6 +544,128 @@ async fn kill_and_stop_of_a_suspended_job() {
     assert_eq!(j["exitCode"], 5, "{j}");
 }
 
+/// Every process of group `pgid`, zombies included: `(pid, state)`.
+fn group(pgid: i64) -> Vec<(i32, char)> {
+    use launcher_local_plugin::procfs;
+    procfs::all_pids()
+        .into_iter()
+        .filter_map(procfs::read_stat)
+        .filter(|st| i64::from(st.pgrp) == pgid)
+        .map(|st| (st.pid, st.state))
+        .collect()
+}
+
+/// Submits a job whose shell leads a group of three (it and two sleeping children, orphaned when
+/// it dies) and waits until all three run; returns its id and process group.
+async fn submit_group_of_three(p: &mut Plugin, env: &Env, prelude: &str) -> (String, i64) {
+    let id = p
+        .submit_command(&format!(
+            "{prelude}sleep 300 & sleep 301 & touch \"$TMPDIR/ready\"; wait"
+        ))
+        .await;
+    let pgid = p.wait_job_status(&id, "Running").await["pid"].as_i64().unwrap();
+    let ready = env.scratch().join("tmp").join(&id).join("ready");
+    wait_until("the job's shell and its two children", || {
+        ready.exists() && group(pgid).iter().filter(|(_, s)| *s != 'Z').count() == 3
+    })
+    .await;
+    (id, pgid)
+}
+
+/// Control answers tell the truth at the moment they are read, both ways round. Suspend and
+/// resume are answered once every process of the job's group is stopped / running again. Kill
+/// and stop: the Killed status, as it arrives on a status stream, comes when nothing of the
+/// job's group is left, not even a zombie (its orphans were reaped); and a GetJob sent right
+/// after the answer says Killed. A job that ignores SIGTERM is Running, its statusMessage saying
+/// SIGTERM was sent, until stop-grace-seconds have passed; then it gets SIGKILL (137).
+#[tokio::test]
+async fn control_answers_come_when_the_processes_are_there() {
+    let env = Env::new("stop-grace-seconds=2\n");
+    let mut p = env.start(&[], &[]);
+    p.bootstrap().await;
+    let (id, pgid) = submit_group_of_three(&mut p, &env, "").await;
+    let live = |pgid| -> Vec<char> {
+        group(pgid)
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| *s != 'Z')
+            .collect()
+    };
+    let m = p.control(&id, 0).await;
+    assert_eq!(m["operationComplete"], true, "{m}");
+    assert_eq!(live(pgid), ['T', 'T', 'T'], "suspended means stopped");
+    assert_eq!(p.get_job(&id).await["status"], "Suspended");
+    let m = p.control(&id, 1).await;
+    assert_eq!(m["operationComplete"], true, "{m}");
+    assert!(
+        !live(pgid).contains(&'T'),
+        "resumed means running: {:?}",
+        live(pgid)
+    );
+    assert_eq!(p.get_job(&id).await["status"], "Running");
+
+    // The status first: nothing is left when Killed arrives.
+    let stream = p.open_status_stream(&id).await;
+    p.wait_stream_status(stream, &id, "Running").await;
+    let rid = p
+        .send(CONTROL, json!({"username": "*", "jobId": id, "operation": 3}))
+        .await;
+    let m = p.wait_stream_status(stream, &id, "Killed").await;
+    assert_eq!(group(pgid), [], "Killed while processes of the job are left: {m}");
+    let m = p.answer(rid).await;
+    assert_eq!(
+        (m["messageType"].as_i64(), &m["operationComplete"]),
+        (Some(R_CONTROL), &json!(true)),
+        "{m}"
+    );
+
+    // The answer first: the very next GetJob says Killed, and nothing is left.
+    let (id, pgid) = submit_group_of_three(&mut p, &env, "").await;
+    let m = p.control(&id, 3).await;
+    assert_eq!(m["operationComplete"], true, "{m}");
+    let j = p.get_job(&id).await;
+    assert_eq!(
+        (j["status"].as_str(), j["exitCode"].as_i64()),
+        (Some("Killed"), Some(137)),
+        "{j}"
+    );
+    assert_eq!(group(pgid), []);
+
+    // Stop of a job deaf to SIGTERM: Running and saying so through the grace, then SIGKILL.
+    let (id, pgid) = submit_group_of_three(&mut p, &env, "trap '' TERM; ").await;
+    let start = Instant::now();
+    let rid = p
+        .send(CONTROL, json!({"username": "*", "jobId": id, "operation": 2}))
+        .await;
+    let end = Instant::now() + DEADLINE;
+    let j = loop {
+        let j = p.get_job(&id).await;
+        if j["statusMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("SIGTERM sent"))
+        {
+            break j;
+        }
+        assert!(Instant::now() < end, "the stop never showed: {j}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(j["status"], "Running", "{j}");
+    assert_eq!(live(pgid).len(), 3, "SIGTERM is ignored");
+    let m = p.answer(rid).await;
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "answered within the grace: {m}"
+    );
+    assert_eq!(m["operationComplete"], true, "{m}");
+    let j = p.get_job(&id).await;
+    assert_eq!(
+        (j["status"].as_str(), j["exitCode"].as_i64()),
+        (Some("Killed"), Some(137)),
+        "{j}"
+    );
+    assert_eq!(group(pgid), []);
+}
+
 /// A job still Pending (its supervisor is slowed down by a wrapper) is canceled at once and
 /// never runs; cancel of a job that is no longer Pending is error 8.
 #[tokio::test]
@@ -565,15 +687,16 @@ async fn cancel_of_a_pending_job() {
     let id = p.submit_command(&format!("touch {}", marker.display())).await;
     let m = p.control(&id, 4).await;
     assert_eq!(m["messageType"], R_CONTROL, "{m}");
+    // Answered once the supervisor is gone (a zombie until the plugin reaps its child).
+    let sup = env.recorded_pids().into_iter().find(|(_, g)| !g).unwrap().0;
+    assert!(
+        proc_state(sup as i64).is_none_or(|s| s == 'Z'),
+        "the supervisor runs on"
+    );
+    assert_eq!(p.get_job(&id).await["status"], "Canceled");
     let m = p.wait_stream_status(stream, &id, "Canceled").await;
     assert_eq!(m["exitCode"], Value::Null, "{m}");
     assert_eq!(p.control(&id, 4).await["errorCode"], 8);
-    // The supervisor is gone and nothing started.
-    let sup = env.recorded_pids().into_iter().find(|(_, g)| !g).unwrap().0;
-    wait_until("the supervisor to be gone", || {
-        proc_state(sup as i64).is_none_or(|s| s == 'Z')
-    })
-    .await;
     // The supervisor (the only process that could start the job) is gone: nothing ran.
     assert!(!marker.exists(), "a canceled job never runs");
     assert!(!env.scratch().join("jobs").join(&id).join("started.json").exists());
@@ -794,10 +917,18 @@ async fn malformed_requests_are_answered_and_survived() {
     let m = p
         .request(
             SUBMIT,
-            json!({"requestUsername": TEST_USER, "job": {"name": "n"}}),
+            json!({"requestUsername": TEST_USER, "username": TEST_USER, "job": {"name": "n"}}),
         )
         .await;
     assert_eq!(error_code(&m), 2, "neither command nor exe");
+    let m = p.request(SUBMIT, json!({"job": {"command": "true"}})).await;
+    assert_eq!(error_code(&m), 2, "no username");
+    // Without a requestId nothing can be answered in its name: code 2 under id 0.
+    framing::write_message(&mut p.stdin, br#"{"messageType":0}"#)
+        .await
+        .unwrap();
+    let m = p.wait_for("an error", |m| m["messageType"] == R_ERROR).await;
+    assert_eq!((error_code(&m), m["requestId"].as_u64()), (2, Some(0)), "{m}");
     let m = p.request(HEARTBEAT, json!({})).await;
     assert_eq!(m["messageType"], HEARTBEAT);
 }
