@@ -1,4 +1,4 @@
-//! The Launcher HTTP API (DESIGN §2): routes, authentication, isolation hand-off to the nodes,
+//! The Launcher HTTP API (docs/api.md): routes, authentication, isolation hand-off to the nodes,
 //! sticky routing with retries, and the headers every answer carries.
 
 use std::convert::Infallible;
@@ -54,7 +54,7 @@ pub struct AppState {
 
 type Shared = Arc<AppState>;
 
-/// The router with every route of DESIGN §2.
+/// The router with every route of docs/api.md.
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/status", get(status))

@@ -1,5 +1,5 @@
-//! Who is calling (DESIGN §2 "Authentication", "Isolation") and the credential the gateway
-//! presents to nodes (DESIGN §1).
+//! Who is calling (docs/api.md "Authentication", "Isolation") and the credential the gateway
+//! presents to nodes (ARCHITECTURE.md).
 //!
 //! User tokens are `<user>|<expiry unix seconds>|<signature>`, the signature being lowercase hex
 //! HMAC-SHA256 over `<user>|<expiry>` keyed with the bytes of the secure-cookie-key. They arrive

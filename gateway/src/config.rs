@@ -1,4 +1,4 @@
-//! The gateway's view of `launcher.conf` (DESIGN.md §4).
+//! The gateway's view of `launcher.conf` (docs/configuration.md).
 //!
 //! Gateways and nodes share one file. The gateway reads only `[server]` and skips the nodes'
 //! `[node]` and `[cluster]` sections, but judges the file's syntax like the node does (same line
@@ -54,7 +54,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "enable-metrics",
 ];
 
-/// `[server]` keys of DESIGN §4 that only nodes use: accepted (one file serves both) and ignored.
+/// `[server]` keys of docs/configuration.md that only nodes use: accepted (one file serves both) and ignored.
 const NODE_ONLY_KEYS: &[&str] = &[
     "thread-pool-size",
     "bootstrap-timeout-seconds",

@@ -1,5 +1,5 @@
 //! The one place failures become HTTP responses: `{"error":{"code","name","message"}}` with the
-//! status of DESIGN §2.
+//! status of docs/api.md.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 /// Metadata key carrying the launcher error code on a failed node call.
 pub const ERROR_CODE_HEADER: &str = "launcher-error-code";
 
-/// Error codes of DESIGN §2: (code, name, HTTP status). The numbers are a public contract.
+/// Error codes of docs/api.md: (code, name, HTTP status). The numbers are a public contract.
 const CODES: [(i32, &str, u16); 17] = [
     (0, "Unknown", 500),
     (1, "RequestNotSupported", 501),

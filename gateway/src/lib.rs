@@ -1,4 +1,4 @@
-//! launcher-gateway: the Launcher HTTP API (DESIGN §2) in front of the nodes' gRPC service.
+//! launcher-gateway: the Launcher HTTP API (docs/api.md) in front of the nodes' gRPC service.
 //!
 //! * [`config`]: the `[server]` section of `launcher.conf`.
 //! * [`auth`]: the secure-cookie-key, user tokens, admins, and the internal credential.

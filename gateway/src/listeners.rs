@@ -1,4 +1,4 @@
-//! The gateway's listeners (DESIGN §2, §4 `[server]`): TCP, plain or TLS (rustls with the ring
+//! The gateway's listeners (docs/api.md, §4 `[server]`): TCP, plain or TLS (rustls with the ring
 //! provider; HTTP/1.1 and HTTP/2 chosen by ALPN), and an optional unix socket. Each listener has
 //! its own accept loop and stops gracefully: it stops accepting, lets open connections finish
 //! their in-flight requests for up to [`DRAIN_TIMEOUT`], then closes what is left.

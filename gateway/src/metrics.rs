@@ -1,4 +1,4 @@
-//! `GET /metrics`: the gateway's own figures in the Prometheus text format (DESIGN §2), kept in
+//! `GET /metrics`: the gateway's own figures in the Prometheus text format (docs/api.md), kept in
 //! one registry per gateway so that several gateways in one process (tests) never mix.
 //!
 //! * `launcher_gateway_requests_total{route,method,code}` and

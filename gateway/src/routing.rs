@@ -1,4 +1,4 @@
-//! Which node serves a client (DESIGN §2 "Stickiness", "Routing").
+//! Which node serves a client (docs/api.md "Stickiness", "Routing").
 //!
 //! The gateway keeps only soft state: the node set (seeds from `nodes`, the rest learned from
 //! any node's Status), each node's health from periodic Status calls, and each client's highest
@@ -31,7 +31,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Clients whose highest seen index the gateway remembers.
 const INDEX_MEMORY: usize = 100_000;
 
-/// Adds the internal credential and the cluster id to every call (DESIGN §1).
+/// Adds the internal credential and the cluster id to every call (ARCHITECTURE.md).
 #[derive(Clone)]
 pub struct Credential {
     token: MetadataValue<Ascii>,
@@ -101,7 +101,7 @@ pub struct Pool {
 }
 
 /// A bounded map of client key → highest applied index returned to it; when full, the client
-/// answered least recently is forgotten (an LRU, as DESIGN §2 says).
+/// answered least recently is forgotten (an LRU, as docs/api.md says).
 #[derive(Default)]
 struct IndexMemory {
     /// Client → (highest index, stamp of its last answer).

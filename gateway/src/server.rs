@@ -59,7 +59,7 @@ fn app(state: Arc<AppState>) -> axum::Router {
             state.clone(),
             crate::metrics::record,
         ))
-        // Every answer carries X-Launcher-Index (DESIGN §2), also those no handler made.
+        // Every answer carries X-Launcher-Index (docs/api.md), also those no handler made.
         .layer(axum::middleware::map_response_with_state(
             state,
             crate::api::index_header,
@@ -177,7 +177,7 @@ pub async fn start_with(
     })
 }
 
-/// Gives up root for `server-user` (DESIGN §6: the gateway binds its listeners and then runs as
+/// Gives up root for `server-user` (docs/security.md: the gateway binds its listeners and then runs as
 /// `server-user`). Pass it to [`start_with`], which calls it once every listener is bound and
 /// the key and TLS files are read, before any request is served. Does nothing unless running as root with a `server-user` other than root.
 ///

@@ -1,4 +1,4 @@
-//! The web status page (DESIGN §2 `GET /`, `/ui/*`): plain HTML, CSS and JavaScript compiled into
+//! The web status page (docs/api.md `GET /`, `/ui/*`): plain HTML, CSS and JavaScript compiled into
 //! the binary, and the cookie login it needs because browsers' EventSource cannot send an
 //! `Authorization` header.
 //!

@@ -1,4 +1,4 @@
-//! The internal credential every node-to-node and gateway-to-node call carries (DESIGN §1):
+//! The internal credential every node-to-node and gateway-to-node call carries (ARCHITECTURE.md):
 //! HMAC-SHA256 of `launcher-internal` keyed with the secure-cookie-key, plus the cluster id.
 
 use std::path::Path;

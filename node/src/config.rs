@@ -1,4 +1,4 @@
-//! Loading and checking `launcher.conf` (DESIGN.md §4).
+//! Loading and checking `launcher.conf` (docs/configuration.md).
 //!
 //! The file is INI as in the product: `[server]`, `[node]` (ours) and any number of `[cluster]`
 //! sections, each of which is its own cluster. Lines are `key=value` (whitespace around both
@@ -290,7 +290,7 @@ pub struct NodeConfig {
     /// Raft election timeout upper bound (`election-timeout-max-ms`, default 3000).
     pub election_timeout_max_ms: u64,
     /// Call an election at once when the leader's process is gone (`fast-failover`, default 1):
-    /// its port refuses connections after the watch on it broke (DESIGN §1).
+    /// its port refuses connections after the watch on it broke (ARCHITECTURE.md).
     pub fast_failover: bool,
     /// sled page cache (`cache-capacity-mb`, default 64).
     pub cache_capacity_mb: u64,
@@ -1609,7 +1609,7 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
-    /// Defaults are exactly those of DESIGN.md §4.
+    /// Defaults are exactly those of docs/configuration.md.
     #[test]
     fn defaults_match_the_design() {
         let server = ServerConfig::with_config_dir(Path::new("/cfg"));

@@ -1,4 +1,4 @@
-//! Fast failover (DESIGN §1): an election the moment a leader's process is gone.
+//! Fast failover (ARCHITECTURE.md): an election the moment a leader's process is gone.
 //!
 //! Raft alone notices a dead leader only when its heartbeats stop for longer than the leader
 //! lease plus an election timeout (3 s + 1.5–3 s by default). A crashed process, though, is

@@ -1,4 +1,4 @@
-//! The admin filter files `launcher-mounts`, `launcher-env` and `launcher-ports` (DESIGN §4).
+//! The admin filter files `launcher-mounts`, `launcher-env` and `launcher-ports` (docs/configuration.md).
 //!
 //! Each file is DCF as in the product's admin guide: records separated by blank lines, one
 //! `Key: value` field per line, `#` comment lines, and for `Environment` and `Ports` further values

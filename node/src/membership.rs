@@ -1,4 +1,4 @@
-//! Membership (DESIGN §1): node identity on disk, forming a cluster (`--init` or
+//! Membership (ARCHITECTURE.md): node identity on disk, forming a cluster (`--init` or
 //! `bootstrap-expect`), joining as a learner, promotion, explicit removal, and the
 //! leader's periodic duties (lost members, dead-member cleanup, expiry).
 
@@ -409,7 +409,7 @@ impl Shared {
         }
     }
 
-    /// `members remove <id>`: leaves the cluster for good (DESIGN §1).
+    /// `members remove <id>`: leaves the cluster for good (ARCHITECTURE.md).
     pub async fn remove_member(&self, node: NodeId) -> NodeResult<u64> {
         if !self.is_leader() {
             let (_, addr) = self.leader_addr()?;
@@ -593,7 +593,7 @@ impl Shared {
         self.expire_jobs().await;
     }
 
-    /// A removed member never reports again (it cannot come back under its id, DESIGN §1), and
+    /// A removed member never reports again (it cannot come back under its id, ARCHITECTURE.md), and
     /// being no member any more, the liveness sweep above never looks at it: its non-terminal
     /// jobs are lost now, however it left (a wiped node rejoining under a new id,
     /// `members remove`, dead-member cleanup).

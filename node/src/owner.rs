@@ -1,4 +1,4 @@
-//! Requests that need the running job: control, output, resource use, network (DESIGN §1).
+//! Requests that need the running job: control, output, resource use, network (ARCHITECTURE.md).
 //! Any node accepts them; the job's owner carries them out with its plugin, and every other
 //! node forwards them to the owner over gRPC, marked so they are never forwarded twice.
 

@@ -1,4 +1,4 @@
-//! Reads: linearizable on any node by default, stale on request (DESIGN §1).
+//! Reads: linearizable on any node by default, stale on request (ARCHITECTURE.md).
 //!
 //! In openraft 0.9 only the leader can establish a read index, so a follower asks the
 //! leader for it over gRPC and then waits until its own state machine has applied it.

@@ -1,5 +1,5 @@
 //! Starting and stopping a node: storage, identity, gRPC server, Raft, background duties,
-//! and the ordered graceful stop of DESIGN §1 (which keeps membership).
+//! and the ordered graceful stop of ARCHITECTURE.md (which keeps membership).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -204,7 +204,7 @@ async fn start_inner(
         None => (None, ProcessLauncher::Direct),
     };
     let (engine, log, sm) = open_storage(&config)?;
-    // Every plugin must bootstrap before the node serves anything (DESIGN §5).
+    // Every plugin must bootstrap before the node serves anything (docs/plugin-protocol.md).
     let plugins = Plugins::start_with(&config, launcher).await?;
     let identity = Identity::load(&config.node.data_dir).map_err(anyhow::Error::msg)?;
     let mut log_probe = log.clone();

@@ -1,6 +1,6 @@
 //! The launcher gRPC service (`proto/launcher.proto`): what the gateway calls.
 //!
-//! Isolation (DESIGN §2) is enforced here, on the `{user, admin}` the gateway passes:
+//! Isolation (docs/api.md) is enforced here, on the `{user, admin}` the gateway passes:
 //! users see only their own jobs, and another user's job is "not found".
 
 use std::pin::Pin;
@@ -169,7 +169,7 @@ impl Shared {
         })
     }
 
-    /// The cluster status as this node reports it (DESIGN §2 `GET /status`).
+    /// The cluster status as this node reports it (docs/api.md `GET /status`).
     pub async fn local_status(&self) -> StatusReply {
         // Table reads first, off the async threads; then one consistent look at Raft's metrics.
         let (records, ignored) = self

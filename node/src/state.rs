@@ -23,7 +23,7 @@ pub struct Seen {
     pub applied: u64,
 }
 
-/// Leader-side liveness bookkeeping (DESIGN §1): heartbeats from members, when this node
+/// Leader-side liveness bookkeeping (ARCHITECTURE.md): heartbeats from members, when this node
 /// became leader, and which members it declared lost.
 #[derive(Default)]
 pub struct Liveness {

@@ -1,5 +1,5 @@
 //! The write path: every change goes to the leader, which stamps it (ids, times, owner,
-//! DESIGN §1) and proposes it through Raft. A follower forwards the *unstamped* request.
+//! ARCHITECTURE.md) and proposes it through Raft. A follower forwards the *unstamped* request.
 
 use std::time::{Duration, Instant};
 
@@ -187,7 +187,7 @@ impl Shared {
         }
     }
 
-    /// Turns a request into a command: the leader's ids, times, owner and checks (DESIGN §1).
+    /// Turns a request into a command: the leader's ids, times, owner and checks (ARCHITECTURE.md).
     pub async fn stamp(&self, req: WriteRequest) -> NodeResult<CommandV1> {
         let now = clock::now();
         Ok(match req {
@@ -325,7 +325,7 @@ impl Shared {
     }
 
     /// Picks the owner of a new job: a non-draining member hosting the cluster, heard from
-    /// within node-lost-timeout-seconds, with the fewest active jobs, ties by node id (DESIGN §1).
+    /// within node-lost-timeout-seconds, with the fewest active jobs, ties by node id (ARCHITECTURE.md).
     async fn place(&self, cluster: &str) -> NodeResult<NodeId> {
         let (voters, learners) = self.members();
         let members: Vec<NodeId> = voters.into_iter().chain(learners).collect();

@@ -1,4 +1,4 @@
-//! Raft commands: every change of job state (DESIGN §1).
+//! Raft commands: every change of job state (ARCHITECTURE.md).
 //!
 //! Commands travel as `{"v":1,"cmd":{"<name>":{...}}}`. A node that meets a version it does
 //! not know still decodes the entry (so its log stays readable) but refuses to
@@ -79,7 +79,7 @@ impl<'de> Deserialize<'de> for Command {
     }
 }
 
-/// Idempotency bookkeeping carried by a submit (DESIGN §1).
+/// Idempotency bookkeeping carried by a submit (ARCHITECTURE.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Idempotency {
     /// The client's `Idempotency-Key`, scoped to the job's user.

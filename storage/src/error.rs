@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Error codes of the Launcher Plugin API (0–10) plus the launcher's own (11–14).
+/// Error codes of the Launcher Plugin API (0–10) plus the launcher's own (11–16).
 ///
-/// The numbers are a public contract (DESIGN §2): never renumber.
+/// The numbers are a public contract (docs/api.md): never renumber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(i32)]
 pub enum ErrorCode {

@@ -1,4 +1,4 @@
-//! The job record: the exact JSON the HTTP API returns (DESIGN §3).
+//! The job record: the exact JSON the HTTP API returns (docs/api.md).
 //!
 //! Field order is fixed by this struct, so serialising a [`Job`] gives the
 //! canonical bytes that are stored, replicated and served unchanged.
@@ -38,7 +38,7 @@ impl JobStatus {
         )
     }
 
-    /// Whether a job may move from `self` to `next` (DESIGN §7.2):
+    /// Whether a job may move from `self` to `next` (docs/guarantees.md 7.2):
     /// Pending → Running ⇄ Suspended → terminal; never back to Pending, never out of a terminal status.
     pub fn may_become(self, next: JobStatus) -> bool {
         use JobStatus::*;
@@ -166,7 +166,7 @@ pub struct ResourceLimit {
     pub value: String,
 }
 
-/// A job, as submitted and as stored (DESIGN §3). Field order is the canonical JSON order.
+/// A job, as submitted and as stored (docs/api.md). Field order is the canonical JSON order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Job {
@@ -254,7 +254,7 @@ impl Job {
         self.status.unwrap_or(JobStatus::Pending)
     }
 
-    /// Checks what a submitter must provide (DESIGN §3): name, cluster and exactly one of command/exe.
+    /// Checks what a submitter must provide (docs/api.md): name, cluster and exactly one of command/exe.
     pub fn validate_submission(&self) -> Result<(), String> {
         if self.name.trim().is_empty() {
             return Err("job field 'name' is required".into());

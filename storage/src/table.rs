@@ -49,7 +49,7 @@ pub struct JobMeta {
     pub epoch: u64,
     /// Highest update sequence number applied.
     pub seq: u64,
-    /// Set once the owner committed its intent to launch (DESIGN §1, at-most-once launch).
+    /// Set once the owner committed its intent to launch (ARCHITECTURE.md, at-most-once launch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch: Option<LaunchRecord>,
     /// The job's cluster is a shared scheduler: adopt instead of failing when the owner is lost.
@@ -109,7 +109,7 @@ impl NodeRecord {
     }
 }
 
-/// Filters of a job listing (DESIGN §2). Times must be normalised to the stored format.
+/// Filters of a job listing (docs/api.md). Times must be normalised to the stored format.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
     /// Only this user's jobs; `None` means every user.

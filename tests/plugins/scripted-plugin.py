@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A third-party style Launcher plugin that simulates jobs (DESIGN.md section 5).
+"""A third-party style Launcher plugin that simulates jobs (docs/plugin-protocol.md).
 
 It speaks the Launcher Plugin API the way a plugin built on the public SDK does, and shares no
 code with this repository, so tests can prove that the node drives plugins it did not write:

@@ -1,4 +1,4 @@
-//! Checks a [`History`] against the invariants of DESIGN.md §7, and the job table's
+//! Checks a [`History`] against the invariants of docs/guarantees.md, and the job table's
 //! linearizability with a Wing & Gong search (Lowe's memoized variant).
 //!
 //! What is checked (issue 7):

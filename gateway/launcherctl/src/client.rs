@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{chain, CtlError};
 
-/// Default gateway URL (DESIGN §2: port 5559).
+/// Default gateway URL (docs/api.md: port 5559).
 pub const DEFAULT_URL: &str = "http://127.0.0.1:5559";
 /// How long to wait for a connection (and TLS handshake) to the gateway.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -17,7 +17,7 @@ pub enum CtlError {
     Api {
         /// HTTP status.
         status: u16,
-        /// Launcher error code (DESIGN §2).
+        /// Launcher error code (docs/api.md).
         code: i64,
         /// Launcher error name, e.g. `JobNotFound`.
         name: String,

@@ -1,4 +1,4 @@
-//! `launcherctl`: the command-line client of the Launcher HTTP API (DESIGN §2). It talks only
+//! `launcherctl`: the command-line client of the Launcher HTTP API (docs/api.md). It talks only
 //! to a gateway, over HTTP(S) or its unix socket.
 //!
 //! * [`cli`]: the command line; [`config`]: the config file `login` writes.

@@ -1,4 +1,4 @@
-//! Bearer tokens of DESIGN §2, minted here so launcherctl depends on nothing of ours:
+//! Bearer tokens of docs/api.md, minted here so launcherctl depends on nothing of ours:
 //! `<user>|<expiry>|<signature>`, the signature being lowercase hex HMAC-SHA256 over
 //! `<user>|<expiry>` keyed with the secure-cookie-key file's bytes (trailing whitespace trimmed).
 

@@ -7,7 +7,7 @@
 //! data), SIGKILL of a follower, a SIGSTOPped leader, a lone leader (its followers paused, or
 //! it partitioned off), a follower cut off until it is declared lost (paused or partitioned),
 //! a partial partition, and a plugin SIGKILLed under running jobs. Then it stops the clients,
-//! lets every job end, checks the whole history against DESIGN.md §7 and writes a Markdown
+//! lets every job end, checks the whole history against docs/guarantees.md and writes a Markdown
 //! report: operations, faults by kind, acknowledged submits, lost jobs, violations, and the
 //! failover times (leader kill → next acknowledged submit, p50/p99/max).
 //!

@@ -498,7 +498,7 @@ impl Client {
         let _ = self.control_job(&id, operation).await;
     }
 
-    /// Sends one control request (never retried: DESIGN §2) and records it.
+    /// Sends one control request (never retried: docs/api.md) and records it.
     pub async fn control_job(&mut self, id: &str, operation: &str) -> Result<Outcome, Outcome> {
         let pending = self.invoke(Call::Control {
             id: id.into(),

@@ -6,7 +6,7 @@ use launcher_tests::client::{admin, error_code, job_id, user};
 use launcher_tests::{init_tracing, job, InProcCluster, TestPlugin};
 
 /// A retried submit with the same Idempotency-Key, through any node, returns the first job and
-/// creates no second one (DESIGN §7.5); the same key with another body is refused with code 8.
+/// creates no second one (docs/guarantees.md 7.5); the same key with another body is refused with code 8.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_submit_creates_one_job() -> anyhow::Result<()> {
     init_tracing();
@@ -38,7 +38,7 @@ async fn idempotent_submit_creates_one_job() -> anyhow::Result<()> {
 }
 
 /// Status updates only move a job forward: stale, repeated and backwards updates are ignored
-/// (and counted), and a terminal status and exit code never change (DESIGN §7.2). The plugin
+/// (and counted), and a terminal status and exit code never change (docs/guarantees.md 7.2). The plugin
 /// never answers the submit, so only this test's updates reach the job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backwards_updates_are_refused_and_terminal_is_final() -> anyhow::Result<()> {

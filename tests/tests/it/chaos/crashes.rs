@@ -28,7 +28,7 @@ const LONG_JOBS: usize = 6;
 /// 3. all three nodes are SIGKILLed at once and restarted with their data: every job
 ///    acknowledged before the crash is listed after it.
 ///
-/// Throughout, the history and the launch log keep every invariant of DESIGN.md §7 as the
+/// Throughout, the history and the launch log keep every invariant of docs/guarantees.md as the
 /// checker verifies them, in particular no acknowledged job is lost and no job is launched
 /// twice (not by the restarted plugin, the wiped node or the restarted cluster). Seeded: the
 /// seed is printed, `LAUNCHER_CHAOS_SEED` replays the run's choices.

@@ -23,7 +23,7 @@ const PROGRESS_WITHOUT_IT: usize = 15;
 /// storage error naming the full disk (no hang, no panic), the other two keep acknowledging
 /// submits (electing a new leader if it led), and once space returns the node restarts with
 /// its data, catches up and the cluster is Green; the final listings of every node agree at one
-/// applied index and the history keeps every invariant of DESIGN.md §7 (no acknowledged job
+/// applied index and the history keeps every invariant of docs/guarantees.md (no acknowledged job
 /// lost, none launched twice). Seeded: `LAUNCHER_CHAOS_SEED` replays the run's choices.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_one_node_plainly_and_it_recovers() -> anyhow::Result<()> {

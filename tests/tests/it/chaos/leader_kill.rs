@@ -11,7 +11,7 @@ const MIN_ACKED: usize = 120;
 /// While five clients (three on nodes directly over gRPC, two through the gateway) submit
 /// with and without Idempotency-Key, get, list, read statuses and control jobs, the leader is
 /// SIGKILLed once and restarted with its data. The recorded history, with the plugin's launch
-/// log, keeps every invariant of DESIGN.md §7 as the checker verifies them: no acknowledged
+/// log, keeps every invariant of docs/guarantees.md as the checker verifies them: no acknowledged
 /// job is lost, statuses only move forward and terminal ones never change, listings at one
 /// applied index are identical, no job is launched twice, no Idempotency-Key maps to two jobs,
 /// no read answers below its floor or goes back in time, and submit/get/list are linearizable.

@@ -1,6 +1,6 @@
 //! Chaos: concurrent clients record a history of their operations while faults hit a cluster
 //! of real node processes; the checker (`launcher_tests::checker`) then verifies the history
-//! against DESIGN.md §7. Every run is seeded (`LAUNCHER_CHAOS_SEED` replays one), notes each
+//! against docs/guarantees.md. Every run is seeded (`LAUNCHER_CHAOS_SEED` replays one), notes each
 //! fault in the history, and dumps the history as JSON lines when it fails.
 //!
 //! * `leader_kill`: SIGKILL of the leader, restart with its data.

@@ -35,7 +35,7 @@ const PARTIAL_PROGRESS: usize = 5;
 ///    jobs end `Failed` with `node lost`, and after the partition heals it fences them (its
 ///    plugin, which ran on meanwhile, stops them) while their status stays terminal.
 ///
-/// Throughout, the history keeps every invariant of DESIGN.md §7 as the checker verifies
+/// Throughout, the history keeps every invariant of docs/guarantees.md as the checker verifies
 /// them. Seeded: the seed is printed, `LAUNCHER_CHAOS_SEED` replays the run's choices.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_keep_every_invariant() -> anyhow::Result<()> {

@@ -31,7 +31,7 @@ const LONG_JOBS: usize = 4;
 ///    continue (unknown outcomes and timeouts only, never a false ack), and its health,
 ///    which follows its last quorum acknowledgement, is Red.
 ///
-/// Throughout, the history keeps every invariant of DESIGN.md §7 as the checker verifies
+/// Throughout, the history keeps every invariant of docs/guarantees.md as the checker verifies
 /// them: in particular the paused leader acknowledges no write that the new leader lacks (an
 /// acknowledged job missing from a later listing is a lost job). Seeded: the seed is printed,
 /// `LAUNCHER_CHAOS_SEED` replays the run's choices.

@@ -1,4 +1,4 @@
-//! Fast failover (DESIGN §1): a crashed leader is replaced at once, a hung one is not deposed.
+//! Fast failover (ARCHITECTURE.md): a crashed leader is replaced at once, a hung one is not deposed.
 //!
 //! The clusters here run with election timers of 30–31 s, so an election that the ordinary
 //! timers cause cannot happen before the leader lease (31 s) plus an election timeout (≥ 30 s)

@@ -15,7 +15,7 @@ async fn listings_at(
 }
 
 /// Three nodes elect a leader; submits through any node are committed; listings from all
-/// three nodes at the same applied index are byte-identical for a set of filters (DESIGN §7.3).
+/// three nodes at the same applied index are byte-identical for a set of filters (docs/guarantees.md 7.3).
 /// The plugin keeps jobs Pending, so every status filter has something to match.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submits_anywhere_and_identical_listings() -> anyhow::Result<()> {

@@ -1,4 +1,4 @@
-//! Every route's success and error answers, with the error body and headers of DESIGN §2.
+//! Every route's success and error answers, with the error body and headers of docs/api.md.
 
 use launcher_tests::{
     init_tracing, job_user, wait_until, ClusterOpts, Http, ProcessCluster, TestGateway, DEADLINE,

@@ -1,4 +1,4 @@
-//! Authentication and isolation through the gateway (DESIGN §2).
+//! Authentication and isolation through the gateway (docs/api.md).
 
 use launcher_gateway::auth::mint_token;
 use launcher_tests::{init_tracing, ClusterOpts, ProcessCluster, TestGateway, TestPlugin};

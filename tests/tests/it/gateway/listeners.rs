@@ -1,4 +1,4 @@
-//! The gateway's listeners (DESIGN §2, §4 `[server]`, §6): HTTPS with rustls (HTTP/1.1 and
+//! The gateway's listeners (docs/api.md, §4 `[server]`, §6): HTTPS with rustls (HTTP/1.1 and
 //! HTTP/2 by ALPN), the unix socket, graceful stop, and dropping root for `server-user`.
 
 use std::path::{Path, PathBuf};

@@ -44,7 +44,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/ui/session"),
 ];
 
-/// Routes that need no token (DESIGN §2).
+/// Routes that need no token (docs/api.md).
 const UNAUTHENTICATED: &[&str] = &[
     "/status",
     "/openapi.json",
@@ -224,7 +224,7 @@ database = "none"
 
 [parameters]
 # X-Launcher-Min-Index is pinned to 0. Any larger value the cluster has not applied makes a
-# read wait 5 s and answer 503 (code 13) by design (DESIGN §1), which `not_a_server_error`
+# read wait 5 s and answer 503 (code 13) by design (ARCHITECTURE.md), which `not_a_server_error`
 # would report as a failure on every such request. The header's own behaviour (400 for a
 # malformed value, 503 on a read past the applied index) is checked by hand in
 # `answers_carry_the_index_and_errors_have_the_body`.
@@ -232,7 +232,7 @@ database = "none"
 
 [[operations]]
 include-operation-id = "submitJob"
-# A job must name a cluster some node hosts, else 400 (DESIGN §3): the test cluster has one,
+# A job must name a cluster some node hosts, else 400 (docs/api.md): the test cluster has one,
 # `Local`. Every other field of the body is generated.
 parameters = { "body.cluster" = "Local" }
 
@@ -603,7 +603,7 @@ async fn answers_carry_the_index_and_errors_have_the_body() -> anyhow::Result<()
         .collect();
     assert!(
         missing.is_empty(),
-        "every answer carries X-Launcher-Index (DESIGN §1); these did not:\n  {}",
+        "every answer carries X-Launcher-Index (ARCHITECTURE.md); these did not:\n  {}",
         missing.join("\n  ")
     );
     gw.handle.shutdown().await?;

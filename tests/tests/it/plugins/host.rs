@@ -192,7 +192,7 @@ async fn a_plugin_that_cannot_bootstrap_stops_the_node() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A job is launched at most once per submit (DESIGN §7.4), even when every node crashes while
+/// A job is launched at most once per submit (docs/guarantees.md 7.4), even when every node crashes while
 /// jobs are being launched: after the restart each job is adopted by its tag, failed as
 /// `launch interrupted`, or launched for the first time, and the plugin's own launch log never
 /// shows a job twice.

@@ -321,7 +321,7 @@ async fn another_users_slurm_job_cannot_be_controlled() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Shared scheduler (DESIGN §1): when the node that owns a running Slurm job is killed, the
+/// Shared scheduler (ARCHITECTURE.md): when the node that owns a running Slurm job is killed, the
 /// job keeps running in Slurm, another node adopts it (control requests work again), and that
 /// node reports its end with the right exit code and output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
