@@ -9,7 +9,7 @@
 //! * For plugins: [`error`] (the request error type and its codes), [`options`] (the standard
 //!   plugin options and the config-file format), [`output`] (job output as text chunks),
 //!   [`outbox`] (the queue and writer of responses), [`request`] (decoding requests),
-//!   [`status`] (job statuses), [`signal`] (shutdown signals).
+//!   [`status`] (job statuses), [`signal`] (shutdown signals), [`streams`] (resource streams).
 #![forbid(unsafe_code)]
 
 pub mod envelope;
@@ -22,4 +22,5 @@ pub mod output;
 pub mod request;
 pub mod signal;
 pub mod status;
+pub mod streams;
 pub mod userfs;

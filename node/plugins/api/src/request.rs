@@ -20,6 +20,14 @@ pub fn decode<T: DeserializeOwned>(t: RequestType, body: &[u8]) -> Result<T, Req
     messages::decode(body).map_err(|e| RequestError::Invalid(format!("invalid {t:?} request: {e}")))
 }
 
+/// The user a request acts for: `username` (the effective user, as the plugin SDK reads it),
+/// else `requestUsername` (who sent it), unless that is `*` (every user) or empty.
+pub fn acting_for<'a>(username: &'a str, request_username: &'a str) -> Option<&'a str> {
+    [username, request_username]
+        .into_iter()
+        .find(|u| !u.is_empty() && *u != "*")
+}
+
 /// Refuses `jobId` `*` in a request about one job (ControlJob, GetJobNetwork,
 /// GetJobResourceUtil), as the plugin SDK does: InvalidRequest, not JobNotFound.
 pub fn one_job(t: RequestType, job_id: &str) -> Result<(), RequestError> {
@@ -75,6 +83,14 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with(&format!("Plugin API version {}.", other.major)));
+    }
+
+    #[test]
+    fn a_request_acts_for_its_effective_user() {
+        assert_eq!(acting_for("alice", "admin"), Some("alice"));
+        assert_eq!(acting_for("", "admin"), Some("admin"));
+        assert_eq!(acting_for("*", "admin"), Some("admin"));
+        assert_eq!(acting_for("*", ""), None);
     }
 
     #[test]

@@ -149,13 +149,11 @@ pub fn check_job(job: &Job, cfg: &Config, namespace: bool) -> Result<Checked, Re
     })
 }
 
-/// The account a job runs as: the job's `user`, else the requesting user unless that is `*`,
-/// else the plugin's own. An unprivileged plugin runs everything as itself.
-pub fn job_user(job: &Job, request_username: &str, ident: &Identity) -> Result<String, RequestError> {
-    let user = given(&job.user)
-        .or(Some(request_username).filter(|u| !u.is_empty() && *u != "*"))
-        .unwrap_or(&ident.user)
-        .to_string();
+/// The account a job runs as: the job's `user`, else the user the request acts for
+/// (`acting_for`: `username`, else `requestUsername`, unless `*`), else the plugin's own. An
+/// unprivileged plugin runs everything as itself.
+pub fn job_user(job: &Job, acting_for: Option<&str>, ident: &Identity) -> Result<String, RequestError> {
+    let user = given(&job.user).or(acting_for).unwrap_or(&ident.user).to_string();
     if !ident.switch_user && user != ident.user {
         return Err(invalid(format!(
             "this plugin runs unprivileged as {} and cannot start jobs as {user}",
@@ -231,7 +229,8 @@ pub fn spawn_supervisor(cmd: &SupervisorCommand, dir: &Path) -> std::io::Result<
 pub async fn submit(p: &Shared, request_id: u64, req: SubmitJobRequest) -> Result<(), RequestError> {
     let job = req.job;
     let checked = check_job(&job, &p.cfg, p.namespace)?;
-    let user_name = job_user(&job, &req.request_username, &p.ident)?;
+    let acting = launcher_plugin_api::request::acting_for(&req.username, &req.request_username);
+    let user_name = job_user(&job, acting, &p.ident)?;
     let group = given(&job.group).map(str::to_string);
     let lookup_name = user_name.clone();
     let user = tokio::task::spawn_blocking(move || -> Result<UserInfo, RequestError> {
@@ -583,17 +582,17 @@ mod tests {
                     user: Some("alice".into()),
                     ..job()
                 },
-                "bob",
+                Some("bob"),
                 &root
             )
             .unwrap(),
             "alice"
         );
-        assert_eq!(job_user(&job(), "bob", &root).unwrap(), "bob");
-        assert_eq!(job_user(&job(), "*", &root).unwrap(), "root");
-        assert_eq!(job_user(&job(), "*", &alone).unwrap(), "svc");
-        assert_eq!(job_user(&job(), "svc", &alone).unwrap(), "svc");
-        let e = job_user(&job(), "bob", &alone).unwrap_err();
+        assert_eq!(job_user(&job(), Some("bob"), &root).unwrap(), "bob");
+        assert_eq!(job_user(&job(), None, &root).unwrap(), "root");
+        assert_eq!(job_user(&job(), None, &alone).unwrap(), "svc");
+        assert_eq!(job_user(&job(), Some("svc"), &alone).unwrap(), "svc");
+        let e = job_user(&job(), Some("bob"), &alone).unwrap_err();
         assert_eq!(
             e,
             RequestError::Invalid("this plugin runs unprivileged as svc and cannot start jobs as bob".into())
