@@ -1,6 +1,9 @@
 //! A real, isolated, single-node Slurm for tests (issue 10): its own munge key and socket, a
 //! `slurm.conf` with free ports and every path under a temporary directory, `slurmctld -i` and
-//! `slurmd -N localhost` as children of the test, stopped by pid when dropped.
+//! `slurmd -N localhost` as children of the test, stopped by pid when dropped. Job accounting
+//! is gathered every second (`jobacct_gather/linux`, which reads `/proc` and needs no cgroups)
+//! so `sstat` has figures; there is no accounting storage, so `sacct` knows only the job
+//! completion file.
 //!
 //! The Debian 12 packages `slurm-wlm` and `munge` are installed with apt-get when missing (the
 //! tests run as root). Every client command gets `SLURM_CONF`; the plugin gets it through its
@@ -143,7 +146,7 @@ impl SlurmCluster {
              StateSaveLocation={state}\nSlurmdSpoolDir={spool}/slurmd-%n\nSlurmctldPidFile={d}/slurmctld.pid\n\
              SlurmdPidFile={d}/slurmd-%n.pid\nSlurmctldLogFile={log}/slurmctld.log\nSlurmdLogFile={log}/slurmd.log\n\
              ProctrackType=proctrack/pgid\nTaskPlugin=task/none\nAccountingStorageType=accounting_storage/none\n\
-             JobAcctGatherType=jobacct_gather/none\nJobCompType=jobcomp/filetxt\nJobCompLoc={d}/jobcomp.txt\n\
+             JobAcctGatherType=jobacct_gather/linux\nJobAcctGatherFrequency=1\nJobCompType=jobcomp/filetxt\nJobCompLoc={d}/jobcomp.txt\n\
              SchedulerType=sched/backfill\nSchedulerParameters=batch_sched_delay=0\nSelectType=select/cons_tres\n\
              SelectTypeParameters=CR_CPU\nMailProg=/bin/true\nReturnToService=2\nMpiDefault=none\nSwitchType=switch/none\n\
              KillWait=2\nSlurmdParameters=config_overrides\n\
@@ -274,7 +277,10 @@ impl SlurmCluster {
 
     /// The text of a `launcher.<plugin-name>.conf` for the Slurm plugin on this Slurm.
     pub fn plugin_conf(&self) -> String {
-        format!("slurm-conf={}\npoll-seconds=0.5\n", self.conf.display())
+        format!(
+            "slurm-conf={}\npoll-seconds=0.5\nresource-poll-seconds=1\n",
+            self.conf.display()
+        )
     }
 
     /// The daemons' logs, for failure messages.

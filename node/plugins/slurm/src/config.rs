@@ -37,6 +37,9 @@ pub struct Config {
     pub command_timeout: Duration,
     /// Largest piece of output text in one JobOutput message, in bytes.
     pub output_chunk_bytes: usize,
+    /// How often `sstat` is asked for the resource use of a job with an open resource stream;
+    /// Slurm's own figures are only as fresh as its `JobAcctGatherFrequency`.
+    pub resource_poll: Duration,
 }
 
 impl Config {
@@ -66,6 +69,7 @@ struct FileSettings {
     poll: Option<Duration>,
     command_timeout: Option<Duration>,
     output_chunk_bytes: Option<usize>,
+    resource_poll: Option<Duration>,
 }
 
 fn set_own(s: &mut FileSettings, key: &str, v: &str) -> Result<bool, String> {
@@ -74,6 +78,7 @@ fn set_own(s: &mut FileSettings, key: &str, v: &str) -> Result<bool, String> {
         "slurm-bin-path" => s.slurm_bin_path = Some(parse_abs_path(v)?),
         "slurm-conf" => s.slurm_conf = Some(parse_abs_path(v)?),
         "poll-seconds" => s.poll = Some(parse_seconds(v, 0.1, 600.0)?),
+        "resource-poll-seconds" => s.resource_poll = Some(parse_seconds(v, 0.1, 3600.0)?),
         "command-timeout-seconds" => s.command_timeout = Some(parse_seconds(v, 1.0, 3600.0)?),
         "output-chunk-bytes" => {
             let n = parse_uint(v)?;
@@ -109,6 +114,7 @@ pub fn load(mut o: Options, config_dir: &Path) -> Result<Config, ConfigError> {
         poll: s.poll.unwrap_or(Duration::from_secs(1)),
         command_timeout: s.command_timeout.unwrap_or(Duration::from_secs(30)),
         output_chunk_bytes: s.output_chunk_bytes.unwrap_or(65536),
+        resource_poll: s.resource_poll.unwrap_or(Duration::from_secs(5)),
         config_dir: config_dir.to_path_buf(),
         config_file,
         options: o,
@@ -160,13 +166,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(
             d.path().join("launcher.slurm.conf"),
-            "# c\nslurm-conf=/x/slurm.conf\nslurm-bin-path=/opt/slurm/bin\npoll-seconds=0.5\nallow-root-jobs=1\n",
+            "# c\nslurm-conf=/x/slurm.conf\nslurm-bin-path=/opt/slurm/bin\npoll-seconds=0.5\nallow-root-jobs=1\n\
+             resource-poll-seconds=1.5\n",
         )
         .unwrap();
         let c = load(Options::new(PLUGIN_NAME), d.path()).unwrap();
         assert_eq!(c.slurm_conf.as_deref(), Some(Path::new("/x/slurm.conf")));
         assert_eq!(c.slurm_bin_path.as_deref(), Some(Path::new("/opt/slurm/bin")));
         assert_eq!((c.poll, c.allow_root_jobs), (Duration::from_millis(500), true));
+        assert_eq!(c.resource_poll, Duration::from_millis(1500));
         assert_eq!(c.scratch_path, PathBuf::from("/var/lib/rstudio-launcher/slurm"));
         std::fs::write(d.path().join("launcher.slurm.conf"), "poll-seconds=1\nbogus=1\n").unwrap();
         let e = load(Options::new(PLUGIN_NAME), d.path()).unwrap_err().to_string();

@@ -2,6 +2,14 @@
 //! (Slurm decides who may: its refusal comes back as error 9 with its message); suspend and
 //! resume with `scontrol`, which only Slurm operators may run, so the plugin runs it itself
 //! after checking that the requester owns the job.
+//!
+//! Stop, kill and cancel are answered once Slurm reports the job ended (it does so only when
+//! the job's processes are gone: until then it shows COMPLETING), so a launcher that reads
+//! after the answer sees the ended status; until then the job's statusMessage says that
+//! `scancel` was sent. A job that Slurm has not ended within [`END_WAIT`] is answered with
+//! `operationComplete: false`.
+
+use std::time::Duration;
 
 use launcher_plugin_api::messages::{ControlJobRequest, ControlJobResponse, ControlOperation};
 
@@ -9,6 +17,48 @@ use crate::error::RequestError;
 use crate::parse::Status;
 use crate::slurm::{As, SlurmError};
 use crate::state::{Entry, Shared};
+
+/// How long a stop, kill or cancel waits for Slurm to end the job (a stop may take Slurm's
+/// `KillWait` and more).
+pub const END_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until job `id` has a terminal status; false at the deadline.
+async fn wait_ended(p: &Shared, id: &str) -> bool {
+    let Some(mut watch) = p.subscribe(id).await else {
+        return true;
+    };
+    let deadline = tokio::time::Instant::now() + END_WAIT;
+    loop {
+        if watch.borrow_and_update().is_terminal() {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, watch.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The answer to a stop, kill or cancel that Slurm carried out: complete once the job ended.
+async fn answer_end(p: &Shared, id: &str, done: &str, sent: &str) -> ControlJobResponse {
+    p.update(id, |e| {
+        if !e.status().is_terminal() {
+            e.judged.message = format!("{sent}; Slurm is ending the job");
+        }
+    })
+    .await;
+    p.poke.notify_one();
+    let ended = wait_ended(p, id).await;
+    ControlJobResponse {
+        status_message: if ended {
+            done.to_string()
+        } else {
+            format!("{sent}, but Slurm has not ended the job within {END_WAIT:?}")
+        },
+        operation_complete: ended,
+    }
+}
 
 fn not_running(e: &Entry) -> RequestError {
     RequestError::JobNotRunning(format!("job {} is {}, not running", e.sj.id, e.status().as_str()))
@@ -30,9 +80,7 @@ pub async fn control(p: &Shared, req: ControlJobRequest) -> Result<ControlJobRes
         .ok_or_else(|| RequestError::Invalid(format!("unknown control operation {}", req.operation)))?;
     let e = p.find(&req.job_id).await?;
     let id = e.sj.id.clone();
-    let requester = Some(req.username.as_str())
-        .filter(|u| !u.is_empty() && *u != "*")
-        .or(Some(req.request_username.as_str()).filter(|u| !u.is_empty() && *u != "*"));
+    let requester = launcher_plugin_api::request::acting_for(&req.username, &req.request_username);
     // Who scancel runs as: the requester (Slurm checks them), or the plugin for `*`.
     let requester_info = match requester {
         Some(name) if p.switch_user => {
@@ -120,12 +168,11 @@ pub async fn control(p: &Shared, req: ControlJobRequest) -> Result<ControlJobRes
                 .run("scancel", &args, who(), None, None)
                 .await
                 .map_err(control_error)?;
-            p.poke.notify_one();
-            Ok(done(if op == ControlOperation::Stop {
-                "Job stopped"
+            Ok(if op == ControlOperation::Stop {
+                answer_end(p, &id, "Job stopped", "scancel (SIGTERM, then SIGKILL) sent").await
             } else {
-                "Job killed"
-            }))
+                answer_end(p, &id, "Job killed", "scancel --signal=KILL sent").await
+            })
         }
         ControlOperation::Cancel => {
             if e.status() != Status::Pending {
@@ -138,8 +185,7 @@ pub async fn control(p: &Shared, req: ControlJobRequest) -> Result<ControlJobRes
                 .run("scancel", std::slice::from_ref(&id), who(), None, None)
                 .await
                 .map_err(control_error)?;
-            p.poke.notify_one();
-            Ok(done("Job canceled"))
+            Ok(answer_end(p, &id, "Job canceled", "scancel sent").await)
         }
     }
 }

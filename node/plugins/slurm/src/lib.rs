@@ -5,7 +5,7 @@
 //! * [`config`]: the standard plugin options and `launcher.<plugin-name>.conf`.
 //! * [`protocol`]: the request loop, GetJob, network and cluster info.
 //! * [`state`]: the cache of launcher jobs in Slurm, the poller, the status streams.
-//! * [`submit`], [`control`], [`output`]: the requests about jobs.
+//! * [`submit`], [`control`], [`output`], [`resources`]: the requests about jobs.
 //! * [`slurm`]: running the commands; [`parse`]: reading what they print.
 //!
 //! The plugin keeps no state of its own: a job's tags live in its Slurm comment, so any
@@ -18,6 +18,7 @@ pub mod error;
 pub mod output;
 pub mod parse;
 pub mod protocol;
+pub mod resources;
 pub mod slurm;
 pub mod state;
 pub mod submit;

@@ -338,6 +338,102 @@ pub fn sacct_rows(s: &str) -> Vec<SlurmJob> {
         .collect()
 }
 
+/// Resource use as Slurm's job accounting reports it: CPU seconds, and bytes of memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub rss_bytes: f64,
+    pub vmem_bytes: f64,
+}
+
+/// Seconds of a Slurm duration: `[D-]HH:MM:SS`, `MM:SS`, either with `.mmm` (as `sstat` and
+/// `sacct` print CPU times). `None` for anything else.
+pub fn slurm_duration(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (days, rest) = match s.split_once('-') {
+        Some((d, r)) => (d.parse::<f64>().ok()?, r),
+        None => (0.0, s),
+    };
+    let parts: Vec<f64> = rest
+        .split(':')
+        .map(|x| x.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0))
+        .collect::<Option<_>>()?;
+    let (h, m, sec) = match parts[..] {
+        [m, sec] => (0.0, m, sec),
+        [h, m, sec] => (h, m, sec),
+        _ => return None,
+    };
+    Some(days * 86400.0 + h * 3600.0 + m * 60.0 + sec)
+}
+
+/// Bytes of a Slurm size: a number with an optional binary suffix (`3304K`, `1.50G`, `0`).
+pub fn slurm_size(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 1024f64),
+        'M' | 'm' => (&s[..s.len() - 1], 1024f64.powi(2)),
+        'G' | 'g' => (&s[..s.len() - 1], 1024f64.powi(3)),
+        'T' | 't' => (&s[..s.len() - 1], 1024f64.powi(4)),
+        'P' | 'p' => (&s[..s.len() - 1], 1024f64.powi(5)),
+        _ => (s, 1.0),
+    };
+    num.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v * mult)
+}
+
+/// The use of the running steps of a job, summed, from `sstat --noheader --parsable2
+/// --allsteps --format=JobID,TRESUsageInTot` (per step: `cpu=00:00:05,...,mem=1492K,...,
+/// vmem=2592K`: CPU time so far and the memory its processes hold now). `None` when no step
+/// runs (nothing printed).
+pub fn sstat_usage(s: &str) -> Option<Usage> {
+    let mut total: Option<Usage> = None;
+    for line in s.lines().filter(|l| !l.trim().is_empty()) {
+        let Some((_, tres)) = line.trim().split_once('|') else {
+            continue;
+        };
+        let mut u = Usage::default();
+        for kv in tres.split(',') {
+            match kv.split_once('=') {
+                Some(("cpu", v)) => u.cpu_seconds = slurm_duration(v).unwrap_or(0.0),
+                Some(("mem", v)) => u.rss_bytes = slurm_size(v).unwrap_or(0.0),
+                Some(("vmem", v)) => u.vmem_bytes = slurm_size(v).unwrap_or(0.0),
+                _ => {}
+            }
+        }
+        let t = total.get_or_insert_with(Usage::default);
+        t.cpu_seconds += u.cpu_seconds;
+        t.rss_bytes += u.rss_bytes;
+        t.vmem_bytes += u.vmem_bytes;
+    }
+    total
+}
+
+/// The use of an ended job from accounting storage: `sacct --noheader --parsable2 -j <id>
+/// --format=JobID,TotalCPU,MaxRSS,MaxVMSize`. CPU time is the job's own row (it covers its
+/// steps); memory is the largest peak of any step. `None` without a row for the job.
+pub fn sacct_usage(s: &str, id: &str) -> Option<Usage> {
+    let mut job = None;
+    let (mut rss, mut vmem) = (0f64, 0f64);
+    for line in s.lines() {
+        let f: Vec<&str> = line.trim().split('|').collect();
+        if f.len() < 4 {
+            continue;
+        }
+        if f[0] == id {
+            job = slurm_duration(f[1]);
+        }
+        rss = rss.max(slurm_size(f[2]).unwrap_or(0.0));
+        vmem = vmem.max(slurm_size(f[3]).unwrap_or(0.0));
+    }
+    job.map(|cpu_seconds| Usage {
+        cpu_seconds,
+        rss_bytes: rss,
+        vmem_bytes: vmem,
+    })
+}
+
 pub use launcher_plugin_api::status::Status;
 
 /// A job's status as the launcher sees it.
@@ -465,6 +561,35 @@ pub fn rfc3339(unix: i64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accounting_figures_in_seconds_and_bytes() {
+        assert_eq!(slurm_duration("00:00:05"), Some(5.0));
+        assert_eq!(slurm_duration("01:02:03"), Some(3723.0));
+        assert_eq!(slurm_duration("2-00:00:01"), Some(172801.0));
+        assert_eq!(slurm_duration("00:05.123"), Some(5.123));
+        assert_eq!(slurm_duration("x"), None);
+        assert_eq!(slurm_duration("5"), None);
+        assert_eq!(slurm_size("3304K"), Some(3304.0 * 1024.0));
+        assert_eq!(slurm_size("1.5G"), Some(1.5 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(slurm_size("0"), Some(0.0));
+        assert_eq!(slurm_size(""), None);
+        // Two steps of one job, as sstat of Slurm 22.05 prints them: summed.
+        let out = "4.batch|cpu=00:00:17,energy=0,fs/disk=12167,mem=4632K,pages=0,vmem=7776K\n\
+                   4.0|cpu=00:01:00,energy=0,fs/disk=1,mem=1M,pages=0,vmem=2M\n";
+        let u = sstat_usage(out).unwrap();
+        assert_eq!(u.cpu_seconds, 77.0);
+        assert_eq!(u.rss_bytes, (4632.0 + 1024.0) * 1024.0);
+        assert_eq!(u.vmem_bytes, (7776.0 + 2048.0) * 1024.0);
+        assert_eq!(sstat_usage(""), None);
+        let acct = "7|00:12.500||\n7.batch|00:12.400|3304K|78724K\n7.0|00:00.100|9000K|1000K\n";
+        let u = sacct_usage(acct, "7").unwrap();
+        assert_eq!(
+            (u.cpu_seconds, u.rss_bytes, u.vmem_bytes),
+            (12.5, 9000.0 * 1024.0, 78724.0 * 1024.0)
+        );
+        assert_eq!(sacct_usage(acct, "8"), None);
+    }
 
     /// Two jobs as `squeue --json` of Slurm 22.05.8 prints them (fields trimmed).
     const SQUEUE_22_05: &str = r#"{

@@ -1,6 +1,8 @@
 //! The Plugin API loop: frames in from stdin, requests dispatched concurrently, one writer
 //! numbering responses, the plugin's own heartbeats. Stream opens and cancels are handled in
-//! arrival order in the reader, so a cancel always finds the stream it closes.
+//! arrival order in the reader, so a cancel always finds the stream it closes. A stream request
+//! that cannot be read still closes the stream open under its `requestId` (the launcher is done
+//! with it), so a cancel the plugin could not read never leaves a stream running.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use launcher_plugin_api::messages::{
     Empty, GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
     ResourceLimitInfo, SubmitJobRequest, API_VERSION,
 };
-use launcher_plugin_api::request::{check_version, decode, project, request_id_of};
+use launcher_plugin_api::request::{check_version, decode, one_job, project, request_id_of};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
@@ -117,12 +119,17 @@ async fn dispatch(p: &Shared, body: Vec<u8>, handlers: &mut tokio::task::JoinSet
             Ok(())
         }
         RequestType::GetJobStatus => match decode::<JobStreamRequest>(t, &body) {
+            Err(e) => {
+                p.close_status_stream(rid).await;
+                Err(e)
+            }
             Ok(req) if req.cancel => {
                 p.close_status_stream(rid).await;
                 Ok(())
             }
             Ok(req) => {
                 // Opening may ask Slurm about the job: off the reader, but registered in order.
+                p.opening.lock().expect("opening").insert(rid);
                 let p = p.clone();
                 handlers.spawn(async move {
                     let target = if req.job_id == messages::ALL_JOBS {
@@ -131,19 +138,35 @@ async fn dispatch(p: &Shared, body: Vec<u8>, handlers: &mut tokio::task::JoinSet
                         Target::Job(req.job_id.clone())
                     };
                     if let Err(e) = p.open_status_stream(rid, target, &req.username).await {
+                        p.still_opening(rid);
                         p.out.error(rid, e).await;
                     }
                 });
                 Ok(())
             }
-            Err(e) => Err(e),
         },
         RequestType::GetJobResourceUtil => match decode::<JobStreamRequest>(t, &body) {
-            Ok(req) if req.cancel => Ok(()),
-            Ok(_) => Err(RequestError::NotSupported(
-                "resource use is not offered by the Slurm plugin: Slurm reports it only through job accounting (sstat/sacct with a JobAcctGather plugin)".into(),
-            )),
-            Err(e) => Err(e),
+            Err(e) => {
+                crate::resources::close(p, rid).await;
+                Err(e)
+            }
+            Ok(req) if req.cancel => {
+                crate::resources::close(p, rid).await;
+                Ok(())
+            }
+            Ok(req) => {
+                // Opening asks Slurm about the job: off the reader, registered as opening so a
+                // cancel that overtakes it still closes it.
+                p.opening.lock().expect("opening").insert(rid);
+                let p = p.clone();
+                handlers.spawn(async move {
+                    if let Err(e) = crate::resources::open(&p, rid, req).await {
+                        p.still_opening(rid);
+                        p.out.error(rid, e).await;
+                    }
+                });
+                Ok(())
+            }
         },
         RequestType::GetJobOutput => output_stream(p, rid, &body),
         RequestType::SetLoadBalancerNodes | RequestType::ConfigReload | RequestType::Metrics => Err(
@@ -166,11 +189,12 @@ async fn dispatch(p: &Shared, body: Vec<u8>, handlers: &mut tokio::task::JoinSet
 }
 
 fn output_stream(p: &Shared, rid: u64, body: &[u8]) -> Result<(), RequestError> {
-    let req: JobOutputRequest = decode(RequestType::GetJobOutput, body)?;
+    let req = decode::<JobOutputRequest>(RequestType::GetJobOutput, body);
     let mut tasks = p.output_tasks.lock().expect("output task table");
     if let Some(old) = tasks.remove(&rid) {
         old.abort();
     }
+    let req = req?;
     if req.cancel {
         return Ok(());
     }
@@ -270,11 +294,13 @@ async fn handle(p: &Shared, t: RequestType, rid: u64, body: &[u8]) -> Result<(),
         }
         RequestType::ControlJob => {
             let req: ControlJobRequest = decode(t, body)?;
+            one_job(t, &req.job_id)?;
             let resp = crate::control::control(p, req).await?;
             p.out.send(ResponseType::ControlJob, rid, &resp).await;
         }
         RequestType::GetJobNetwork => {
             let req: JobNetworkRequest = decode(t, body)?;
+            one_job(t, &req.job_id)?;
             let e = p.find_visible(&req.job_id, &req.username).await?;
             if e.sj.batch_host.is_empty() {
                 return Err(RequestError::JobNotRunning(format!(

@@ -220,6 +220,37 @@ impl Slurm {
         }
     }
 
+    /// What the running steps of job `id` use now (`sstat`, which asks the slurmd of each step;
+    /// its figures are as fresh as `JobAcctGatherFrequency`). `None` while no step runs.
+    pub async fn step_usage(&self, id: &str) -> Result<Option<parse::Usage>, SlurmError> {
+        let args = [
+            "--noheader",
+            "--parsable2",
+            "--allsteps",
+            "--format=JobID,TRESUsageInTot",
+            "-j",
+            id,
+        ]
+        .map(String::from);
+        let out = self.run("sstat", &args, As::Plugin, None, None).await?;
+        Ok(parse::sstat_usage(&out))
+    }
+
+    /// What an ended job used, from accounting storage (`sacct`). Refused when Slurm keeps no
+    /// accounting (`AccountingStorageType=accounting_storage/none`); `None` without a record.
+    pub async fn accounted_usage(&self, id: &str) -> Result<Option<parse::Usage>, SlurmError> {
+        let args = [
+            "--noheader",
+            "--parsable2",
+            "--format=JobID,TotalCPU,MaxRSS,MaxVMSize",
+            "-j",
+            id,
+        ]
+        .map(String::from);
+        let out = self.run("sacct", &args, As::Plugin, None, None).await?;
+        Ok(parse::sacct_usage(&out, id))
+    }
+
     /// Checks that the commands run and the controller answers.
     pub async fn check(&self) -> Result<(), SlurmError> {
         let args = ["-h", "-o", "%P"].map(String::from);

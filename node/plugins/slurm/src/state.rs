@@ -154,6 +154,12 @@ pub struct Plugin {
     pub poke: Notify,
     /// Open GetJobOutput streams by request id.
     pub output_tasks: std::sync::Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    /// Open GetJobResourceUtil streams, by job.
+    pub resources: Mutex<launcher_plugin_api::streams::ResourceStreams>,
+    /// Status and resource streams being opened (their job is looked up off the reader): a
+    /// cancel that arrives meanwhile takes the request id out, and the stream is then never
+    /// registered. Changed only under the lock of the stream table concerned.
+    pub opening: std::sync::Mutex<HashSet<u64>>,
 }
 
 /// A handle shared by all tasks.
@@ -189,6 +195,8 @@ impl Plugin {
             refreshing: Mutex::new(()),
             poke: Notify::new(),
             output_tasks: std::sync::Mutex::new(HashMap::new()),
+            resources: Mutex::new(Default::default()),
+            opening: std::sync::Mutex::new(HashSet::new()),
         }
     }
 
@@ -500,7 +508,8 @@ impl Plugin {
         self.table.lock().await.jobs.get(id).map(|k| k.watch.subscribe())
     }
 
-    /// Opens a status stream: the current status of the matching jobs at once, changes later.
+    /// Opens a status stream registered in `opening` by the reader: the current status of the
+    /// matching jobs at once, changes later.
     pub async fn open_status_stream(
         &self,
         rid: u64,
@@ -512,6 +521,10 @@ impl Plugin {
             self.find_visible(id, username).await?;
         }
         let mut t = self.table.lock().await;
+        if !self.still_opening(rid) {
+            // Canceled while its job was looked up.
+            return Ok(());
+        }
         let mut current: Vec<Entry> = t
             .jobs
             .values()
@@ -548,9 +561,17 @@ impl Plugin {
         Ok(())
     }
 
-    /// Closes a status stream.
+    /// Closes a status stream, or keeps one being opened from opening.
     pub async fn close_status_stream(&self, rid: u64) {
-        self.table.lock().await.subs.remove(&rid);
+        let mut t = self.table.lock().await;
+        self.opening.lock().expect("opening").remove(&rid);
+        t.subs.remove(&rid);
+    }
+
+    /// Whether the stream `rid`, being opened, is still wanted (no cancel came meanwhile); it
+    /// counts as opened from now on. Call under the lock of the stream's table.
+    pub fn still_opening(&self, rid: u64) -> bool {
+        self.opening.lock().expect("opening").remove(&rid)
     }
 }
 

@@ -135,13 +135,11 @@ pub fn batch(
     Ok(Batch { args, script })
 }
 
-/// The account a job runs as: the job's `user`, else the requesting user unless `*`, else
-/// the plugin's own. Root only with `allow-root-jobs`; an unprivileged plugin only as itself.
-fn job_user(p: &Shared, job: &Job, request_username: &str) -> Result<String, RequestError> {
-    let user = given(&job.user)
-        .or(Some(request_username).filter(|u| !u.is_empty() && *u != "*"))
-        .unwrap_or(&p.own_user)
-        .to_string();
+/// The account a job runs as: the job's `user`, else the user the request acts for
+/// (`username`, else `requestUsername`, unless `*`), else the plugin's own. Root only with
+/// `allow-root-jobs`; an unprivileged plugin only as itself.
+fn job_user(p: &Shared, job: &Job, acting_for: Option<&str>) -> Result<String, RequestError> {
+    let user = given(&job.user).or(acting_for).unwrap_or(&p.own_user).to_string();
     if !p.switch_user && user != p.own_user {
         return Err(invalid(format!(
             "this plugin runs unprivileged as {} and cannot submit jobs as {user}",
@@ -193,7 +191,8 @@ fn ensure_output_dir(scratch: &Path, user: &UserInfo, chown: bool) -> std::io::R
 /// Handles SubmitJob.
 pub async fn submit(p: &Shared, rid: u64, req: SubmitJobRequest) -> Result<(), RequestError> {
     let job = req.job;
-    let name = job_user(p, &job, &req.request_username)?;
+    let acting = launcher_plugin_api::request::acting_for(&req.username, &req.request_username);
+    let name = job_user(p, &job, acting)?;
     let lookup = name.clone();
     let group = given(&job.group).map(str::to_string);
     let mut user = tokio::task::spawn_blocking(move || crate::slurm::lookup_user(&lookup))
