@@ -230,6 +230,95 @@ async fn slurm_jobs_are_suspended_resumed_and_killed() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resource use of a CPU-busy Slurm job comes from Slurm's job accounting (`sstat` on its
+/// running steps, `jobacct_gather/linux` every second): a one-shot read through the gateway
+/// shows CPU time above zero and resident and virtual memory held (seconds and MB, as the Local
+/// plugin reports them); the streamed form carries such samples, CPU time never going down, and
+/// ends by itself without an error once the job is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_resource_use_of_a_busy_job_comes_from_job_accounting() -> anyhow::Result<()> {
+    let (_slurm, _cluster, _gw, http) = setup(ClusterOpts::default()).await?;
+    // Busy, in the batch step's process group (which Slurm accounts), and bounded.
+    let (id, _) = submit(
+        &http,
+        &slurm_job("busy", "head -c 100000000000 /dev/zero | sha256sum"),
+    )
+    .await?;
+    wait_job(&http, &id, "running", |j| status(j) == "Running").await?;
+    let path = format!("/jobs/{id}/resource-utilization");
+    let sample = wait_until("CPU time in Slurm's accounting", DEADLINE, || {
+        let (http, path) = (http.clone(), path.clone());
+        async move {
+            let (code, u) = http.get(&path).await?;
+            anyhow::ensure!(code == 200, "{path} answered {code}: {u}");
+            Ok(u["cpuTime"].as_f64().is_some_and(|t| t > 0.0).then_some(u))
+        }
+    })
+    .await?;
+    for field in ["residentMemory", "virtualMemory"] {
+        assert!(
+            sample[field].as_f64().is_some_and(|m| m > 0.0),
+            "{field}: {sample}"
+        );
+    }
+    assert!(
+        sample["cpuPercent"].as_f64().is_some_and(|c| c >= 0.0),
+        "{sample}"
+    );
+
+    let mut stream = http
+        .req(reqwest::Method::GET, &format!("{path}?stream=true"))
+        .send()
+        .await?;
+    assert_eq!(stream.status(), 200);
+    let mut text = String::new();
+    while text.matches("event: resourceUtilization").count() < 2 {
+        let chunk = tokio::time::timeout(DEADLINE, stream.chunk())
+            .await??
+            .expect("the stream goes on while the job runs");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let (code, body) = control(&http, &id, "kill").await?;
+    assert_eq!(code, 200, "{body}");
+    let rest = tokio::time::timeout(DEADLINE, stream.text()).await??;
+    text.push_str(&rest);
+    assert!(!text.contains("event: error"), "{text}");
+    let samples: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let cpu: Vec<f64> = samples.iter().filter_map(|u| u["cpuTime"].as_f64()).collect();
+    assert!(cpu.len() >= 2 && cpu.iter().all(|t| *t > 0.0), "{text}");
+    assert!(
+        cpu.windows(2).all(|w| w[0] <= w[1]),
+        "CPU time never goes down: {cpu:?}"
+    );
+    let (done, _) = wait_job(&http, &id, "killed", terminal).await?;
+    assert_eq!(status(&done), "Killed", "{done}");
+    Ok(())
+}
+
+/// The Slurm plugin on a real Slurm takes every request in its minimal and its full form:
+/// the Plugin API conformance of `conformance.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_plugin_takes_minimal_and_full_requests() -> anyhow::Result<()> {
+    init_tracing();
+    job_user();
+    let slurm = SlurmCluster::start().await?;
+    let dir = tempfile::Builder::new().prefix("conformance-slurm-").tempdir()?;
+    // Jobs write their default output under the scratch path, as their user.
+    launcher_tests::traversable(dir.path())?;
+    std::fs::write(dir.path().join("launcher.slurm.conf"), slurm.plugin_conf())?;
+    let mut cmd = tokio::process::Command::new(slurm_plugin_binary());
+    cmd.arg(format!("--scratch-path={}", dir.path().join("scratch").display()))
+        .arg("--heartbeat-interval-seconds=0")
+        .env("RSTUDIO_CONFIG_DIR", dir.path())
+        .stderr(Stdio::inherit());
+    let mut p = super::conformance::Speaker::start(cmd)?;
+    super::conformance::check_plugin(&mut p, &super::conformance::Subject { cluster: "Slurm" }).await
+}
+
 /// Sends one Plugin API message (4-byte big-endian length, JSON).
 fn send(w: &mut impl Write, msg: &Value) -> anyhow::Result<()> {
     let body = serde_json::to_vec(msg)?;
