@@ -134,6 +134,82 @@ async fn control_operations_signal_the_process() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The processes of group `pgid` on this machine, zombies included.
+fn group(pgid: i64) -> Vec<(i32, char)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else { continue };
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if f.get(2).and_then(|g| g.parse::<i64>().ok()) == Some(pgid) {
+            let pid = stat
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            v.push((pid, f[0].chars().next().unwrap_or('?')));
+        }
+    }
+    v
+}
+
+/// Through the HTTP API, an ended job means nothing of it runs any more: the first time a
+/// client sees a killed `sleep 300` job (its shell and the sleep the shell forked) as Killed,
+/// no process of its group is left, not even an unreaped one; the same for a stopped one. The
+/// control answer itself comes only after the plugin has ended the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_through_the_http_api_means_nothing_of_the_job_runs() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let gw = launcher_tests::TestGateway::start(&cluster, |_| {}).await?;
+    let http = gw.client(&job_user());
+    for op in ["kill", "stop"] {
+        let body = serde_json::json!({"name": op, "cluster": "Local", "command": "sleep 300"});
+        let (code, job) = http.post("/jobs", &body).await?;
+        anyhow::ensure!(code == 201, "submit answered {code}: {job}");
+        let id = job["id"].as_str().expect("id").to_string();
+        let path = format!("/jobs/{id}");
+        let running =
+            launcher_tests::wait_until("the job and its sleep to run", launcher_tests::DEADLINE, || {
+                let (http, path) = (http.clone(), path.clone());
+                async move {
+                    let (_, j) = http.get(&path).await?;
+                    let Some(pgid) = j["pid"].as_i64().filter(|_| status(&j) == "Running") else {
+                        return Ok(None);
+                    };
+                    Ok((group(pgid).len() >= 2).then_some(pgid))
+                }
+            })
+            .await?;
+        let (code, answer) = http
+            .post(
+                &format!("{path}/control"),
+                &serde_json::json!({ "operation": op }),
+            )
+            .await?;
+        anyhow::ensure!(code == 200, "{op} answered {code}: {answer}");
+        assert_eq!(answer["operationComplete"], true, "{answer}");
+        // Watched closely: the first sight of the ended status.
+        let done = launcher_tests::wait_until("the job to show its end", launcher_tests::DEADLINE, || {
+            let (http, path) = (http.clone(), path.clone());
+            async move {
+                let (_, j) = http.get(&path).await?;
+                if terminal(&j) {
+                    return Ok(Some((j, group(running))));
+                }
+                Ok(None)
+            }
+        })
+        .await?;
+        let (j, left) = done;
+        assert_eq!(status(&j), "Killed", "{j}");
+        assert_eq!(left, [], "{op}: Killed while processes of the job are left: {j}");
+    }
+    Ok(())
+}
+
 /// The job runs as its user with HOME, USER, LOGNAME from the user database and a private
 /// TMPDIR that exists while it runs and is removed after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
