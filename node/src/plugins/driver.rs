@@ -510,7 +510,13 @@ impl Worker {
                 Event::Status(st) => self.on_status(&plugin, st).await,
                 Event::Reconcile => self.sync(&plugin).await,
                 Event::Control(op, reply) => {
-                    let _ = reply.send(self.control(&plugin, op).await);
+                    let answer = self.control(&plugin, op).await;
+                    // The plugin answers once the operation took effect; its new status is
+                    // committed before the caller hears of it, so a read after the answer sees it.
+                    if answer.as_ref().is_ok_and(|a| a.operation_complete) {
+                        self.sync(&plugin).await;
+                    }
+                    let _ = reply.send(answer);
                 }
                 Event::Gone => {
                     self.fence_if_taken(&plugin).await;

@@ -158,7 +158,8 @@ fn group(pgid: i64) -> Vec<(i32, char)> {
 /// Through the HTTP API, an ended job means nothing of it runs any more: the first time a
 /// client sees a killed `sleep 300` job (its shell and the sleep the shell forked) as Killed,
 /// no process of its group is left, not even an unreaped one; the same for a stopped one. The
-/// control answer itself comes only after the plugin has ended the job.
+/// control answer itself comes only after the plugin has ended the job and its Killed status is
+/// committed: the first read after the answer shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_through_the_http_api_means_nothing_of_the_job_runs() -> anyhow::Result<()> {
     init_tracing();
@@ -191,20 +192,10 @@ async fn killed_through_the_http_api_means_nothing_of_the_job_runs() -> anyhow::
             .await?;
         anyhow::ensure!(code == 200, "{op} answered {code}: {answer}");
         assert_eq!(answer["operationComplete"], true, "{answer}");
-        // Watched closely: the first sight of the ended status.
-        let done = launcher_tests::wait_until("the job to show its end", launcher_tests::DEADLINE, || {
-            let (http, path) = (http.clone(), path.clone());
-            async move {
-                let (_, j) = http.get(&path).await?;
-                if terminal(&j) {
-                    return Ok(Some((j, group(running))));
-                }
-                Ok(None)
-            }
-        })
-        .await?;
-        let (j, left) = done;
-        assert_eq!(status(&j), "Killed", "{j}");
+        // The first read after the answer already sees the end, and nothing of the job is left.
+        let (_, j) = http.get(&path).await?;
+        let left = group(running);
+        assert_eq!(status(&j), "Killed", "{op}: read right after the answer: {j}");
         assert_eq!(left, [], "{op}: Killed while processes of the job are left: {j}");
     }
     Ok(())
