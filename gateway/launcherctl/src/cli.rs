@@ -14,8 +14,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 Token: --token, else one minted with --key-file and --user (given before the command), else \
 $LAUNCHER_TOKEN, else the one stored by `launcherctl login`.\n\
 Config file: $XDG_CONFIG_HOME/launcherctl/config.toml (else ~/.config/launcherctl/config.toml).\n\
-Exit codes: 0 success, 1 error answer from the API, 2 usage, 3 cannot connect; \
-`jobs wait` exits with the job's exit code (124 when --timeout passes)."
+Shell completion: `launcherctl completions bash|zsh|fish|elvish|powershell` prints the script.\n\n\
+Exit codes:\n\
+  0    success (also Ctrl-C ending `jobs list --watch`)\n\
+  1    an error answer from the API, or any other failure (the message says which)\n\
+  2    usage: bad flags or arguments, or a file they name that cannot be used\n\
+  3    the gateway cannot be reached\n\
+  N    `jobs wait` and `jobs get --watch`: the job's exit code; 1 when it ended Failed, Killed \
+or Canceled without a non-zero one, or had one outside 0-255\n\
+  124  `jobs wait` and `jobs get --watch`: --timeout passed before the job ended"
 )]
 pub struct Cli {
     /// Gateway URL: http(s)://host:port, or unix:/path/to/socket.
@@ -131,14 +138,23 @@ pub enum JobsCmd {
     List(ListArgs),
     /// Submit a job from flags or a JSON file; prints the stored job, its id first.
     Submit(Box<SubmitArgs>),
-    /// Show one job.
+    /// Show one job; --watch prints its status changes as they happen until it ends.
     Get {
         id: String,
+        /// Output format; with --watch, json prints one status object a line.
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
         /// Only these fields (comma-separated; id is always kept).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', conflicts_with = "watch")]
         fields: Vec<String>,
+        /// Print each status change (time, status, message) until the job ends, then exit
+        /// with its exit code, as `jobs wait` does.
+        #[arg(short, long)]
+        watch: bool,
+        /// With --watch: give up after this long (seconds, or a number with s, m, h or d) and
+        /// exit 124.
+        #[arg(long, value_parser = duration, requires = "watch")]
+        timeout: Option<u64>,
     },
     /// Print a job's output; --follow streams it until the job ends.
     Output {

@@ -23,7 +23,16 @@ pub async fn run(api: &Api, cmd: JobsCmd) -> CmdResult {
             print_out(&text)
         }
         JobsCmd::Submit(s) => submit(api, &s).await,
-        JobsCmd::Get { id, output, fields } => {
+        JobsCmd::Get {
+            id,
+            output,
+            watch: true,
+            timeout,
+            ..
+        } => watch_status(api, &id, output, timeout.map(Duration::from_secs)).await,
+        JobsCmd::Get {
+            id, output, fields, ..
+        } => {
             let mut req = api.request(Method::GET, &["jobs", &id]);
             if !fields.is_empty() {
                 req = req.query(&[("fields", fields.join(","))]);
@@ -402,20 +411,79 @@ async fn wait(api: &Api, id: &str, timeout: Option<Duration>) -> CmdResult {
     );
     spinner.set_message(format!("waiting for job {id}"));
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let follow = follow_until_terminal(api, id, &spinner);
-    let result = match timeout {
-        Some(t) => match tokio::time::timeout(t, follow).await {
-            Ok(r) => r,
-            Err(_) => Err(CtlError::Timeout(format!(
-                "job {id} did not end within {}s",
-                t.as_secs()
-            ))),
-        },
-        None => follow.await,
+    let mut show = |st: &Value| {
+        let status = st["status"].as_str().unwrap_or("?");
+        spinner.set_message(format!("job {id}: {status}"));
+        Ok(())
     };
+    let result = within(id, timeout, follow_until_terminal(api, id, &mut show)).await;
     spinner.finish_and_clear();
     let job = result?;
     Ok(report_end(id, &job))
+}
+
+/// `jobs get --watch`: one line per status change, from the first status on, until the job
+/// ends; then the end and exit code as `jobs wait` reports them.
+async fn watch_status(api: &Api, id: &str, format: Format, timeout: Option<Duration>) -> CmdResult {
+    let mut changes = StatusChanges::default();
+    let mut show = |st: &Value| match changes.line(st, format) {
+        Some(line) => print_out(&line).map(|_| ()),
+        None => Ok(()),
+    };
+    let job = within(id, timeout, follow_until_terminal(api, id, &mut show)).await?;
+    Ok(report_end(id, &job))
+}
+
+/// `follow` bounded by `timeout` (a [`CtlError::Timeout`] when it passes).
+async fn within(
+    id: &str,
+    timeout: Option<Duration>,
+    follow: impl std::future::Future<Output = Result<Value, CtlError>>,
+) -> Result<Value, CtlError> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, follow).await.unwrap_or_else(|_| {
+            Err(CtlError::Timeout(format!(
+                "job {id} did not end within {}s",
+                t.as_secs()
+            )))
+        }),
+        None => follow.await,
+    }
+}
+
+/// The lines of `jobs get --watch`: a status event becomes a line only when the status or its
+/// message changed, so a reopened stream (which starts with the current status again) and the
+/// final look at the job repeat nothing.
+#[derive(Debug, Default)]
+pub struct StatusChanges {
+    last: Option<(String, String)>,
+}
+
+impl StatusChanges {
+    /// The line for this status object, if it is a change: `TIME  STATUS  MESSAGE` for tables,
+    /// the object as one line of JSON for json.
+    pub fn line(&mut self, st: &Value, format: Format) -> Option<String> {
+        let status = st["status"].as_str().unwrap_or("?").to_string();
+        let message = st["statusMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let key = (status, message);
+        if self.last.as_ref() == Some(&key) {
+            return None;
+        }
+        let (status, message) = &key;
+        let line = match format {
+            Format::Json => format!("{st}\n"),
+            Format::Table => {
+                let line = format!("{}  {status:<9}  {message}", cell(&st["lastUpdateTime"]));
+                format!("{}\n", line.trim_end().replace(['\n', '\r'], " "))
+            }
+        };
+        self.last = Some(key);
+        Some(line)
+    }
 }
 
 /// Prints how the job ended (stderr) and returns the exit code `jobs wait` ends with.
@@ -446,10 +514,12 @@ fn report_end(id: &str, job: &Value) -> i32 {
     }
 }
 
+/// Follows the job's status stream, passing every status object to `on_status`, until the job
+/// has ended; returns its final record, which `on_status` also sees.
 async fn follow_until_terminal(
     api: &Api,
     id: &str,
-    spinner: &indicatif::ProgressBar,
+    on_status: &mut dyn FnMut(&Value) -> Result<(), CtlError>,
 ) -> Result<Value, CtlError> {
     loop {
         let req = api
@@ -468,9 +538,8 @@ async fn follow_until_terminal(
                 match ev.event.as_str() {
                     "status" => {
                         let st: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
-                        let status = st["status"].as_str().unwrap_or("?");
-                        spinner.set_message(format!("job {id}: {status}"));
-                        ended |= TERMINAL.contains(&status);
+                        on_status(&st)?;
+                        ended |= st["status"].as_str().is_some_and(|s| TERMINAL.contains(&s));
                     }
                     "error" => {
                         return Err(api_error(500, ev.data.as_bytes()).unwrap_or_else(|| {
@@ -483,9 +552,11 @@ async fn follow_until_terminal(
         }
         let req = api
             .request(Method::GET, &["jobs", id])
-            .query(&[("fields", "status,statusMessage,exitCode")]);
+            .query(&[("fields", "status,statusMessage,exitCode,lastUpdateTime")]);
         let job: Value = api.json(req).await?;
         if job["status"].as_str().is_some_and(|s| TERMINAL.contains(&s)) {
+            // The end, in case the stream broke before it said so.
+            on_status(&job)?;
             return Ok(job);
         }
         // The stream ended before the job did (a restart in between): look again shortly.
@@ -641,6 +712,56 @@ mod tests {
         ] {
             let err = submission(&submit_args(&args), file).unwrap_err();
             assert!(matches!(&err, CtlError::Usage(m) if m.contains(needle)), "{err}");
+        }
+    }
+
+    #[test]
+    fn watch_lines_are_changes() {
+        let mut c = StatusChanges::default();
+        let pending = serde_json::json!({"id": "j", "status": "Pending", "statusMessage": "",
+            "lastUpdateTime": "2026-01-02T03:04:05.123Z"});
+        assert_eq!(
+            c.line(&pending, Format::Table).as_deref(),
+            Some("2026-01-02T03:04:05Z  Pending\n")
+        );
+        assert_eq!(c.line(&pending, Format::Table), None, "a repeat is no change");
+        let running = serde_json::json!({"status": "Running", "statusMessage": "pid 7\nstarted",
+            "lastUpdateTime": "2026-01-02T03:04:06Z"});
+        assert_eq!(
+            c.line(&running, Format::Table).as_deref(),
+            Some("2026-01-02T03:04:06Z  Running    pid 7 started\n")
+        );
+        // The final record has no lastUpdateTime when the gateway leaves it out.
+        let done = serde_json::json!({"status": "Finished", "exitCode": 0});
+        assert_eq!(c.line(&done, Format::Table).as_deref(), Some("-  Finished\n"));
+        assert_eq!(c.line(&done, Format::Table), None);
+        let mut j = StatusChanges::default();
+        let line = j.line(&pending, Format::Json).unwrap();
+        assert_eq!(line.matches('\n').count(), 1, "one object a line: {line}");
+        assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), pending);
+    }
+
+    #[test]
+    fn get_watch_flags() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["launcherctl", "jobs", "get", "x"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+        };
+        let Command::Jobs(JobsCmd::Get {
+            watch,
+            timeout,
+            output,
+            ..
+        }) = parse(&["--watch", "--timeout", "2m", "-o", "json"])
+            .unwrap()
+            .command
+        else {
+            panic!("jobs get")
+        };
+        assert_eq!((watch, timeout, output), (true, Some(120), Format::Json));
+        for bad in [&["--timeout", "1m"][..], &["--watch", "--fields", "status"]] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
         }
     }
 
