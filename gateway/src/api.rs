@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::auth::{self, Admins};
 use crate::config::GatewayConfig;
-use crate::error::{code, ApiError};
+use crate::error::{code, ApiError, Failure};
 use crate::routing::{NodeClient, Pool};
 
 /// Response header with the applied index an answer reflects.
@@ -219,54 +219,112 @@ impl FromRequestParts<Shared> for Ctx {
     }
 }
 
-/// Whether a failed call may be retried on another node: the node was not reached, or it said
-/// Unavailable (code 13, e.g. no leader on its side).
-fn retryable(s: &tonic::Status) -> bool {
-    let e = ApiError::from(s.clone());
-    e.code == code::UNAVAILABLE
-}
-
-/// Whether the node itself could not be reached, or its connection broke mid-call (mark it
-/// down).
-fn unreachable(s: &tonic::Status) -> bool {
-    let below_service = s.metadata().get(crate::error::ERROR_CODE_HEADER).is_none()
-        && matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded);
-    below_service || crate::error::broken_connection(s)
-}
+/// How long a request that is safe to repeat keeps going round the nodes while each of them
+/// fails in a way another try may cure: typically while the cluster elects a new leader after
+/// losing one (followers answer Unavailable at once until then). As long as a node lets a write
+/// wait for a leader (`WRITE_DEADLINE` in node/src/writes.rs), so reads ride out the elections
+/// writes do; never longer than `request-timeout-seconds`.
+const FAILOVER_WINDOW: Duration = Duration::from_secs(10);
+/// Pause before going round the nodes again, doubled each round up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 impl AppState {
-    /// Runs `call` on the client's node; on a retryable failure (and `retry`), on the next one.
+    /// Runs `call` on the client's node. With `retry`, a failure another node may not have
+    /// ([`Failure::retryable`]: unreachable, Unavailable, no answer in time) moves it to the
+    /// next node in the client's order at once; when every node failed so, it goes round them
+    /// again after a short pause, until [`FAILOVER_WINDOW`] has passed. Without `retry` the
+    /// first failure is the answer. A node that could not be reached, or gave no answer in
+    /// time, is taken out of rotation at once, so the next request does not pay for it.
     async fn call<T, F, Fut>(&self, ctx: &Ctx, retry: bool, call: F) -> Result<T, ApiError>
     where
         F: Fn(NodeClient) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let give_up = tokio::time::Instant::now() + FAILOVER_WINDOW.min(self.timeout());
+        let mut pause = RETRY_PAUSE;
         let mut last = ApiError::new(code::UNAVAILABLE, "no launcher node is configured");
-        for (attempt, addr) in self.pool.candidates(&ctx.client).into_iter().enumerate() {
+        let mut attempt = 0;
+        // Nodes this request could not reach: later rounds leave them out while they are still
+        // out of rotation (unless nothing else is left), instead of paying for them each round.
+        let mut unreached: Vec<String> = Vec::new();
+        loop {
+            let mut candidates = self.pool.candidates(&ctx.client);
             if attempt > 0 {
-                self.metrics.node_call("retried");
-            }
-            match call(self.pool.client(&addr)).await {
-                Ok(r) => {
-                    self.metrics
-                        .node_call(if attempt > 0 { "failover" } else { "ok" });
-                    *ctx.served_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
-                    return Ok(r.into_inner());
-                }
-                Err(s) => {
-                    self.metrics.node_call("error");
-                    if unreachable(&s) {
-                        self.pool.mark_down(&addr, s.message());
-                    }
-                    let may_retry = retry && retryable(&s);
-                    last = ApiError::from(s);
-                    if !may_retry {
-                        return Err(last);
-                    }
+                let others: Vec<String> = candidates
+                    .iter()
+                    .filter(|a| !unreached.contains(a) || self.pool.is_healthy(a))
+                    .cloned()
+                    .collect();
+                if !others.is_empty() {
+                    candidates = others;
                 }
             }
+            if candidates.is_empty() {
+                return Err(last);
+            }
+            for addr in candidates {
+                if attempt > 0 {
+                    self.metrics.node_call("retried");
+                }
+                attempt += 1;
+                match call(self.pool.client(&addr)).await {
+                    Ok(r) => {
+                        self.metrics
+                            .node_call(if attempt > 1 { "failover" } else { "ok" });
+                        *ctx.served_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+                        return Ok(r.into_inner());
+                    }
+                    Err(s) => {
+                        self.metrics.node_call("error");
+                        let failure = Failure::of(&s);
+                        match failure {
+                            Failure::Unreachable => {
+                                self.pool.mark_down(&addr, s.message(), true);
+                                unreached.push(addr);
+                            }
+                            Failure::TimedOut => self.pool.mark_down(&addr, s.message(), false),
+                            Failure::Unavailable | Failure::Answered => {}
+                        }
+                        last = ApiError::from(s);
+                        if !(retry && failure.retryable()) {
+                            return Err(last);
+                        }
+                    }
+                }
+            }
+            // Every node failed, each in a way that may pass: try them again shortly.
+            if tokio::time::Instant::now() + pause > give_up {
+                return Err(last);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
-        Err(last)
+    }
+
+    /// [`Self::call`] for a server stream whose first item is part of the answer (a listing's
+    /// first chunk carries its index): the first item is awaited inside the call, so a node
+    /// that accepted the call and died before sending it is a failed call like any other.
+    /// `None` when the node ended the stream without an item.
+    async fn call_first<T, F, Fut>(
+        &self,
+        ctx: &Ctx,
+        retry: bool,
+        call: F,
+    ) -> Result<(Option<T>, tonic::Streaming<T>), ApiError>
+    where
+        F: Fn(NodeClient) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>,
+    {
+        self.call(ctx, retry, |c| {
+            let opened = call(c);
+            async move {
+                let mut stream = opened.await?.into_inner();
+                let first = stream.message().await?;
+                Ok(tonic::Response::new((first, stream)))
+            }
+        })
+        .await
     }
 
     fn timeout(&self) -> Duration {
@@ -279,6 +337,17 @@ impl AppState {
 macro_rules! on_node {
     ($s:expr, $ctx:expr, $retry:expr, $method:ident, $req:expr, $timeout:expr) => {
         $s.call($ctx, $retry, |mut c| {
+            let r = for_request($ctx, request($req.clone(), $timeout));
+            async move { c.$method(r).await }
+        })
+    };
+}
+
+/// [`on_node!`] for a server stream, through [`AppState::call_first`]: the stream's first item
+/// (or `None`) and the rest.
+macro_rules! first_on_node {
+    ($s:expr, $ctx:expr, $retry:expr, $method:ident, $req:expr, $timeout:expr) => {
+        $s.call_first($ctx, $retry, |mut c| {
             let r = for_request($ctx, request($req.clone(), $timeout));
             async move { c.$method(r).await }
         })
@@ -578,18 +647,9 @@ async fn list_jobs(
         limit: q.limit.unwrap_or(0),
     };
     let t = s.timeout();
-    let mut stream = on_node!(s, &ctx, true, list_jobs, req, Some(t)).await?;
     // The first chunk carries the index; the rest streams behind it.
-    let first = match stream.next().await {
-        Some(Ok(c)) => c,
-        Some(Err(e)) => return Err(e.into()),
-        None => {
-            return Err(ApiError::new(
-                code::UNAVAILABLE,
-                "the node ended the listing early",
-            ))
-        }
-    };
+    let (first, stream) = first_on_node!(s, &ctx, true, list_jobs, req, Some(t)).await?;
+    let first = first.ok_or_else(|| ApiError::new(code::UNAVAILABLE, "the node ended the listing early"))?;
     let index = first.applied_index;
     let body = listing_body(first.jobs, stream);
     let resp = (
@@ -754,10 +814,10 @@ async fn job_status(
         id,
         read: ctx.read(false),
     };
-    let mut stream = on_node!(s, &ctx, true, stream_status, req, None).await?;
     // The node sends the job's current status at once, so waiting for it costs nothing and
     // gives the answer its index.
-    let first = first_item(&mut stream, "the job is gone").await?;
+    let (first, stream) = first_on_node!(s, &ctx, true, stream_status, req, None).await?;
+    let first = first.ok_or_else(|| ApiError::new(code::NOT_FOUND, "the job is gone"))?;
     let index = first.applied_index;
     Ok(if q.stream.unwrap_or(false) {
         let items = futures::stream::iter([Ok(first)]).chain(stream);
@@ -765,15 +825,6 @@ async fn job_status(
     } else {
         one(&s, &ctx, index, &first.event)
     })
-}
-
-/// The first item of a node stream: errors before any item are the request's answer.
-async fn first_item<T>(stream: &mut tonic::Streaming<T>, if_empty: &str) -> Result<T, ApiError> {
-    match stream.next().await {
-        Some(Ok(item)) => Ok(item),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(ApiError::new(code::NOT_FOUND, if_empty)),
-    }
 }
 
 /// One JSON object as the whole answer.
@@ -834,19 +885,14 @@ async fn job_output(
         follow: q.follow.unwrap_or(false),
     };
     let follow = req.follow;
-    let mut stream = on_node!(s, &ctx, true, stream_output, req, None).await?;
     // Without `follow` the node sends what there is and ends the stream soon after, so the
     // answer waits for the first chunk: a failure there (the plugin has no output for the job)
     // is the answer's status. With `follow` the job may print nothing for hours; the headers
     // go out at once and later failures abort the body.
-    let first = if follow {
-        None
+    let (first, stream) = if follow {
+        (None, on_node!(s, &ctx, true, stream_output, req, None).await?)
     } else {
-        match stream.next().await {
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => return Err(e.into()),
-            None => None,
-        }
+        first_on_node!(s, &ctx, true, stream_output, req, None).await?
     };
     let open = s.metrics.open_stream("output");
     let chunks =
@@ -910,8 +956,8 @@ async fn resource_use(
             ),
         ));
     }
-    let mut stream = on_node!(s, &ctx, true, stream_resource_use, req, None).await?;
-    let sample = first_item(&mut stream, "no resource use was reported").await?;
+    let (sample, _) = first_on_node!(s, &ctx, true, stream_resource_use, req, None).await?;
+    let sample = sample.ok_or_else(|| ApiError::new(code::NOT_FOUND, "no resource use was reported"))?;
     Ok(one(&s, &ctx, 0, &sample.usage))
 }
 
@@ -1049,6 +1095,179 @@ async fn save_snapshot(State(s): State<Shared>, ctx: Ctx) -> Result<Response, Ap
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::fake::{Answer, FakeNode};
+
+    /// A name that no longer resolves, as a killed container's.
+    const GONE: &str = "no-such-node.invalid:5560";
+
+    fn state(nodes: &[String], request_timeout_seconds: u64) -> AppState {
+        let mut config = GatewayConfig::new(std::path::PathBuf::from("/etc/rstudio"));
+        config.request_timeout_seconds = request_timeout_seconds;
+        AppState {
+            config,
+            key: vec![7; 32],
+            admins: Arc::new(Admins::new(Vec::new(), None)),
+            pool: Pool::new(nodes, "Launcher-Internal abc"),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        }
+    }
+
+    /// A client whose rendezvous order over `nodes` starts with `first`.
+    fn client_first(nodes: &[String], first: &str) -> Ctx {
+        let client = (0..)
+            .map(|i| format!("client{i}"))
+            .find(|c| crate::routing::rendezvous_order(c, nodes.iter().map(String::as_str))[0] == first)
+            .unwrap();
+        Ctx {
+            user: "alice".into(),
+            admin: false,
+            client,
+            new_client: false,
+            min_index: 0,
+            served_by: std::sync::Mutex::new(None),
+            request_id: String::new(),
+            over_tls: false,
+        }
+    }
+
+    fn reachable(s: &AppState, addr: &str) -> bool {
+        s.pool.nodes().iter().any(|n| n.addr == addr && n.reachable)
+    }
+
+    fn get(ctx: &Ctx) -> GetJobRequest {
+        GetJobRequest {
+            caller: ctx.caller(),
+            id: "j1".into(),
+            fields: Vec::new(),
+            read: ctx.read(false),
+        }
+    }
+
+    /// While the cluster elects (every node answers Unavailable), a read and a keyed submit
+    /// pass the node that no longer resolves at once and go round the others until one
+    /// answers: the client sees the answer, not the election.
+    #[tokio::test]
+    async fn reads_and_keyed_submits_ride_out_an_election_past_a_vanished_node() {
+        let (a, b) = (
+            FakeNode::start(Answer::Ok).await,
+            FakeNode::start(Answer::Ok).await,
+        );
+        let nodes = vec![GONE.to_string(), a.addr.clone(), b.addr.clone()];
+        let s = state(&nodes, 120);
+        let ctx = client_first(&nodes, GONE);
+        a.no_leader_for(3);
+        b.no_leader_for(3);
+        let req = get(&ctx);
+        let reply = on_node!(s, &ctx, true, get_job, req, Some(Duration::from_secs(5)))
+            .await
+            .expect("the read outlives the election");
+        assert_eq!(reply.job, br#"{"id":"j1"}"#);
+        assert_eq!(
+            a.calls() + b.calls(),
+            7,
+            "three rounds of Unavailable, then one answer"
+        );
+        assert!(!reachable(&s, GONE), "the vanished node is out of rotation");
+        assert_eq!(
+            s.pool.candidates(&ctx.client).last().map(String::as_str),
+            Some(GONE)
+        );
+
+        a.no_leader_for(2);
+        b.no_leader_for(2);
+        let submit = SubmitJobRequest {
+            caller: ctx.caller(),
+            job: br#"{"name":"x"}"#.to_vec(),
+            idempotency_key: "k1".into(),
+        };
+        let reply = on_node!(s, &ctx, true, submit_job, submit, Some(Duration::from_secs(5)))
+            .await
+            .expect("the submit outlives the election");
+        assert!(reply.created);
+    }
+
+    /// A listing whose node fails before the first chunk (it died after taking the call) is
+    /// a failed call like any other: the next node answers it.
+    #[tokio::test]
+    async fn a_stream_that_breaks_before_its_first_item_is_retried() {
+        let (a, b) = (
+            FakeNode::start(Answer::Broken).await,
+            FakeNode::start(Answer::Ok).await,
+        );
+        let nodes = vec![a.addr.clone(), b.addr.clone()];
+        let s = state(&nodes, 120);
+        let ctx = client_first(&nodes, &a.addr);
+        let req = ListJobsRequest {
+            caller: ctx.caller(),
+            read: ctx.read(false),
+            ..Default::default()
+        };
+        let (first, _) = first_on_node!(s, &ctx, true, list_jobs, req, Some(Duration::from_secs(5)))
+            .await
+            .expect("the listing comes from the other node");
+        assert_eq!(first.map(|c| c.applied_index), Some(7));
+        assert_eq!((a.calls(), b.calls()), (1, 1));
+        assert!(!reachable(&s, &a.addr), "the broken node is out of rotation");
+    }
+
+    /// Control requests are never retried (docs/api.md): neither an Unavailable answer nor a
+    /// node that cannot be reached moves them to another node.
+    #[tokio::test]
+    async fn control_requests_are_never_retried() {
+        let (a, b) = (
+            FakeNode::start(Answer::Ok).await,
+            FakeNode::start(Answer::Ok).await,
+        );
+        let nodes = vec![GONE.to_string(), a.addr.clone(), b.addr.clone()];
+        let s = state(&nodes, 120);
+        let control = |ctx: &Ctx| ControlJobRequest {
+            caller: ctx.caller(),
+            id: "j1".into(),
+            operation: "kill".into(),
+        };
+        let ctx = client_first(&nodes, &a.addr);
+        a.no_leader_for(1);
+        let req = control(&ctx);
+        let e = on_node!(s, &ctx, false, control_job, req, Some(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, code::UNAVAILABLE);
+        assert_eq!((a.calls(), b.calls()), (1, 0));
+        let ctx = client_first(&nodes, GONE);
+        let req = control(&ctx);
+        let e = on_node!(s, &ctx, false, control_job, req, Some(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, code::UNAVAILABLE);
+        assert_eq!((a.calls(), b.calls()), (1, 0), "the others were not tried");
+    }
+
+    /// A cluster that stays without a leader gets an answer within the failover window
+    /// (here the request timeout, 1 s): Unavailable, after more than one round.
+    #[tokio::test]
+    async fn retries_end_with_the_failover_window() {
+        let (a, b) = (
+            FakeNode::start(Answer::NoLeader).await,
+            FakeNode::start(Answer::NoLeader).await,
+        );
+        let nodes = vec![a.addr.clone(), b.addr.clone()];
+        let s = state(&nodes, 1);
+        let ctx = client_first(&nodes, &a.addr);
+        let started = std::time::Instant::now();
+        let req = get(&ctx);
+        let e = on_node!(s, &ctx, true, get_job, req, Some(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, code::UNAVAILABLE);
+        assert!(a.calls() > 2 && b.calls() > 2, "{} {}", a.calls(), b.calls());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // Unavailable answers come from live nodes: they stay in rotation.
+        assert!(reachable(&s, &a.addr) && reachable(&s, &b.addr));
+    }
 
     fn chunk(jobs: &[&str]) -> Result<pb::JobChunk, tonic::Status> {
         Ok(pb::JobChunk {

@@ -125,6 +125,56 @@ pub fn broken_connection(s: &tonic::Status) -> bool {
     false
 }
 
+/// What a failed node call says about the node, which decides whether the gateway may try
+/// another node and whether it takes this one out of rotation (docs/api.md, "Routing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The node could not be reached: its name did not resolve, its port refused or did not
+    /// accept within the connect deadline, or the connection died under the call. A request
+    /// that could not connect never left the gateway; one whose connection broke may have been
+    /// acted on, which is why only requests safe to repeat are retried.
+    Unreachable,
+    /// The node answered Unavailable (code 13: no leader, no quorum, a read floor not reached):
+    /// it did not act on the request, and another node may do better.
+    Unavailable,
+    /// No answer within the call's deadline.
+    TimedOut,
+    /// An answer: the request's result, whatever it says.
+    Answered,
+}
+
+impl Failure {
+    /// Classifies a failed node call.
+    pub fn of(s: &tonic::Status) -> Failure {
+        if let Some(code) = s
+            .metadata()
+            .get(ERROR_CODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            return if code == code::UNAVAILABLE {
+                Failure::Unavailable
+            } else {
+                Failure::Answered
+            };
+        }
+        match s.code() {
+            // tonic reports a connection that could not be made (name resolution included) as
+            // Unavailable without a launcher code, as it does a connection whose keep-alive
+            // pings went unanswered and a stream refused by a node that is going away.
+            tonic::Code::Unavailable => Failure::Unreachable,
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Failure::TimedOut,
+            _ if broken_connection(s) => Failure::Unreachable,
+            _ => Failure::Answered,
+        }
+    }
+
+    /// Whether a request that is safe to repeat may go to another node.
+    pub fn retryable(self) -> bool {
+        self != Failure::Answered
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (_, status) = self.parts();
@@ -158,6 +208,54 @@ mod tests {
         assert_eq!(ApiError::from(s), ApiError::new(3, "job 7 not found"));
         let e = ApiError::from(tonic::Status::unavailable("connection refused"));
         assert_eq!(e.code, code::UNAVAILABLE);
+    }
+
+    #[test]
+    fn failures_are_classified_by_what_they_say_of_the_node() {
+        let coded = |code: &'static str, s: tonic::Status| {
+            let mut s = s;
+            s.metadata_mut().insert(
+                ERROR_CODE_HEADER,
+                tonic::metadata::MetadataValue::from_static(code),
+            );
+            s
+        };
+        // The node answered: Unavailable (13) may pass on another node, anything else is final.
+        let no_leader = coded("13", tonic::Status::unavailable("no leader elected right now"));
+        assert_eq!(Failure::of(&no_leader), Failure::Unavailable);
+        assert!(Failure::of(&no_leader).retryable());
+        let not_found = coded("3", tonic::Status::not_found("job j not found"));
+        assert_eq!(Failure::of(&not_found), Failure::Answered);
+        assert!(!Failure::of(&not_found).retryable());
+        assert_eq!(
+            Failure::of(&coded("5", tonic::Status::deadline_exceeded("plugin timeout"))),
+            Failure::Answered,
+            "a plugin's timeout is the node's answer"
+        );
+        // No connection (tonic's ConnectError, a DNS error included) or a broken one.
+        let dns =
+            tonic::Status::unavailable("cannot connect to node_1:5560: failed to lookup address information");
+        assert_eq!(Failure::of(&dns), Failure::Unreachable);
+        assert!(Failure::of(&dns).retryable());
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        assert_eq!(
+            Failure::of(&tonic::Status::from_error(Box::new(reset))),
+            Failure::Unreachable
+        );
+        // No answer in time: the gateway's own deadline (Cancelled) or the node's.
+        assert_eq!(
+            Failure::of(&tonic::Status::cancelled("Timeout expired")),
+            Failure::TimedOut
+        );
+        assert_eq!(
+            Failure::of(&tonic::Status::deadline_exceeded("deadline")),
+            Failure::TimedOut
+        );
+        assert_eq!(Failure::of(&tonic::Status::unknown("a bug")), Failure::Answered);
+        // Each class keeps the HTTP answer it had: retryable ones are 503 (code 13).
+        for s in [no_leader, dns, tonic::Status::cancelled("Timeout expired")] {
+            assert_eq!(ApiError::from(s).code, code::UNAVAILABLE);
+        }
     }
 
     #[test]
