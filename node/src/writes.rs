@@ -103,7 +103,7 @@ impl Shared {
                 },
                 Some(l) => match self.forward(l, &req).await {
                     Ok(r) => return Ok(r),
-                    Err((e, sent)) if sent && !req.retry_safe() => return Err(e),
+                    Err((e, Sent::Maybe)) if !req.retry_safe() => return Err(e),
                     Err((e, _)) if e.code != ErrorCode::Unavailable => return Err(e),
                     Err(_) => {}
                 },
@@ -145,36 +145,30 @@ impl Shared {
         }
     }
 
-    /// Sends `req` to the leader. The flag tells whether the request may have reached it.
+    /// Sends `req` to the leader; a failure says whether the request may have reached it.
     async fn forward(
         &self,
         leader: NodeId,
         req: &WriteRequest,
-    ) -> Result<(Response, u64), (NodeError, bool)> {
+    ) -> Result<(Response, u64), (NodeError, Sent)> {
         let addr = self.addr_of(leader).ok_or_else(|| {
             (
                 NodeError::unavailable(format!("leader {leader} has no known address")),
-                false,
+                Sent::Never,
             )
         })?;
-        let body = serde_json::to_vec(req).map_err(|e| (NodeError::internal(e), false))?;
+        let body = serde_json::to_vec(req).map_err(|e| (NodeError::internal(e), Sent::Never))?;
         let mut call = tonic::Request::new(ForwardedWrite { request: body });
         call.set_timeout(WRITE_DEADLINE);
         self.counters.forwarded(crate::metrics::Forward::Write);
         match self.peers.raft(&addr).client_write(call).await {
             Ok(reply) => {
                 let reply = reply.into_inner();
-                let resp: Response =
-                    serde_json::from_slice(&reply.response).map_err(|e| (NodeError::internal(e), true))?;
+                let resp: Response = serde_json::from_slice(&reply.response)
+                    .map_err(|e| (NodeError::internal(e), Sent::Maybe))?;
                 Ok((resp, reply.log_index))
             }
-            Err(status) => {
-                // A refused connection never reached the leader; anything else may have.
-                let never_sent =
-                    status.code() == tonic::Code::Unavailable && status.message().contains("connect");
-                let not_leader = status.metadata().get(NOT_LEADER_HEADER).is_some();
-                Err((NodeError::from(&status), !(never_sent || not_leader)))
-            }
+            Err(status) => Err((NodeError::from(&status), sent(&status))),
         }
     }
 
@@ -393,4 +387,204 @@ fn not_leader_status() -> tonic::Status {
         tonic::metadata::MetadataValue::from_static("1"),
     );
     s
+}
+
+/// Whether a failed call to another node may have reached it: what decides if a write that
+/// must not be proposed twice can be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The request never left this node, or the callee refused it before acting on it.
+    Never,
+    /// It may have been received and acted on.
+    Maybe,
+}
+
+/// Classifies a failed call to another node.
+pub fn sent(status: &tonic::Status) -> Sent {
+    if status.metadata().get(NOT_LEADER_HEADER).is_some() {
+        return Sent::Never;
+    }
+    // Only the transport's own errors tell: a status the callee sent, whatever its code and
+    // message, came after the callee had the request. Connecting happens before any byte of
+    // the request is written, so a failure to connect (tonic marks it; a refused connection
+    // is one even when it reaches us unwrapped) means the request never left.
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if e.is::<tonic::ConnectError>() {
+            return Sent::Never;
+        }
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return Sent::Never;
+        }
+        cause = e.source();
+    }
+    Sent::Maybe
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use launcher_proto::raft::raft_client::RaftClient;
+    use launcher_proto::raft::ForwardedWrite;
+    use tokio::io::AsyncReadExt;
+    use tonic::transport::Endpoint;
+
+    use super::*;
+
+    /// Calls `client_write` on `addr` the way `forward` does and returns the failure.
+    async fn failed_call(addr: std::net::SocketAddr) -> tonic::Status {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy();
+        let mut call = tonic::Request::new(ForwardedWrite {
+            request: b"{}".to_vec(),
+        });
+        call.set_timeout(Duration::from_secs(5));
+        RaftClient::new(channel)
+            .client_write(call)
+            .await
+            .expect_err("nothing answers there")
+    }
+
+    /// A port nobody listens on refuses the connection: the request was never sent.
+    #[tokio::test]
+    async fn a_refused_connection_was_never_sent() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let status = failed_call(port).await;
+        assert_eq!(sent(&status), Sent::Never, "{status:?}");
+    }
+
+    /// A server that reads the request and then resets the connection may have acted on it:
+    /// the request may have been sent, whatever the error's message says.
+    #[tokio::test]
+    async fn a_reset_after_the_request_arrived_may_have_been_sent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            // Read until the request's frames (headers and body) are in, then reset.
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(2).any(|w| w == b"{}") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed first");
+                got.extend_from_slice(&buf[..n]);
+            }
+            conn.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(conn);
+        });
+        let status = failed_call(addr).await;
+        server.await.unwrap();
+        assert_eq!(sent(&status), Sent::Maybe, "{status:?}");
+    }
+
+    /// A server that answers only `client_write`, with `answer`, after counting the call.
+    struct Answers {
+        answer: tonic::Status,
+        calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl launcher_proto::raft::raft_server::Raft for Answers {
+        type WatchLeaderStream = crate::raft_service::LeaderWatch;
+        async fn watch_leader(
+            &self,
+            _: tonic::Request<launcher_proto::raft::WatchLeaderRequest>,
+        ) -> Result<tonic::Response<Self::WatchLeaderStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn append_entries(
+            &self,
+            _: tonic::Request<launcher_proto::raft::RaftPayload>,
+        ) -> Result<tonic::Response<launcher_proto::raft::RaftReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn vote(
+            &self,
+            _: tonic::Request<launcher_proto::raft::RaftPayload>,
+        ) -> Result<tonic::Response<launcher_proto::raft::RaftReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn install_snapshot(
+            &self,
+            _: tonic::Request<launcher_proto::raft::SnapshotChunk>,
+        ) -> Result<tonic::Response<launcher_proto::raft::RaftReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn client_write(
+            &self,
+            _: tonic::Request<ForwardedWrite>,
+        ) -> Result<tonic::Response<launcher_proto::raft::ForwardedWriteReply>, tonic::Status> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(self.answer.clone())
+        }
+        async fn read_index(
+            &self,
+            _: tonic::Request<launcher_proto::raft::ReadIndexRequest>,
+        ) -> Result<tonic::Response<launcher_proto::raft::ReadIndexReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn heartbeat(
+            &self,
+            _: tonic::Request<launcher_proto::raft::NodeHeartbeat>,
+        ) -> Result<tonic::Response<launcher_proto::raft::NodeHeartbeatReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn discover(
+            &self,
+            _: tonic::Request<launcher_proto::raft::DiscoverRequest>,
+        ) -> Result<tonic::Response<launcher_proto::raft::DiscoverReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+    }
+
+    /// Serves `answer` to every forwarded write; returns the address and the call counter.
+    async fn answering(
+        answer: tonic::Status,
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = std::sync::Arc::default();
+        let svc = launcher_proto::raft::raft_server::RaftServer::new(Answers {
+            answer,
+            calls: std::sync::Arc::clone(&calls),
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (addr, calls)
+    }
+
+    /// An Unavailable answer from the callee itself came after it received (and may have acted
+    /// on) the request, even when its message talks about connections.
+    #[tokio::test]
+    async fn an_answer_from_the_callee_may_have_been_acted_on() {
+        let (addr, calls) = answering(tonic::Status::unavailable(
+            "lost the connection to a follower while committing",
+        ))
+        .await;
+        let status = failed_call(addr).await;
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(sent(&status), Sent::Maybe, "{status:?}");
+    }
+
+    /// A leader that refused the write because it no longer leads proposed nothing.
+    #[test]
+    fn a_not_leader_refusal_was_never_acted_on() {
+        assert_eq!(sent(&not_leader_status()), Sent::Never);
+        assert_eq!(sent(&NodeError::unavailable("x").into()), Sent::Maybe);
+    }
 }
