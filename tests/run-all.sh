@@ -51,3 +51,5 @@ fi
 profile=default
 if [ "${CI:-}" = true ]; then profile=ci; fi
 cargo nextest run --workspace --locked --profile "$profile"
+# The README's local-cluster commands as printed, against a cluster on free ports (debug binaries).
+bash tests/readme-test.sh
