@@ -43,8 +43,9 @@ fn self_signed(names: &[&str]) -> anyhow::Result<(String, String)> {
 /// mints a token the gateway accepts and `login` checks it and stores it in a 0600 config file
 /// that later commands use; a submitted job is shown by `jobs get`, `jobs list` (table with its
 /// header and the job's row, wide, JSON) and `jobs output`, and `jobs wait` exits with its exit
-/// code; `jobs output --follow` streams until the job ends; `jobs wait --timeout` gives up with
-/// 124; suspend and resume take effect; a killed job makes `jobs wait` fail with a message; `--watch` redraws until SIGINT; API errors (control of an ended job, unknown
+/// code; `jobs get --watch` prints each status change and exits as `jobs wait`; `jobs output
+/// --follow` streams until the job ends; `jobs wait --timeout` and `jobs get --watch --timeout`
+/// give up with 124; suspend and resume take effect; a killed job makes `jobs wait` fail with a message; `--watch` redraws until SIGINT; API errors (control of an ended job, unknown
 /// job, bad token, non-admin) print the API's message and exit 1; admins list, drain and undrain
 /// members and save a snapshot; the unix socket and https with `--ca-file` work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,6 +148,55 @@ async fn launcherctl_against_a_cluster() -> anyhow::Result<()> {
     let details = ctl.run(&["jobs", "get", &id]).await?.expect(0).stdout;
     assert!(row_of(&details, "exitCode").ends_with(&["3"]), "{details}");
 
+    // jobs get --watch: a line per status change as it happens, then the job's exit code.
+    let watch_id = ctl
+        .run(&[
+            "jobs",
+            "submit",
+            "--cluster",
+            "Local",
+            "--name",
+            "ctl-watch",
+            "--command",
+            "sleep 2; exit 5",
+            "-q",
+        ])
+        .await?
+        .expect(0)
+        .stdout
+        .trim()
+        .to_string();
+    let watched = ctl.run(&["jobs", "get", &watch_id, "--watch"]).await?.expect(5);
+    let statuses: Vec<&str> = watched
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or_default())
+        .collect();
+    assert!(
+        statuses.contains(&"Running") && statuses.last() == Some(&"Finished"),
+        "{watched:#?}"
+    );
+    assert!(
+        statuses.windows(2).all(|w| w[0] != w[1]),
+        "only changes: {watched:#?}"
+    );
+    assert!(watched.stderr.contains("exit code 5"), "{watched:#?}");
+    // Of a job that has ended: its end alone, one JSON object a line.
+    let ended = ctl
+        .run(&["jobs", "get", &watch_id, "--watch", "-o", "json"])
+        .await?
+        .expect(5);
+    let objects: Vec<serde_json::Value> = ended
+        .stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(objects.len(), 1, "{ended:#?}");
+    assert_eq!(
+        (objects[0]["id"].as_str(), objects[0]["status"].as_str()),
+        (Some(watch_id.as_str()), Some("Finished"))
+    );
+
     let table = ctl.run(&["jobs", "list"]).await?.expect(0).stdout;
     let header: Vec<&str> = table
         .lines()
@@ -236,6 +286,18 @@ async fn launcherctl_against_a_cluster() -> anyhow::Result<()> {
     ctl.run(&["jobs", "wait", &long_id, "--timeout", "1s"])
         .await?
         .expect_error(124, &["did not end within 1s"]);
+    let watching = ctl
+        .run(&["jobs", "get", &long_id, "--watch", "--timeout", "1s"])
+        .await?
+        .expect_error(124, &["did not end within 1s"]);
+    assert!(
+        watching
+            .stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains(" Running")),
+        "{watching:#?}"
+    );
     for (op, status) in [("suspend", "Suspended"), ("resume", "Running")] {
         ctl.run(&["jobs", op, &long_id]).await?.expect(0);
         wait_until(
@@ -387,8 +449,8 @@ async fn launcherctl_against_a_cluster() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Without a gateway: an unreachable URL exits 3, usage errors exit 2, and completions, token
-/// minting and logout need no gateway at all.
+/// Without a gateway: an unreachable URL exits 3, usage errors exit 2, `--help` lists the exit
+/// codes, and completions, token minting and logout need no gateway at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launcherctl_exit_codes_without_a_gateway() -> anyhow::Result<()> {
     // A port nobody listens on: bound, then closed.
@@ -412,6 +474,11 @@ async fn launcherctl_exit_codes_without_a_gateway() -> anyhow::Result<()> {
     ctl.run(&["jobs", "list", "--watch", "--interval", "0"])
         .await?
         .expect(2);
+    ctl.run(&["jobs", "get", "x", "--timeout", "1s"]).await?.expect(2);
+    let help = ctl.run(&["--help"]).await?.expect(0).stdout;
+    for code in ["\n0 ", "\n1 ", "\n2 ", "\n3 ", "\n124 ", "jobs get --watch"] {
+        assert!(help.contains(code), "--help documents {code:?}: {help}");
+    }
     ctl.run(&["token", "--user", "u"])
         .await?
         .expect_error(2, &["--key-file"]);
