@@ -44,8 +44,8 @@ die() {
   exit 1
 }
 
-# The command that reaches this cluster from any directory: the data dir is named unless it is
-# the default one of the current directory.
+# The command that reaches this cluster: the data dir is named unless it is the default one of
+# the current directory.
 cmd_line() {
   if [ "$data" = "$(realpath -m .local-cluster)" ]; then
     echo "$self${*:+ $*}"
