@@ -1,6 +1,7 @@
 //! `deploy/docker-compose.yml` over the images of `deploy/build-images.sh`: formation through
 //! bootstrap-expect, scaling out and back in, a killed leader, a stopped follower and a node
-//! cut off the network, each checked through the gateway and through every node.
+//! cut off the network, each checked through the gateway and through every node; and twenty
+//! rounds of `docker kill` under clients of the gateway, none of which may see an error.
 //!
 //! The test reaches containers only through ports they publish on 127.0.0.1 (Docker picks
 //! them), and each run uses its own compose project, torn down (containers, network, volumes)
@@ -37,6 +38,13 @@ const DEAD_MEMBER_SECONDS: u64 = 20;
 const TAG: &str = "latest";
 /// Label on every container of a test project.
 const TEST_LABEL: &str = "launcher.test=deploy-compose";
+/// Rounds of `docker kill` in the failover test; the odd ones kill the leader.
+const KILL_ROUNDS: usize = 20;
+/// Bound of those rounds together: each takes an election at worst (a leader lease and an
+/// election timeout, under 10 s), a container start and a return to Green.
+const KILL_ROUNDS_BUDGET: Duration = Duration::from_secs(9 * 60);
+/// Period of each failover-test client: one listing and one submit per period.
+const CLIENT_PERIOD: Duration = Duration::from_millis(300);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -794,18 +802,17 @@ async fn docker_available() -> bool {
 /// submitted; the leader's container is killed, later started again; a follower is stopped and
 /// started; and a node is cut off the network and reconnected. Running jobs of a node that was
 /// killed, stopped, scaled away or cut off end as Failed "node lost".
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<()> {
-    init_tracing();
+/// Checks that Docker is there and builds the images; false when the Docker tests are to be
+/// skipped (`LAUNCHER_SKIP_DOCKER_TESTS=1`).
+async fn images_ready(started: Instant) -> anyhow::Result<bool> {
     if std::env::var("LAUNCHER_SKIP_DOCKER_TESTS").is_ok_and(|v| v == "1") {
         eprintln!("LAUNCHER_SKIP_DOCKER_TESTS=1: skipping the docker-compose test");
-        return Ok(());
+        return Ok(false);
     }
     anyhow::ensure!(
         docker_available().await,
         "this test needs a running Docker daemon and docker-compose (set LAUNCHER_SKIP_DOCKER_TESTS=1 to skip it)"
     );
-    let started = Instant::now();
     // Cheap when tests/run-all.sh built the images already: cargo and Docker's cache say so.
     let script = repo_root().join("deploy/build-images.sh");
     run(
@@ -816,6 +823,16 @@ async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<(
     )
     .await?;
     eprintln!("images ready after {:?}", started.elapsed());
+    Ok(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<()> {
+    init_tracing();
+    let started = Instant::now();
+    if !images_ready(started).await? {
+        return Ok(());
+    }
 
     let p = Project::new()?;
     p.compose(&["up", "-d"]).await?;
@@ -1116,6 +1133,334 @@ async fn compose_cluster_scales_and_survives_node_failures() -> anyhow::Result<(
         "done after {:?}: {} acknowledged jobs, all listed identically",
         started.elapsed(),
         acked.lock().unwrap_or_else(|e| e.into_inner()).len()
+    );
+    p.teardown.passed.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// One request of a failover-test client, as it ended.
+#[derive(Debug, Clone)]
+struct Record {
+    round: usize,
+    client: usize,
+    what: String,
+    started: Instant,
+    took: Duration,
+    /// The node that answered (X-Launcher-Node), or what went wrong.
+    outcome: Result<String, String>,
+}
+
+/// Clients of the gateway, each pinned to one node by its `launcher-node` cookie, listing and
+/// submitting (under an Idempotency-Key) once per [`CLIENT_PERIOD`] until stopped, and
+/// recording every request with the round it started in.
+struct Load {
+    round: Arc<std::sync::atomic::AtomicUsize>,
+    records: Arc<Mutex<Vec<Record>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Each client's cookie and the member address it is pinned to.
+    clients: Vec<(String, String)>,
+}
+
+/// Sends one request of a failover-test client: the answer's node id when it is a 2xx whose
+/// body reads whole (a listing must be a complete JSON array), else what went wrong.
+async fn load_request(req: reqwest::RequestBuilder, listing: bool) -> Result<String, String> {
+    let r = req.send().await.map_err(|e| format!("no answer: {e:#}"))?;
+    let status = r.status();
+    let node = r
+        .headers()
+        .get("x-launcher-node")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_string();
+    let body = r
+        .bytes()
+        .await
+        .map_err(|e| format!("{status}, body cut off: {e:#}"))?;
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+    }
+    if listing && serde_json::from_slice::<Vec<Value>>(&body).is_err() {
+        return Err(format!(
+            "{status} with a body that is no JSON array: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    Ok(node)
+}
+
+impl Load {
+    /// Starts one client per member address in `addrs`, each with a cookie whose rendezvous
+    /// order starts with that address (the gateway pins over the members' addresses).
+    fn start(http: Http, addrs: &[String]) -> Load {
+        let mut clients = Vec::new();
+        for addr in addrs {
+            let cookie = (0..)
+                .map(|i| format!("killtest{i}"))
+                .find(|c| {
+                    launcher_gateway::routing::rendezvous_order(c, addrs.iter().map(String::as_str))[0]
+                        == *addr
+                })
+                .expect("some cookie picks each node first");
+            clients.push((cookie, addr.clone()));
+        }
+        let round = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let records: Arc<Mutex<Vec<Record>>> = Arc::default();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = clients
+            .iter()
+            .enumerate()
+            .map(|(client, (cookie, _))| {
+                let (http, cookie, round, records) =
+                    (http.clone(), cookie.clone(), round.clone(), records.clone());
+                let mut stop_rx = stop_rx.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(CLIENT_PERIOD);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    for n in 0.. {
+                        tokio::select! {
+                            _ = stop_rx.changed() => return,
+                            _ = tick.tick() => {}
+                        }
+                        let cookie_header = format!("launcher-node={cookie}");
+                        let key = format!("{cookie}-{n}");
+                        let job = json!({"name": format!("kill-{client}-{n}"), "cluster": "Local",
+                            "command": "true", "tags": ["deploy-it", "kill-rounds"]});
+                        let requests = [
+                            (
+                                "GET /jobs?fields=id&limit=5".to_string(),
+                                http.req(Method::GET, "/jobs?fields=id&limit=5"),
+                                true,
+                            ),
+                            (
+                                format!("POST /jobs (Idempotency-Key {key})"),
+                                http.req(Method::POST, "/jobs")
+                                    .header("idempotency-key", &key)
+                                    .json(&job),
+                                false,
+                            ),
+                        ];
+                        for (what, req, listing) in requests {
+                            let round = round.load(Ordering::SeqCst);
+                            let started = Instant::now();
+                            let outcome = load_request(req.header("cookie", &cookie_header), listing).await;
+                            records.lock().unwrap_or_else(|p| p.into_inner()).push(Record {
+                                round,
+                                client,
+                                what,
+                                started,
+                                took: started.elapsed(),
+                                outcome,
+                            });
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            round,
+            records,
+            stop,
+            tasks,
+            clients,
+        }
+    }
+
+    /// Waits until every client has had `n` requests answered (or failed) that it sent at or
+    /// after `since`: each client, the one pinned to a killed node too, went through it.
+    async fn wait_requests_since(&self, since: Instant, n: usize, what: &str) -> anyhow::Result<()> {
+        let clients = self.clients.len();
+        wait_until(what, WAIT, || async move {
+            let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+            let done = (0..clients).all(|c| {
+                records
+                    .iter()
+                    .filter(|r| r.client == c && r.started >= since)
+                    .count()
+                    >= n
+            });
+            Ok(done.then_some(()))
+        })
+        .await
+    }
+
+    async fn finish(self) -> anyhow::Result<Vec<Record>> {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            tokio::time::timeout(Duration::from_secs(60), t).await??;
+        }
+        Ok(std::mem::take(
+            &mut *self.records.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+/// One round of the failover test, for its report.
+struct Round {
+    victim: String,
+    leader: bool,
+    killed_at: Instant,
+    took: Duration,
+}
+
+/// Runs the kill rounds: each kills a node's container (the leader in odd rounds, followers in
+/// turn in even ones), waits until the cluster has a leader other than it and lists it as
+/// unhealthy and every client got answers after that, starts the container again, waits for
+/// Green and for answers again.
+async fn kill_rounds(
+    p: &Project,
+    admin: &Http,
+    load: &Load,
+    nodes: &[Container],
+) -> anyhow::Result<Vec<Round>> {
+    let all = names(nodes);
+    let mut rounds = Vec::new();
+    for round in 1..=KILL_ROUNDS {
+        let st = status(admin).await?;
+        let leader = leader_of(&st)?;
+        let followers: Vec<&String> = all.iter().filter(|n| **n != leader).collect();
+        let victim = if round % 2 == 1 {
+            leader.clone()
+        } else {
+            followers[(round / 2) % followers.len()].clone()
+        };
+        load.round.store(round, Ordering::SeqCst);
+        let killed_at = Instant::now();
+        p.docker(&["kill", &victim]).await?;
+        // The cluster noticed: another leader, and the killed node listed as unhealthy (its
+        // heartbeats stopped), so the clients ran against the dead node for that long.
+        let what = format!("round {round}: a leader other than the killed {victim}, which is unhealthy");
+        let http = admin.clone();
+        let victim2 = victim.clone();
+        wait_until(&what, WAIT, move || {
+            let (http, victim) = (http.clone(), victim2.clone());
+            async move {
+                let st = status(&http).await?;
+                let down = st["nodes"].as_array().into_iter().flatten().any(|n| {
+                    container_of(n["address"].as_str().unwrap_or_default()) == victim && n["healthy"] == false
+                });
+                Ok((down && leader_of(&st).ok().is_some_and(|l| l != victim)).then_some(()))
+            }
+        })
+        .await?;
+        load.wait_requests_since(
+            Instant::now(),
+            2,
+            &format!("round {round}: answers to every client after the failover"),
+        )
+        .await?;
+        p.docker(&["start", &victim]).await?;
+        wait_cluster(admin, "Green", &all).await?;
+        load.wait_requests_since(
+            Instant::now(),
+            2,
+            &format!("round {round}: answers to every client with {victim} back"),
+        )
+        .await?;
+        let took = killed_at.elapsed();
+        eprintln!(
+            "round {round}: killed {victim} ({}), Green again after {took:.1?}",
+            if victim == leader {
+                "the leader"
+            } else {
+                "a follower"
+            }
+        );
+        rounds.push(Round {
+            leader: victim == leader,
+            victim,
+            killed_at,
+            took,
+        });
+    }
+    Ok(rounds)
+}
+
+/// The gateway hides a killed node from its clients. Twenty times, a node's container is
+/// killed (`docker kill`: the leader in half the rounds) and started again, while clients
+/// pinned to each node keep listing jobs and submitting under an Idempotency-Key through the
+/// published port: every request is answered 2xx. Reads and keyed submits are retried by the
+/// gateway on the next node when a node cannot be reached, and across an election while every
+/// node answers Unavailable (docs/api.md, "Routing and stickiness").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_clients_see_no_error_while_nodes_are_killed() -> anyhow::Result<()> {
+    init_tracing();
+    let started = Instant::now();
+    if !images_ready(started).await? {
+        return Ok(());
+    }
+    let p = Project::new()?;
+    p.compose(&["up", "-d"]).await?;
+    let admin = p.http("rstudio-server").await?;
+    let alice = p.http("alice").await?;
+    let nodes = p.containers("node").await?;
+    assert_eq!(nodes.len(), 3, "scale: 3 by default");
+    let st = wait_cluster(&admin, "Green", &names(&nodes)).await?;
+    eprintln!("Green after {:?}", started.elapsed());
+    let addrs: Vec<String> = st["nodes"]
+        .as_array()
+        .context("nodes")?
+        .iter()
+        .filter_map(|n| n["address"].as_str().map(str::to_string))
+        .collect();
+    let load = Load::start(alice, &addrs);
+    for (i, (cookie, addr)) in load.clients.iter().enumerate() {
+        eprintln!("client {i}: cookie {cookie}, pinned to {addr}");
+    }
+    let rounds_started = Instant::now();
+    let rounds = tokio::time::timeout(KILL_ROUNDS_BUDGET, kill_rounds(&p, &admin, &load, &nodes)).await;
+    let clients = load.clients.clone();
+    let records = load.finish().await?;
+    let rounds = rounds
+        .map_err(|_| anyhow::anyhow!("the {KILL_ROUNDS} rounds took longer than {KILL_ROUNDS_BUDGET:?}"))??;
+    eprintln!("{KILL_ROUNDS} rounds in {:.1?}", rounds_started.elapsed());
+
+    let mut errors = Vec::new();
+    for (i, round) in rounds.iter().enumerate() {
+        let n = i + 1;
+        let mine: Vec<&Record> = records.iter().filter(|r| r.round == n).collect();
+        let slowest = mine.iter().max_by_key(|r| r.took);
+        let failed: Vec<&&Record> = mine.iter().filter(|r| r.outcome.is_err()).collect();
+        let describe = |r: &Record| {
+            format!(
+                "client {} (pinned to {}) {}, sent {:.2?} after the kill, took {:.2?}",
+                r.client,
+                clients[r.client].1,
+                r.what,
+                r.started.saturating_duration_since(round.killed_at),
+                r.took
+            )
+        };
+        eprintln!(
+            "round {n:2}: killed {} ({}); {} requests, {} errors; slowest {}; round took {:.1?}",
+            round.victim,
+            if round.leader { "leader" } else { "follower" },
+            mine.len(),
+            failed.len(),
+            slowest.map_or("none".to_string(), |r| describe(r)),
+            round.took
+        );
+        for r in failed {
+            errors.push(format!(
+                "round {n} (killed {}): {}: {}",
+                round.victim,
+                describe(r),
+                r.outcome.as_ref().err().map_or("", String::as_str)
+            ));
+        }
+    }
+    let answered = records.iter().filter(|r| r.outcome.is_ok()).count();
+    eprintln!(
+        "{} requests, {answered} answered 2xx, {} failed; done after {:.1?}",
+        records.len(),
+        errors.len(),
+        started.elapsed()
+    );
+    assert!(
+        errors.is_empty(),
+        "{} client-visible errors:\n{}",
+        errors.len(),
+        errors.join("\n")
     );
     p.teardown.passed.store(true, Ordering::SeqCst);
     Ok(())
