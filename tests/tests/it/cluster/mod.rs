@@ -1,3 +1,4 @@
+mod controls;
 mod durability;
 mod failover;
 mod membership;
