@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 pub const ERROR_CODE_HEADER: &str = "launcher-error-code";
 
 /// Error codes of docs/api.md: (code, name, HTTP status). The numbers are a public contract.
-const CODES: [(i32, &str, u16); 17] = [
+const CODES: [(i32, &str, u16); 18] = [
     (0, "Unknown", 500),
     (1, "RequestNotSupported", 501),
     (2, "InvalidRequest", 400),
@@ -26,6 +26,7 @@ const CODES: [(i32, &str, u16); 17] = [
     (14, "PayloadTooLarge", 413),
     (15, "MountNotAllowed", 403),
     (16, "UnknownUser", 400),
+    (17, "Overloaded", 503),
 ];
 
 /// Stable codes the gateway itself uses.
@@ -39,7 +40,12 @@ pub mod code {
     pub const FORBIDDEN: i32 = 12;
     pub const UNAVAILABLE: i32 = 13;
     pub const TOO_LARGE: i32 = 14;
+    pub const OVERLOADED: i32 = 17;
 }
+
+/// Seconds an Overloaded answer asks the client to wait (`Retry-After`): long enough for the
+/// leader's queue to drain a batch, short enough not to idle a client needlessly.
+pub const OVERLOADED_RETRY_AFTER_SECONDS: u32 = 1;
 
 /// A failure with a stable code and a message a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +184,14 @@ impl Failure {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (_, status) = self.parts();
-        (status, axum::Json(self.body())).into_response()
+        let mut r = (status, axum::Json(self.body())).into_response();
+        if self.code == code::OVERLOADED {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(OVERLOADED_RETRY_AFTER_SECONDS),
+            );
+        }
+        r
     }
 }
 
@@ -193,6 +206,14 @@ mod tests {
         assert_eq!(e.body()["error"]["name"], "JobNotFound");
         assert_eq!(ApiError::new(14, "").parts().1, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(ApiError::new(99, "").parts().0, "Unknown");
+        let overloaded = ApiError::new(17, "queue full").into_response();
+        assert_eq!(overloaded.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(overloaded.headers()[axum::http::header::RETRY_AFTER], "1");
+        assert!(ApiError::new(13, "")
+            .into_response()
+            .headers()
+            .get("retry-after")
+            .is_none());
         for (i, (c, _, _)) in CODES.iter().enumerate() {
             assert_eq!(*c, i as i32, "codes are dense and ordered");
         }

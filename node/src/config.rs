@@ -294,6 +294,12 @@ pub struct NodeConfig {
     pub fast_failover: bool,
     /// sled page cache (`cache-capacity-mb`, default 64).
     pub cache_capacity_mb: u64,
+    /// Writes the leader holds in its proposal queue at most; more are refused as Overloaded
+    /// (`max-pending-writes`, default 10000).
+    pub max_pending_writes: usize,
+    /// A write not committed within this many seconds is abandoned and answered Unavailable
+    /// (`write-timeout-seconds`, default 10).
+    pub write_timeout_seconds: u64,
     /// Expected cluster id (`cluster-id`); unset accepts whatever the data dir or join gives.
     pub cluster_id: Option<String>,
 }
@@ -316,6 +322,8 @@ impl Default for NodeConfig {
             election_timeout_max_ms: 3000,
             fast_failover: true,
             cache_capacity_mb: 64,
+            max_pending_writes: 10_000,
+            write_timeout_seconds: 10,
             cluster_id: None,
         }
     }
@@ -718,6 +726,16 @@ const NODE_KEYS: &[KeySpec<NodeConfig>] = &[
         name: "cache-capacity-mb",
         set: |n, v| set(&mut n.cache_capacity_mb, parse_u64(v)?),
         get: |n| n.cache_capacity_mb.to_string(),
+    },
+    KeySpec {
+        name: "max-pending-writes",
+        set: |n, v| set(&mut n.max_pending_writes, parse_usize(v)?),
+        get: |n| n.max_pending_writes.to_string(),
+    },
+    KeySpec {
+        name: "write-timeout-seconds",
+        set: |n, v| set(&mut n.write_timeout_seconds, parse_u64(v)?),
+        get: |n| n.write_timeout_seconds.to_string(),
     },
     KeySpec {
         name: "cluster-id",
@@ -1466,6 +1484,8 @@ impl Checker<'_> {
         self.positive(s, "snapshot-log-entries", node.snapshot_log_entries);
         self.positive(s, "heartbeat-ms", node.heartbeat_ms);
         self.positive(s, "cache-capacity-mb", node.cache_capacity_mb);
+        self.positive(s, "max-pending-writes", node.max_pending_writes as u64);
+        self.positive(s, "write-timeout-seconds", node.write_timeout_seconds);
         let (min, max) = (node.election_timeout_min_ms, node.election_timeout_max_ms);
         if min >= max && self.usable(s, &["election-timeout-min-ms", "election-timeout-max-ms"]) {
             let message = format!("must be less than election-timeout-max-ms ({min} >= {max})");
@@ -1650,6 +1670,8 @@ mod tests {
         assert_eq!(node.election_timeout_min_ms, 1500);
         assert_eq!(node.election_timeout_max_ms, 3000);
         assert_eq!(node.cache_capacity_mb, 64);
+        assert_eq!(node.max_pending_writes, 10_000);
+        assert_eq!(node.write_timeout_seconds, 10);
         assert_eq!(node.cluster_id, None);
 
         let local = ClusterConfig::default();
@@ -1729,6 +1751,8 @@ election-timeout-min-ms=1000
 election-timeout-max-ms=2000
 fast-failover=no
 cache-capacity-mb=16
+max-pending-writes=500
+write-timeout-seconds=4
 cluster-id=prod-1
 
 [cluster]
@@ -1788,6 +1812,8 @@ shared-scheduler=no
         assert_eq!(n.election_timeout_max_ms, 2000);
         assert!(!n.fast_failover);
         assert_eq!(n.cache_capacity_mb, 16);
+        assert_eq!(n.max_pending_writes, 500);
+        assert_eq!(n.write_timeout_seconds, 4);
         assert_eq!(n.cluster_id.as_deref(), Some("prod-1"));
 
         assert_eq!(config.clusters.len(), 2);
@@ -2151,7 +2177,7 @@ type=Local
             }
         }
         assert_eq!(key_names("server").len(), 22);
-        assert_eq!(key_names("node").len(), 15);
+        assert_eq!(key_names("node").len(), 17);
         assert_eq!(key_names("cluster").len(), 12);
         for (var, section, key) in ENV_OVERRIDES {
             assert!(known_key(section, key).is_some(), "{var}");

@@ -54,7 +54,7 @@ impl From<NodeError> for Status {
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::RequestNotSupported => tonic::Code::Unimplemented,
             ErrorCode::InvalidJobState | ErrorCode::JobNotRunning => tonic::Code::FailedPrecondition,
-            ErrorCode::PayloadTooLarge => tonic::Code::ResourceExhausted,
+            ErrorCode::PayloadTooLarge | ErrorCode::Overloaded => tonic::Code::ResourceExhausted,
             ErrorCode::Unknown | ErrorCode::JobControlFailure => tonic::Code::Internal,
         };
         let mut status = Status::new(code, e.message);

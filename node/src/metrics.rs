@@ -406,6 +406,26 @@ pub async fn render(shared: &Shared, rpc: &RpcMetrics) -> prometheus::Result<Str
     registry.register(Box::new(proposed))?;
     gauge(
         &registry,
+        "launcher_node_pending_writes",
+        "Writes in this node's proposal queue or in Raft, not answered yet (at most max-pending-writes)",
+        shared.proposer.pending() as i64,
+    )?;
+    let (overloaded, dropped, timed_out) = shared.proposer.refusals();
+    let refused = IntCounterVec::new(
+        Opts::new(
+            "launcher_node_write_refusals_total",
+            "Writes this node, as leader, did not commit: refused with the queue full (overloaded), \
+             dropped before proposing because their caller had left or their deadline passed \
+             (dropped), or not committed by their deadline (timed_out)",
+        ),
+        &["reason"],
+    )?;
+    refused.with_label_values(&["overloaded"]).inc_by(overloaded);
+    refused.with_label_values(&["dropped"]).inc_by(dropped);
+    refused.with_label_values(&["timed_out"]).inc_by(timed_out);
+    registry.register(Box::new(refused))?;
+    gauge(
+        &registry,
         "launcher_node_group_commit",
         "1 while this node, as leader, proposes concurrent writes together (every member applies batches)",
         i64::from(shared.proposer.batching()),

@@ -1,7 +1,9 @@
 //! The write path: every change goes to the leader, which stamps it (ids, times, owner,
 //! ARCHITECTURE.md) and proposes it through Raft. A follower forwards the *unstamped* request.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use launcher_proto::raft::ForwardedWrite;
 use launcher_storage::command::{applies_control_done, ControlOp, Idempotency};
@@ -14,9 +16,6 @@ use crate::clock;
 use crate::error::{NodeError, NodeResult};
 use crate::proposer::Refused;
 use crate::state::Shared;
-
-/// How long a write may wait for a leader before it fails with Unavailable.
-pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Who asked, as decided by the gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -91,17 +90,17 @@ impl Shared {
     /// Applies `req` through Raft, from any node. Returns the state machine's response and the
     /// log index it was applied at.
     pub async fn write(&self, req: WriteRequest) -> NodeResult<(Response, u64)> {
-        let deadline = Instant::now() + WRITE_DEADLINE;
+        let deadline = Instant::now() + self.write_timeout();
         let mut metrics = self.raft.metrics();
         loop {
             let leader = metrics.borrow().current_leader;
             match leader {
-                Some(l) if l == self.id => match self.propose(&req).await {
+                Some(l) if l == self.id => match self.propose(&req, deadline).await {
                     Err(Retry::Elsewhere) => {}
                     Err(Retry::Fatal(e)) => return Err(e),
                     Ok(r) => return Ok(r),
                 },
-                Some(l) => match self.forward(l, &req).await {
+                Some(l) => match self.forward(l, &req, deadline).await {
                     Ok(r) => return Ok(r),
                     Err((e, Sent::Maybe)) if !req.retry_safe() => return Err(e),
                     Err((e, _)) if e.code != ErrorCode::Unavailable => return Err(e),
@@ -127,21 +126,57 @@ impl Shared {
         if !self.is_leader() {
             return Err(not_leader());
         }
-        match tokio::time::timeout(WRITE_DEADLINE, self.propose(&req)).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(Retry::Elsewhere)) => Err(not_leader()),
-            Ok(Err(Retry::Fatal(e))) => Err(e),
-            Err(_) => Err(NodeError::unavailable("no quorum committed the write in time")),
+        match self.propose(&req, Instant::now() + self.write_timeout()).await {
+            Ok(r) => Ok(r),
+            Err(Retry::Elsewhere) => Err(not_leader()),
+            Err(Retry::Fatal(e)) => Err(e),
         }
     }
 
-    /// Stamps and proposes on this node, which believes it is the leader.
-    async fn propose(&self, req: &WriteRequest) -> Result<(Response, u64), Retry> {
+    /// How long a write may take end to end (`write-timeout-seconds`).
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.node.write_timeout_seconds.max(1))
+    }
+
+    /// How long this node, as leader, has gone without a majority acknowledging it, when that
+    /// is longer than any election takes: openraft 0.9 leaders do not step down by themselves,
+    /// so a leader cut off in a minority would otherwise accept writes it cannot commit.
+    fn quorum_lost_for(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let ms = m.millis_since_quorum_ack?;
+        (m.current_leader == Some(self.id) && ms > self.config.node.election_timeout_max_ms).then_some(ms)
+    }
+
+    /// Stamps and proposes on this node, which believes it is the leader; the write is
+    /// abandoned at `deadline`.
+    async fn propose(&self, req: &WriteRequest, deadline: Instant) -> Result<(Response, u64), Retry> {
+        if let Some(ms) = self.quorum_lost_for() {
+            return Err(Retry::Fatal(NodeError::unavailable(format!(
+                "no quorum: this leader has not heard from a majority for {ms} ms; nothing was written"
+            ))));
+        }
         let cmd = self.stamp(req.clone()).await.map_err(Retry::Fatal)?;
-        match self.proposer.propose(cmd).await {
+        let limits = crate::proposer::Limits {
+            max_pending: self.config.node.max_pending_writes,
+            deadline,
+        };
+        match self.proposer.propose(cmd, limits).await {
             Ok(r) => Ok(r),
             Err(Refused::NotLeader) => Err(Retry::Elsewhere),
             Err(Refused::Failed(why)) => Err(Retry::Fatal(NodeError::unavailable(why))),
+            Err(Refused::Overloaded) => Err(Retry::Fatal(NodeError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "the leader already has {} writes waiting (max-pending-writes); nothing was written, retry shortly",
+                    self.config.node.max_pending_writes
+                ),
+            ))),
+            Err(Refused::TimedOut) => Err(Retry::Fatal(NodeError::unavailable(format!(
+                "the write was not committed within {} s (write-timeout-seconds): the cluster may \
+                 have lost its quorum; its outcome is unknown",
+                self.write_timeout().as_secs()
+            )))),
         }
     }
 
@@ -150,6 +185,7 @@ impl Shared {
         &self,
         leader: NodeId,
         req: &WriteRequest,
+        deadline: Instant,
     ) -> Result<(Response, u64), (NodeError, Sent)> {
         let addr = self.addr_of(leader).ok_or_else(|| {
             (
@@ -159,7 +195,12 @@ impl Shared {
         })?;
         let body = serde_json::to_vec(req).map_err(|e| (NodeError::internal(e), Sent::Never))?;
         let mut call = tonic::Request::new(ForwardedWrite { request: body });
-        call.set_timeout(WRITE_DEADLINE);
+        // The leader gives up no later than this node: the caller's deadline holds end to end.
+        call.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
         self.counters.forwarded(crate::metrics::Forward::Write);
         match self.peers.raft(&addr).client_write(call).await {
             Ok(reply) => {
@@ -174,7 +215,9 @@ impl Shared {
 
     /// Serves a forwarded write on the leader.
     pub async fn serve_forwarded(&self, req: WriteRequest) -> Result<(Response, u64), tonic::Status> {
-        match self.propose(&req).await {
+        // The forwarding node's own deadline ends the call sooner, and then the proposal is
+        // dropped if it has not reached Raft yet.
+        match self.propose(&req, Instant::now() + self.write_timeout()).await {
             Ok(r) => Ok(r),
             Err(Retry::Elsewhere) => Err(not_leader_status()),
             Err(Retry::Fatal(e)) => Err(e.into()),

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Error codes of the Launcher Plugin API (0–10) plus the launcher's own (11–16).
+/// Error codes of the Launcher Plugin API (0–10) plus the launcher's own (11–17).
 ///
 /// The numbers are a public contract (docs/api.md): never renumber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,11 +27,13 @@ pub enum ErrorCode {
     MountNotAllowed = 15,
     /// The job's user is not in the user database (400).
     UnknownUser = 16,
+    /// The leader's write queue is full: nothing was done; retry after a moment (503).
+    Overloaded = 17,
 }
 
 impl ErrorCode {
     /// All codes, in numeric order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Unknown,
         ErrorCode::RequestNotSupported,
         ErrorCode::InvalidRequest,
@@ -49,6 +51,7 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::MountNotAllowed,
         ErrorCode::UnknownUser,
+        ErrorCode::Overloaded,
     ];
 
     /// The stable numeric code.
@@ -85,6 +88,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "PayloadTooLarge",
             ErrorCode::MountNotAllowed => "MountNotAllowed",
             ErrorCode::UnknownUser => "UnknownUser",
+            ErrorCode::Overloaded => "Overloaded",
         }
     }
 
@@ -108,6 +112,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::MountNotAllowed => 403,
             ErrorCode::UnknownUser => 400,
+            ErrorCode::Overloaded => 503,
         }
     }
 }

@@ -1246,7 +1246,8 @@ impl Worker {
                     self.last_index = self.last_index.max(index);
                     return Some(r);
                 }
-                Err(e) if e.code == ErrorCode::Unavailable => {
+                // Overloaded: the leader's queue was full and nothing was written.
+                Err(e) if matches!(e.code, ErrorCode::Unavailable | ErrorCode::Overloaded) => {
                     tracing::info!(job_id = %self.id, error = %e, "cannot commit the job's change yet; retrying");
                 }
                 Err(e) => {

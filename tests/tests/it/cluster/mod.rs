@@ -1,3 +1,4 @@
+mod backpressure;
 mod controls;
 mod durability;
 mod failover;
