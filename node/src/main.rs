@@ -348,7 +348,11 @@ fn main() {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        runtime.block_on(run(args, config, privsep))
+        let result = runtime.block_on(run(args, config, privsep));
+        // Dropping the runtime would wait for its blocking threads, one of which may be stuck
+        // flushing to a full disk: leave them, the process exits right below.
+        runtime.shutdown_background();
+        result
     })();
     // Exit explicitly: a storage thread stuck on a full disk must not keep the process alive.
     match result {
