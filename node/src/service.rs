@@ -339,7 +339,6 @@ impl Launcher for LauncherService {
     ) -> Result<Response<ControlJobReply>, Status> {
         let shared = self.enter(&req, false)?;
         let was_forwarded = crate::owner::is_forwarded(&req);
-        let committed_at = crate::owner::committed_index(&req);
         let r = req.into_inner();
         let caller = caller(&r.caller)?;
         let op = ControlOp::parse(&r.operation).ok_or_else(|| {
@@ -350,7 +349,7 @@ impl Launcher for LauncherService {
         })?;
         if was_forwarded {
             // The entry node checked access and committed the request; carry it out.
-            let reply = shared.control_at_owner(&r, op, true, committed_at).await?;
+            let reply = shared.control_at_owner(&r, op, true).await?;
             return Ok(Response::new(reply));
         }
         shared.visible_job(&caller, &r.id, ReadMode::default()).await?;
@@ -370,7 +369,7 @@ impl Launcher for LauncherService {
             })),
             SmResponse::Applied { .. } => {
                 shared.wait_applied(index).await?;
-                let mut reply = shared.control_at_owner(&r, op, false, index).await?;
+                let mut reply = shared.control_at_owner(&r, op, false).await?;
                 reply.applied_index = reply.applied_index.max(index);
                 Ok(Response::new(reply))
             }

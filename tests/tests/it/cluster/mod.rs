@@ -1,5 +1,4 @@
 mod backpressure;
-mod controls;
 mod durability;
 mod failover;
 mod membership;
