@@ -39,7 +39,8 @@ pub const JOB_TYPE_TAG_PREFIX: &str = "jobType:";
 pub const WORKBENCH_TAG_PREFIX: &str = "workbench:";
 
 const FILTER_KEYS: [&str; 5] = ["JobType", "Workbench", "Cluster", "User", "Group"];
-const MOUNT_KEYS: [&str; 18] = [
+/// The fields a `launcher-mounts` record may have.
+pub const MOUNT_KEYS: [&str; 18] = [
     "MountType",
     "MountPath",
     "ReadOnly",
@@ -59,8 +60,10 @@ const MOUNT_KEYS: [&str; 18] = [
     "ClaimName",
     "FilePath",
 ];
-const ENV_KEYS: [&str; 6] = ["JobType", "Workbench", "Cluster", "User", "Group", "Environment"];
-const PORTS_KEYS: [&str; 6] = ["JobType", "Workbench", "Cluster", "User", "Group", "Ports"];
+/// The fields a `launcher-env` record may have.
+pub const ENV_KEYS: [&str; 6] = ["JobType", "Workbench", "Cluster", "User", "Group", "Environment"];
+/// The fields a `launcher-ports` record may have.
+pub const PORTS_KEYS: [&str; 6] = ["JobType", "Workbench", "Cluster", "User", "Group", "Ports"];
 
 /// Why a filter file could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -18,31 +18,17 @@ const CASES: u32 = 512;
 /// A line of a filter file: a field from any of the three files (with near-miss spellings), an
 /// indented continuation, a simple-format entry, a comment, a blank, or anything at all.
 fn filter_line() -> impl Strategy<Value = String> {
-    let keys = prop::sample::select(vec![
-        "MountType",
-        "MountPath",
-        "ReadOnly",
-        "JobType",
-        "Workbench",
-        "Cluster",
-        "User",
-        "Group",
-        "Path",
-        "Host",
-        "Monitors",
-        "SecretFile",
-        "SecretRef",
-        "Endpoints",
-        "SecretName",
-        "ShareName",
-        "ClaimName",
-        "FilePath",
-        "Environment",
-        "Ports",
-        "mounttype",
-        "Bogus",
-        "",
-    ]);
+    // Every field of the three files, and near misses of them.
+    let mut fields: Vec<&str> = filters::MOUNT_KEYS
+        .iter()
+        .chain(&filters::ENV_KEYS)
+        .chain(&filters::PORTS_KEYS)
+        .copied()
+        .collect();
+    fields.sort_unstable();
+    fields.dedup();
+    fields.extend(["mounttype", "Bogus", ""]);
+    let keys = prop::sample::select(fields);
     let values = prop::sample::select(vec![
         "",
         "Host",
