@@ -34,7 +34,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
 ];
 
 /// `[server]` keys the gateway uses, in dump order.
-const GATEWAY_KEYS: &[&str] = &[
+pub const GATEWAY_KEYS: &[&str] = &[
     "address",
     "port",
     "unix-socket",

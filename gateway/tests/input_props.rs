@@ -278,30 +278,10 @@ fn conf_line() -> impl Strategy<Value = String> {
         "[server",
         "[]",
     ]);
-    let keys = prop::sample::select(vec![
-        "address",
-        "port",
-        "unix-socket",
-        "enable-ssl",
-        "certificate-file",
-        "certificate-key-file",
-        "server-user",
-        "authorization-enabled",
-        "admin-group",
-        "admin-users",
-        "secure-cookie-key-file",
-        "max-token-lifetime-seconds",
-        "max-request-body-bytes",
-        "request-timeout-seconds",
-        "enable-debug-logging",
-        "enable-metrics",
-        "nodes",
-        "id",
-        "grpc-address",
-        "Port",
-        "bogus",
-        "",
-    ]);
+    // The gateway's own keys, a node-only key, and near misses.
+    let mut fields: Vec<&str> = launcher_gateway::config::GATEWAY_KEYS.to_vec();
+    fields.extend(["id", "grpc-address", "Port", "bogus", ""]);
+    let keys = prop::sample::select(fields);
     let values = prop::sample::select(vec![
         "",
         "0",
