@@ -104,13 +104,21 @@ members_of "$(status_json)" | while read -r id addr; do
   name="${addr%:*}"
   echo "$running_names" | grep -q "^$name\$" && continue
   say "removing member $id ($addr), whose replica was scaled away"
-  code="$(curl -sS -o /dev/null -w '%{http_code}' -X DELETE -H "Authorization: Bearer $token" \
-    "http://127.0.0.1:$port/members/$id" || true)"
-  # 404: the leader's dead-member cleanup was quicker.
-  case "$code" in
-    2??|404) ;;
-    *) die "could not remove member $id (HTTP $code): remove it with DELETE /members/$id" ;;
-  esac
+  # Removal is idempotent (the leader's dead-member cleanup may be quicker). Stopping the
+  # replicas may have stopped the leader: during the election that follows the gateway answers
+  # 503, so that is retried until the deadline.
+  deadline=$(( $(date +%s) + wait_seconds ))
+  while :; do
+    code="$(curl -sS -o /dev/null -w '%{http_code}' -X DELETE -H "Authorization: Bearer $token" \
+      "http://127.0.0.1:$port/members/$id" || true)"
+    case "$code" in
+      2??) break ;;
+      502|503|504|000) [ "$(date +%s)" -lt "$deadline" ] || die "could not remove member $id (HTTP $code) within ${wait_seconds}s: remove it with DELETE /members/$id" ;;
+      *) die "could not remove member $id (HTTP $code): remove it with DELETE /members/$id" ;;
+    esac
+    say "member $id: HTTP $code; retrying"
+    sleep 1
+  done
 done
 wait_green "$n"
 for v in $gone_volumes; do

@@ -1057,7 +1057,7 @@ async fn remove_member(
         node_id: member_id(&id)?,
     };
     let t = s.timeout();
-    let reply = on_node!(s, &ctx, false, leave, req, Some(t)).await?;
+    let reply = on_node!(s, &ctx, true, leave, req, Some(t)).await?;
     Ok(finish(
         &s,
         &ctx,

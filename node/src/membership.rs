@@ -303,7 +303,7 @@ impl Shared {
             }
         }
         if !self.is_leader() {
-            let (_, addr) = self.leader_addr()?;
+            let (_, addr) = self.await_leader_addr(self.write_timeout()).await?;
             let mut call = tonic::Request::new(req);
             call.set_timeout(Duration::from_secs(10));
             return Ok(self
@@ -409,10 +409,20 @@ impl Shared {
         }
     }
 
-    /// `members remove <id>`: leaves the cluster for good (ARCHITECTURE.md).
+    /// `members remove <id>`: leaves the cluster for good (ARCHITECTURE.md). Idempotent: a
+    /// member already removed (by an earlier call, or by the leader's dead-member cleanup) is
+    /// removed again without error; an id that never was a member is refused. Called during an
+    /// election, or with the leader just gone, it waits for the next leader, as writes do.
     pub async fn remove_member(&self, node: NodeId) -> NodeResult<u64> {
-        if !self.is_leader() {
-            let (_, addr) = self.leader_addr()?;
+        let deadline = Instant::now() + self.write_timeout();
+        let mut metrics = self.raft.metrics();
+        loop {
+            if self.is_leader() {
+                return self.remove_member_as_leader(node).await;
+            }
+            let (_, addr) = self
+                .await_leader_addr(deadline.saturating_duration_since(Instant::now()))
+                .await?;
             let req = launcher_proto::launcher::LeaveRequest {
                 caller: Some(launcher_proto::launcher::Caller {
                     user: "launcher-node".into(),
@@ -421,22 +431,46 @@ impl Shared {
                 node_id: node,
             };
             let mut call = tonic::Request::new(req);
-            call.set_timeout(Duration::from_secs(15));
-            let r = self
-                .peers
-                .launcher(&addr)
-                .leave(call)
-                .await
-                .map_err(|s| NodeError::from(&s))?;
-            return Ok(r.into_inner().applied_index);
+            call.set_timeout(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_secs(1)),
+            );
+            match self.peers.launcher(&addr).leave(call).await {
+                Ok(r) => return Ok(r.into_inner().applied_index),
+                Err(status) => {
+                    let e = NodeError::from(&status);
+                    // The leader we knew is gone or moved: removal is idempotent, so asking the
+                    // next one is safe whether or not this call reached it.
+                    if e.code != ErrorCode::Unavailable || Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let _ =
+                        tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await;
+                }
+            }
         }
+    }
+
+    async fn remove_member_as_leader(&self, node: NodeId) -> NodeResult<u64> {
         let (voters, learners) = self.members();
         let is_voter = voters.contains(&node);
         if !is_voter && !learners.contains(&node) {
-            return Err(NodeError::new(
-                ErrorCode::InvalidRequest,
-                format!("node {node} is not a member"),
-            ));
+            let known = self
+                .table(move |sm| sm.nodes())
+                .await?
+                .iter()
+                .any(|r| r.id == node);
+            if !known {
+                return Err(NodeError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("node {node} is not a member"),
+                ));
+            }
+            // Out of the Raft membership already: make sure its record is tombstoned too.
+            let cmd = Command::V1(CommandV1::RemoveNode { node });
+            return Ok(self.write(WriteRequest::Command { command: cmd }).await?.1);
         }
         if is_voter && voters.len() == 1 {
             return Err(NodeError::new(

@@ -37,7 +37,7 @@ impl Shared {
         if self.is_leader() {
             return self.leader_read_index().await;
         }
-        let (_, addr) = self.leader_addr()?;
+        let (_, addr) = self.await_leader_addr(READ_DEADLINE).await?;
         let mut req = tonic::Request::new(ReadIndexRequest {});
         req.set_timeout(READ_DEADLINE);
         let reply = self

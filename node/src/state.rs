@@ -262,6 +262,29 @@ impl Shared {
         Ok((leader, addr))
     }
 
+    /// The leader's address, waiting up to `within` for one to be elected (and its address
+    /// known): a request that arrives during an election is served once it ends, as writes are,
+    /// instead of failing at once.
+    pub async fn await_leader_addr(&self, within: Duration) -> NodeResult<(NodeId, String)> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut metrics = self.raft.metrics();
+        loop {
+            match self.leader_addr() {
+                Ok(found) => return Ok(found),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => {
+                    // Woken by the next change of Raft state, or after a bounded wait (the
+                    // leader's address may arrive with the log, not with a metrics change).
+                    let _ = tokio::time::timeout_at(
+                        deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)),
+                        metrics.changed(),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
     /// Runs blocking job-table work off the async runtime.
     pub async fn table<R: Send + 'static>(
         &self,

@@ -1,3 +1,4 @@
+use anyhow::Context as _;
 use launcher_tests::client::error_code;
 use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, DEADLINE};
 
@@ -89,9 +90,34 @@ async fn remove_rejoin_and_duplicate_ids() -> anyhow::Result<()> {
         "{}",
         cluster.log(node3)
     );
-    // Removing the same id again is an error with a stable code.
-    let err = cluster.client(1).remove_member(4).await.unwrap_err();
+    // Removing the same id again succeeds (removal is idempotent); an id that never was a
+    // member is an error with a stable code.
+    cluster.client(1).remove_member(4).await?;
+    let err = cluster.client(1).remove_member(99).await.unwrap_err();
     assert_eq!(error_code(&err), 2, "{err:?}");
+    Ok(())
+}
+
+/// `members remove` sent to a follower right after the leader died waits for the next leader
+/// and succeeds, instead of failing because there is no leader for a moment (the rolling
+/// upgrade removes the replicas it just stopped, the leader among them, this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_during_an_election_waits_for_the_leader() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
+    let leader = cluster.wait_for_leader().await?;
+    let follower = (1..=3).find(|i| *i != leader).context("a follower")?;
+    cluster.kill(leader as usize);
+    cluster.client(follower as usize).remove_member(leader).await?;
+    let st = cluster.client(follower as usize).status().await?;
+    let mut ids: Vec<u64> = st.nodes.iter().map(|n| n.id).collect();
+    ids.sort();
+    assert_eq!(ids, (1..=3).filter(|i| *i != leader).collect::<Vec<_>>());
+    // Again, from the other follower: already removed, so nothing to do and no error.
+    let other = (1..=3)
+        .find(|i| *i != leader && *i != follower)
+        .context("the other follower")?;
+    cluster.client(other as usize).remove_member(leader).await?;
     Ok(())
 }
 
