@@ -321,6 +321,35 @@ pub async fn render(shared: &Shared, rpc: &RpcMetrics) -> prometheus::Result<Str
     }
     registry.register(Box::new(jobs))?;
 
+    let pending = shared
+        .table(|sm| sm.pending_controls(None))
+        .await
+        .map_or(0, |jobs| jobs.iter().map(|(_, n)| *n).sum::<usize>());
+    gauge(
+        &registry,
+        "launcher_node_pending_controls",
+        "Control requests committed and not yet carried out by their job's owner (this node's replica)",
+        pending as i64,
+    )?;
+    gauge(
+        &registry,
+        "launcher_node_driven_jobs",
+        "Jobs this node owns and drives through its plugins now",
+        shared.jobs.driven() as i64,
+    )?;
+    let controls = IntCounterVec::new(
+        Opts::new(
+            "launcher_node_controls_total",
+            "Committed control requests this node, as the job's owner, took off the job's queue: \
+             carried out by the plugin, refused by it, or found already done (after a crash)",
+        ),
+        &["operation", "outcome"],
+    )?;
+    for (op, outcome, n) in shared.jobs.control_counts() {
+        controls.with_label_values(&[op, outcome]).inc_by(n);
+    }
+    registry.register(Box::new(controls))?;
+
     let restarts = IntCounterVec::new(
         Opts::new(
             "launcher_node_plugin_restarts_total",

@@ -26,6 +26,19 @@ use crate::state::Shared;
 /// Metadata on a request a node forwarded to the job's owner.
 pub const FORWARDED_HEADER: &str = "launcher-forwarded";
 
+/// Metadata on a forwarded control request: the log index its Control command was committed
+/// at, which the owner applies before it looks for the request.
+pub const COMMITTED_INDEX_HEADER: &str = "launcher-committed-index";
+
+/// The committed index a forwarded control request carries (0: none, from an older node).
+pub fn committed_index<T>(req: &Request<T>) -> u64 {
+    req.metadata()
+        .get(COMMITTED_INDEX_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Output requests without `follow` end once the plugin has been quiet this long.
 const OUTPUT_SNAPSHOT_IDLE: Duration = Duration::from_millis(500);
 
@@ -125,16 +138,18 @@ impl Shared {
         Ok(Route::There(addr))
     }
 
-    /// Carries out a control operation on the owner (after the Control command was committed).
+    /// Waits on the owner until it carried out a control operation whose Control command was
+    /// committed at `committed_at` (0: not known).
     pub async fn control_at_owner(
         &self,
         req: &pb::ControlJobRequest,
         op: ControlOp,
         was_forwarded: bool,
+        committed_at: u64,
     ) -> NodeResult<ControlJobReply> {
         match self.route(&req.id, was_forwarded).await? {
             Route::Here { .. } => {
-                let r = crate::plugins::driver::control(self, &req.id, op).await?;
+                let r = crate::plugins::driver::control(self, &req.id, op, committed_at).await?;
                 Ok(ControlJobReply {
                     status_message: r.status_message,
                     operation_complete: r.operation_complete,
@@ -144,9 +159,14 @@ impl Shared {
             Route::There(addr) => {
                 self.counters.forwarded(Forward::Control);
                 let timeout = Duration::from_secs(self.config.server.request_timeout_seconds + 5);
+                let mut call = forwarded(req.clone(), Some(timeout));
+                call.metadata_mut().insert(
+                    COMMITTED_INDEX_HEADER,
+                    tonic::metadata::MetadataValue::from(committed_at),
+                );
                 self.peers
                     .launcher(&addr)
-                    .control_job(forwarded(req.clone(), Some(timeout)))
+                    .control_job(call)
                     .await
                     .map(|r| r.into_inner())
                     .map_err(|s| NodeError::from(&s))

@@ -339,6 +339,7 @@ impl Launcher for LauncherService {
     ) -> Result<Response<ControlJobReply>, Status> {
         let shared = self.enter(&req, false)?;
         let was_forwarded = crate::owner::is_forwarded(&req);
+        let committed_at = crate::owner::committed_index(&req);
         let r = req.into_inner();
         let caller = caller(&r.caller)?;
         let op = ControlOp::parse(&r.operation).ok_or_else(|| {
@@ -349,7 +350,7 @@ impl Launcher for LauncherService {
         })?;
         if was_forwarded {
             // The entry node checked access and committed the request; carry it out.
-            let reply = shared.control_at_owner(&r, op, true).await?;
+            let reply = shared.control_at_owner(&r, op, true, committed_at).await?;
             return Ok(Response::new(reply));
         }
         shared.visible_job(&caller, &r.id, ReadMode::default()).await?;
@@ -369,9 +370,30 @@ impl Launcher for LauncherService {
             })),
             SmResponse::Applied { .. } => {
                 shared.wait_applied(index).await?;
-                let mut reply = shared.control_at_owner(&r, op, false).await?;
-                reply.applied_index = reply.applied_index.max(index);
-                Ok(Response::new(reply))
+                match shared.control_at_owner(&r, op, false, index).await {
+                    Ok(mut reply) => {
+                        reply.applied_index = reply.applied_index.max(index);
+                        Ok(Response::new(reply))
+                    }
+                    // Committed, so durable: the job's owner (or the node that adopts the job
+                    // if the owner is gone) carries it out when it drives the job again. The
+                    // caller hears that it was taken, not done (the API's operationComplete).
+                    Err(e) if e.code == ErrorCode::Unavailable => {
+                        tracing::info!(job_id = %r.id, operation = ?op, error = %e.message,
+                            "control request committed; its owner cannot be reached now");
+                        Ok(Response::new(ControlJobReply {
+                            status_message: format!(
+                                "The request was recorded, but the job's node cannot be reached now \
+                                 ({}); it is carried out as soon as that node, or the node that takes \
+                                 the job over, drives the job again",
+                                e.message
+                            ),
+                            operation_complete: false,
+                            applied_index: index,
+                        }))
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
             other => Err(sm_error(other).into()),
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use launcher_proto::raft::ForwardedWrite;
-use launcher_storage::command::{ControlOp, Idempotency};
+use launcher_storage::command::{applies_control_done, ControlOp, Idempotency};
 use launcher_storage::job::RawJson;
 use launcher_storage::{Command, CommandV1, ErrorCode, Job, NodeId, Response};
 use serde::{Deserialize, Serialize};
@@ -226,6 +226,18 @@ impl Shared {
 
     /// Turns a request into a command: the leader's ids, times, owner and checks (ARCHITECTURE.md).
     pub async fn stamp(&self, req: WriteRequest) -> NodeResult<CommandV1> {
+        if let WriteRequest::Command {
+            command: Command::V1(CommandV1::ControlDone { .. }),
+        } = &req
+        {
+            // During a rolling upgrade an older member could not decode it and would stop.
+            if !self.every_member_applies(applies_control_done).await? {
+                return Err(NodeError::new(
+                    ErrorCode::UnsupportedVersion,
+                    "not every member applies control_done yet (a rolling upgrade is in progress)",
+                ));
+            }
+        }
         let now = clock::now();
         Ok(match req {
             WriteRequest::Submit {
@@ -359,6 +371,17 @@ impl Shared {
         job.submission_time = Some(now.to_string());
         job.last_update_time = Some(now.to_string());
         Ok((job, owner, idempotency))
+    }
+
+    /// Whether every member (voter or learner) registered a version for which `applies` holds;
+    /// one that has not registered yet counts as older.
+    async fn every_member_applies(&self, applies: fn(&str) -> bool) -> NodeResult<bool> {
+        let (voters, learners) = self.members();
+        let members: Vec<NodeId> = voters.into_iter().chain(learners).collect();
+        let records = self.table(|sm| sm.nodes()).await?;
+        Ok(members
+            .iter()
+            .all(|id| records.iter().any(|r| r.id == *id && applies(&r.version))))
     }
 
     /// Picks the owner of a new job: a non-draining member hosting the cluster, heard from

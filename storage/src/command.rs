@@ -198,6 +198,16 @@ pub enum CommandV1 {
     SetDraining { node: NodeId, draining: bool },
     /// Forget a member for good: its id is never reused.
     RemoveNode { node: NodeId },
+    /// The owner carried out the job's control requests up to `seq` (or found their effect
+    /// already there): they leave its queue, so no later owner carries them out again. Refused
+    /// from a node that no longer owns the job (`epoch` fences it). Proposed only when every
+    /// member's version knows it ([`CONTROL_DONE_SINCE_VERSION`]).
+    ControlDone {
+        id: String,
+        node: NodeId,
+        epoch: u64,
+        seq: u64,
+    },
     /// Several commands proposed together by the leader (group commit: one Raft entry, one
     /// fsync per node for all of them), applied in order as if they were consecutive entries.
     /// Each gets its own response; one refused does not stop the others. Never nested. The
@@ -209,17 +219,31 @@ pub enum CommandV1 {
 /// The first release whose nodes apply [`CommandV1::Batch`].
 pub const BATCH_SINCE_VERSION: (u64, u64, u64) = (0, 2, 0);
 
-/// Whether a node of `version` (`major.minor.patch`, as nodes register it) applies batches.
-pub fn applies_batches(version: &str) -> bool {
+/// The first release whose nodes apply [`CommandV1::ControlDone`].
+pub const CONTROL_DONE_SINCE_VERSION: (u64, u64, u64) = (0, 3, 0);
+
+/// Whether `version` (`major.minor.patch`, as nodes register it) is `since` or later; an
+/// unreadable version is taken as older than anything.
+fn version_at_least(version: &str, since: (u64, u64, u64)) -> bool {
     let mut parts = version.split(['.', '-', '+']).map(|p| p.parse::<u64>().ok());
     match (
         parts.next().flatten(),
         parts.next().flatten(),
         parts.next().flatten(),
     ) {
-        (Some(a), Some(b), Some(c)) => (a, b, c) >= BATCH_SINCE_VERSION,
+        (Some(a), Some(b), Some(c)) => (a, b, c) >= since,
         _ => false,
     }
+}
+
+/// Whether a node of `version` (as nodes register it) applies batches.
+pub fn applies_batches(version: &str) -> bool {
+    version_at_least(version, BATCH_SINCE_VERSION)
+}
+
+/// Whether a node of `version` (as nodes register it) applies [`CommandV1::ControlDone`].
+pub fn applies_control_done(version: &str) -> bool {
+    version_at_least(version, CONTROL_DONE_SINCE_VERSION)
 }
 
 impl CommandV1 {
@@ -230,6 +254,7 @@ impl CommandV1 {
             CommandV1::LaunchIntent { .. } => "launch_intent",
             CommandV1::Update(_) => "update",
             CommandV1::Control { .. } => "control",
+            CommandV1::ControlDone { .. } => "control_done",
             CommandV1::Delete { .. } => "delete",
             CommandV1::Expire { .. } => "expire",
             CommandV1::NodeLost { .. } => "node_lost",
@@ -302,6 +327,15 @@ mod tests {
         assert!(!applies_batches("0.1.9"));
         assert!(!applies_batches(""));
         assert!(!applies_batches("garbage"));
+    }
+
+    #[test]
+    fn control_done_is_known_from_0_3_0() {
+        assert!(applies_control_done("0.3.0"));
+        assert!(applies_control_done("1.0.0-rc.1"));
+        assert!(!applies_control_done("0.2.9"));
+        assert!(!applies_control_done("0.2.0"));
+        assert!(!applies_control_done("garbage"));
     }
 
     #[test]

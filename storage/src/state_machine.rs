@@ -164,6 +164,12 @@ impl<E: KvEngine> StateMachine<E> {
         self.read(|t, _| table::job_counts(t))
     }
 
+    /// Non-terminal jobs (of `owner`, or of every node) with control requests not yet carried
+    /// out, with how many each has.
+    pub fn pending_controls(&self, owner: Option<NodeId>) -> Result<Vec<(String, usize)>, ApplyError> {
+        self.read(|t, _| table::pending_controls(t, owner))
+    }
+
     /// Stale or backwards updates ignored so far.
     pub fn ignored_updates(&self) -> Result<u64, ApplyError> {
         self.read(|t, _| table::ignored_updates(t))

@@ -469,6 +469,7 @@ fn apply_v1<T: KvTree>(tx: &mut Overlay<'_, T>, cmd: &CommandV1) -> Result<Respo
         } => launch_intent(tx, id, *node, *epoch, time),
         CommandV1::Update(u) => update(tx, u),
         CommandV1::Control { id, operation, time } => control(tx, id, *operation, time),
+        CommandV1::ControlDone { id, node, epoch, seq } => control_done(tx, id, *node, *epoch, *seq),
         CommandV1::Delete { id } => delete(tx, id),
         CommandV1::Expire { cutoff, now } => expire(tx, cutoff, now),
         CommandV1::NodeLost { node, time, adopters } => node_lost(tx, *node, time, adopters),
@@ -722,6 +723,37 @@ fn control<T: KvTree>(
     })
 }
 
+fn control_done<T: KvTree>(
+    tx: &mut Overlay<'_, T>,
+    id: &str,
+    node: NodeId,
+    epoch: u64,
+    seq: u64,
+) -> Result<Response, ApplyError> {
+    let Some((_, mut meta)) = load_job(tx, id)? else {
+        return Ok(Response::error(
+            ErrorCode::JobNotFound,
+            format!("job {id} not found"),
+        ));
+    };
+    if meta.owner != node || meta.epoch != epoch {
+        return Ok(Response::error(
+            ErrorCode::InvalidJobState,
+            format!("node {node} (epoch {epoch}) no longer owns job {id}"),
+        ));
+    }
+    let before = meta.controls.len();
+    meta.controls.retain(|c| c.seq > seq);
+    let removed = (before - meta.controls.len()) as u64;
+    if removed > 0 {
+        tx.put(meta_key(id), encode(&meta));
+    }
+    Ok(Response::Applied {
+        changed: removed > 0,
+        count: removed,
+    })
+}
+
 fn delete<T: KvTree>(tx: &mut Overlay<'_, T>, id: &str) -> Result<Response, ApplyError> {
     let Some((job, meta)) = load_job(tx, id)? else {
         return Ok(Response::error(
@@ -923,6 +955,27 @@ pub fn active_job_ids(r: &impl TableRead, owner: NodeId) -> Result<Vec<String>, 
         .into_iter()
         .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
         .collect())
+}
+
+/// Non-terminal jobs (of `owner`, or of every node) with control requests not yet carried
+/// out, and how many each has. Only non-terminal jobs can have any: a job's end clears them.
+pub fn pending_controls(
+    r: &impl TableRead,
+    owner: Option<NodeId>,
+) -> Result<Vec<(String, usize)>, ApplyError> {
+    let prefix = owner.map_or_else(|| b"xo/".to_vec(), idx_owner_prefix);
+    let mut out = Vec::new();
+    for (k, _) in r.prefix_items(&prefix)? {
+        // Owner index keys are `xo/<owner:be64><id>`.
+        let Some(id) = k.get(3 + 8..) else { continue };
+        let id = String::from_utf8_lossy(id).into_owned();
+        if let Some(meta) = get_json::<JobMeta>(r, &meta_key(&id))? {
+            if !meta.controls.is_empty() {
+                out.push((id, meta.controls.len()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Number of stale or backwards updates `apply` has ignored.
@@ -1372,6 +1425,95 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ids(list_jobs(&t, &page).unwrap()), vec!["c", "d"]);
+    }
+
+    /// Control requests wait in the job's queue until its owner (at its current epoch) says
+    /// they are done, in order; repeating that is harmless; the job's end clears the rest.
+    #[test]
+    fn controls_leave_the_queue_when_their_owner_marks_them_done() {
+        let (_d, t) = engine();
+        register(&t, 1);
+        register(&t, 2);
+        submit_job(&t, "a", "alice", 1, &[], None);
+        run(&t, upd("a", 1, JobStatus::Running));
+        for (op, sec) in [(ControlOp::Suspend, 2), (ControlOp::Kill, 3)] {
+            let r = run(
+                &t,
+                CommandV1::Control {
+                    id: "a".into(),
+                    operation: op,
+                    time: time(sec),
+                },
+            );
+            assert_eq!(
+                r,
+                Response::Applied {
+                    changed: true,
+                    count: 0
+                }
+            );
+        }
+        assert_eq!(pending_controls(&t, None).unwrap(), vec![("a".to_string(), 2)]);
+        assert_eq!(pending_controls(&t, Some(1)).unwrap().len(), 1);
+        assert!(pending_controls(&t, Some(2)).unwrap().is_empty());
+        let done = |node, epoch, seq| CommandV1::ControlDone {
+            id: "a".into(),
+            node,
+            epoch,
+            seq,
+        };
+        // Not the owner, or an old epoch of it: refused, nothing changes.
+        for (node, epoch) in [(2, 1), (1, 2)] {
+            let r = run(&t, done(node, epoch, 2));
+            assert!(
+                matches!(
+                    r,
+                    Response::Error {
+                        code: ErrorCode::InvalidJobState,
+                        ..
+                    }
+                ),
+                "{r:?}"
+            );
+        }
+        assert_eq!(
+            run(&t, done(1, 1, 1)),
+            Response::Applied {
+                changed: true,
+                count: 1
+            }
+        );
+        assert_eq!(
+            run(&t, done(1, 1, 1)),
+            Response::Applied {
+                changed: false,
+                count: 0
+            }
+        );
+        let meta = load_job(&t, "a").unwrap().unwrap().1;
+        assert_eq!(meta.controls.len(), 1);
+        assert_eq!(meta.controls[0].operation, ControlOp::Kill);
+        run(&t, upd("a", 2, JobStatus::Killed));
+        assert!(pending_controls(&t, None).unwrap().is_empty());
+        assert!(matches!(
+            run(&t, done(1, 1, 9)),
+            Response::Applied { changed: false, .. }
+        ));
+        assert!(matches!(
+            run(
+                &t,
+                CommandV1::ControlDone {
+                    id: "gone".into(),
+                    node: 1,
+                    epoch: 1,
+                    seq: 1
+                }
+            ),
+            Response::Error {
+                code: ErrorCode::JobNotFound,
+                ..
+            }
+        ));
     }
 
     #[test]

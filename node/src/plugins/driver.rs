@@ -21,7 +21,7 @@ use launcher_plugin_api::messages::{
     JobStatusResponse, JobStreamRequest, SubmitJobRequest, LAUNCHER_JOB_TAG_PREFIX,
 };
 use launcher_storage::command::{ControlOp, JobUpdate};
-use launcher_storage::table::JobMeta;
+use launcher_storage::table::{ControlRecord, JobMeta};
 use launcher_storage::{CommandV1, ErrorCode, Job, JobStatus, Response};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -36,6 +36,13 @@ use crate::writes::WriteRequest;
 const ORPHAN_LIMIT: usize = 10_000;
 /// How often the scanner looks at the job table even without new entries.
 const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// How often the scanner looks for committed control requests nobody told the worker about
+/// (the node that took the request crashed, or its hand-off to this node failed).
+const CONTROLS_EVERY: Duration = Duration::from_secs(5);
+/// How soon a worker tries again a control request its plugin could not take.
+const CONTROL_RETRY: Duration = Duration::from_secs(2);
+/// Answers a worker keeps for callers that come after their request was carried out.
+const ANSWERS_KEPT: usize = 32;
 
 /// What a worker hears about.
 pub enum Event {
@@ -45,8 +52,11 @@ pub enum Event {
     Reconcile,
     /// The job is no longer this node's active job (ended, owner changed, deleted).
     Gone,
-    /// Carry out a control operation; answer with the plugin's reply.
+    /// A caller waits for its committed control request `op`: carry out the job's committed
+    /// requests, then answer with the plugin's reply to it.
     Control(ControlOp, oneshot::Sender<NodeResult<ControlJobResponse>>),
+    /// Committed control requests wait for this job: carry them out.
+    Controls,
 }
 
 /// In-memory bookkeeping of the driver on this node.
@@ -56,6 +66,54 @@ pub struct Local {
     index: Mutex<PluginIndex>,
     /// Jobs canceled while their launch was in flight: canceled as soon as the plugin has them.
     cancel_requested: Mutex<std::collections::HashSet<String>>,
+    /// Committed control requests this node took off its jobs' queues, by operation and outcome.
+    controls: [[std::sync::atomic::AtomicU64; ControlOutcome::ALL.len()]; CONTROL_OPS.len()],
+}
+
+/// Every control operation, in the order of [`Local::control_counts`].
+pub const CONTROL_OPS: [ControlOp; 5] = [
+    ControlOp::Suspend,
+    ControlOp::Resume,
+    ControlOp::Stop,
+    ControlOp::Kill,
+    ControlOp::Cancel,
+];
+
+/// What became of a committed control request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlOutcome {
+    /// The plugin carried it out.
+    CarriedOut,
+    /// The plugin refused it (the job had moved on); the answer went to the caller.
+    Refused,
+    /// Its effect was already there (carried out before a crash): nothing was sent.
+    AlreadyDone,
+}
+
+impl ControlOutcome {
+    pub const ALL: [ControlOutcome; 3] = [
+        ControlOutcome::CarriedOut,
+        ControlOutcome::Refused,
+        ControlOutcome::AlreadyDone,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ControlOutcome::CarriedOut => "carried_out",
+            ControlOutcome::Refused => "refused",
+            ControlOutcome::AlreadyDone => "already_done",
+        }
+    }
+}
+
+fn op_label(op: ControlOp) -> &'static str {
+    match op {
+        ControlOp::Suspend => "suspend",
+        ControlOp::Resume => "resume",
+        ControlOp::Stop => "stop",
+        ControlOp::Kill => "kill",
+        ControlOp::Cancel => "cancel",
+    }
 }
 
 #[derive(Default)]
@@ -69,6 +127,32 @@ struct PluginIndex {
 }
 
 impl Local {
+    /// Jobs this node drives now (one worker each).
+    pub fn driven(&self) -> usize {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Control requests taken off the queue so far: (operation, outcome, count).
+    pub fn control_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (i, op) in CONTROL_OPS.iter().enumerate() {
+            for (j, outcome) in ControlOutcome::ALL.iter().enumerate() {
+                let n = self.controls[i][j].load(std::sync::atomic::Ordering::Relaxed);
+                out.push((op_label(*op), outcome.label(), n));
+            }
+        }
+        out
+    }
+
+    fn count_control(&self, op: ControlOp, outcome: ControlOutcome) {
+        let i = CONTROL_OPS.iter().position(|o| *o == op).unwrap_or_default();
+        let j = ControlOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or_default();
+        self.controls[i][j].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The plugin's id of our job `id`, if this node launched or adopted it.
     pub fn plugin_id(&self, id: &str) -> Option<String> {
         self.index
@@ -143,6 +227,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(SCAN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_applied = u64::MAX;
+    let mut controls_checked = tokio::time::Instant::now();
     while !*stop.borrow() {
         let applied = shared.applied_index();
         if applied != last_applied {
@@ -150,6 +235,10 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             if let Err(e) = scan(&shared, &stop).await {
                 tracing::warn!(error = %e, "cannot scan this node's jobs");
             }
+        }
+        if controls_checked.elapsed() >= CONTROLS_EVERY {
+            controls_checked = tokio::time::Instant::now();
+            nudge_pending_controls(&shared).await;
         }
         tokio::select! {
             _ = metrics.changed() => {}
@@ -184,6 +273,20 @@ async fn scan(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> NodeResult<
         tokio::spawn(worker(shared.clone(), id, tx, rx, stop.clone()));
     }
     Ok(())
+}
+
+/// Tells the workers of this node's jobs that have committed control requests waiting to
+/// carry them out: a request is durable work, whether or not anyone handed it to us.
+async fn nudge_pending_controls(shared: &Arc<Shared>) {
+    let me = shared.id;
+    match shared.table(move |sm| sm.pending_controls(Some(me))).await {
+        Ok(jobs) => {
+            for (id, _) in jobs {
+                let _ = shared.jobs.send(&id, Event::Controls);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot look for pending control requests"),
+    }
 }
 
 /// Follows one plugin's `*` status stream across restarts, and reconciles after each restart.
@@ -338,8 +441,21 @@ async fn kill_in_plugin(plugin: &Plugin, plugin_id: &str, user: &str, status: Op
     }
 }
 
-/// Asks the owner-side worker of `id` (on this node) to carry out `op`.
-pub async fn control(shared: &Shared, id: &str, op: ControlOp) -> NodeResult<ControlJobResponse> {
+/// Waits until the owner-side worker of `id` (on this node) carried out the control request
+/// `op` committed at log index `committed_at` (0: unknown, then everything committed so far
+/// is waited for), and returns the plugin's answer to it.
+pub async fn control(
+    shared: &Shared,
+    id: &str,
+    op: ControlOp,
+    committed_at: u64,
+) -> NodeResult<ControlJobResponse> {
+    // The worker works from this node's table, which must hold the request first.
+    if committed_at > 0 {
+        shared.wait_applied(committed_at).await?;
+    } else {
+        shared.read_barrier(ReadMode::default()).await?;
+    }
     let launching = shared.jobs.plugin_id(id).is_none()
         && shared
             .jobs
@@ -370,6 +486,31 @@ pub async fn control(shared: &Shared, id: &str, op: ControlOp) -> NodeResult<Con
     }
     rx.await
         .map_err(|_| NodeError::new(ErrorCode::JobNotRunning, format!("job {id} ended meanwhile")))?
+}
+
+/// The one request among `pending` (oldest first) whose effect decides the job's state, and
+/// the highest sequence number among them (the whole batch is done once it is). A job that is
+/// to end ends: a kill wins (a stop followed by a kill is an escalation), else the first stop
+/// or cancel; otherwise the last suspend or resume, as carrying them all out in order would
+/// leave the job as the last one says.
+fn coalesce(pending: &[ControlRecord]) -> Option<(ControlRecord, u64)> {
+    let last_seq = pending.iter().map(|c| c.seq).max()?;
+    let ends = |op: ControlOp| matches!(op, ControlOp::Stop | ControlOp::Kill | ControlOp::Cancel);
+    let chosen = pending
+        .iter()
+        .find(|c| c.operation == ControlOp::Kill)
+        .or_else(|| pending.iter().find(|c| ends(c.operation)))
+        .or_else(|| pending.last())?;
+    Some((chosen.clone(), last_seq))
+}
+
+/// Whether the effect of `op` shows in `status`, so that it must not be sent again.
+fn already_done(op: ControlOp, status: JobStatus) -> bool {
+    match op {
+        ControlOp::Suspend => status == JobStatus::Suspended,
+        ControlOp::Resume => status == JobStatus::Running,
+        ControlOp::Stop | ControlOp::Kill | ControlOp::Cancel => status.is_terminal(),
+    }
 }
 
 fn parse_status(s: &str) -> Option<JobStatus> {
@@ -412,6 +553,16 @@ struct Worker {
     reported: Option<(JobStatus, Option<i32>)>,
     /// Log index of this worker's last committed change.
     last_index: u64,
+    /// Control requests up to this sequence number were carried out by this worker (their
+    /// ControlDone may still be on its way, or refused in a cluster with older members).
+    controls_through: u64,
+    /// The latest answers to control requests: (sequence number, operation, answer).
+    answers: VecDeque<(u64, ControlOp, NodeResult<ControlJobResponse>)>,
+    /// Callers waiting for their request, each with the highest sequence number the job had
+    /// when it asked (its own request is at or below it).
+    waiting: Vec<(ControlOp, u64, oneshot::Sender<NodeResult<ControlJobResponse>>)>,
+    /// A control request could not reach the plugin: try again after [`CONTROL_RETRY`].
+    controls_retry: bool,
     stop: watch::Receiver<bool>,
 }
 
@@ -445,9 +596,14 @@ async fn worker(
         meta,
         plugin,
         last_index: 0,
+        controls_through: 0,
+        answers: VecDeque::new(),
+        waiting: Vec::new(),
+        controls_retry: false,
         stop,
     };
     w.drive(&mut rx).await;
+    w.answer_waiting(true);
     // Leave only once this node has applied our last change, so the scanner does not see the
     // job as still active here and start a second worker for it.
     let _ = shared.wait_applied(w.last_index).await;
@@ -500,23 +656,33 @@ impl Worker {
                 self.sync(&plugin).await;
             }
         }
+        // Requests committed before this worker started (its node crashed, or the job was
+        // just adopted) are carried out now.
+        self.run_controls(&plugin).await;
         while !self.done() && !self.stopping() {
+            let retry = self.controls_retry;
             let ev = tokio::select! {
                 ev = rx.recv() => ev,
+                _ = tokio::time::sleep(CONTROL_RETRY), if retry => Some(Event::Controls),
                 _ = self.stop.changed() => None,
             };
             let Some(ev) = ev else { return };
             match ev {
                 Event::Status(st) => self.on_status(&plugin, st).await,
-                Event::Reconcile => self.sync(&plugin).await,
+                Event::Reconcile => {
+                    self.sync(&plugin).await;
+                    self.run_controls(&plugin).await;
+                }
                 Event::Control(op, reply) => {
-                    let answer = self.control(&plugin, op).await;
-                    // The plugin answers once the operation took effect; its new status is
-                    // committed before the caller hears of it, so a read after the answer sees it.
-                    if answer.as_ref().is_ok_and(|a| a.operation_complete) {
-                        self.sync(&plugin).await;
-                    }
-                    let _ = reply.send(answer);
+                    self.reload().await;
+                    let upto = self.meta.control_seq;
+                    self.waiting.push((op, upto, reply));
+                    self.run_controls(&plugin).await;
+                    self.answer_waiting(false);
+                }
+                Event::Controls => {
+                    self.run_controls(&plugin).await;
+                    self.answer_waiting(false);
                 }
                 Event::Gone => {
                     self.fence_if_taken(&plugin).await;
@@ -579,7 +745,15 @@ impl Worker {
             epoch: self.meta.epoch,
             time: String::new(),
         });
-        if self.take_cancel() {
+        // A cancel committed once the intent was (it is recorded only then) is in the table
+        // even if the node that took it could not tell us: then nothing is submitted at all.
+        let cancel_committed = self.reload().await
+            && self
+                .meta
+                .controls
+                .iter()
+                .any(|c| c.operation == ControlOp::Cancel);
+        if self.take_cancel() || cancel_committed {
             self.report(
                 Some(JobStatus::Canceled),
                 Some("Canceled by user".into()),
@@ -831,10 +1005,186 @@ impl Worker {
     }
 
     async fn control(&mut self, plugin: &Arc<Plugin>, op: ControlOp) -> NodeResult<ControlJobResponse> {
-        let Some(pid) = self.plugin_id.clone() else {
+        if self.plugin_id.is_none() {
             return Err(NodeError::new(
                 ErrorCode::JobNotRunning,
                 format!("job {} has not reached its plugin yet; retry shortly", self.id),
+            ));
+        }
+        self.send_control(plugin, op)
+            .await
+            .map_err(|e| e.into_node_error(plugin.cluster()))
+    }
+
+    /// Carries out the job's committed control requests, at most once each. The requests
+    /// waiting at one time are coalesced into the one that decides the job's state (see
+    /// [`coalesce`]): requests piled up while the owner was down or unreachable (a client
+    /// retrying) cost one plugin call, not one each, so a live caller is answered in time. One
+    /// whose effect is already there (carried out before a crash, its completion not yet
+    /// committed) is not sent again. The batch is marked done in Raft before the next is sent,
+    /// so at most one request can be in that state after a crash.
+    async fn run_controls(&mut self, plugin: &Arc<Plugin>) {
+        self.controls_retry = false;
+        let mut synced = false;
+        loop {
+            if self.stopping() || !self.reload().await {
+                return;
+            }
+            if self.job.status().is_terminal() {
+                // The job's end cleared its queue: nothing is left to carry out.
+                self.controls_through = self.meta.control_seq;
+                return;
+            }
+            let through = self.controls_through;
+            let pending: Vec<_> = self
+                .meta
+                .controls
+                .iter()
+                .filter(|c| c.seq > through)
+                .cloned()
+                .collect();
+            let Some((c, last_seq)) = coalesce(&pending) else {
+                return;
+            };
+            if self.plugin_id.is_none() {
+                // Still launching or being looked up by its tag: carried out once the plugin has it.
+                self.controls_retry = true;
+                return;
+            }
+            if !synced {
+                // What the plugin shows now decides whether a request was already carried out.
+                self.sync(plugin).await;
+                synced = true;
+                continue;
+            }
+            let (outcome, answer) = if already_done(c.operation, self.job.status()) {
+                let answer = ControlJobResponse {
+                    status_message: format!("The job is already {}", self.job.status()),
+                    operation_complete: true,
+                };
+                (ControlOutcome::AlreadyDone, Ok(answer))
+            } else {
+                match self.send_control(plugin, c.operation).await {
+                    Ok(r) => (ControlOutcome::CarriedOut, Ok(r)),
+                    // Not sent, or its fate unknown: try again later; by then what the plugin
+                    // shows tells whether it took effect.
+                    Err(
+                        e @ (PluginError::Unavailable(_) | PluginError::Restarted | PluginError::Timeout(_)),
+                    ) => {
+                        tracing::info!(job_id = %self.id, seq = c.seq, error = %e,
+                            "cannot carry out the control request yet; trying again");
+                        self.controls_retry = true;
+                        return;
+                    }
+                    Err(e) if c.operation == ControlOp::Cancel => {
+                        // Canceled while it was being launched, and it started meanwhile: the
+                        // caller was told it would be canceled, so it is killed instead.
+                        tracing::info!(job_id = %self.id, error = %e, "the job started before the cancel; killing it");
+                        match self.send_control(plugin, ControlOp::Kill).await {
+                            Ok(r) => (ControlOutcome::CarriedOut, Ok(r)),
+                            Err(e) => (ControlOutcome::Refused, Err(e.into_node_error(plugin.cluster()))),
+                        }
+                    }
+                    Err(e) => (ControlOutcome::Refused, Err(e.into_node_error(plugin.cluster()))),
+                }
+            };
+            self.shared.jobs.count_control(c.operation, outcome);
+            // The plugin answers once the operation took effect; its new status is committed
+            // before the caller hears of it, so a read after the answer sees it.
+            if answer.as_ref().is_ok_and(|a| a.operation_complete) && outcome != ControlOutcome::AlreadyDone {
+                self.sync(plugin).await;
+            }
+            self.controls_through = last_seq;
+            for other in pending.iter().filter(|p| p.seq != c.seq) {
+                // Superseded: its caller (if it still waits) hears what was done instead.
+                self.answers.push_back((
+                    other.seq,
+                    other.operation,
+                    Ok(ControlJobResponse {
+                        status_message: format!(
+                            "Superseded by a later {} request, which was carried out instead; the job is {}",
+                            op_label(c.operation),
+                            self.job.status()
+                        ),
+                        operation_complete: false,
+                    }),
+                ));
+            }
+            self.answers.push_back((c.seq, c.operation, answer));
+            self.answers.make_contiguous().sort_by_key(|(seq, _, _)| *seq);
+            while self.answers.len() > ANSWERS_KEPT {
+                self.answers.pop_front();
+            }
+            if !self.done() {
+                self.control_done(last_seq).await;
+            }
+        }
+    }
+
+    /// Takes the control requests up to `seq` off the job's queue in Raft.
+    async fn control_done(&mut self, seq: u64) {
+        let done = CommandV1::ControlDone {
+            id: self.id.clone(),
+            node: self.shared.id,
+            epoch: self.meta.epoch,
+            seq,
+        };
+        match self.propose(done).await {
+            Some(Response::Applied { .. }) | None => {}
+            Some(Response::Error { code, message }) => {
+                // An older member cannot apply it yet, or the job left this node: this worker
+                // still remembers what it carried out.
+                tracing::info!(job_id = %self.id, seq, ?code, %message, "control request not marked done");
+            }
+            Some(other) => tracing::warn!(job_id = %self.id, ?other, "unexpected answer to ControlDone"),
+        }
+    }
+
+    /// Answers the callers whose request was carried out (or, at the end, never will be).
+    fn answer_waiting(&mut self, ending: bool) {
+        let through = self.controls_through;
+        let terminal = self.job.status().is_terminal();
+        let waiting = std::mem::take(&mut self.waiting);
+        for (op, upto, reply) in waiting {
+            if upto > through && !ending && !terminal {
+                self.waiting.push((op, upto, reply));
+                continue;
+            }
+            // Its own request is the latest of its kind at or below `upto`.
+            let answer = self
+                .answers
+                .iter()
+                .rev()
+                .find(|(seq, o, _)| *o == op && *seq <= upto)
+                .map(|(_, _, a)| a.clone());
+            let answer = match answer {
+                Some(a) => a,
+                None if upto <= through && !terminal => Ok(ControlJobResponse {
+                    status_message: "The request was carried out".into(),
+                    operation_complete: true,
+                }),
+                None => Err(NodeError::new(
+                    ErrorCode::JobNotRunning,
+                    format!(
+                        "job {} ended ({}) before the request was carried out",
+                        self.id,
+                        self.job.status()
+                    ),
+                )),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// Sends `op` to the plugin.
+    async fn send_control(
+        &self,
+        plugin: &Arc<Plugin>,
+        op: ControlOp,
+    ) -> Result<ControlJobResponse, PluginError> {
+        let Some(pid) = self.plugin_id.clone() else {
+            return Err(PluginError::Unavailable(
+                "the job has not reached its plugin yet".into(),
             ));
         };
         let user = self.job.user.clone().unwrap_or_else(|| "*".into());
@@ -855,7 +1205,6 @@ impl Worker {
         plugin
             .call::<_, ControlJobResponse>(RequestType::ControlJob, &req)
             .await
-            .map_err(|e| e.into_node_error(plugin.cluster()))
     }
 
     /// The job left this node's active set. If it was taken away rather than ended by us,
@@ -961,5 +1310,48 @@ impl Worker {
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(ops: &[ControlOp]) -> Vec<ControlRecord> {
+        ops.iter()
+            .enumerate()
+            .map(|(i, op)| ControlRecord {
+                seq: i as u64 + 10,
+                operation: *op,
+                time: String::new(),
+            })
+            .collect()
+    }
+
+    fn chosen(ops: &[ControlOp]) -> Option<(ControlOp, u64, u64)> {
+        coalesce(&queue(ops)).map(|(c, last)| (c.operation, c.seq, last))
+    }
+
+    /// Requests piled up while the owner was away cost one plugin call; the job ends up as
+    /// carrying them out one by one would leave it.
+    #[test]
+    fn a_queue_of_controls_coalesces_into_the_one_that_decides() {
+        use ControlOp::*;
+        assert_eq!(chosen(&[]), None);
+        assert_eq!(chosen(&[Suspend]), Some((Suspend, 10, 10)));
+        // Retries of one request: the last one, and all of them are done with it.
+        assert_eq!(chosen(&[Suspend, Suspend, Suspend]), Some((Suspend, 12, 12)));
+        // Toggles: the last word counts.
+        assert_eq!(chosen(&[Suspend, Resume]), Some((Resume, 11, 11)));
+        assert_eq!(
+            chosen(&[Resume, Suspend, Resume, Suspend]),
+            Some((Suspend, 13, 13))
+        );
+        // A job that is to end ends, whatever came after.
+        assert_eq!(chosen(&[Suspend, Stop, Resume]), Some((Stop, 11, 12)));
+        assert_eq!(chosen(&[Cancel, Suspend]), Some((Cancel, 10, 11)));
+        // A kill is an escalation of a stop, in either order.
+        assert_eq!(chosen(&[Stop, Kill]), Some((Kill, 11, 11)));
+        assert_eq!(chosen(&[Kill, Stop, Suspend]), Some((Kill, 10, 12)));
     }
 }

@@ -1,4 +1,5 @@
 mod backpressure;
+mod controls;
 mod durability;
 mod failover;
 mod membership;
