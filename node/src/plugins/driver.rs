@@ -421,22 +421,26 @@ async fn fence_strays(shared: &Arc<Shared>, plugin: &Arc<Plugin>) {
 }
 
 async fn kill_in_plugin(plugin: &Plugin, plugin_id: &str, user: &str, status: Option<&str>) {
-    let op = if status == Some("Pending") {
-        pm::ControlOperation::Cancel
-    } else {
-        pm::ControlOperation::Kill
+    let call = |op: pm::ControlOperation| {
+        let req = ControlJobRequest {
+            request_username: user.into(),
+            username: user.into(),
+            job_id: plugin_id.into(),
+            encoded_job_id: plugin_id.into(),
+            operation: op as i32,
+        };
+        async move {
+            plugin
+                .call::<_, ControlJobResponse>(RequestType::ControlJob, &req)
+                .await
+        }
     };
-    let req = ControlJobRequest {
-        request_username: user.into(),
-        username: user.into(),
-        job_id: plugin_id.into(),
-        encoded_job_id: plugin_id.into(),
-        operation: op as i32,
-    };
-    if let Err(e) = plugin
-        .call::<_, ControlJobResponse>(RequestType::ControlJob, &req)
-        .await
-    {
+    // A job last seen Pending may have started since: then the cancel is refused, and it is
+    // killed instead.
+    if status == Some("Pending") && call(pm::ControlOperation::Cancel).await.is_ok() {
+        return;
+    }
+    if let Err(e) = call(pm::ControlOperation::Kill).await {
         tracing::debug!(plugin_job_id = plugin_id, error = %e, "fencing kill not needed or failed");
     }
 }
@@ -547,6 +551,10 @@ struct Worker {
     meta: JobMeta,
     plugin: Option<Arc<Plugin>>,
     plugin_id: Option<String>,
+    /// The last status the plugin itself reported for the job (None: not heard yet).
+    plugin_status: Option<JobStatus>,
+    /// The owner epoch this worker drives the job under; a later one means it was taken away.
+    driving_epoch: u64,
     /// Next update sequence number.
     seq: u64,
     /// Last status (and exit code) reported through Raft.
@@ -587,6 +595,8 @@ async fn worker(
     };
     let plugin = shared.plugins.get(&job.cluster).cloned();
     let mut w = Worker {
+        plugin_status: None,
+        driving_epoch: meta.epoch,
         seq: meta.seq + 1,
         reported: Some((job.status(), job.exit_code)),
         plugin_id: job.plugin_job_id.clone(),
@@ -603,6 +613,14 @@ async fn worker(
         stop,
     };
     w.drive(&mut rx).await;
+    if !w.stopping() {
+        // However the worker ended (the job's end, a Gone, an update refused as stale), a
+        // process the cluster took away from this node is stopped: fencing must not depend on
+        // which event arrived first.
+        if let Some(plugin) = w.plugin.clone() {
+            w.fence_if_taken(&plugin).await;
+        }
+    }
     w.answer_waiting(true);
     // Leave only once this node has applied our last change, so the scanner does not see the
     // job as still active here and start a second worker for it.
@@ -684,10 +702,8 @@ impl Worker {
                     self.run_controls(&plugin).await;
                     self.answer_waiting(false);
                 }
-                Event::Gone => {
-                    self.fence_if_taken(&plugin).await;
-                    return;
-                }
+                // Fenced by the caller of `drive` if the job was taken away.
+                Event::Gone => return,
             }
             if self.plugin_id.is_none() && self.meta.launch.is_some() {
                 // A launch whose outcome was unknown: keep trying to find it by tag.
@@ -725,7 +741,12 @@ impl Worker {
             Some(Response::Job { .. }) => {}
             Some(Response::Error { code, message }) => {
                 // A retried intent that had in fact been committed is ours; anything else
-                // (canceled, owner changed) means this node must not launch.
+                // (canceled, owner changed) means this node must not launch. Judged from a
+                // table that has caught up with the leader, not from this node's lagging one.
+                if let Err(e) = self.shared.read_barrier(ReadMode::default()).await {
+                    tracing::info!(job_id = %self.id, error = %e, "cannot catch up to judge the launch intent; not launching now");
+                    return false;
+                }
                 let ours = self.reload().await
                     && self
                         .meta
@@ -888,6 +909,7 @@ impl Worker {
         let early = self.shared.jobs.claim(plugin.cluster(), &pid, &self.id);
         self.plugin_id = Some(pid.clone());
         let status = pj.status.as_deref().and_then(parse_status);
+        self.plugin_status = status.or(self.plugin_status);
         let update = JobUpdate {
             status: status.filter(|s| *s != JobStatus::Pending),
             status_message: pj.status_message.clone(),
@@ -958,6 +980,7 @@ impl Worker {
         let Some(status) = pj.status.as_deref().and_then(parse_status) else {
             return;
         };
+        self.plugin_status = Some(status);
         if self
             .reported
             .is_some_and(|(s, e)| s == status && (e.is_some() || pj.exit_code.is_none()))
@@ -981,6 +1004,7 @@ impl Worker {
             tracing::warn!(job_id = %self.id, status = %st.status, "the plugin reported an unknown status");
             return;
         };
+        self.plugin_status = Some(status);
         if self.reported.is_some_and(|(s, _)| s == status) {
             return;
         }
@@ -1207,22 +1231,44 @@ impl Worker {
             .await
     }
 
-    /// The job left this node's active set. If it was taken away rather than ended by us,
-    /// stop its process (fencing).
+    /// The worker is done with the job. If the plugin may still run it (it never reported
+    /// the job ended) and the cluster took the job from this node (another owner, a later
+    /// epoch: declared lost while this node was paused or cut off; or ended by the job table,
+    /// e.g. `launch interrupted` while the plugin's answer to the submit was on its way), its
+    /// process is stopped: fencing. Jobs of a shared scheduler that another node adopted are
+    /// left alone: they run on for their new owner.
     async fn fence_if_taken(&mut self, plugin: &Arc<Plugin>) {
-        if !self.reload().await {
-            // Deleted: nothing runs for a deleted job (only terminal jobs can be deleted).
+        let Some(pid) = self.plugin_id.clone() else { return };
+        if self.plugin_status.is_some_and(|s| s.is_terminal()) {
             return;
         }
-        let taken = self.meta.owner != self.shared.id || self.job.status().is_terminal() && !self.done();
-        let shared_sched = self.meta.shared && self.meta.owner != self.shared.id;
-        if taken && !shared_sched {
-            if let Some(pid) = self.plugin_id.clone() {
-                tracing::warn!(job_id = %self.id, status = %self.job.status(),
-                    message = ?self.job.status_message, "the cluster ended or moved this job; stopping its process");
-                let user = self.job.user.clone().unwrap_or_else(|| "*".into());
-                kill_in_plugin(plugin, &pid, &user, None).await;
+        let key = self.id.clone();
+        let taken = match self.shared.table(move |sm| sm.job_with_meta(&key)).await {
+            // Deleted: only ended jobs are deleted, so nothing may run for it.
+            Ok(None) => true,
+            Ok(Some((job, meta))) => {
+                if meta.shared && meta.owner != self.shared.id {
+                    return;
+                }
+                let taken = meta.owner != self.shared.id
+                    || meta.epoch != self.driving_epoch
+                    || job.status().is_terminal();
+                self.job = job;
+                self.meta = meta;
+                taken
             }
+            Err(e) => {
+                tracing::warn!(job_id = %self.id, error = %e, "cannot read the job to decide on fencing");
+                return;
+            }
+        };
+        if taken {
+            tracing::warn!(job_id = %self.id, plugin_job_id = %pid, status = %self.job.status(),
+                message = ?self.job.status_message,
+                "fencing: the cluster ended or moved this job while the plugin runs it; stopping its process");
+            let user = self.job.user.clone().unwrap_or_else(|| "*".into());
+            let status = self.plugin_status.map(|s| s.to_string());
+            kill_in_plugin(plugin, &pid, &user, status.as_deref()).await;
         }
     }
 
