@@ -15,8 +15,10 @@
 //! 6. **Reads never go back**: a read never answers below its `min-index` floor, and a
 //!    linearizable read never reflects an index below one already returned to anybody before
 //!    it began (which covers a client's successive reads).
-//! 7. **Linearizability** of submit/get/list against a set-of-jobs model (see [`JobSet`]);
-//!    the search is bounded by a [`Budget`] and reports [`Linearizability::Unknown`] beyond it.
+//! 7. **Linearizability** of submit/get/list against a set-of-jobs model (see [`JobSet`]),
+//!    checked one job at a time (P-compositionality), so its cost depends on the concurrency
+//!    around each job, not on the length of the history; each job's search is bounded by a
+//!    [`Budget`] and reports [`Linearizability::Unknown`] beyond it.
 //!
 //! Every violation is a [`Violation`] that prints the invariant, the job and the excerpt of
 //! the history it concerns.
@@ -706,72 +708,83 @@ impl<'h> Cx<'h> {
         }
     }
 
-    /// (7) Submit/get/list against the set-of-jobs model.
+    /// (7) Submit/get/list against the set-of-jobs model, one job at a time.
+    ///
+    /// Every operation touches the set through single jobs: a submit adds one (or, outcome
+    /// unknown, maybe one of its candidates), a get reads one, and a listing reads each job's
+    /// presence. A set is P-compositional (Horn & Kroening): the history is linearizable when
+    /// the history of each job is, with a listing projected onto each job as a read of that
+    /// job's presence. So the search runs once per job, over that job's submits and gets and
+    /// the listings that could have seen it change, and its cost grows with the concurrency
+    /// around one job rather than with the length of the run: a long chaos run gets a verdict.
+    /// What a projection loses (one listing's atomicity across jobs) is checked by (1), (3) and
+    /// (6) through applied indexes.
     fn linearizability(&self, budget: Budget, out: &mut Vec<Violation>) -> Linearizability {
         let (universe, lin_ops, tags) = self.job_set_ops();
-        let model = JobSet {
-            universe: universe.len(),
-        };
         let n = lin_ops.len();
-        match search(&model, &lin_ops, budget) {
-            Search::Linearizable { steps } => Linearizability::Linearizable { ops: n, steps },
-            Search::Unknown { steps, reason } => Linearizability::Unknown {
+        let mut steps = 0u64;
+        let mut unknown: Option<String> = None;
+        let mut violated = false;
+        for group in job_groups(universe.len(), &lin_ops) {
+            let (sub, sub_tags) = project(&lin_ops, &group);
+            let model = JobSet {
+                universe: group.len(),
+            };
+            let names: Vec<&str> = group.iter().map(|&g| universe[g as usize]).collect();
+            let name = names[0];
+            match search(&model, &sub, budget) {
+                Search::Linearizable { steps: s } => steps += s,
+                Search::Unknown { steps: s, reason } => {
+                    steps += s;
+                    unknown.get_or_insert_with(|| format!("jobs {names:?}: {reason}"));
+                }
+                Search::NotLinearizable {
+                    steps: s,
+                    prefix,
+                    stuck,
+                    state,
+                } => {
+                    steps += s;
+                    violated = true;
+                    let mut chosen: Vec<usize> = stuck.iter().map(|&k| tags[sub_tags[k]]).collect();
+                    chosen.extend(
+                        prefix
+                            .iter()
+                            .rev()
+                            .filter(|&&k| !matches!(sub[k].op, JobOp::List { .. }))
+                            .take(8)
+                            .map(|&k| tags[sub_tags[k]]),
+                    );
+                    let present: Vec<&str> = (0..group.len() as u32)
+                        .filter(|&i| state.present.get(i))
+                        .map(|i| names[i as usize])
+                        .collect();
+                    let mut v = self.violation(
+                        Invariant::NotLinearizable,
+                        Some(name),
+                        format!(
+                            "no linearization of the operations on jobs {names:?}: after the longest linearizable prefix ({} of {}), none of the {} pending operations fits (the model holds {present:?})",
+                            prefix.len(),
+                            sub.len(),
+                            stuck.len()
+                        ),
+                        &chosen,
+                    );
+                    v.excerpt = self.excerpt(&chosen, Some(&names));
+                    out.push(v);
+                }
+            }
+        }
+        if violated {
+            Linearizability::NotLinearizable { ops: n, steps }
+        } else if let Some(reason) = unknown {
+            Linearizability::Unknown {
                 ops: n,
                 steps,
                 reason,
-            },
-            Search::NotLinearizable {
-                steps,
-                prefix,
-                stuck,
-                state,
-            } => {
-                // The ids the stuck operations disagree with the model about.
-                let mut ids: BTreeSet<u32> = BTreeSet::new();
-                for &s in &stuck {
-                    match &lin_ops[s].op {
-                        JobOp::Submit { ids: c, .. } => ids.extend(c),
-                        JobOp::Get { id, .. } => {
-                            ids.insert(*id);
-                        }
-                        JobOp::List { ids: l } => ids
-                            .extend((0..universe.len() as u32).filter(|&i| l.get(i) != state.present.get(i))),
-                    }
-                }
-                let involves = |op: &JobOp| match op {
-                    JobOp::Submit { ids: c, .. } => c.iter().any(|i| ids.contains(i)),
-                    JobOp::Get { id, .. } => ids.contains(id),
-                    JobOp::List { .. } => false,
-                };
-                let mut chosen: Vec<usize> = stuck.iter().map(|&s| tags[s]).collect();
-                chosen.extend(
-                    prefix
-                        .iter()
-                        .rev()
-                        .filter(|&&p| involves(&lin_ops[p].op))
-                        .take(8)
-                        .map(|&p| tags[p]),
-                );
-                let names: Vec<&str> = ids.iter().map(|&i| universe[i as usize]).collect();
-                let present: Vec<&str> = (0..universe.len() as u32)
-                    .filter(|&i| state.present.get(i))
-                    .filter(|&i| ids.contains(&i))
-                    .map(|i| universe[i as usize])
-                    .collect();
-                let mut v = self.violation(
-                    Invariant::NotLinearizable,
-                    names.first().copied(),
-                    format!(
-                        "no linearization: after the longest linearizable prefix ({} of {n} operations), none of the {} pending operations fits the job table (of jobs {names:?}, the model holds {present:?})",
-                        prefix.len(),
-                        stuck.len()
-                    ),
-                    &chosen,
-                );
-                v.excerpt = self.excerpt(&chosen, Some(&names));
-                out.push(v);
-                Linearizability::NotLinearizable { ops: n, steps }
             }
+        } else {
+            Linearizability::Linearizable { ops: n, steps }
         }
     }
 
@@ -926,6 +939,100 @@ impl<'h> Cx<'h> {
         }
         (universe, lin, tags)
     }
+}
+
+/// The jobs of `universe` (ids `0..universe`) in groups that no operation spans: the
+/// candidates of one unknown-outcome submit, and the jobs created under one Idempotency-Key,
+/// share a group (a submit creates one job, a key maps to one job); every other job is a group
+/// of its own.
+fn job_groups(universe: usize, ops: &[LinOp<JobOp>]) -> Vec<Vec<u32>> {
+    fn root(parent: &mut [u32], mut i: u32) -> u32 {
+        while parent[i as usize] != i {
+            parent[i as usize] = parent[parent[i as usize] as usize];
+            i = parent[i as usize];
+        }
+        i
+    }
+    let mut parent: Vec<u32> = (0..universe as u32).collect();
+    let mut by_key: HashMap<u32, u32> = HashMap::new();
+    for l in ops {
+        let JobOp::Submit { key, ids } = &l.op else {
+            continue;
+        };
+        let Some(&first) = ids.first() else { continue };
+        let mut linked: Vec<u32> = ids[1..].to_vec();
+        if let Some(k) = key {
+            linked.push(*by_key.entry(*k).or_insert(first));
+        }
+        for other in linked {
+            let (a, b) = (root(&mut parent, first), root(&mut parent, other));
+            parent[a.max(b) as usize] = a.min(b);
+        }
+    }
+    let mut groups: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for j in 0..universe as u32 {
+        let r = root(&mut parent, j);
+        groups.entry(r).or_default().push(j);
+    }
+    groups.into_values().collect()
+}
+
+/// The operations of `ops` on the jobs `group`, as operations of a [`JobSet`] of those jobs
+/// only (job `group[i]` is id `i`), with the index in `ops` of each. Listings that cannot tell
+/// anything about the group are left out: one that shows none of its jobs and ended before any
+/// submit that may create one began, and one that shows them all and began after every such
+/// submit was acknowledged.
+fn project(ops: &[LinOp<JobOp>], group: &[u32]) -> (Vec<LinOp<JobOp>>, Vec<usize>) {
+    let local = |id: u32| group.iter().position(|&g| g == id).map(|p| p as u32);
+    let creators = ops
+        .iter()
+        .filter(|l| matches!(&l.op, JobOp::Submit { ids, .. } if ids.iter().any(|i| local(*i).is_some())));
+    let first_call = creators.clone().map(|l| l.call).min();
+    // When every creator was acknowledged: the latest acknowledgement.
+    let all_acked: Option<u64> = creators
+        .map(|l| l.ret)
+        .try_fold(0u64, |acc, r| r.map(|r| acc.max(r)));
+    let mut sub = Vec::new();
+    let mut at = Vec::new();
+    for (k, l) in ops.iter().enumerate() {
+        let op = match &l.op {
+            JobOp::Submit { key, ids } => {
+                let ids: Vec<u32> = ids.iter().filter_map(|&i| local(i)).collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                JobOp::Submit { key: *key, ids }
+            }
+            JobOp::Get { id, found } => match local(*id) {
+                Some(id) => JobOp::Get { id, found: *found },
+                None => continue,
+            },
+            JobOp::List { ids } => {
+                let mut shown = Bits::new(group.len());
+                let mut count = 0;
+                for (i, &g) in group.iter().enumerate() {
+                    if ids.get(g) {
+                        shown.set(i as u32);
+                        count += 1;
+                    }
+                }
+                let before = count == 0 && first_call.is_none_or(|c| l.ret.is_some_and(|r| r < c));
+                let after =
+                    count == group.len() && all_acked.is_some_and(|d| first_call.is_some() && l.call > d);
+                if before || after {
+                    continue;
+                }
+                JobOp::List { ids: shown }
+            }
+        };
+        sub.push(LinOp {
+            op,
+            call: l.call,
+            ret: l.ret,
+        });
+        at.push(k);
+    }
+    (sub, at)
 }
 
 /// A pair of observations of one job that shows a regression, and how they are ordered.
@@ -1798,6 +1905,60 @@ mod tests {
         );
         let report = check(&b.build());
         assert!(!report.of(Invariant::NotLinearizable).is_empty(), "{report}");
+    }
+
+    /// The search runs per job (P-compositionality), so a history far longer than one
+    /// search's budget still gets a verdict, either way.
+    #[test]
+    fn a_long_history_is_decided_job_by_job() {
+        // A search of the whole history would visit 1,202 call and return entries at least.
+        let budget = Budget {
+            max_ops: 400,
+            max_steps: 1000,
+            max_memo: 10_000,
+        };
+        let build = |lose: Option<usize>| {
+            let mut b = HistoryBuilder::new();
+            let mut seen: Vec<JobView> = Vec::new();
+            for i in 0..300usize {
+                let id = format!("j{i}");
+                let s = b.invoke(1, submit(&format!("name-{i}"), None));
+                // A listing concurrent with the submit may or may not show the new job.
+                let l = b.invoke(2, list(Read::linearizable()));
+                b.ok(s, submitted(&id, i as u64 + 2));
+                let mut jobs = seen.clone();
+                let mut at = i as u64 + 1;
+                if i % 2 == 0 {
+                    jobs.push(view(&id, "Pending", None));
+                    at += 1;
+                }
+                b.ok(l, listed("1", at, jobs));
+                seen.push(view(&id, "Pending", None));
+                if lose == Some(i) {
+                    seen.pop();
+                }
+            }
+            b.call(3, list(Read::linearizable()), Ok, listed("1", 400, seen));
+            b.build()
+        };
+        let report = check_with(&build(None), budget);
+        assert!(
+            matches!(
+                report.linearizability,
+                Linearizability::Linearizable { ops: 601, .. }
+            ),
+            "{report}"
+        );
+        let report = check_with(&build(Some(120)), budget);
+        assert!(
+            matches!(report.linearizability, Linearizability::NotLinearizable { .. }),
+            "{report}"
+        );
+        assert_eq!(
+            report.of(Invariant::NotLinearizable)[0].job.as_deref(),
+            Some("j120"),
+            "{report}"
+        );
     }
 
     #[test]
