@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod failover;
+pub mod faults;
 pub mod filters;
 pub mod membership;
 pub mod metrics;

@@ -366,7 +366,17 @@ fn main() {
 
 async fn run(args: Args, config: Config, privsep: Option<privsep::Privsep>) -> anyhow::Result<()> {
     match args.cmd {
-        None => run_node(config, StartOptions { init: args.init }, privsep).await,
+        None => {
+            run_node(
+                config,
+                StartOptions {
+                    init: args.init,
+                    ..Default::default()
+                },
+                privsep,
+            )
+            .await
+        }
         Some(Cmd::Status { node, json }) => print_status(&config, node, json).await,
         Some(Cmd::Health { node, timeout }) => health(&config, node, timeout).await,
         Some(Cmd::VerifyInstallation { user, timeout }) => verify(&config, user, timeout).await,
@@ -383,7 +393,15 @@ async fn run(args: Args, config: Config, privsep: Option<privsep::Privsep>) -> a
                 );
             }
             launcher_node::recover_into(&config, &from)?;
-            run_node(config, StartOptions { init: true }, privsep).await
+            run_node(
+                config,
+                StartOptions {
+                    init: true,
+                    ..Default::default()
+                },
+                privsep,
+            )
+            .await
         }
         Some(Cmd::Spawner { .. }) => unreachable!("the spawner runs before the config is read"),
     }

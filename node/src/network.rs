@@ -19,15 +19,16 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::InternalAuth;
+use crate::faults::{FaultPlan, Link};
 
 /// Largest gRPC message either side accepts. openraft's `max_payload_entries` and
 /// snapshot chunk size are derived from it so replication never exceeds it.
 pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A Raft client with the internal credential attached.
-pub type RaftRpc = RaftClient<InterceptedService<Channel, InternalAuth>>;
+pub type RaftRpc = RaftClient<InterceptedService<Link, InternalAuth>>;
 /// A launcher-service client with the internal credential attached.
-pub type LauncherRpc = LauncherClient<InterceptedService<Channel, InternalAuth>>;
+pub type LauncherRpc = LauncherClient<InterceptedService<Link, InternalAuth>>;
 
 /// Channels to other nodes, reused across calls (HTTP/2 multiplexes them).
 #[derive(Clone)]
@@ -35,6 +36,7 @@ pub struct Peers {
     auth: InternalAuth,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     source: Option<std::net::IpAddr>,
+    faults: Option<Arc<dyn FaultPlan>>,
 }
 
 impl Peers {
@@ -44,7 +46,14 @@ impl Peers {
             auth,
             channels: Arc::default(),
             source: None,
+            faults: None,
         }
+    }
+
+    /// Calls to other nodes pass through `plan` (tests: [`crate::faults`]).
+    pub fn with_faults(mut self, plan: Option<Arc<dyn FaultPlan>>) -> Self {
+        self.faults = plan;
+        self
     }
 
     /// Connections to other nodes leave from `ip` (the node's own listen address, when it names
@@ -64,7 +73,11 @@ impl Peers {
         &self.auth
     }
 
-    fn channel(&self, addr: &str) -> Channel {
+    fn channel(&self, addr: &str) -> Link {
+        Link::new(self.shared_channel(addr), self.faults.clone(), self.source, addr)
+    }
+
+    fn shared_channel(&self, addr: &str) -> Channel {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(addr) {
             return c.clone();

@@ -41,6 +41,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct StartOptions {
     /// Form a new one-node cluster if the data dir is empty.
     pub init: bool,
+    /// Calls to other nodes pass through this plan (fault-injection tests only).
+    pub faults: Option<Arc<dyn crate::faults::FaultPlan>>,
 }
 
 /// A running node.
@@ -385,7 +387,9 @@ async fn run(
         .parse::<SocketAddr>()
         .ok()
         .map(|a| a.ip());
-    let peers = Peers::new(cell.auth.clone()).with_source(listen_ip);
+    let peers = Peers::new(cell.auth.clone())
+        .with_source(listen_ip)
+        .with_faults(opts.faults.clone());
     let (identity, initial_voters) = match identity {
         Some(id) => {
             check_store_mark(&engine, &id, &config.node.data_dir)?;

@@ -16,6 +16,8 @@ pub struct InProcCluster {
     pub key: Vec<u8>,
     pub nodes: Vec<Option<NodeHandle>>,
     configs: Vec<Config>,
+    /// The fault plan every node's calls to the others pass through.
+    pub faults: Option<Arc<crate::faults::Plan>>,
 }
 
 impl InProcCluster {
@@ -26,6 +28,20 @@ impl InProcCluster {
 
     /// Like [`InProcCluster::start`], with `plugin` serving cluster `Local`.
     pub async fn start_with_plugin(n: usize, plugin: crate::TestPlugin) -> anyhow::Result<Self> {
+        Self::start_with(n, plugin, None).await
+    }
+
+    /// Like [`InProcCluster::start`], every call between nodes passing through `plan`
+    /// (deterministic fault injection, [`crate::faults`]).
+    pub async fn start_with_faults(n: usize, plan: Arc<crate::faults::Plan>) -> anyhow::Result<Self> {
+        Self::start_with(n, crate::TestPlugin::Local, Some(plan)).await
+    }
+
+    async fn start_with(
+        n: usize,
+        plugin: crate::TestPlugin,
+        faults: Option<Arc<crate::faults::Plan>>,
+    ) -> anyhow::Result<Self> {
         crate::ensure_test_users();
         let root = tempfile::Builder::new().prefix("launcher-inproc-").tempdir()?;
         crate::traversable(root.path())?;
@@ -36,6 +52,7 @@ impl InProcCluster {
             key,
             nodes: Vec::new(),
             configs: Vec::new(),
+            faults,
         };
         for i in 1..=n {
             let dir = c.root.path().join(format!("node{i}"));
@@ -74,7 +91,7 @@ impl InProcCluster {
                 }
             };
             cfg.clusters = vec![local];
-            let handle = launcher_node::start(cfg.clone(), StartOptions { init: i == 1 }).await?;
+            let handle = launcher_node::start(cfg.clone(), c.options(i == 1)).await?;
             // Keep the bound port for restarts.
             cfg.node.grpc_address = handle.addr.to_string();
             c.configs.push(cfg);
@@ -91,6 +108,26 @@ impl InProcCluster {
         })
         .await?;
         Ok(c)
+    }
+
+    fn options(&self, init: bool) -> StartOptions {
+        StartOptions {
+            init,
+            faults: self
+                .faults
+                .clone()
+                .map(|p| p as Arc<dyn launcher_node::faults::FaultPlan>),
+        }
+    }
+
+    /// Node `i`'s own loopback address (the one its calls to other nodes come from).
+    pub fn ip(&self, i: usize) -> std::net::IpAddr {
+        self.configs[i - 1]
+            .node
+            .grpc_address
+            .parse::<std::net::SocketAddr>()
+            .expect("bound address")
+            .ip()
     }
 
     /// Node `i`'s shared state.
@@ -156,7 +193,7 @@ impl InProcCluster {
 
     /// Restarts node `i` with its data and address.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
-        let h = launcher_node::start(self.configs[i - 1].clone(), StartOptions::default()).await?;
+        let h = launcher_node::start(self.configs[i - 1].clone(), self.options(false)).await?;
         self.nodes[i - 1] = Some(h);
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod chaos;
 pub mod checker;
 pub mod client;
 pub mod diskfault;
+pub mod faults;
 pub mod gateway;
 pub mod history;
 pub mod inproc;
