@@ -563,6 +563,9 @@ impl Shared {
                 .any(|r| r.id == *id && launcher_storage::command::applies_batches(&r.version))
         });
         self.proposer.allow_batches(batches);
+        if self.finish_joint_change().await {
+            return;
+        }
         // Promote caught-up learners, one membership change at a time.
         for l in &learners {
             let matched = replication
@@ -625,6 +628,39 @@ impl Shared {
             }
         }
         self.expire_jobs().await;
+    }
+
+    /// A membership change whose leader died between the joint and the final configuration
+    /// leaves the next leader in the joint one, where openraft keeps it: this leader carries
+    /// the change through to its final configuration (and tombstones the members it removes,
+    /// as `members remove` does). Returns whether the membership was joint.
+    async fn finish_joint_change(&self) -> bool {
+        let joint: Vec<BTreeSet<NodeId>> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.membership().get_joint_config().clone()
+        };
+        let (Some(first), Some(last)) = (joint.first(), joint.last()) else {
+            return false;
+        };
+        if joint.len() < 2 {
+            return false;
+        }
+        let leaving: Vec<NodeId> = first.difference(last).copied().collect();
+        let change = ChangeMembers::ReplaceAllVoters(last.clone());
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => {
+                tracing::warn!(voters = ?last, ?leaving, "finished a membership change an earlier leader left half done");
+                for node in leaving {
+                    let cmd = Command::V1(CommandV1::RemoveNode { node });
+                    if let Err(e) = self.write(WriteRequest::Command { command: cmd }).await {
+                        tracing::warn!(node, error = %e, "cannot tombstone the removed member yet");
+                    }
+                }
+            }
+            Err(e) => tracing::info!(error = %e, "finishing the half-done membership change deferred"),
+        }
+        true
     }
 
     /// A removed member never reports again (it cannot come back under its id, ARCHITECTURE.md), and

@@ -2,6 +2,7 @@ mod backpressure;
 mod controls;
 mod durability;
 mod failover;
+mod faults;
 mod fencing;
 mod membership;
 mod metrics;
