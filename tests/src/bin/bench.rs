@@ -80,6 +80,11 @@ const USAGE: &str = "usage: launcher-bench [options]
                     clients, shared and per-task connections)
   --http-seconds N  window of the older gateway-vs-direct part at 16 tasks (default 0: skipped;
                     the side-by-side table covers the gateway)
+  --e2e-seconds N   end-to-end part: `true` jobs submitted from 16 tasks for N seconds, counted
+                    when Finished within the window (default 0: skipped)
+  --quick           a run of about 3 minutes: --seconds 15, 1 and 64 clients, no failovers, no
+                    launch or scale part, --e2e-seconds 30; its last lines are machine-readable
+                    (ratio_grpc_64=, ratio_http_64=, jobs_per_s=, jobs_lost=)
   --json FILE       also write the results as JSON to FILE
   --keep-logs D     copy the nodes' logs into directory D at the end (also on failure)";
 
@@ -95,6 +100,12 @@ struct Args {
     http_seconds: f64,
     json: Option<PathBuf>,
     keep_logs: Option<PathBuf>,
+    /// Concurrency levels of the side-by-side writes.
+    levels: Vec<usize>,
+    /// Window of the end-to-end part (0: skipped).
+    e2e_seconds: f64,
+    /// `--quick`: print the machine-readable summary lines last.
+    quick: bool,
 }
 
 fn count(name: &str, v: &str) -> anyhow::Result<usize> {
@@ -114,6 +125,9 @@ fn parse_args() -> anyhow::Result<Args> {
         http_seconds: 0.0,
         json: None,
         keep_logs: None,
+        levels: side::LEVELS.to_vec(),
+        e2e_seconds: 0.0,
+        quick: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -128,6 +142,20 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--follower-levels" => {
                 args.follower_levels = true;
+                continue;
+            }
+            "--quick" => {
+                // About three minutes: 1 and 64 clients, gRPC and HTTP, a sustained window
+                // each (the jobs launch meanwhile), a 30 s end-to-end run, etcd side by side.
+                args.quick = true;
+                args.seconds = 15.0;
+                args.warmup = 1.0;
+                args.failovers = 0;
+                args.etcd_failovers = Some(0);
+                args.launches = 0;
+                args.max_jobs = 0;
+                args.levels = vec![1, 64];
+                args.e2e_seconds = 30.0;
                 continue;
             }
             _ => {}
@@ -155,6 +183,14 @@ fn parse_args() -> anyhow::Result<Args> {
             "--failovers" => args.failovers = count(&name, &value()?)?,
             "--etcd-failovers" => args.etcd_failovers = Some(count(&name, &value()?)?),
             "--launches" => args.launches = count(&name, &value()?)?,
+            "--e2e-seconds" => {
+                let v = value()?;
+                args.e2e_seconds = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .with_context(|| format!("--e2e-seconds: '{v}' is not a number of seconds >= 0"))?;
+            }
             "--max-jobs" => args.max_jobs = count(&name, &value()?)?,
             "--http-seconds" => {
                 let v = value()?;
@@ -552,6 +588,9 @@ struct Results {
     failovers: Vec<Failover>,
     etcd_failovers: Vec<Duration>,
     etcd_version: Option<String>,
+    /// Concurrency levels of the side-by-side writes.
+    side_levels: Vec<usize>,
+    e2e: Option<EndToEnd>,
 }
 
 /// The scale sizes up to `max` (10^3, 10^4, 10^5, then `max` itself if larger).
@@ -602,13 +641,14 @@ async fn measure(
     } else {
         0
     };
-    let mut steps = old_levels + 2 * side::LEVELS.len() + args.failovers;
+    let mut steps = old_levels + 2 * args.levels.len() + args.failovers;
     steps += usize::from(args.launches > 0) + usize::from(args.http_seconds > 0.0);
+    steps += usize::from(args.e2e_seconds > 0.0);
     if !sizes.is_empty() {
         steps += 2 * sizes.len() + 1;
     }
     if args.etcd {
-        steps += 1 + side::LEVELS.len() + etcd_failovers + 2 * sizes.len();
+        steps += 1 + args.levels.len() + etcd_failovers + 2 * sizes.len();
     }
     progress::set_steps(steps as u64);
 
@@ -674,7 +714,7 @@ async fn measure(
     let record_bytes = sample.len();
     let mut side_rows = Vec::new();
     let body = job("bench", &["bench"]);
-    for clients in side::LEVELS {
+    for &clients in &args.levels {
         progress::step(format!(
             "submits: {clients} client(s), gRPC to the leader (node {leader})"
         ));
@@ -702,7 +742,7 @@ async fn measure(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .context("the gateway names the node that answered")?;
-    for clients in side::LEVELS {
+    for &clients in &args.levels {
         progress::step(format!(
             "submits: {clients} client(s), HTTP through the gateway (to node {gw_node})"
         ));
@@ -736,6 +776,25 @@ async fn measure(
             l.burst_rate()
         ));
         Some(l)
+    } else {
+        None
+    };
+
+    // End to end: `true` jobs submitted for a window, counted when Finished within it.
+    let e2e = if args.e2e_seconds > 0.0 {
+        progress::step(format!(
+            "end to end: `true` jobs from {E2E_TASKS} tasks for {} s, counted when Finished",
+            args.e2e_seconds
+        ));
+        let e = end_to_end(cluster, Duration::from_secs_f64(args.e2e_seconds)).await?;
+        progress::log(format!(
+            "      {} submitted, {} Finished within the window: {:.0} jobs/s; {} not Finished in the end",
+            e.submitted,
+            e.finished_in_window,
+            e.rate(),
+            e.lost
+        ));
+        Some(e)
     } else {
         None
     };
@@ -917,7 +976,7 @@ async fn measure(
         ));
         let (eleader, ec) = scale::etcd_leader(&mut etcd).await?;
         let keys = side::Keys::new("/jobs/");
-        for clients in side::LEVELS {
+        for &clients in &args.levels {
             progress::step(format!(
                 "etcd puts: {clients} client(s), gRPC to the leader (member {})",
                 etcd.members[eleader].name
@@ -1061,8 +1120,33 @@ async fn measure(
         failovers,
         etcd_failovers: etcd_fo,
         etcd_version,
+        side_levels: args.levels.clone(),
+        e2e,
     };
     print!("{}", report::markdown(&results));
+    if args.quick {
+        // Last, one figure per line, for scripts comparing runs.
+        let ratio = |path: side::Path| {
+            let ours = results.side.iter().find(|r| r.path == path && r.clients == 64);
+            let etcd = results
+                .side
+                .iter()
+                .find(|r| r.path == side::Path::Etcd && r.clients == 64);
+            match (ours, etcd) {
+                (Some(o), Some(e)) if e.rate() > 0.0 => format!("{:.3}", o.rate() / e.rate()),
+                _ => "n/a".to_string(),
+            }
+        };
+        println!("ratio_grpc_64={}", ratio(side::Path::Grpc));
+        println!("ratio_http_64={}", ratio(side::Path::Http));
+        match &results.e2e {
+            Some(e) => {
+                println!("jobs_per_s={:.1}", e.rate());
+                println!("jobs_lost={}", e.lost);
+            }
+            None => println!("jobs_per_s=n/a"),
+        }
+    }
     if let Some(path) = &args.json {
         let out = report::json(&results, args);
         std::fs::write(path, serde_json::to_string_pretty(&out)? + "\n")
@@ -1254,6 +1338,113 @@ async fn launches(cluster: &mut ProcessCluster, n: usize) -> anyhow::Result<Laun
     })
 }
 
+/// Tasks of the end-to-end part.
+const E2E_TASKS: usize = 16;
+
+/// Figures of the end-to-end part.
+struct EndToEnd {
+    window: Duration,
+    submitted: usize,
+    finished_in_window: usize,
+    /// Acknowledged jobs that did not end Finished.
+    lost: usize,
+}
+
+impl EndToEnd {
+    fn rate(&self) -> f64 {
+        self.finished_in_window as f64 / self.window.as_secs_f64()
+    }
+}
+
+/// `true` jobs submitted by gRPC to the leader from [`E2E_TASKS`] tasks, one after another,
+/// for `window`; a job counts when its Finished status was stamped within the window (the
+/// launch path sets the pace, not the submits). Then waits for every submitted job to end:
+/// one that ends otherwise than Finished is counted as lost.
+async fn end_to_end(cluster: &mut ProcessCluster, window: Duration) -> anyhow::Result<EndToEnd> {
+    let all = cluster.running();
+    let (_, leader) = leader_of(cluster, &all).await?;
+    let c = cluster.client(leader);
+    let start = std::time::SystemTime::now();
+    let end = Instant::now() + window;
+    let tasks = (0..E2E_TASKS).map(|t| {
+        let c = c.clone();
+        async move {
+            let mut ids = Vec::new();
+            while Instant::now() < end {
+                let body = launcher_tests::shell_job(&format!("e2e-{t}-{}", ids.len()), "true");
+                let r = tokio::time::timeout(
+                    SUBMIT_TIMEOUT,
+                    c.submit_as(launcher_tests::client::admin(), &body, None),
+                )
+                .await
+                .context("a submit timed out")??;
+                ids.push(launcher_tests::client::job_id(&r.job));
+            }
+            anyhow::Ok(ids)
+        }
+    });
+    let ids: Vec<String> = futures::future::try_join_all(tasks)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let window_end = start + window;
+    let drained = Instant::now() + PENDING_DRAINED;
+    let (mut finished_in_window, mut lost) = (0, 0);
+    for id in &ids {
+        let job = loop {
+            let j = c.job(id).await?;
+            if is_terminal(j["status"].as_str().unwrap_or_default()) {
+                break j;
+            }
+            anyhow::ensure!(
+                Instant::now() < drained,
+                "job {id} did not end within {PENDING_DRAINED:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if job["status"] != "Finished" {
+            lost += 1;
+            continue;
+        }
+        let at = job["lastUpdateTime"]
+            .as_str()
+            .and_then(parse_utc)
+            .context("lastUpdateTime")?;
+        if at <= window_end {
+            finished_in_window += 1;
+        }
+    }
+    Ok(EndToEnd {
+        window,
+        submitted: ids.len(),
+        finished_in_window,
+        lost,
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` (the launcher's timestamps) as a system time.
+fn parse_utc(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<u64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let nanos: u32 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    // Days from 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(std::time::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
 /// Tasks of the gateway-vs-direct part.
 const HTTP_TASKS: usize = 16;
 
@@ -1415,4 +1606,25 @@ async fn gateway_vs_direct(
     );
     gw.handle.shutdown().await?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launcher_timestamps_parse_to_the_right_instant() {
+        let at = |s: &str| parse_utc(s).map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap());
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(Duration::ZERO));
+        assert_eq!(
+            at("2026-12-07T16:45:00Z"),
+            Some(Duration::from_secs(1_796_661_900))
+        );
+        assert_eq!(
+            at("2000-02-29T23:59:59.25Z"),
+            Some(Duration::from_secs(951_868_799) + Duration::from_millis(250))
+        );
+        assert_eq!(at("2026-12-07 16:45:00"), None);
+        assert_eq!(at("garbage"), None);
+    }
 }

@@ -193,7 +193,7 @@ fn write_markdown(md: &mut String, r: &Results) -> std::fmt::Result {
              | acks/s ÷ etcd (higher is better) | p99 ÷ etcd (lower is better) |"
         )?;
         writeln!(md, "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
-        for clients in super::side::LEVELS {
+        for &clients in &r.side_levels {
             let e = etcd_row(r, clients);
             for path in [Path::Grpc, Path::Http, Path::Etcd] {
                 let Some(x) = side_row(r, path, clients) else {
@@ -472,6 +472,30 @@ fn write_markdown(md: &mut String, r: &Results) -> std::fmt::Result {
         }
     }
 
+    if let Some(e) = &r.e2e {
+        writeln!(md)?;
+        writeln!(
+            md,
+            "### End to end (`true` jobs, submitted to the leader from {} tasks)",
+            super::E2E_TASKS
+        )?;
+        writeln!(md)?;
+        writeln!(
+            md,
+            "| window s | submitted | Finished within the window | jobs/s | not Finished in the end |"
+        )?;
+        writeln!(md, "|--:|--:|--:|--:|--:|")?;
+        writeln!(
+            md,
+            "| {:.0} | {} | {} | {:.0} | {} |",
+            e.window.as_secs_f64(),
+            e.submitted,
+            e.finished_in_window,
+            e.rate(),
+            e.lost
+        )?;
+    }
+
     if let Some(l) = &r.launched {
         writeln!(md)?;
         writeln!(
@@ -635,6 +659,13 @@ pub fn json(r: &Results, args: &Args) -> Value {
             },
             "attempt_timeout_ms": ATTEMPT_TIMEOUT.as_millis() as u64,
         },
+        "end_to_end": r.e2e.as_ref().map(|e| json!({
+            "window_seconds": e.window.as_secs_f64(),
+            "submitted": e.submitted,
+            "finished_in_window": e.finished_in_window,
+            "jobs_per_s": e.rate(),
+            "not_finished": e.lost,
+        })),
         "launches": r.launched.as_ref().map(|l| json!({
             "serial_jobs": l.serial,
             "submit_to_running": lat_json(&l.lat),
