@@ -8,20 +8,15 @@
 //! byte; it is rebuilt here because the gateway depends only on `launcher-proto`.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// Metadata key of the cluster id on internal gRPC calls.
 pub const CLUSTER_ID_HEADER: &str = "launcher-cluster-id";
 /// Metadata key of the internal credential on internal gRPC calls.
 pub const INTERNAL_AUTH_HEADER: &str = "authorization";
-/// Scheme of the internal credential, as the node writes it.
-const INTERNAL_SCHEME: &str = "Launcher-Internal ";
 /// Cookie carrying the user token for the web page.
 pub const TOKEN_COOKIE: &str = "launcher-token";
 /// Longest accepted user name, in bytes.
@@ -33,54 +28,14 @@ const ADMIN_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Cache entries kept before the cache is emptied.
 const ADMIN_CACHE_MAX: usize = 10_000;
 
-/// Reads the secure-cookie-key with the node's rules: it must exist, not be readable by others,
-/// and hold ≥ 32 bytes once trailing whitespace is trimmed.
-pub fn load_key(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read the secure-cookie-key file {}: {e}; create it with 32+ random bytes, mode 0600",
-            path.display()
-        )
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| e.to_string())?
-            .permissions()
-            .mode();
-        if mode & 0o004 != 0 {
-            return Err(format!(
-                "the secure-cookie-key file {} is readable by every user (mode {:o}); run chmod 0600 on it",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |p| p + 1);
-    let key = bytes[..end].to_vec();
-    if key.len() < 32 {
-        return Err(format!(
-            "the secure-cookie-key file {} holds {} bytes; it needs at least 32",
-            path.display(),
-            key.len()
-        ));
-    }
-    Ok(key)
-}
+/// Reads the secure-cookie-key (`launcher_credentials::load_key`, the node's rules).
+pub use launcher_credentials::load_key;
 
-fn hmac_hex(key: &[u8], message: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(message);
-    hex::encode(mac.finalize().into_bytes())
-}
+use launcher_credentials::hmac_hex;
 
 /// The value of the `authorization` metadata on calls to nodes: `Launcher-Internal <hex HMAC>`.
 pub fn internal_credential(key: &[u8]) -> String {
-    format!("{INTERNAL_SCHEME}{}", hmac_hex(key, b"launcher-internal"))
+    launcher_credentials::internal_credential(key)
 }
 
 /// Why a request's user token was refused; every variant is a 401 and its message says what to do.
@@ -144,9 +99,7 @@ fn check_user(user: &str) -> Result<(), String> {
 /// Makes a token for `user` valid until `expiry_unix`. A user name [`verify_token`] refuses
 /// (empty, over 256 bytes, with `|` or control characters) gives a token it refuses.
 pub fn mint_token(key: &[u8], user: &str, expiry_unix: u64) -> String {
-    let signed = format!("{user}|{expiry_unix}");
-    let signature = hmac_hex(key, signed.as_bytes());
-    format!("{signed}|{signature}")
+    launcher_credentials::mint_token(key, user, expiry_unix)
 }
 
 /// Checks a token at time `now_unix` and returns its user. The shape is checked first, then the

@@ -1,57 +1,17 @@
 //! The internal credential every node-to-node and gateway-to-node call carries (ARCHITECTURE.md):
 //! HMAC-SHA256 of `launcher-internal` keyed with the secure-cookie-key, plus the cluster id.
 
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
 /// Metadata key of the cluster id.
 pub const CLUSTER_ID_HEADER: &str = "launcher-cluster-id";
-const SCHEME: &str = "Launcher-Internal ";
 
-/// Reads the secure-cookie-key: it must exist, not be readable by others, and hold ≥ 32 bytes
-/// once trailing whitespace is trimmed.
-pub fn load_key(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read the secure-cookie-key file {}: {e}; create it with 32+ random bytes, mode 0600",
-            path.display()
-        )
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| e.to_string())?
-            .permissions()
-            .mode();
-        if mode & 0o004 != 0 {
-            return Err(format!(
-                "the secure-cookie-key file {} is readable by every user (mode {:o}); run chmod 0600 on it",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |p| p + 1);
-    let key = bytes[..end].to_vec();
-    if key.len() < 32 {
-        return Err(format!(
-            "the secure-cookie-key file {} holds {} bytes; it needs at least 32",
-            path.display(),
-            key.len()
-        ));
-    }
-    Ok(key)
-}
+/// Reads the secure-cookie-key (`launcher_credentials::load_key`).
+pub use launcher_credentials::load_key;
 
 /// The internal credential and cluster id, attached to outgoing calls and checked on incoming ones.
 #[derive(Clone)]
@@ -71,9 +31,7 @@ impl std::fmt::Debug for InternalAuth {
 impl InternalAuth {
     /// Derives the credential from the secure-cookie-key.
     pub fn new(key: &[u8], cluster_id: String) -> Self {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(b"launcher-internal");
-        let token = format!("{SCHEME}{}", hex::encode(mac.finalize().into_bytes()));
+        let token = launcher_credentials::internal_credential(key);
         InternalAuth {
             token: token.into(),
             cluster_id: Arc::new(RwLock::new(cluster_id)),

@@ -1,49 +1,11 @@
-//! Bearer tokens of docs/api.md, minted here so launcherctl depends on nothing of ours:
+//! Bearer tokens of docs/api.md, minted with `launcher-credentials` (the code the gateway uses):
 //! `<user>|<expiry>|<signature>`, the signature being lowercase hex HMAC-SHA256 over
 //! `<user>|<expiry>` keyed with the secure-cookie-key file's bytes (trailing whitespace trimmed).
 
-use std::path::Path;
-
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-/// The key of the secure-cookie-key file, refused when it is readable by every user or shorter
-/// than 32 bytes (as the gateway refuses it).
-pub fn load_key(path: &Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("cannot read the secure-cookie-key file {}: {e}", path.display()))?;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o004 != 0 {
-        return Err(format!(
-            "the secure-cookie-key file {} is readable by every user (mode {:o}); run chmod 0600 on it",
-            path.display(),
-            mode & 0o777
-        ));
-    }
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |p| p + 1);
-    if end < 32 {
-        return Err(format!(
-            "the secure-cookie-key file {} holds {end} bytes; it needs at least 32",
-            path.display()
-        ));
-    }
-    Ok(bytes[..end].to_vec())
-}
-
+/// The key of the secure-cookie-key file, refused as the gateway refuses it.
+pub use launcher_credentials::load_key;
 /// A token for `user` that expires at `expiry_unix`.
-pub fn mint(key: &[u8], user: &str, expiry_unix: u64) -> String {
-    let signed = format!("{user}|{expiry_unix}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(signed.as_bytes());
-    format!("{signed}|{}", hex::encode(mac.finalize().into_bytes()))
-}
+pub use launcher_credentials::mint_token as mint;
 
 /// Refuses a lifetime the gateway would refuse the token for: longer than its
 /// max-token-lifetime-seconds (`max_lifetime`, from `--max-lifetime`). A token that no request
@@ -94,15 +56,6 @@ mod tests {
             .unwrap_err()
             .contains("--ttl 86401s"));
         assert_eq!(check_lifetime(100 * 86_400, 100 * 86_400), Ok(()));
-    }
-
-    #[test]
-    fn matches_the_documented_signature() {
-        // HMAC-SHA256("kkk…k" (40 bytes), "alice|2000000000"), computed independently.
-        assert_eq!(
-            mint(&[b'k'; 40], "alice", 2_000_000_000),
-            "alice|2000000000|b9b366ac7223530b214a2f892d2bddec98e903185aaa4798d09cd9bb3f80afba"
-        );
     }
 
     #[test]
