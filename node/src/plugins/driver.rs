@@ -482,14 +482,37 @@ pub async fn control(
         });
     }
     let (tx, rx) = oneshot::channel();
-    if shared.jobs.send(id, Event::Control(op, tx)).is_err() {
-        return Err(NodeError::new(
-            ErrorCode::JobNotRunning,
-            format!("job {id} is not running on this node"),
-        ));
+    let handed = shared.jobs.send(id, Event::Control(op, tx)).is_ok();
+    if handed {
+        if let Ok(answer) = rx.await {
+            return answer;
+        }
     }
-    rx.await
-        .map_err(|_| NodeError::new(ErrorCode::JobNotRunning, format!("job {id} ended meanwhile")))?
+    // No worker took it (between two workers, or the worker ended before answering). The
+    // request is committed: it stays queued and is carried out when the job is driven again,
+    // unless the job has ended, which clears its queue.
+    let key = id.to_string();
+    match shared.table(move |sm| sm.job_with_meta(&key)).await? {
+        Some((job, _)) if !job.status().is_terminal() => Ok(recorded_not_done()),
+        Some((job, _)) => Err(NodeError::new(
+            ErrorCode::JobNotRunning,
+            format!(
+                "job {id} ended ({}) before the request was carried out",
+                job.status()
+            ),
+        )),
+        None => Err(NodeError::job_not_found(id)),
+    }
+}
+
+/// The answer to a committed control request that is not carried out yet.
+fn recorded_not_done() -> ControlJobResponse {
+    ControlJobResponse {
+        status_message:
+            "The request was recorded; it is carried out as soon as the job's node drives the job again"
+                .into(),
+        operation_complete: false,
+    }
 }
 
 /// The one request among `pending` (oldest first) whose effect decides the job's state, and
@@ -1170,8 +1193,15 @@ impl Worker {
         let terminal = self.job.status().is_terminal();
         let waiting = std::mem::take(&mut self.waiting);
         for (op, upto, reply) in waiting {
-            if upto > through && !ending && !terminal {
-                self.waiting.push((op, upto, reply));
+            if upto > through && !terminal {
+                if ending || self.controls_retry {
+                    // Committed but not carried out yet (the worker stops, or the plugin cannot
+                    // take it now and it is tried again): it stays queued, and the caller hears
+                    // that it was taken, not done.
+                    let _ = reply.send(Ok(recorded_not_done()));
+                } else {
+                    self.waiting.push((op, upto, reply));
+                }
                 continue;
             }
             // Its own request is the latest of its kind at or below `upto`.

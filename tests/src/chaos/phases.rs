@@ -529,6 +529,9 @@ pub async fn plugin_kill(run: &mut Chaos, by_node: &BTreeMap<usize, Vec<String>>
                 Err(Outcome::Error {
                     code: Some(4 | 13), ..
                 }) => Ok(None),
+                // An earlier try whose answer was lost (a client-side timeout) was committed
+                // and carried out: the job has ended. Its status is checked below.
+                Err(Outcome::Error { code: Some(8), .. }) => Ok(Some(())),
                 Err(o) => anyhow::bail!("the kill of long job {probe_id} failed: {o:?}"),
             }
         },
