@@ -278,6 +278,7 @@ impl AppState {
                     Err(s) => {
                         self.metrics.node_call("error");
                         let failure = Failure::of(&s);
+                        let unsent = crate::error::never_sent(&s);
                         match failure {
                             Failure::Unreachable => {
                                 self.pool.mark_down(&addr, s.message(), true);
@@ -287,7 +288,8 @@ impl AppState {
                             Failure::Unavailable | Failure::Answered => {}
                         }
                         last = ApiError::from(s);
-                        if !(retry && failure.retryable()) {
+                        // A request that never left may go elsewhere, safe to repeat or not.
+                        if !(retry && failure.retryable()) && !unsent {
                             return Err(last);
                         }
                     }

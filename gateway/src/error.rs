@@ -131,6 +131,27 @@ pub fn broken_connection(s: &tonic::Status) -> bool {
     false
 }
 
+/// Whether a failed node call never left the gateway: the connection could not be made
+/// (tonic's `ConnectError`: refused, unreachable, name lookup failed, connect deadline). Such a
+/// request may go to another node even when it is not safe to repeat (a control request): no
+/// node saw it.
+pub fn never_sent(s: &tonic::Status) -> bool {
+    if s.metadata().get(ERROR_CODE_HEADER).is_some() {
+        return false;
+    }
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>()
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// What a failed node call says about the node, which decides whether the gateway may try
 /// another node and whether it takes this one out of rotation (docs/api.md, "Routing").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +219,27 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call to a port nobody listens on never left; an answer, or a plain status, may have.
+    #[tokio::test]
+    async fn a_refused_connection_is_never_sent() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_lazy();
+        let status = launcher_proto::launcher::launcher_client::LauncherClient::new(channel)
+            .status(launcher_proto::launcher::StatusRequest {})
+            .await
+            .expect_err("nothing listens there");
+        assert!(never_sent(&status), "{status:?}");
+        assert!(!never_sent(&tonic::Status::unavailable("no leader")));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        assert!(!never_sent(&tonic::Status::from_error(Box::new(reset))));
+    }
 
     #[test]
     fn codes_map_to_names_and_statuses() {

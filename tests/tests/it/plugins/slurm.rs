@@ -438,8 +438,14 @@ async fn a_dead_owners_slurm_job_is_adopted_and_its_end_reported() -> anyhow::Re
     cluster.kill(owner);
     assert_eq!(slurm_state(&slurm, &sid), "RUNNING", "the job outlives its owner");
     // A control request for a job whose owner is gone is recorded (committed) and answered as
-    // not yet complete; it is carried out once another node adopted the job.
-    let (code, body) = control(&http, &id, "suspend").await?;
+    // not yet complete; it is carried out once another node adopted the job. (Through a
+    // gateway whose connection to the dead owner broke under the request, the client gets
+    // 503 and sends it again: no node saw the first one.)
+    let (code, body) = wait_until("a live node to take the control request", DEADLINE, || async {
+        let (code, body) = control(&http, &id, "suspend").await?;
+        Ok((code != 503).then_some((code, body)))
+    })
+    .await?;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["operationComplete"], false, "{body}");
     wait_job(&http, &id, "suspended", |j| status(j) == "Suspended").await?;
