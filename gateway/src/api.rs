@@ -289,7 +289,8 @@ impl AppState {
                         }
                         last = ApiError::from(s);
                         // A request that never left may go elsewhere, safe to repeat or not.
-                        if !(retry && failure.retryable()) && !unsent {
+                        let may_retry = unsent || (retry && failure.retryable());
+                        if !may_retry {
                             return Err(last);
                         }
                     }
