@@ -57,16 +57,4 @@ mod tests {
             .contains("--ttl 86401s"));
         assert_eq!(check_lifetime(100 * 86_400, 100 * 86_400), Ok(()));
     }
-
-    #[test]
-    fn trailing_whitespace_of_the_key_file_is_not_key() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key");
-        std::fs::write(&key, format!("{}\n", "k".repeat(40))).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(load_key(&key).unwrap(), vec![b'k'; 40]);
-        std::fs::write(&key, "short\n").unwrap();
-        assert!(load_key(&key).unwrap_err().contains("at least 32"));
-    }
 }

@@ -66,6 +66,25 @@ async fn wait_fenced(cluster: &ProcessCluster, node: usize, id: &str) -> anyhow:
     .await
 }
 
+/// Once the paused owner runs again, its plugin ends the job by a kill (fencing), and the
+/// cluster, asked through `survivor`, still says the job failed as `node lost`.
+async fn expect_fenced(
+    cluster: &ProcessCluster,
+    survivor: &launcher_tests::NodeClient,
+    owner: usize,
+    id: &str,
+) -> anyhow::Result<()> {
+    let ended = wait_fenced(cluster, owner, id).await?;
+    assert_eq!(ended, "Killed");
+    let j = survivor.job(id).await?;
+    assert_eq!(
+        (status(&j), &j["statusMessage"]),
+        ("Failed", &"node lost".into()),
+        "{j}"
+    );
+    Ok(())
+}
+
 /// The plugin took the job, but its answer to the submit reaches the owner only after the
 /// cluster declared the (paused) owner lost and failed the job: the late launch is stopped,
 /// not left running untracked.
@@ -100,15 +119,7 @@ async fn a_launch_answered_after_the_job_was_taken_is_stopped() -> anyhow::Resul
         "the plugin runs the job while its owner is paused"
     );
     cluster.resume(owner)?;
-    let ended = wait_fenced(&cluster, owner, &id).await?;
-    assert_eq!(ended, "Killed");
-    let j = sc.job(&id).await?;
-    assert_eq!(
-        (status(&j), &j["statusMessage"]),
-        ("Failed", &"node lost".into()),
-        "{j}"
-    );
-    Ok(())
+    expect_fenced(&cluster, &sc, owner, &id).await
 }
 
 /// The plugin reports a status change (Pending → Running) of a job that the cluster failed as
@@ -157,13 +168,5 @@ async fn a_status_change_after_the_job_was_taken_does_not_keep_it_running() -> a
     // request-timeout-seconds: meanwhile the log entry that took the job away is applied, and
     // the worker hears of it only after its own update was refused.
     cluster.resume(owner)?;
-    let ended = wait_fenced(&cluster, owner, &id).await?;
-    assert_eq!(ended, "Killed");
-    let j = sc.job(&id).await?;
-    assert_eq!(
-        (status(&j), &j["statusMessage"]),
-        ("Failed", &"node lost".into()),
-        "{j}"
-    );
-    Ok(())
+    expect_fenced(&cluster, &sc, owner, &id).await
 }
