@@ -2,21 +2,13 @@
 
 use std::time::{Duration, Instant};
 
+use super::metrics::{scrape, value};
 use launcher_tests::client::error_code;
 use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, DEADLINE};
 
 /// The value of the unlabelled series `name` in node `addr`'s `/metrics` (0 when absent).
 async fn metric(addr: &str, name: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0.0))
+    Ok(value(&scrape(addr).await?, name))
 }
 
 const MAX_PENDING: usize = 20;

@@ -1,36 +1,25 @@
 //! Control requests are durable work items: once one is committed, the job's owner carries it
 //! out exactly once, even when it crashed before it could, and then takes it off the job.
 
+use super::metrics::{scrape, value};
 use launcher_tests::client::{admin, job_id};
 use launcher_tests::{init_tracing, shell_job, wait_until, ClusterOpts, ProcessCluster, DEADLINE};
 
 /// The value of the unlabelled series `name` in node `addr`'s `/metrics` (0 when absent).
 async fn metric(addr: &str, name: &str) -> anyhow::Result<f64> {
-    let r = reqwest::get(format!("http://{addr}/metrics")).await?;
-    anyhow::ensure!(r.status() == 200, "GET /metrics on {addr}: {}", r.status());
-    let text = r.text().await?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0.0))
+    Ok(value(&scrape(addr).await?, name))
 }
 
 /// The sum of every series of `name` whose labels include `label` (0 when absent).
 async fn labelled(addr: &str, name: &str, label: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
+    Ok(scrape(addr)
         .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.rsplit_once(' '))
+        .iter()
         .filter(|(k, _)| {
             k.split_once('{')
                 .is_some_and(|(n, l)| n == name && l.contains(label))
         })
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .map(|(_, v)| v)
         .sum())
 }
 

@@ -3,7 +3,7 @@
 use launcher_tests::{init_tracing, job, wait_until, ClusterOpts, ProcessCluster, TestPlugin, DEADLINE};
 
 /// One node's metrics as (name with labels, value) pairs.
-async fn scrape(addr: &str) -> anyhow::Result<Vec<(String, f64)>> {
+pub(crate) async fn scrape(addr: &str) -> anyhow::Result<Vec<(String, f64)>> {
     let r = reqwest::get(format!("http://{addr}/metrics")).await?;
     anyhow::ensure!(r.status() == 200, "GET /metrics on {addr}: {}", r.status());
     let text = r.text().await?;
@@ -15,7 +15,7 @@ async fn scrape(addr: &str) -> anyhow::Result<Vec<(String, f64)>> {
         .collect())
 }
 
-fn value(m: &[(String, f64)], name: &str) -> f64 {
+pub(crate) fn value(m: &[(String, f64)], name: &str) -> f64 {
     m.iter().find(|(k, _)| k == name).map_or(0.0, |(_, v)| *v)
 }
 
