@@ -113,6 +113,8 @@ pub async fn control(p: &Shared, req: ControlJobRequest) -> Result<ControlJobRes
     match op {
         ControlOperation::Suspend => {
             owner_check()?;
+            let _no_refresh = p.hold_refreshes().await;
+            let e = p.find(&id).await?;
             match e.status() {
                 Status::Running => {}
                 Status::Suspended => {
@@ -135,6 +137,8 @@ pub async fn control(p: &Shared, req: ControlJobRequest) -> Result<ControlJobRes
         }
         ControlOperation::Resume => {
             owner_check()?;
+            let _no_refresh = p.hold_refreshes().await;
+            let e = p.find(&id).await?;
             if e.status() != Status::Suspended {
                 return Err(RequestError::InvalidState(format!(
                     "job {id} is {}, not suspended",
@@ -187,5 +191,104 @@ pub async fn control(p: &Shared, req: ControlJobRequest) -> Result<ControlJobRes
                 .map_err(control_error)?;
             Ok(answer_end(p, &id, "Job canceled", "scancel sent").await)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use launcher_plugin_api::outbox::Outbox;
+
+    use super::*;
+    use crate::state::Plugin;
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    async fn wait_for(path: &Path) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never appeared",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A `squeue` read that started before `scontrol suspend` (it still says RUNNING) and
+    /// ends after it must not put the job back to Running: the control and the refresh take
+    /// turns, so the job stays Suspended as Slurm has it (the CI failure of
+    /// `slurm_jobs_are_suspended_resumed_and_killed`: Suspended, then Running for one poll).
+    #[tokio::test]
+    async fn a_refresh_read_before_a_suspend_does_not_undo_it() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let state = dir.join("state");
+        std::fs::write(&state, "RUNNING").unwrap();
+        script(
+            dir,
+            "squeue",
+            &format!(
+                r#"d={dir}
+s=$(cat $d/state)
+if [ -e $d/slow ]; then rm $d/slow; touch $d/started; sleep 1; fi
+echo '{{"errors":[],"jobs":[{{"batch_host":"n1","comment":"rstudio-launcher;cluster=Slurm;tags=","exit_code":0,"job_id":7,"job_state":"'$s'","name":"j","partition":"debug","standard_output":"/o/%j.out","submit_time":1795679562,"start_time":1795679563,"user_id":1004,"user_name":"u"}}]}}'
+"#,
+                dir = dir.display()
+            ),
+        );
+        script(
+            dir,
+            "scontrol",
+            &format!(
+                "case $1 in suspend) echo SUSPENDED > {s};; resume) echo RUNNING > {s};; esac\n",
+                s = state.display()
+            ),
+        );
+        let opts = crate::config::parse_args(Vec::<String>::new()).unwrap();
+        let mut cfg = crate::config::load(opts, dir).unwrap();
+        cfg.slurm_bin_path = Some(dir.to_path_buf());
+        let (out, _rx) = Outbox::new(64);
+        let p = Arc::new(Plugin::new(cfg, out, false, "root".into()));
+        p.refresh().await.unwrap();
+        assert_eq!(p.find("7").await.unwrap().status(), Status::Running);
+
+        std::fs::write(dir.join("slow"), "").unwrap();
+        let refresh = tokio::spawn({
+            let p = p.clone();
+            async move { p.refresh().await }
+        });
+        wait_for(&dir.join("started")).await;
+        let req = |operation: ControlOperation| ControlJobRequest {
+            request_username: String::new(),
+            username: "*".into(),
+            job_id: "7".into(),
+            encoded_job_id: String::new(),
+            operation: operation as i32,
+        };
+        let answer = control(&p, req(ControlOperation::Suspend)).await.unwrap();
+        assert!(answer.operation_complete);
+        refresh.await.unwrap().unwrap();
+        assert_eq!(p.find("7").await.unwrap().status(), Status::Suspended);
+
+        // And the other way round: a read from before the resume does not suspend it again.
+        std::fs::remove_file(dir.join("started")).unwrap();
+        std::fs::write(dir.join("slow"), "").unwrap();
+        let refresh = tokio::spawn({
+            let p = p.clone();
+            async move { p.refresh().await }
+        });
+        wait_for(&dir.join("started")).await;
+        control(&p, req(ControlOperation::Resume)).await.unwrap();
+        refresh.await.unwrap().unwrap();
+        assert_eq!(p.find("7").await.unwrap().status(), Status::Running);
     }
 }

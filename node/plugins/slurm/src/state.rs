@@ -347,6 +347,14 @@ impl Plugin {
         }
     }
 
+    /// Holds refreshes off while a control changes a job's status in Slurm and in the cache: a
+    /// `squeue` answer read before `scontrol suspend` returned would otherwise, taken in after
+    /// it, put back the status the control just changed (and the launcher would see Suspended,
+    /// then Running, then Suspended again).
+    pub async fn hold_refreshes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.refreshing.lock().await
+    }
+
     /// Asks Slurm for every job now and takes in what changed. Jobs that left the controller
     /// are looked up once more (`scontrol`, then the job completion file).
     pub async fn refresh(&self) -> Result<(), RequestError> {
