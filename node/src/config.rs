@@ -290,7 +290,8 @@ pub struct NodeConfig {
     /// Raft election timeout upper bound (`election-timeout-max-ms`, default 3000).
     pub election_timeout_max_ms: u64,
     /// Call an election at once when the leader's process is gone (`fast-failover`, default 1):
-    /// its port refuses connections after the watch on it broke (ARCHITECTURE.md).
+    /// its port refuses connections after the watch on it broke; or when it is silent for three
+    /// heartbeats, does not answer and no other follower hears it (`failover.rs`).
     pub fast_failover: bool,
     /// sled page cache (`cache-capacity-mb`, default 64).
     pub cache_capacity_mb: u64,

@@ -20,6 +20,17 @@
 //! with a shorter log would tie every round and lose each, and two candidates raising terms
 //! against each other can depose the one that has just won.
 //!
+//! A leader that is paused or cut off keeps its connections open but silent. The leader sends
+//! a notice on each watch every heartbeat period (`heartbeat-ms`); a follower that hears
+//! nothing for [`SILENT_PERIODS`] periods asks the leader directly (`Discover`, bounded by
+//! [`PROBE_TIMEOUT`]) and the other followers whether they still hear it. If the leader does
+//! not answer and nobody hears it, it is treated like a dead one: an election at once, the
+//! same rounds, continued while the leader stays silent. A leader that answers the probe is
+//! only slow (or an older version that sends no pulse), and one that another follower still
+//! hears is cut off from this node alone (a partial partition): its majority goes on, and an
+//! election here would only raise terms. So a paused or cut-off leader is replaced about one
+//! second after it fell silent instead of the lease plus an election timeout (4.5–6 s).
+//!
 //! A leader that is already elected must not be deposed by a higher term. So the first round
 //! is called only while the node's vote is still the dead leader's or its own (a vote for a
 //! third node means that one asked first), and every later round only after each other
@@ -55,7 +66,59 @@ const ROUNDS: u32 = 6;
 /// next starts costs a term, not a leader: from the second round on only one survivor stands.
 const ROUND_PAUSE_MS: std::ops::Range<u64> = 50..120;
 
+/// Heartbeat periods without a notice after which a follower looks into its leader's silence.
+pub const SILENT_PERIODS: u32 = 3;
+/// A follower that heard from its leader within this many heartbeat periods still hears it.
+const HEARS_PERIODS: u32 = 2;
+
 type Metrics = RaftMetrics<NodeId, Node>;
+
+/// How often a leader sends a notice on each watch: the Raft heartbeat period.
+pub fn pulse(config: &crate::config::Config) -> Duration {
+    Duration::from_millis(config.node.heartbeat_ms.max(10))
+}
+
+/// When this node last heard from the leader it follows, on the leader watch.
+#[derive(Debug, Default)]
+pub struct Heard(std::sync::Mutex<Option<(NodeId, std::time::Instant)>>);
+
+impl Heard {
+    fn record(&self, leader: NodeId) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader, std::time::Instant::now()));
+    }
+
+    /// Whether this node heard from `leader` within the last two heartbeat periods.
+    pub fn hears(&self, leader: NodeId, config: &crate::config::Config) -> bool {
+        let heard = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        heard.is_some_and(|(l, at)| l == leader && at.elapsed() < pulse(config) * HEARS_PERIODS)
+    }
+}
+
+/// Why a follower gave up on its leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    /// Its port refuses connections: the process is gone.
+    Gone,
+    /// It neither sends notices nor answers, and no other follower hears it.
+    Silent,
+}
+
+impl Out {
+    /// Whether the leader at `addr` is still out this way.
+    async fn still(self, shared: &Shared, addr: &str) -> bool {
+        match self {
+            Out::Gone => is_gone(addr, shared.peers.source()).await,
+            Out::Silent => !answers(shared, addr).await,
+        }
+    }
+}
+
+/// Whether the node at `addr` answers `Discover` within [`PROBE_TIMEOUT`].
+async fn answers(shared: &Shared, addr: &str) -> bool {
+    crate::membership::discover_within(&shared.peers, addr, PROBE_TIMEOUT)
+        .await
+        .is_some()
+}
 
 /// The leader this node follows and the term, when it is a follower with a known leader.
 fn following(me: NodeId, m: &Metrics) -> Option<(NodeId, u64)> {
@@ -112,12 +175,28 @@ async fn watch_leader(shared: &Shared, leader: NodeId, term: u64) {
     match opened {
         Ok(stream) => {
             let mut stream = stream.into_inner();
+            let silence = pulse(&shared.config) * SILENT_PERIODS;
+            let mut told = false;
             loop {
                 tokio::select! {
-                    m = stream.message() => match m {
-                        Ok(Some(_)) => continue,
+                    m = tokio::time::timeout(silence, stream.message()) => match m {
+                        Ok(Ok(Some(_))) => shared.leader_watch.record(leader),
                         // Ended or broken: find out below whether the process is gone.
-                        Ok(None) | Err(_) => break,
+                        Ok(Ok(None) | Err(_)) => break,
+                        Err(_) => match replace_silent(shared, leader, term, &addr).await {
+                            Silence::Acted => return,
+                            Silence::Answers => {}
+                            Silence::HeardByOthers => {
+                                if !told {
+                                    tracing::info!(
+                                        leader,
+                                        "the leader is silent here and does not answer, but another \
+                                         follower still hears it: no election (a partial partition)"
+                                    );
+                                    told = true;
+                                }
+                            }
+                        },
                     },
                     _ = &mut still_following => return,
                 }
@@ -136,10 +215,39 @@ async fn watch_leader(shared: &Shared, leader: NodeId, term: u64) {
         return;
     }
     if is_gone(&addr, shared.peers.source()).await {
-        elect(shared, leader, term, &addr).await;
+        elect(shared, leader, term, &addr, Out::Gone).await;
     } else {
         let _ = tokio::time::timeout(REOPEN_PAUSE, &mut still_following).await;
     }
+}
+
+/// What a follower made of its leader's silence.
+#[derive(Debug, PartialEq, Eq)]
+enum Silence {
+    /// It called elections, or it no longer follows that leader: the watch ends.
+    Acted,
+    /// The leader answers: only slow, or a version that sends no pulse.
+    Answers,
+    /// Another follower still hears it or knows a new leader: cut off from this node alone.
+    HeardByOthers,
+}
+
+/// The leader has sent nothing on the watch for [`SILENT_PERIODS`] heartbeat periods. If it
+/// does not answer either and no other follower hears it, calls an election as for a dead
+/// leader; else the watch goes on.
+async fn replace_silent(shared: &Shared, leader: NodeId, term: u64, addr: &str) -> Silence {
+    if answers(shared, addr).await {
+        return Silence::Answers;
+    }
+    if following(shared.id, &shared.raft.metrics().borrow()) != Some((leader, term)) {
+        return Silence::Acted;
+    }
+    let others = survey(shared, leader).await;
+    if others.hears || others.leader {
+        return Silence::HeardByOthers;
+    }
+    elect(shared, leader, term, addr, Out::Silent).await;
+    Silence::Acted
 }
 
 /// What the other surviving voters say, as they answer `Discover` (one that does not answer
@@ -150,6 +258,8 @@ struct Survey {
     leader: bool,
     /// One of them ranks before this node: a longer log, or an equal one and a higher id.
     ahead: bool,
+    /// One of them still hears the old leader on its watch.
+    hears: bool,
 }
 
 /// Whether a voter with `theirs` (log, id) ranks before this node with `mine` as the one to
@@ -172,15 +282,17 @@ async fn survey(shared: &Shared, dead: NodeId) -> Survey {
             Some(Survey {
                 leader: reply.leader_id != 0 && reply.leader_id != dead,
                 ahead: ranks_before((last, id), mine),
+                hears: reply.hears_leader && reply.leader_id == dead,
             })
         });
-    let answers = futures::future::join_all(asks).await;
-    answers
+    let replies = futures::future::join_all(asks).await;
+    replies
         .into_iter()
         .flatten()
         .fold(Survey::default(), |a, b| Survey {
             leader: a.leader || b.leader,
             ahead: a.ahead || b.ahead,
+            hears: a.hears || b.hears,
         })
 }
 
@@ -211,8 +323,9 @@ async fn is_gone(addr: &str, source: Option<IpAddr>) -> bool {
     }
 }
 
-/// Calls elections until a leader other than the dead one is known, for a few rounds at most.
-async fn elect(shared: &Shared, dead: NodeId, term: u64, addr: &str) {
+/// Calls elections until a leader other than the dead one is known, for a few rounds at most
+/// and while the old one stays `out`.
+async fn elect(shared: &Shared, dead: NodeId, term: u64, addr: &str, out: Out) {
     // A learner cannot stand (openraft would ignore the call); the voters decide.
     if !shared.members().0.contains(&shared.id) {
         return;
@@ -254,12 +367,11 @@ async fn elect(shared: &Shared, dead: NodeId, term: u64, addr: &str) {
         };
         if stand {
             shared.counters.fast_election();
-            tracing::info!(
-                leader = dead,
-                term,
-                round,
-                "the leader's process is gone (its port refuses connections): calling an election now"
-            );
+            let why = match out {
+                Out::Gone => "the leader's process is gone (its port refuses connections)",
+                Out::Silent => "the leader is silent, does not answer, and no other follower hears it",
+            };
+            tracing::info!(leader = dead, term, round, "{why}: calling an election now");
             if shared.raft.trigger().elect().await.is_err() {
                 return;
             }
@@ -269,8 +381,9 @@ async fn elect(shared: &Shared, dead: NodeId, term: u64, addr: &str) {
         if tokio::time::timeout(pause, settled).await.is_ok() {
             return;
         }
-        // Still no leader: go on only while the old one is still gone (not restarted).
-        if !is_gone(addr, shared.peers.source()).await {
+        // Still no leader: go on only while the old one is still out (not restarted, not
+        // answering again).
+        if !out.still(shared, addr).await {
             return;
         }
     }

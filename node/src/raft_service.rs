@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use launcher_proto::raft::raft_server::Raft as RaftApi;
 use launcher_proto::raft::{
     DiscoverReply, DiscoverRequest, ForwardedWrite, ForwardedWriteReply, NodeHeartbeat, NodeHeartbeatReply,
@@ -92,29 +92,34 @@ impl RaftApi for RaftService {
         let leads = move |m: &openraft::RaftMetrics<NodeId, launcher_storage::Node>| {
             m.state == ServerState::Leader && m.current_term == term
         };
-        let mut metrics = shared.raft.metrics();
+        let metrics = shared.raft.metrics();
         if !leads(&metrics.borrow()) {
             return Err(Status::failed_precondition(format!(
                 "node {} does not lead in term {term}",
                 shared.id
             )));
         }
-        let mut stopped = self.cell.serving_stopped.clone();
-        let first = WatchLeaderNotice {
+        let stopped = self.cell.serving_stopped.clone();
+        let notice = WatchLeaderNotice {
             leader_id: shared.id,
             term,
         };
-        // One notice, then silence until this node stops leading in `term` or begins to stop:
-        // the follower learns of a crash from the connection itself.
-        let end = async move {
-            tokio::select! {
-                _ = metrics.wait_for(|m| !leads(m)) => {}
-                _ = stopped.wait_for(|s| *s) => {}
-            }
-            None
-        };
-        let stream = futures::stream::once(async move { Ok(first) })
-            .chain(futures::stream::once(end).filter_map(futures::future::ready));
+        // A notice now and then every heartbeat period, until this node stops leading in
+        // `term` or begins to stop: the follower learns of a crash from the connection itself,
+        // of a pause or a cut from the silence.
+        let mut pulse = tokio::time::interval(crate::failover::pulse(&shared.config));
+        pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stream = futures::stream::unfold(
+            (metrics, stopped, pulse),
+            move |(mut metrics, mut stopped, mut pulse)| async move {
+                let leading = tokio::select! {
+                    _ = pulse.tick() => true,
+                    _ = metrics.wait_for(|m| !leads(m)) => false,
+                    _ = stopped.wait_for(|s| *s) => false,
+                };
+                leading.then_some((Ok(notice), (metrics, stopped, pulse)))
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -193,13 +198,15 @@ impl RaftApi for RaftService {
 
     async fn discover(&self, req: Request<DiscoverRequest>) -> Result<Response<DiscoverReply>, Status> {
         self.cell.auth.check_credential(&req)?;
-        let (initialized, leader_id, last_log_id) = match self.cell.shared.get() {
+        let (initialized, leader_id, last_log_id, hears_leader) = match self.cell.shared.get() {
             Some(s) => {
                 let last = s.raft.data_metrics().borrow().last_log;
                 let last = serde_json::to_vec(&last).map_err(|e| Status::internal(e.to_string()))?;
-                (true, s.leader().unwrap_or(0), last)
+                let leader = s.leader();
+                let hears = leader.is_some_and(|l| s.leader_watch.hears(l, &s.config));
+                (true, leader.unwrap_or(0), last, hears)
             }
-            None => (false, 0, vec![]),
+            None => (false, 0, vec![], false),
         };
         Ok(Response::new(DiscoverReply {
             address: self.cell.advertise.clone(),
@@ -214,6 +221,7 @@ impl RaftApi for RaftService {
             initialized,
             leader_id,
             last_log_id,
+            hears_leader,
         }))
     }
 }

@@ -473,6 +473,7 @@ async fn run(
         filters,
         counters: Default::default(),
         proposer: crate::proposer::Proposer::start(raft.clone(), config.server.max_request_body_bytes),
+        leader_watch: Default::default(),
     });
     let _ = cell.shared.set(shared.clone());
     tracing::info!(node_id = shared.id, cluster = %identity.cluster_id, "node running");

@@ -147,6 +147,8 @@ pub struct Shared {
     pub counters: crate::metrics::Counters,
     /// The leader's proposal queue (group commit).
     pub proposer: crate::proposer::Proposer,
+    /// When this node last heard from its leader on the leader watch (fast failover).
+    pub leader_watch: crate::failover::Heard,
 }
 
 /// The first storage failure seen by a read, which stops the node like a Raft storage error.

@@ -100,12 +100,27 @@ impl Shared {
                     Err(Retry::Fatal(e)) => return Err(e),
                     Ok(r) => return Ok(r),
                 },
-                Some(l) => match self.forward(l, &req, deadline).await {
-                    Ok(r) => return Ok(r),
-                    Err((e, Sent::Maybe)) if !req.retry_safe() => return Err(e),
-                    Err((e, _)) if e.code != ErrorCode::Unavailable => return Err(e),
-                    Err(_) => {}
-                },
+                Some(l) => {
+                    // A leader that is replaced while the write waits there (paused, cut off)
+                    // will not answer before the deadline: give up on it at once.
+                    let mut watch = self.raft.metrics();
+                    let replaced = watch.wait_for(|m| m.current_leader.is_some_and(|n| n != l));
+                    tokio::select! {
+                        r = self.forward(l, &req, deadline) => match r {
+                            Ok(r) => return Ok(r),
+                            Err((e, Sent::Maybe)) if !req.retry_safe() => return Err(e),
+                            Err((e, _)) if e.code != ErrorCode::Unavailable => return Err(e),
+                            Err(_) => {}
+                        },
+                        _ = replaced => if !req.retry_safe() {
+                            return Err(NodeError::unavailable(format!(
+                                "leader {l} was replaced while this write waited there: its outcome \
+                                 is unknown; read before retrying, or send an Idempotency-Key so a \
+                                 retry is safe"
+                            )));
+                        },
+                    }
+                }
                 None => {}
             }
             // No leader, or it moved: wait for the next change of Raft state, bounded.

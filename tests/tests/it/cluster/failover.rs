@@ -1,4 +1,5 @@
-//! Fast failover (ARCHITECTURE.md): a crashed leader is replaced at once, a hung one is not deposed.
+//! Fast failover (ARCHITECTURE.md): a crashed, paused or cut-off leader is replaced at once;
+//! one that a majority still hears is not deposed.
 //!
 //! The clusters here run with election timers of 30–31 s, so an election that the ordinary
 //! timers cause cannot happen before the leader lease (31 s) plus an election timeout (≥ 30 s)
@@ -7,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use launcher_tests::client::job_id;
+use launcher_tests::netfault::Firewall;
 use launcher_tests::{init_tracing, job, ClusterOpts, ProcessCluster, TestPlugin};
 
 /// Well under the 61 s the election timers need at the least.
@@ -141,43 +143,135 @@ async fn a_gracefully_stopped_leader_is_replaced_without_waiting_for_the_timers(
     replaced_at_once(Stop::Terminate).await
 }
 
-/// A SIGSTOPped leader keeps its connections open, so the fast path must not fire: while it
-/// is paused no follower calls an election (the term stays, no follower names another
-/// leader), and once resumed it still leads in the same term. A hung process may come back,
-/// and deposing it early would be a disruption the election timers exist to avoid.
+/// A SIGSTOPped leader keeps its connections open but falls silent: its followers hear no
+/// notice on their leader watches, get no answer from it, learn from each other that neither
+/// hears it, and elect one of themselves long before an election timer could fire. A write that
+/// a follower had forwarded to the paused leader is answered as soon as the new leader is known
+/// (without an Idempotency-Key its outcome is unknown: 503), not at its 60 s deadline; keyed
+/// writes go on through the new leader; the old leader, resumed, follows it with every job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_leader_is_not_deposed_early() -> anyhow::Result<()> {
+async fn a_paused_leader_is_replaced_without_waiting_for_the_timers() -> anyhow::Result<()> {
+    init_tracing();
+    let mut opts = slow_timers();
+    opts.node_lines.push("write-timeout-seconds=60".into());
+    let mut cluster = ProcessCluster::start(3, opts).await?;
+    let old = cluster.wait_one_leader().await?;
+    let followers: Vec<usize> = (1..=3).filter(|&i| i as u64 != old).collect();
+    let before = job_id(
+        &cluster
+            .client(followers[0])
+            .submit(&job("before", &["ff"]))
+            .await?
+            .job,
+    );
+    cluster.pause(old as usize).await?;
+    // Sent at once, this follower still takes the paused node for the leader: the write waits there.
+    let waiting = {
+        let c = cluster.client(followers[0]);
+        tokio::spawn(async move { c.submit(&job("waiting", &["ff"])).await })
+    };
+    let new = cluster
+        .wait_for_new_leader_within(old, FAST)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
+    let answer = tokio::time::timeout(FAST, waiting)
+        .await
+        .map_err(|_| anyhow::anyhow!("the write forwarded to the paused leader waits for its deadline"))??;
+    if let Err(status) = &answer {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("was replaced"), "{status:?}");
+    }
+    let key = "after-the-pause";
+    let after = cluster
+        .client(followers[1])
+        .submit_as(
+            launcher_tests::client::user("alice"),
+            &job(key, &["ff"]),
+            Some(key),
+        )
+        .await?;
+    let log: String = followers.iter().map(|&i| cluster.log(i)).collect();
+    assert!(
+        log.contains("the leader is silent") && log.contains("calling an election now"),
+        "no follower replaced the silent leader through the fast path:\n{log}"
+    );
+
+    cluster.resume(old as usize)?;
+    assert_eq!(
+        cluster.wait_one_leader().await?,
+        new,
+        "the resumed node deposed the new leader"
+    );
+    let (_, jobs) = cluster.client(old as usize).list_all().await?;
+    let got: Vec<String> = jobs.iter().map(|j| job_id(j)).collect();
+    for id in [before, job_id(&after.job)] {
+        assert!(
+            got.contains(&id),
+            "job {id} acknowledged but missing on the resumed node"
+        );
+    }
+    Ok(())
+}
+
+/// A leader cut off from one follower only still leads a majority through the other, which
+/// keeps hearing it. The cut-off follower finds the leader silent and unanswering, but learns
+/// that the other follower still hears it, so it calls no election: the term and the leader
+/// stay, writes through the leader are acknowledged all along, and after the cut heals the
+/// follower has them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_from_one_follower_is_not_deposed() -> anyhow::Result<()> {
     init_tracing();
     let mut cluster = ProcessCluster::start(3, slow_timers()).await?;
-    let old = cluster.wait_one_leader().await?;
-    let term = cluster.client(old as usize).status().await?.term;
-    let followers: Vec<usize> = (1..=3).filter(|&i| i as u64 != old).collect();
-    cluster.pause(old as usize).await?;
-    // Watch the followers for a few seconds: long past the moment a crash would have been
-    // acted on (the kill test sees a new leader within well under a second).
-    let window = Instant::now() + Duration::from_secs(4);
+    let leader = cluster.wait_one_leader().await?;
+    let term = cluster.client(leader as usize).status().await?.term;
+    let followers: Vec<usize> = (1..=3).filter(|&i| i as u64 != leader).collect();
+    let (cut, other) = (followers[0], followers[1]);
+    let host = |i: usize| cluster.nodes[i - 1].host.clone();
+    let mut firewall = Firewall::new()?;
+    firewall.cut(&host(leader as usize), &host(cut))?;
+    // Several silence windows (three heartbeats each) and probes pass meanwhile.
+    let mut ids = Vec::new();
+    let window = Instant::now() + Duration::from_secs(5);
     while Instant::now() < window {
-        for &i in &followers {
+        let reply = cluster
+            .client(leader as usize)
+            .submit(&job(&format!("cut-{}", ids.len()), &["ff"]))
+            .await?;
+        ids.push(job_id(&reply.job));
+        for i in [leader as usize, other] {
             let st = cluster.client(i).status().await?;
             assert_eq!(
-                st.term, term,
-                "node {i} moved to a new term while the leader was paused"
-            );
-            assert!(
-                st.leader == old || st.leader == 0,
-                "node {i} names leader {} while leader {old} is only paused",
-                st.leader
+                (st.leader, st.term),
+                (leader, term),
+                "node {i} while {cut} is cut off"
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    cluster.resume(old as usize)?;
-    assert_eq!(cluster.wait_one_leader().await?, old);
-    assert_eq!(cluster.client(old as usize).status().await?.term, term);
-    let log: String = followers.iter().map(|&i| cluster.log(i)).collect();
+    let log = cluster.log(cut);
+    assert!(
+        log.contains("another follower still hears it"),
+        "the cut-off follower never looked into the silence:\n{log}"
+    );
     assert!(
         !log.contains("calling an election now"),
-        "a follower used the fast path:\n{log}"
+        "the cut-off follower called an election:\n{log}"
     );
+    firewall.heal()?;
+    assert_eq!(cluster.wait_one_leader().await?, leader);
+    assert_eq!(cluster.client(leader as usize).status().await?.term, term);
+    let deadline = Instant::now() + FAST;
+    loop {
+        let (_, jobs) = cluster.client(cut).list_all().await?;
+        let got: Vec<String> = jobs.iter().map(|j| job_id(j)).collect();
+        if ids.iter().all(|id| got.contains(id)) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node {cut} lacks acknowledged jobs after healing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
