@@ -8,8 +8,9 @@
 //! it partitioned off), a follower cut off until it is declared lost (paused or partitioned),
 //! a partial partition, and a plugin SIGKILLed under running jobs. Then it stops the clients,
 //! lets every job end, checks the whole history against docs/guarantees.md and writes a Markdown
-//! report: operations, faults by kind, acknowledged submits, lost jobs, violations, and the
-//! failover times (leader kill → next acknowledged submit, p50/p99/max).
+//! report: operations, faults by kind, acknowledged submits, lost jobs, violations, elections,
+//! and the failover times (fault → next acknowledged submit, p50/p99/max) of every fault that
+//! takes the leader away or cuts it off.
 //!
 //! ```text
 //! cargo run --release -p launcher-tests --bin chaos -- --duration 10m [--seed S] [--report FILE]
@@ -34,7 +35,8 @@ const USAGE: &str = "usage: chaos [--duration D] [--seed S] [--faults K,K,...] [
   --seed S      the seed of the nemesis' and the clients' choices (default: random)
   --faults K,…  only these kinds (default: all): leader-kill, follower-kill, leader-pause,
                 lone-leader-paused, lone-leader-partitioned, lost-follower-paused,
-                lost-follower-partitioned, partial-partition, plugin-kill
+                lost-follower-partitioned, partial-partition, plugin-kill; `none` runs the
+                workload alone (the report counts elections: a quiet cluster has none)
   --report F    also write the Markdown report to F";
 
 /// `node-lost-timeout-seconds` of the run: short, so a cut-off follower is declared lost.
@@ -133,7 +135,12 @@ fn parse_args() -> anyhow::Result<Args> {
             "--seed" => args.seed = value()?.parse().context("--seed must be an unsigned integer")?,
             "--report" => args.report = Some(PathBuf::from(value()?)),
             "--faults" => {
-                args.faults = value()?
+                let list = value()?;
+                if list == "none" {
+                    args.faults = Vec::new();
+                    continue;
+                }
+                args.faults = list
                     .split(',')
                     .map(|k| {
                         FAULTS
@@ -151,6 +158,17 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     Ok(args)
+}
+
+/// The highest Raft term any node reports (every election, won or not, raises it by one).
+async fn highest_term(run: &Chaos) -> u64 {
+    let mut term = 0;
+    for i in 1..=launcher_tests::chaos::run::NODES {
+        if let Some(st) = run.status_of(i).await {
+            term = term.max(st.term);
+        }
+    }
+    term
 }
 
 /// The `q`-quantile of sorted `v` (nearest rank).
@@ -186,7 +204,11 @@ async fn inject(
                 Cut::Partition
             };
             let hold = Duration::from_millis(run.rng.gen_range(6000..9000));
-            lone.push(phases::lone_leader(run, cut, hold).await?);
+            let l = phases::lone_leader(run, cut, hold).await?;
+            if let Some(d) = l.failover {
+                failovers.entry(fault).or_default().push(d);
+            }
+            lone.push(l);
         }
         Fault::LostFollowerPaused | Fault::LostFollowerPartitioned => {
             let cut = if fault == Fault::LostFollowerPaused {
@@ -197,7 +219,10 @@ async fn inject(
             let min_for = Duration::from_millis(run.rng.gen_range(3000..6000));
             phases::lost_follower(run, cut, LONG_JOBS, min_for).await?;
         }
-        Fault::PartialPartition => phases::partial_partition(run, PARTIAL_PROGRESS).await?,
+        Fault::PartialPartition => {
+            let d = phases::partial_partition(run, PARTIAL_PROGRESS).await?;
+            failovers.entry(fault).or_default().push(d);
+        }
         Fault::PluginKill => {
             run.submit_long_jobs(LONG_JOBS).await?;
             let by_node = run.long_jobs_by_node();
@@ -227,9 +252,13 @@ async fn main() -> anyhow::Result<()> {
     let mut failovers: BTreeMap<Fault, Vec<Duration>> = BTreeMap::new();
     let mut lone = Vec::new();
     let faults_from = Instant::now();
+    let first_term = highest_term(&run).await;
     while faults_from.elapsed() < args.duration {
         let more = run.rng.gen_range(10..25);
         run.wait_more_acked(more).await?;
+        if args.faults.is_empty() {
+            continue;
+        }
         let fault = args.faults[run.rng.gen_range(0..args.faults.len())];
         let left = args.duration.saturating_sub(faults_from.elapsed());
         eprintln!(
@@ -243,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
         *counts.entry(fault).or_default() += 1;
     }
     let faulted = faults_from.elapsed();
+    let elections = highest_term(&run).await.saturating_sub(first_term);
     let min_acked = run.acked();
     let seed = run.seed;
     let verdict = run.finish(min_acked).await?;
@@ -278,6 +308,10 @@ async fn main() -> anyhow::Result<()> {
     writeln!(md, "| lost acknowledged jobs | {lost} |")?;
     writeln!(md, "| violations | {} |", verdict.report.violations.len())?;
     writeln!(md, "| linearizability | {:?} |", verdict.report.linearizability)?;
+    writeln!(
+        md,
+        "| elections after the first (Raft term changes while faults ran) | {elections} |"
+    )?;
     writeln!(md, "\n| fault | times |\n|---|--:|")?;
     for f in &args.faults {
         writeln!(md, "| {} | {} |", f.label(), counts.get(f).copied().unwrap_or(0))?;

@@ -149,6 +149,8 @@ pub struct LoneLeader {
     probe_reads: usize,
     retries_acked: usize,
     healed: Duration,
+    /// With a partition: the time from the cut to the majority's next acknowledged submit.
+    pub failover: Option<Duration>,
 }
 
 /// The leader is left alone (a minority) for at least `hold`: both followers are cut off from
@@ -217,15 +219,17 @@ pub async fn lone_leader(run: &mut Chaos, cut: Cut, hold: Duration) -> anyhow::R
             found
         })
     };
+    let mut failover = None;
     if cut == Cut::Partition {
         // The majority goes on without the lone leader.
         let acked = run.acked();
         let new = run.cluster.wait_for_new_leader(leader).await?;
         let elected = started.elapsed();
         run.wait_acked(acked + 1).await?;
+        let first_ack = started.elapsed();
+        failover = Some(first_ack);
         run.figure(format!(
-            "lone leader {leader}: the majority elected node {new} after {elected:.1?}, next ack after {:.1?}",
-            started.elapsed()
+            "lone leader {leader}: the majority elected node {new} after {elected:.1?}, next ack after {first_ack:.1?}"
         ));
     }
     hold_until(started + hold).await;
@@ -276,6 +280,7 @@ pub async fn lone_leader(run: &mut Chaos, cut: Cut, hold: Duration) -> anyhow::R
         probe_reads,
         retries_acked,
         healed,
+        failover,
     })
 }
 
@@ -455,8 +460,9 @@ pub async fn leader_pause(run: &mut Chaos) -> anyhow::Result<Duration> {
 
 /// A partial partition for a seeded 4–7 s: the leader and a seeded follower cannot reach each
 /// other while both still reach the third node. The cluster must acknowledge `progress`
-/// submits meanwhile (whoever leads has a majority through the third node).
-pub async fn partial_partition(run: &mut Chaos, progress: usize) -> anyhow::Result<()> {
+/// submits meanwhile (whoever leads has a majority through the third node). Returns the time
+/// from the cut to the next acknowledged submit.
+pub async fn partial_partition(run: &mut Chaos, progress: usize) -> anyhow::Result<Duration> {
     let (leader, li) = run.leader().await?;
     let followers: Vec<usize> = (1..=NODES).filter(|i| *i != li).collect();
     let fi = followers[run.rng.gen_range(0..followers.len())];
@@ -468,6 +474,8 @@ pub async fn partial_partition(run: &mut Chaos, progress: usize) -> anyhow::Resu
     // Either end may lose its leader and be declared lost meanwhile.
     run.cut(li, &[fi], &[li, fi])?;
     let acked = run.acked();
+    run.wait_acked(acked + 1).await?;
+    let first_ack = started.elapsed();
     run.wait_acked(acked + progress).await?;
     let progressed = started.elapsed();
     hold_until(started + hold).await;
@@ -477,11 +485,12 @@ pub async fn partial_partition(run: &mut Chaos, progress: usize) -> anyhow::Resu
     run.wait_green().await?;
     let (after, _) = run.leader().await?;
     run.figure(format!(
-        "partial partition {hold:.1?} (leader {leader} cut from index {fi}): {progress} acks within \
-         {progressed:.1?}, {during} in all; Green {:.1?} after healing; leader {after} after",
+        "partial partition {hold:.1?} (leader {leader} cut from index {fi}): first ack after \
+         {first_ack:.1?}, {progress} within {progressed:.1?}, {during} in all; Green {:.1?} after \
+         healing; leader {after} after",
         healed.elapsed()
     ));
-    Ok(())
+    Ok(first_ack)
 }
 
 /// The plugin of a seeded node among those in `by_node` (node index → long jobs it runs) is
