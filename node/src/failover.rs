@@ -177,16 +177,21 @@ async fn watch_leader(shared: &Shared, leader: NodeId, term: u64) {
             let mut stream = stream.into_inner();
             let silence = pulse(&shared.config) * SILENT_PERIODS;
             let mut told = false;
+            let mut timer = TimerHold::new(shared);
             loop {
                 tokio::select! {
                     m = tokio::time::timeout(silence, stream.message()) => match m {
-                        Ok(Ok(Some(_))) => shared.leader_watch.record(leader),
+                        Ok(Ok(Some(_))) => {
+                            shared.leader_watch.record(leader);
+                            timer.release();
+                        }
                         // Ended or broken: find out below whether the process is gone.
                         Ok(Ok(None) | Err(_)) => break,
                         Err(_) => match replace_silent(shared, leader, term, &addr).await {
                             Silence::Acted => return,
-                            Silence::Answers => {}
+                            Silence::Answers => timer.release(),
                             Silence::HeardByOthers => {
+                                timer.hold();
                                 if !told {
                                     tracing::info!(
                                         leader,
@@ -218,6 +223,44 @@ async fn watch_leader(shared: &Shared, leader: NodeId, term: u64) {
         elect(shared, leader, term, &addr, Out::Gone).await;
     } else {
         let _ = tokio::time::timeout(REOPEN_PAUSE, &mut still_following).await;
+    }
+}
+
+/// Holds this node's Raft election timer off while the leader is silent here but another
+/// follower still hears it (a partial partition). openraft 0.9 has no pre-vote: after the lease
+/// and an election timeout this node would stand, and although the follower that hears the
+/// leader refuses the vote, the higher term this node then carries deposes the healthy leader
+/// as soon as the cut heals. The timer runs again as soon as the leader is heard or answers, the
+/// other followers stop hearing it, or the watch ends (also on drop, so no path leaves it off);
+/// an election this module calls itself does not depend on it.
+struct TimerHold<'a> {
+    shared: &'a Shared,
+    held: bool,
+}
+
+impl<'a> TimerHold<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        TimerHold { shared, held: false }
+    }
+
+    fn hold(&mut self) {
+        if !self.held {
+            self.shared.raft.runtime_config().elect(false);
+            self.held = true;
+        }
+    }
+
+    fn release(&mut self) {
+        if self.held {
+            self.shared.raft.runtime_config().elect(true);
+            self.held = false;
+        }
+    }
+}
+
+impl Drop for TimerHold<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

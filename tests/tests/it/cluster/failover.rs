@@ -215,13 +215,19 @@ async fn a_paused_leader_is_replaced_without_waiting_for_the_timers() -> anyhow:
 
 /// A leader cut off from one follower only still leads a majority through the other, which
 /// keeps hearing it. The cut-off follower finds the leader silent and unanswering, but learns
-/// that the other follower still hears it, so it calls no election: the term and the leader
-/// stay, writes through the leader are acknowledged all along, and after the cut heals the
-/// follower has them all.
+/// that the other follower still hears it, so it calls no election, and it holds its own Raft
+/// election timer off meanwhile: with the default timers it would stand after 4.5–6 s, and the
+/// higher term would depose the leader once the cut heals. So across an 8 s cut and its healing
+/// the term and the leader stay, writes through the leader are acknowledged all along, and the
+/// follower then has them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_from_one_follower_is_not_deposed() -> anyhow::Result<()> {
     init_tracing();
-    let mut cluster = ProcessCluster::start(3, slow_timers()).await?;
+    let opts = ClusterOpts {
+        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(3, opts).await?;
     let leader = cluster.wait_one_leader().await?;
     let term = cluster.client(leader as usize).status().await?.term;
     let followers: Vec<usize> = (1..=3).filter(|&i| i as u64 != leader).collect();
@@ -229,9 +235,9 @@ async fn a_leader_cut_from_one_follower_is_not_deposed() -> anyhow::Result<()> {
     let host = |i: usize| cluster.nodes[i - 1].host.clone();
     let mut firewall = Firewall::new()?;
     firewall.cut(&host(leader as usize), &host(cut))?;
-    // Several silence windows (three heartbeats each) and probes pass meanwhile.
+    // Longer than the lease plus the longest election timeout (3 s + 3 s by default).
     let mut ids = Vec::new();
-    let window = Instant::now() + Duration::from_secs(5);
+    let window = Instant::now() + Duration::from_secs(8);
     while Instant::now() < window {
         let reply = cluster
             .client(leader as usize)
@@ -258,6 +264,24 @@ async fn a_leader_cut_from_one_follower_is_not_deposed() -> anyhow::Result<()> {
         "the cut-off follower called an election:\n{log}"
     );
     firewall.heal()?;
+    // Once the follower is heard from again, the leader still leads in the same term.
+    let deadline = Instant::now() + FAST;
+    loop {
+        let st = cluster.client(cut).status().await?;
+        anyhow::ensure!(
+            st.term == term,
+            "the term moved from {term} to {} across the cut: the leader was deposed",
+            st.term
+        );
+        if st.leader == leader {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node {cut} does not follow {leader} again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(cluster.wait_one_leader().await?, leader);
     assert_eq!(cluster.client(leader as usize).status().await?.term, term);
     let deadline = Instant::now() + FAST;
