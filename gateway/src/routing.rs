@@ -448,6 +448,17 @@ impl Pool {
                 if n.failed_at.is_some_and(|failed| failed >= c.started) {
                     // A call failed on the node while this check was on its way: the answer
                     // may be older than the failure. The next check decides.
+                } else if st.status == "Red" {
+                    // It answers, but knows no leader or leads without a quorum (a lone leader
+                    // cut off from the others): writes and linearizable reads there fail or
+                    // wait. Its clients go to the other nodes until it is in a quorum again.
+                    if n.healthy {
+                        tracing::warn!(node = %c.addr, "node reports Red (no leader, or no quorum): its clients go elsewhere");
+                    }
+                    n.healthy = false;
+                    n.reachable = true;
+                    n.last_error =
+                        Some("the node reports Red: it knows no leader, or leads without a quorum".into());
                 } else {
                     if !n.healthy {
                         tracing::info!(node = %c.addr, "node healthy again");
@@ -1025,6 +1036,39 @@ mod tests {
                 result: Ok(status(1, &[])),
             };
             pool.absorb(fresh);
+            assert!(pool.is_healthy("a:5560"));
+        });
+    }
+
+    /// A node that answers its check but reports Red (a lone leader without a quorum, or no
+    /// leader known) is no longer a first choice: its clients go to the other nodes, and come
+    /// back once it reports a leader with a quorum again.
+    #[test]
+    fn a_node_without_a_quorum_is_no_first_choice() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pool = Pool::new(
+                &["a:5560".to_string(), "b:5560".to_string()],
+                "Launcher-Internal abc",
+            );
+            let check = |addr: &str, health: &str| Check {
+                addr: addr.into(),
+                started: Instant::now(),
+                result: Ok(StatusReply {
+                    status: health.into(),
+                    ..status(1, &[])
+                }),
+            };
+            pool.absorb(check("b:5560", "Green"));
+            pool.absorb(check("a:5560", "Red"));
+            assert!(!pool.is_healthy("a:5560") && pool.is_healthy("b:5560"));
+            for client in ["c1", "c2", "c3", "c4"] {
+                assert_eq!(pool.candidates(client), ["b:5560", "a:5560"], "{client}");
+            }
+            pool.absorb(check("a:5560", "Yellow"));
             assert!(pool.is_healthy("a:5560"));
         });
     }
