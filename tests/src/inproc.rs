@@ -107,6 +107,23 @@ impl InProcCluster {
             }
         })
         .await?;
+        // The leader reports the last membership change of the formation as soon as it holds
+        // it, maybe before it is committed and before the others have it: a test that starts
+        // a change of its own then would meet "already undergoing a configuration change", or a
+        // follower still in the joint configuration before it. Every node applies it first.
+        wait_until("every node to apply the same membership", DEADLINE, || {
+            let views: Vec<_> = (1..=n)
+                .map(|i| {
+                    let m = c.shared(i).raft.metrics();
+                    let m = m.borrow();
+                    let at = *m.membership_config.log_id();
+                    let applied = at.is_some_and(|at| m.last_applied.is_some_and(|a| a.index >= at.index));
+                    (at, applied)
+                })
+                .collect();
+            async move { Ok(views.iter().all(|v| v.1 && v.0 == views[0].0).then_some(())) }
+        })
+        .await?;
         Ok(c)
     }
 
