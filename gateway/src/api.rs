@@ -52,10 +52,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-type Shared = Arc<AppState>;
-
 /// The router with every route of docs/api.md.
-pub fn router(state: Shared) -> Router {
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/openapi.json", get(crate::openapi::serve))
@@ -158,10 +156,10 @@ fn client_key(addr: Option<SocketAddr>) -> String {
     hex::encode(&sha2::Sha256::digest(ip.as_bytes())[..12])
 }
 
-impl FromRequestParts<Shared> for Ctx {
+impl FromRequestParts<Arc<AppState>> for Ctx {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let headers = &parts.headers;
         let token = crate::ui::request_token(headers);
         let (user, admin) = if state.config.authorization_enabled {
@@ -419,7 +417,7 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
 
 /// Gives every answer an `X-Launcher-Index`, including those no route produced (404, 405,
 /// rejected requests, the OpenAPI document): the highest index a node was seen to apply.
-pub async fn index_header(State(s): State<Shared>, mut resp: Response) -> Response {
+pub async fn index_header(State(s): State<Arc<AppState>>, mut resp: Response) -> Response {
     if !resp.headers().contains_key(INDEX_HEADER) {
         resp.headers_mut()
             .insert(INDEX_HEADER, HeaderValue::from(s.pool.highest_applied()));
@@ -428,7 +426,7 @@ pub async fn index_header(State(s): State<Shared>, mut resp: Response) -> Respon
 }
 
 /// `GET /status`: cluster health, unauthenticated.
-async fn status(State(s): State<Shared>) -> Response {
+async fn status(State(s): State<Arc<AppState>>) -> Response {
     let nodes = s.pool.nodes();
     let mut reply = None;
     // Ask healthy nodes first; any answer describes the whole cluster (it asks the leader).
@@ -474,7 +472,7 @@ async fn status(State(s): State<Shared>) -> Response {
 }
 
 /// `GET /clusters`.
-async fn clusters(State(s): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
+async fn clusters(State(s): State<Arc<AppState>>, ctx: Ctx) -> Result<Response, ApiError> {
     let t = s.timeout();
     let reply = s
         .call(&ctx, true, |mut c| {
@@ -494,7 +492,7 @@ async fn clusters(State(s): State<Shared>, ctx: Ctx) -> Result<Response, ApiErro
 /// `POST /jobs`: submit. The gateway gives every submit an Idempotency-Key (the client's, else
 /// its own), so retrying it on another node never creates a second job.
 async fn submit_job(
-    State(s): State<Shared>,
+    State(s): State<Arc<AppState>>,
     ctx: Ctx,
     headers: HeaderMap,
     body: Body,
@@ -632,7 +630,7 @@ fn query<T: serde::de::DeserializeOwned + Default>(
 
 /// `GET /jobs`: the listing, streamed as one JSON array, all at one applied index.
 async fn list_jobs(
-    State(s): State<Shared>,
+    State(s): State<Arc<AppState>>,
     ctx: Ctx,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -713,7 +711,7 @@ pub struct JobQuery {
 
 /// `GET /jobs/{id}`.
 async fn get_job(
-    State(s): State<Shared>,
+    State(s): State<Arc<AppState>>,
     ctx: Ctx,
     Path(id): Path<String>,
     q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
@@ -736,7 +734,11 @@ async fn get_job(
 }
 
 /// `DELETE /jobs/{id}`.
-async fn delete_job(State(s): State<Shared>, ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn delete_job(
+    State(s): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let req = JobRequest {
         caller: ctx.caller(),
         id,
@@ -762,7 +764,7 @@ struct ControlBody {
 
 /// `POST /jobs/{id}/control`. Never retried on another node.
 async fn control_job(
-    State(s): State<Shared>,
+    State(s): State<Arc<AppState>>,
     ctx: Ctx,
     Path(id): Path<String>,
     body: Body,
@@ -806,7 +808,7 @@ pub struct StreamQuery {
 /// `GET /jobs/{id}/status[?stream=true]`: one JSON object, or Server-Sent Events until the job
 /// ends or the client goes away (dropping the response drops the node stream).
 async fn job_status(
-    State(s): State<Shared>,
+    State(s): State<Arc<AppState>>,
     ctx: Ctx,
     Path(id): Path<String>,
     q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
@@ -875,7 +877,7 @@ pub struct OutputQuery {
 
 /// `GET /jobs/{id}/output?type=stdout|stderr|both&follow=true`: text/plain chunks.
 async fn job_output(
-    State(s): State<Shared>,
+    State(s): State<Arc<AppState>>,
     ctx: Ctx,
     Path(id): Path<String>,
     q: Result<Query<OutputQuery>, axum::extract::rejection::QueryRejection>,
@@ -921,7 +923,7 @@ async fn job_output(
 
 /// `GET /jobs/{id}/resource-utilization[?stream=true]`.
 async fn resource_use(
-    State(s): State<Shared>,
+    State(s): State<Arc<AppState>>,
     ctx: Ctx,
     Path(id): Path<String>,
     q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
@@ -966,7 +968,7 @@ async fn resource_use(
 
 /// `GET /jobs/{id}/network`.
 async fn job_network(
-    State(s): State<Shared>,
+    State(s): State<Arc<AppState>>,
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -982,7 +984,7 @@ async fn job_network(
 }
 
 /// `GET /members` (admins).
-async fn members(State(s): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
+async fn members(State(s): State<Arc<AppState>>, ctx: Ctx) -> Result<Response, ApiError> {
     let t = s.timeout();
     let reply = s
         .call(&ctx, true, |mut c| {
@@ -1027,7 +1029,7 @@ fn member_id(id: &str) -> Result<u64, ApiError> {
 
 /// `POST /members/{id}/drain[?draining=false]` (admins).
 async fn drain_member(
-    State(s): State<Shared>,
+    State(s): State<Arc<AppState>>,
     ctx: Ctx,
     Path(id): Path<String>,
     q: Result<Query<DrainQuery>, axum::extract::rejection::QueryRejection>,
@@ -1051,7 +1053,7 @@ async fn drain_member(
 
 /// `DELETE /members/{id}` (admins).
 async fn remove_member(
-    State(s): State<Shared>,
+    State(s): State<Arc<AppState>>,
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -1073,7 +1075,7 @@ async fn remove_member(
 /// (`launcher-node recover --from FILE` restores one). The node exports it at a linearizable
 /// index and the gateway passes the parts through as they come; a failure midway aborts the
 /// body, so a truncated download never looks complete.
-async fn save_snapshot(State(s): State<Shared>, ctx: Ctx) -> Result<Response, ApiError> {
+async fn save_snapshot(State(s): State<Arc<AppState>>, ctx: Ctx) -> Result<Response, ApiError> {
     let req = SaveSnapshotRequest { caller: ctx.caller() };
     let stream = on_node!(s, &ctx, true, save_snapshot, req, None).await?;
     let parts = stream.map(|p| {

@@ -50,7 +50,7 @@ use rand::Rng;
 use tokio::net::TcpSocket;
 use tokio::sync::watch;
 
-use crate::state::Shared;
+use crate::state::NodeState;
 
 /// How long the probe of a leader's port may take. A refusal comes back at once; a port that
 /// does not answer at all proves nothing (a partition or a paused host looks the same).
@@ -105,7 +105,7 @@ enum Out {
 
 impl Out {
     /// Whether the leader at `addr` is still out this way.
-    async fn still(self, shared: &Shared, addr: &str) -> bool {
+    async fn still(self, shared: &NodeState, addr: &str) -> bool {
         match self {
             Out::Gone => is_gone(addr, shared.peers.source()).await,
             Out::Silent => !answers(shared, addr).await,
@@ -114,7 +114,7 @@ impl Out {
 }
 
 /// Whether the node at `addr` answers `Discover` within [`PROBE_TIMEOUT`].
-async fn answers(shared: &Shared, addr: &str) -> bool {
+async fn answers(shared: &NodeState, addr: &str) -> bool {
     crate::membership::discover_within(&shared.peers, addr, PROBE_TIMEOUT)
         .await
         .is_some()
@@ -129,7 +129,7 @@ fn following(me: NodeId, m: &Metrics) -> Option<(NodeId, u64)> {
 }
 
 /// Holds a watch on the current leader for as long as the node runs.
-pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn run(shared: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
     if !shared.config.node.fast_failover {
         return;
     }
@@ -152,7 +152,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 
 /// Watches `leader` while this node follows it in `term`; returns when that changes, or
 /// after the watch ended (having called an election if the leader's process is gone).
-async fn watch_leader(shared: &Shared, leader: NodeId, term: u64) {
+async fn watch_leader(shared: &NodeState, leader: NodeId, term: u64) {
     let mut metrics = shared.raft.metrics();
     let same = |m: &Metrics| following(shared.id, m) == Some((leader, term));
     let still_following = async {
@@ -234,12 +234,12 @@ async fn watch_leader(shared: &Shared, leader: NodeId, term: u64) {
 /// other followers stop hearing it, or the watch ends (also on drop, so no path leaves it off);
 /// an election this module calls itself does not depend on it.
 struct TimerHold<'a> {
-    shared: &'a Shared,
+    shared: &'a NodeState,
     held: bool,
 }
 
 impl<'a> TimerHold<'a> {
-    fn new(shared: &'a Shared) -> Self {
+    fn new(shared: &'a NodeState) -> Self {
         TimerHold { shared, held: false }
     }
 
@@ -278,7 +278,7 @@ enum Silence {
 /// The leader has sent nothing on the watch for [`SILENT_PERIODS`] heartbeat periods. If it
 /// does not answer either and no other follower hears it, calls an election as for a dead
 /// leader; else the watch goes on.
-async fn replace_silent(shared: &Shared, leader: NodeId, term: u64, addr: &str) -> Silence {
+async fn replace_silent(shared: &NodeState, leader: NodeId, term: u64, addr: &str) -> Silence {
     if answers(shared, addr).await {
         return Silence::Answers;
     }
@@ -312,7 +312,7 @@ fn ranks_before(theirs: (Option<LogId<NodeId>>, NodeId), mine: (Option<LogId<Nod
     theirs.0 > mine.0 || (theirs.0 == mine.0 && theirs.1 > mine.1)
 }
 
-async fn survey(shared: &Shared, dead: NodeId) -> Survey {
+async fn survey(shared: &NodeState, dead: NodeId) -> Survey {
     let mine = (shared.raft.data_metrics().borrow().last_log, shared.id);
     let (voters, _) = shared.members();
     let asks = voters
@@ -368,7 +368,7 @@ async fn is_gone(addr: &str, source: Option<IpAddr>) -> bool {
 
 /// Calls elections until a leader other than the dead one is known, for a few rounds at most
 /// and while the old one stays `out`.
-async fn elect(shared: &Shared, dead: NodeId, term: u64, addr: &str, out: Out) {
+async fn elect(shared: &NodeState, dead: NodeId, term: u64, addr: &str, out: Out) {
     // A learner cannot stand (openraft would ignore the call); the voters decide.
     if !shared.members().0.contains(&shared.id) {
         return;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock;
 use crate::error::{NodeError, NodeResult};
 use crate::network::Peers;
-use crate::state::{Shared, VERSION};
+use crate::state::{NodeState, VERSION};
 use crate::writes::WriteRequest;
 
 /// Who this data directory belongs to. Written once, fsynced, before Raft starts.
@@ -265,7 +265,7 @@ fn raft_err(e: impl std::fmt::Display) -> NodeError {
     NodeError::unavailable(format!("membership change failed: {e}"))
 }
 
-impl Shared {
+impl NodeState {
     /// Handles a join request: on the leader, adds the node as a learner (promotion follows
     /// once it caught up); elsewhere forwards it to the leader.
     pub async fn handle_join(&self, req: JoinRequest) -> NodeResult<JoinReply> {

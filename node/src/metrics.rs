@@ -17,7 +17,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::state::Shared;
+use crate::state::NodeState;
 
 /// Kinds of request a node forwards: to the job's owner, or a write to the leader.
 #[derive(Debug, Clone, Copy)]
@@ -196,7 +196,7 @@ fn grpc_code(headers: &axum::http::HeaderMap) -> Option<tonic::Code> {
 }
 
 /// The text exposition of this node's metrics.
-pub async fn render(shared: &Shared, rpc: &RpcMetrics) -> prometheus::Result<String> {
+pub async fn render(shared: &NodeState, rpc: &RpcMetrics) -> prometheus::Result<String> {
     let registry = Registry::new();
     let m = shared.raft.metrics().borrow().clone();
     let id = shared.id as i64;

@@ -20,8 +20,8 @@ use launcher_storage::{ErrorCode, Job, JobStatus};
 use tonic::{Request, Status};
 
 use crate::error::{NodeError, NodeResult};
-use crate::plugins::Plugin;
-use crate::state::Shared;
+use crate::plugins::PluginHost;
+use crate::state::NodeState;
 
 /// Metadata on a request a node forwarded to the job's owner.
 pub const FORWARDED_HEADER: &str = "launcher-forwarded";
@@ -93,7 +93,7 @@ fn forwarded<T>(msg: T, timeout: Option<Duration>) -> Request<T> {
 pub enum Route {
     /// This node owns the job: use this plugin, with the plugin's job id (if launched).
     Here {
-        plugin: Arc<Plugin>,
+        plugin: Arc<PluginHost>,
         plugin_id: Option<String>,
         job: Box<Job>,
     },
@@ -101,7 +101,7 @@ pub enum Route {
     There(String),
 }
 
-impl Shared {
+impl NodeState {
     /// Decides where a request for job `id` is served. A forwarded request must be served here.
     pub async fn route(&self, id: &str, was_forwarded: bool) -> NodeResult<Route> {
         let key = id.to_string();

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::InternalAuth;
 use crate::error::NodeError;
-use crate::state::Shared;
+use crate::state::NodeState;
 use crate::writes::WriteRequest;
 
 /// What the gRPC services can reach before and after Raft starts: discovery works from the
@@ -29,14 +29,14 @@ pub struct NodeCell {
     pub advertise: String,
     pub bootstrap_expect: u64,
     pub node_id: Mutex<Option<NodeId>>,
-    pub shared: OnceLock<Arc<Shared>>,
+    pub shared: OnceLock<Arc<NodeState>>,
     /// Turns true when the server begins to drain: open watches end so the drain is not held up.
     pub serving_stopped: watch::Receiver<bool>,
 }
 
 impl NodeCell {
     /// The running node, or Unavailable while it starts.
-    pub fn shared(&self) -> Result<&Arc<Shared>, Status> {
+    pub fn shared(&self) -> Result<&Arc<NodeState>, Status> {
         self.shared
             .get()
             .ok_or_else(|| NodeError::unavailable("this node is still starting; retry shortly").into())
@@ -55,7 +55,7 @@ impl RaftService {
         RaftService { cell }
     }
 
-    fn enter<T>(&self, req: &Request<T>) -> Result<&Arc<Shared>, Status> {
+    fn enter<T>(&self, req: &Request<T>) -> Result<&Arc<NodeState>, Status> {
         self.cell.auth.check(req, false)?;
         self.cell.shared()
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use launcher_proto::raft::ReadIndexRequest;
 
 use crate::error::{NodeError, NodeResult};
-use crate::state::Shared;
+use crate::state::NodeState;
 
 /// Longest a read waits for a read index or for this node to catch up.
 pub const READ_DEADLINE: Duration = Duration::from_secs(5);
@@ -22,7 +22,7 @@ pub struct ReadMode {
     pub min_index: u64,
 }
 
-impl Shared {
+impl NodeState {
     /// Makes the local state machine fit to answer a read in `mode`.
     pub async fn read_barrier(&self, mode: ReadMode) -> NodeResult<()> {
         let mut target = mode.min_index;

@@ -25,7 +25,7 @@ use crate::network::{NetworkFactory, Peers, MAX_GRPC_MESSAGE};
 use crate::plugins::{Plugins, ProcessLauncher};
 use crate::raft_service::{NodeCell, RaftService};
 use crate::service::LauncherService;
-use crate::state::{Liveness, Shared};
+use crate::state::{Liveness, NodeState};
 
 /// How often members send liveness heartbeats to the leader, and the leader runs its duties.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -58,7 +58,7 @@ pub struct NodeHandle {
 
 impl NodeHandle {
     /// The node's shared state, once Raft is up.
-    pub fn shared(&self) -> Option<Arc<Shared>> {
+    pub fn shared(&self) -> Option<Arc<NodeState>> {
         self.cell.shared.get().cloned()
     }
 
@@ -456,7 +456,7 @@ async fn run(
             Err(e) => tracing::info!(error = %e, "cluster already initialised"),
         }
     }
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(NodeState {
         id: identity.node_id,
         config: config.clone(),
         advertise,
@@ -603,7 +603,7 @@ async fn refuse_foreign_cluster(
 }
 
 /// Ends with an error if this node learns it was removed from the cluster.
-async fn wait_removed(shared: Arc<Shared>) -> anyhow::Result<()> {
+async fn wait_removed(shared: Arc<NodeState>) -> anyhow::Result<()> {
     loop {
         tokio::time::sleep(TICK).await;
         let id = shared.id;
@@ -619,7 +619,7 @@ async fn wait_removed(shared: Arc<Shared>) -> anyhow::Result<()> {
 }
 
 /// Registration, liveness heartbeats and the leader's duties, once per tick.
-async fn duties(shared: Arc<Shared>, clusters: Vec<HostedCluster>, stop_rx: watch::Receiver<bool>) {
+async fn duties(shared: Arc<NodeState>, clusters: Vec<HostedCluster>, stop_rx: watch::Receiver<bool>) {
     let mut registered = false;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -25,7 +25,7 @@ use crate::clock;
 use crate::error::{NodeError, NodeResult};
 use crate::raft_service::NodeCell;
 use crate::reads::ReadMode;
-use crate::state::Shared;
+use crate::state::NodeState;
 use crate::writes::{Caller, WriteRequest};
 
 /// Jobs per streamed listing chunk.
@@ -49,7 +49,7 @@ impl LauncherService {
         LauncherService { cell }
     }
 
-    fn enter<T>(&self, req: &Request<T>, allow_unbound: bool) -> Result<Arc<Shared>, Status> {
+    fn enter<T>(&self, req: &Request<T>, allow_unbound: bool) -> Result<Arc<NodeState>, Status> {
         self.cell.auth.check(req, allow_unbound)?;
         self.cell.shared().cloned()
     }
@@ -108,7 +108,7 @@ fn visible(job: &Job, c: &Caller) -> bool {
     c.admin || job.user.as_deref() == Some(c.user.as_str())
 }
 
-impl Shared {
+impl NodeState {
     /// A job the caller may see, after a read barrier; others' jobs are "not found".
     pub async fn visible_job(
         &self,
@@ -655,7 +655,7 @@ impl Launcher for LauncherService {
     }
 }
 
-impl Shared {
+impl NodeState {
     /// Whether job `id` is Pending without a plugin job id (this replica's view).
     async fn not_launched_yet(&self, id: &str) -> NodeResult<bool> {
         let key = id.to_string();

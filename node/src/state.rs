@@ -122,7 +122,7 @@ impl Liveness {
 }
 
 /// A running node's shared state.
-pub struct Shared {
+pub struct NodeState {
     pub id: NodeId,
     pub config: Arc<Config>,
     /// The address other nodes reach this one at.
@@ -140,7 +140,7 @@ pub struct Shared {
     /// This node's plugins, one per `[cluster]`.
     pub plugins: crate::plugins::Plugins,
     /// The job driver's bookkeeping (workers, plugin job ids).
-    pub jobs: crate::plugins::driver::Local,
+    pub jobs: crate::plugins::driver::Bookkeeping,
     /// launcher-mounts, launcher-env, launcher-ports: applied by the leader at submit.
     pub filters: Arc<crate::filters::FilterFiles>,
     /// Event counters for `GET /metrics`.
@@ -180,7 +180,7 @@ impl StorageFailure {
     }
 }
 
-impl Shared {
+impl NodeState {
     /// The cluster id.
     pub fn cluster_id(&self) -> String {
         self.peers.auth().cluster_id()

@@ -21,7 +21,7 @@ use launcher_plugin_api::messages::{
 };
 
 use crate::config::Config;
-use crate::plugins::{plugin_spec, Plugin, PluginStream};
+use crate::plugins::{plugin_spec, PluginHost, PluginStream};
 
 /// What the test job prints; seen in its output, the job really ran.
 const MARKER: &str = "launcher-verify-installation-ok";
@@ -198,7 +198,7 @@ async fn verify_cluster(
         format!("a job of {user} would be accepted (user, uid, home directory)")
     });
     let exe = spec.exe.display().to_string();
-    let plugin = match Plugin::start(spec).await {
+    let plugin = match PluginHost::start(spec).await {
         Ok(p) => {
             r.pass(
                 out,
@@ -226,7 +226,7 @@ async fn verify_cluster(
 
 /// Submits `echo MARKER` as `user`, follows its status until it ends, and reads its output.
 async fn run_test_job(
-    plugin: &Plugin,
+    plugin: &PluginHost,
     cluster: &str,
     user: &str,
     timeout: Duration,
@@ -301,7 +301,7 @@ async fn until_terminal(stream: &mut PluginStream) -> Result<JobStatusResponse, 
     Err("the plugin ended the status stream before the job ended".into())
 }
 
-async fn read_output(plugin: &Plugin, user: &str, id: &str) -> Result<String, String> {
+async fn read_output(plugin: &PluginHost, user: &str, id: &str) -> Result<String, String> {
     let req = JobOutputRequest {
         request_username: user.into(),
         username: user.into(),

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::clock;
 use crate::error::{NodeError, NodeResult};
 use crate::proposer::Refused;
-use crate::state::Shared;
+use crate::state::NodeState;
 
 /// Who asked, as decided by the gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -86,7 +86,7 @@ pub fn decode_submission(body: &str, limit: usize) -> NodeResult<Job> {
     Ok(job)
 }
 
-impl Shared {
+impl NodeState {
     /// Applies `req` through Raft, from any node. Returns the state machine's response and the
     /// log index it was applied at.
     pub async fn write(&self, req: WriteRequest) -> NodeResult<(Response, u64)> {

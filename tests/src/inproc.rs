@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use launcher_node::config::{ClusterConfig, ClusterType, Config};
-use launcher_node::state::Shared;
+use launcher_node::state::NodeState;
 use launcher_node::{NodeHandle, StartOptions};
 
 use crate::client::NodeClient;
@@ -148,7 +148,7 @@ impl InProcCluster {
     }
 
     /// Node `i`'s shared state.
-    pub fn shared(&self, i: usize) -> Arc<Shared> {
+    pub fn shared(&self, i: usize) -> Arc<NodeState> {
         self.nodes[i - 1]
             .as_ref()
             .and_then(|h| h.shared())

@@ -25,10 +25,10 @@ use launcher_storage::table::{ControlRecord, JobMeta};
 use launcher_storage::{CommandV1, ErrorCode, Job, JobStatus, NodeId, Response};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Plugin, PluginError};
+use super::{PluginError, PluginHost};
 use crate::error::{NodeError, NodeResult};
 use crate::reads::ReadMode;
-use crate::state::Shared;
+use crate::state::NodeState;
 use crate::writes::WriteRequest;
 
 /// Status messages for plugin job ids nobody has claimed yet, kept briefly: a job's first
@@ -61,7 +61,7 @@ pub enum Event {
 
 /// In-memory bookkeeping of the driver on this node.
 #[derive(Default)]
-pub struct Local {
+pub struct Bookkeeping {
     workers: Mutex<HashMap<String, mpsc::UnboundedSender<Event>>>,
     index: Mutex<PluginIndex>,
     /// Jobs canceled while their launch was in flight: canceled as soon as the plugin has them.
@@ -126,7 +126,7 @@ struct PluginIndex {
     orphan_order: VecDeque<(String, String)>,
 }
 
-impl Local {
+impl Bookkeeping {
     /// Jobs this node drives now (one worker each).
     pub fn driven(&self) -> usize {
         self.workers.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -209,7 +209,7 @@ impl Local {
 }
 
 /// Runs the driver until `stop` fires.
-pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn run(shared: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
     // Work from an up-to-date table: a node that just restarted may not have applied its log yet.
     while !*stop.borrow() {
         if shared.read_barrier(ReadMode::default()).await.is_ok() {
@@ -249,7 +249,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Starts workers for new jobs of this node and tells workers whose job left it.
-async fn scan(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> NodeResult<()> {
+async fn scan(shared: &Arc<NodeState>, stop: &watch::Receiver<bool>) -> NodeResult<()> {
     let me = shared.id;
     let active: std::collections::HashSet<String> = shared
         .table(move |sm| sm.active_job_ids(me))
@@ -277,7 +277,7 @@ async fn scan(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> NodeResult<
 
 /// Tells the workers of this node's jobs that have committed control requests waiting to
 /// carry them out: a request is durable work, whether or not anyone handed it to us.
-async fn nudge_pending_controls(shared: &Arc<Shared>) {
+async fn nudge_pending_controls(shared: &Arc<NodeState>) {
     let me = shared.id;
     match shared.table(move |sm| sm.pending_controls(Some(me))).await {
         Ok(jobs) => {
@@ -290,7 +290,7 @@ async fn nudge_pending_controls(shared: &Arc<Shared>) {
 }
 
 /// Follows one plugin's `*` status stream across restarts, and reconciles after each restart.
-async fn feed(shared: Arc<Shared>, plugin: Arc<Plugin>, mut stop: watch::Receiver<bool>) {
+async fn feed(shared: Arc<NodeState>, plugin: Arc<PluginHost>, mut stop: watch::Receiver<bool>) {
     let mut generations = plugin.generations();
     let cluster = plugin.cluster().to_string();
     let mut first = true;
@@ -340,7 +340,7 @@ async fn feed(shared: Arc<Shared>, plugin: Arc<Plugin>, mut stop: watch::Receive
 }
 
 /// Tells every worker of `plugin`'s cluster to re-read its job from the plugin.
-async fn reconcile_all(shared: &Arc<Shared>, plugin: &Arc<Plugin>) {
+async fn reconcile_all(shared: &Arc<NodeState>, plugin: &Arc<PluginHost>) {
     let cluster = plugin.cluster().to_string();
     let ids: Vec<String> = shared
         .jobs
@@ -360,7 +360,7 @@ async fn reconcile_all(shared: &Arc<Shared>, plugin: &Arc<Plugin>) {
 /// Fencing (DESIGN §1): kills what the plugin still runs for jobs this node no longer owns
 /// (declared lost while it was away, deleted, ended). Shared-scheduler clusters are left alone:
 /// their jobs belong to whichever node adopted them.
-async fn fence_strays(shared: &Arc<Shared>, plugin: &Arc<Plugin>) {
+async fn fence_strays(shared: &Arc<NodeState>, plugin: &Arc<PluginHost>) {
     let cluster = plugin.cluster().to_string();
     let shared_scheduler = shared
         .config
@@ -445,7 +445,7 @@ fn must_fence(
     !plugin_status.is_some_and(|s| s.is_terminal()) && taken_from(me, Some(epoch), record) == Some(true)
 }
 
-async fn kill_in_plugin(plugin: &Plugin, plugin_id: &str, user: &str, status: Option<&str>) {
+async fn kill_in_plugin(plugin: &PluginHost, plugin_id: &str, user: &str, status: Option<&str>) {
     let call = |op: pm::ControlOperation| {
         let req = ControlJobRequest {
             request_username: user.into(),
@@ -474,7 +474,7 @@ async fn kill_in_plugin(plugin: &Plugin, plugin_id: &str, user: &str, status: Op
 /// `op` committed at log index `committed_at` (0: unknown, then everything committed so far
 /// is waited for), and returns the plugin's answer to it.
 pub async fn control(
-    shared: &Shared,
+    shared: &NodeState,
     id: &str,
     op: ControlOp,
     committed_at: u64,
@@ -593,11 +593,11 @@ fn plugin_job(job: &Job, id: &str) -> pm::Job {
 
 /// What a worker knows about its job.
 struct Worker {
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     id: String,
     job: Job,
     meta: JobMeta,
-    plugin: Option<Arc<Plugin>>,
+    plugin: Option<Arc<PluginHost>>,
     plugin_id: Option<String>,
     /// The last status the plugin itself reported for the job (None: not heard yet).
     plugin_status: Option<JobStatus>,
@@ -624,7 +624,7 @@ struct Worker {
 
 /// Drives one job this node owns until it ends or leaves this node.
 async fn worker(
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     id: String,
     me: mpsc::UnboundedSender<Event>,
     mut rx: mpsc::UnboundedReceiver<Event>,
@@ -778,7 +778,7 @@ impl Worker {
     }
 
     /// Commits the launch intent, then submits. Returns false if the job must not be launched.
-    async fn launch(&mut self, plugin: &Arc<Plugin>) -> bool {
+    async fn launch(&mut self, plugin: &Arc<PluginHost>) -> bool {
         let intent = CommandV1::LaunchIntent {
             id: self.id.clone(),
             node: self.shared.id,
@@ -887,7 +887,7 @@ impl Worker {
         }
     }
 
-    async fn wait_for_plugin(&self, plugin: &Arc<Plugin>) {
+    async fn wait_for_plugin(&self, plugin: &Arc<PluginHost>) {
         let mut g = plugin.generations();
         let mut stop = self.stop.clone();
         tokio::select! {
@@ -899,7 +899,7 @@ impl Worker {
 
     /// After a crash or an unknown outcome between intent and result: the plugin has the job
     /// (by its tag) → adopt it; it does not → the launch was interrupted.
-    async fn adopt(&mut self, plugin: &Arc<Plugin>) {
+    async fn adopt(&mut self, plugin: &Arc<PluginHost>) {
         let req = GetJobRequest {
             request_username: "*".into(),
             username: "*".into(),
@@ -943,7 +943,7 @@ impl Worker {
     }
 
     /// The plugin knows the job as `pj`: remember its id and report what it says.
-    async fn adopted(&mut self, plugin: &Arc<Plugin>, pj: pm::Job) {
+    async fn adopted(&mut self, plugin: &Arc<PluginHost>, pj: pm::Job) {
         let Some(pid) = pj.id.clone() else {
             self.report(
                 Some(JobStatus::Failed),
@@ -991,7 +991,7 @@ impl Worker {
     }
 
     /// Re-reads the job from the plugin (after a restart, or when taking it over).
-    async fn sync(&mut self, plugin: &Arc<Plugin>) {
+    async fn sync(&mut self, plugin: &Arc<PluginHost>) {
         let Some(pid) = self.plugin_id.clone() else { return };
         let req = GetJobRequest {
             request_username: "*".into(),
@@ -1047,7 +1047,7 @@ impl Worker {
         self.send_update(update).await;
     }
 
-    async fn on_status(&mut self, plugin: &Arc<Plugin>, st: JobStatusResponse) {
+    async fn on_status(&mut self, plugin: &Arc<PluginHost>, st: JobStatusResponse) {
         let Some(status) = parse_status(&st.status) else {
             tracing::warn!(job_id = %self.id, status = %st.status, "the plugin reported an unknown status");
             return;
@@ -1076,7 +1076,7 @@ impl Worker {
         self.send_update(update).await;
     }
 
-    async fn control(&mut self, plugin: &Arc<Plugin>, op: ControlOp) -> NodeResult<ControlJobResponse> {
+    async fn control(&mut self, plugin: &Arc<PluginHost>, op: ControlOp) -> NodeResult<ControlJobResponse> {
         if self.plugin_id.is_none() {
             return Err(NodeError::new(
                 ErrorCode::JobNotRunning,
@@ -1095,7 +1095,7 @@ impl Worker {
     /// whose effect is already there (carried out before a crash, its completion not yet
     /// committed) is not sent again. The batch is marked done in Raft before the next is sent,
     /// so at most one request can be in that state after a crash.
-    async fn run_controls(&mut self, plugin: &Arc<Plugin>) {
+    async fn run_controls(&mut self, plugin: &Arc<PluginHost>) {
         self.controls_retry = false;
         let mut synced = false;
         loop {
@@ -1258,7 +1258,7 @@ impl Worker {
     /// Sends `op` to the plugin.
     async fn send_control(
         &self,
-        plugin: &Arc<Plugin>,
+        plugin: &Arc<PluginHost>,
         op: ControlOp,
     ) -> Result<ControlJobResponse, PluginError> {
         let Some(pid) = self.plugin_id.clone() else {
@@ -1292,7 +1292,7 @@ impl Worker {
     /// e.g. `launch interrupted` while the plugin's answer to the submit was on its way), its
     /// process is stopped: fencing. Jobs of a shared scheduler that another node adopted are
     /// left alone: they run on for their new owner.
-    async fn fence_if_taken(&mut self, plugin: &Arc<Plugin>) {
+    async fn fence_if_taken(&mut self, plugin: &Arc<PluginHost>) {
         let Some(pid) = self.plugin_id.clone() else { return };
         let key = self.id.clone();
         let record = match self.shared.table(move |sm| sm.job_with_meta(&key)).await {

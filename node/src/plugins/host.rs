@@ -224,7 +224,7 @@ impl Conn {
 }
 
 /// A plugin process, kept running across restarts.
-pub struct Plugin {
+pub struct PluginHost {
     spec: PluginSpec,
     conn: Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
@@ -276,12 +276,12 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// Missed heartbeat periods before a plugin counts as hung.
 const MISSED_HEARTBEATS: u32 = 3;
 
-impl Plugin {
+impl PluginHost {
     /// Starts the plugin and bootstraps it; fails if it does not bootstrap in time.
-    pub async fn start(spec: PluginSpec) -> Result<Arc<Plugin>, String> {
+    pub async fn start(spec: PluginSpec) -> Result<Arc<PluginHost>, String> {
         let (generation, _) = watch::channel(0);
         let (stop, _) = watch::channel(false);
-        let plugin = Arc::new(Plugin {
+        let plugin = Arc::new(PluginHost {
             spec,
             conn: Mutex::new(None),
             next_id: AtomicU64::new(1),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{ClusterConfig, ClusterType, Config};
-pub use host::{Plugin, PluginError, PluginSpec, PluginStream};
+pub use host::{PluginError, PluginHost, PluginSpec, PluginStream};
 pub use launcher::ProcessLauncher;
 
 /// How long a plugin gets between SIGTERM and SIGKILL when the node stops.
@@ -121,7 +121,7 @@ pub fn spawn_specs(config: &Config) -> Vec<spawner::SpawnSpec> {
 /// The node's plugins by cluster name.
 #[derive(Clone, Default)]
 pub struct Plugins {
-    by_cluster: HashMap<String, Arc<Plugin>>,
+    by_cluster: HashMap<String, Arc<PluginHost>>,
 }
 
 impl Plugins {
@@ -138,7 +138,13 @@ impl Plugins {
                 spec.env = fixed.env.clone();
             }
             spec.launcher = launcher.clone();
-            async move { (spec.cluster.clone(), spec.exe.clone(), Plugin::start(spec).await) }
+            async move {
+                (
+                    spec.cluster.clone(),
+                    spec.exe.clone(),
+                    PluginHost::start(spec).await,
+                )
+            }
         });
         let results = futures::future::join_all(starts).await;
         let mut plugins = Plugins::default();
@@ -162,12 +168,12 @@ impl Plugins {
     }
 
     /// The plugin of `cluster`, if this node hosts it.
-    pub fn get(&self, cluster: &str) -> Option<&Arc<Plugin>> {
+    pub fn get(&self, cluster: &str) -> Option<&Arc<PluginHost>> {
         self.by_cluster.get(cluster)
     }
 
     /// Every plugin.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<PluginHost>> {
         self.by_cluster.values()
     }
 

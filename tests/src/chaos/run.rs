@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::task::JoinHandle;
 
-use super::workload::{record_list, Client, Shared, Target};
+use super::workload::{record_list, Client, RunState, Target};
 
 /// Process id of the test's own final reads and clean-up in the history.
 pub const FINAL: u32 = 100;
@@ -88,7 +88,7 @@ pub struct Chaos {
     pub cluster: ProcessCluster,
     /// The gateway two of the clients go through (held so it keeps serving).
     _gw: TestGateway,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<RunState>,
     /// Clients of the nodes by process index (a node keeps its address across restarts).
     pub nodes: Vec<NodeClient>,
     /// The test's own recording client (process [`NEMESIS`]), direct to the nodes.
@@ -179,7 +179,7 @@ impl Chaos {
         let cluster = ProcessCluster::start(NODES, opts).await?;
         eprintln!("chaos {name}: cluster up in {:?}", started.elapsed());
         let gw = TestGateway::start(&cluster, |c| c.request_timeout_seconds = 10).await?;
-        let shared = Shared::new(seed);
+        let shared = RunState::new(seed);
         let nodes: Vec<NodeClient> = (1..=NODES).map(|i| cluster.client(i)).collect();
         let mut clients = Vec::new();
         for p in 1..=3u32 {

@@ -27,7 +27,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(8);
 const KEYED_ATTEMPTS: usize = 3;
 
 /// State the clients and the test share.
-pub struct Shared {
+pub struct RunState {
     pub recorder: Recorder,
     pub stop: AtomicBool,
     /// Acknowledged submits so far.
@@ -37,10 +37,10 @@ pub struct Shared {
     pub seed: u64,
 }
 
-impl Shared {
+impl RunState {
     /// Shared state of a run with `seed`.
-    pub fn new(seed: u64) -> Arc<Shared> {
-        Arc::new(Shared {
+    pub fn new(seed: u64) -> Arc<RunState> {
+        Arc::new(RunState {
             recorder: Recorder::new(seed),
             stop: AtomicBool::new(false),
             acked: AtomicUsize::new(0),
@@ -88,7 +88,7 @@ pub enum Target {
 pub struct Client {
     p: u32,
     target: Target,
-    shared: Arc<Shared>,
+    shared: Arc<RunState>,
     rng: StdRng,
     /// Submits so far (names are unique per client).
     n: u64,
@@ -106,7 +106,7 @@ enum Failure {
 
 impl Client {
     /// Client `p` of a run.
-    pub fn new(p: u32, target: Target, shared: Arc<Shared>) -> Client {
+    pub fn new(p: u32, target: Target, shared: Arc<RunState>) -> Client {
         let rng = StdRng::seed_from_u64(shared.seed ^ (u64::from(p) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         Client {
             p,
@@ -597,7 +597,7 @@ pub async fn list_node(node: &NodeClient, label: &str, read: Read) -> Result<Out
 
 /// Records one full listing of `node` by process `p`; returns it when it succeeded.
 pub async fn record_list(
-    shared: &Shared,
+    shared: &RunState,
     p: u32,
     node: &NodeClient,
     label: &str,
@@ -622,7 +622,7 @@ pub async fn record_list(
 
 /// Records one linearizable get of job `id` from `node` by process `p`; returns the whole job
 /// (with fields the history leaves out, such as `statusMessage`) when it was found.
-pub async fn record_get(shared: &Shared, p: u32, node: &NodeClient, id: &str) -> Option<serde_json::Value> {
+pub async fn record_get(shared: &RunState, p: u32, node: &NodeClient, id: &str) -> Option<serde_json::Value> {
     let read = Read::linearizable();
     let pending = shared.recorder.invoke(p, Call::Get { id: id.into(), read });
     let req = GetJobRequest {

@@ -18,6 +18,7 @@
 //! get there in time (a process stuck in the kernel), the answer says so with
 //! `operationComplete: false`, and the status follows when they do.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use launcher_plugin_api::messages::{ControlJobRequest, ControlJobResponse, ControlOperation};
@@ -28,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::error::RequestError;
 use crate::record::{now, EndRequest, JobRecord, Status, Transition};
-use crate::state::Shared;
+use crate::state::LocalPlugin;
 
 /// How long the processes of a job sent SIGKILL may take to be gone before the answer says the
 /// kill is not complete.
@@ -93,7 +94,7 @@ fn set_status(rec: &mut JobRecord, s: Status, message: &str) {
 }
 
 /// Waits until job `id` has a terminal status (or left the table); false at `deadline`.
-async fn wait_terminal(p: &Shared, id: &str, deadline: Instant) -> bool {
+async fn wait_terminal(p: &Arc<LocalPlugin>, id: &str, deadline: Instant) -> bool {
     let Some(mut watch) = p.subscribe(id).await else {
         return true;
     };
@@ -172,7 +173,7 @@ pub async fn kill_leftovers(pgid: i32, uid: Option<u32>, deadline: Instant) -> b
 }
 
 /// Notes in the job's statusMessage (status unchanged) what was done, until its status says more.
-async fn note(p: &Shared, id: &str, message: String) {
+async fn note(p: &Arc<LocalPlugin>, id: &str, message: String) {
     p.change(id, |r| {
         if r.status().is_terminal() {
             return false;
@@ -191,7 +192,10 @@ fn not_complete(message: String) -> ControlJobResponse {
 }
 
 /// Handles ControlJob.
-pub async fn control(p: &Shared, req: ControlJobRequest) -> Result<ControlJobResponse, RequestError> {
+pub async fn control(
+    p: &Arc<LocalPlugin>,
+    req: ControlJobRequest,
+) -> Result<ControlJobResponse, RequestError> {
     let op = ControlOperation::from_number(req.operation)
         .ok_or_else(|| RequestError::Invalid(format!("unknown control operation {}", req.operation)))?;
     let id = req.job_id.as_str();
@@ -313,7 +317,7 @@ pub async fn control(p: &Shared, req: ControlJobRequest) -> Result<ControlJobRes
 
 /// Cancels a job that has not started: its supervisor (and anything it already started in its
 /// session) is killed, then the job is Canceled. Returns whether they are gone.
-async fn cancel(p: &Shared, id: &str) -> Result<bool, RequestError> {
+async fn cancel(p: &Arc<LocalPlugin>, id: &str) -> Result<bool, RequestError> {
     let dir = p.job_dir(id);
     let started = tokio::task::spawn_blocking(move || crate::follow::read_reports(&dir).started)
         .await

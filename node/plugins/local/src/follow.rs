@@ -3,6 +3,7 @@
 //! Also recovery of jobs after a plugin restart, and expiry of old terminal jobs.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -10,7 +11,7 @@ use nix::unistd::Pid;
 
 use crate::record::{parse_time, EndRequest, JobRecord, Status, Transition};
 use crate::spec::{self, Exited, SetupFailed, Started};
-use crate::state::Shared;
+use crate::state::LocalPlugin;
 
 /// How often a job whose supervisor is not our child is checked.
 const RECOVERED_POLL: Duration = Duration::from_millis(250);
@@ -108,7 +109,7 @@ pub fn judge(end: Option<EndRequest>, r: &Reports, ending: Ending) -> Transition
 }
 
 /// Pending → Running once `started.json` is there. Returns whether it is.
-async fn note_started(p: &Shared, id: &str, s: &Started) {
+async fn note_started(p: &Arc<LocalPlugin>, id: &str, s: &Started) {
     let tr = Transition {
         status: Status::Running,
         message: None,
@@ -128,7 +129,7 @@ async fn note_started(p: &Shared, id: &str, s: &Started) {
 
 /// Records the end of a job whose supervisor is gone. A job the launcher stopped or killed is
 /// recorded as ended only once nothing of its process group runs any more.
-pub async fn conclude(p: &Shared, id: &str, ending: Ending) {
+pub async fn conclude(p: &Arc<LocalPlugin>, id: &str, ending: Ending) {
     let dir = p.job_dir(id);
     let r = reports(dir.clone()).await;
     let Some(rec) = p.get(id).await else { return };
@@ -179,7 +180,7 @@ pub async fn conclude(p: &Shared, id: &str, ending: Ending) {
 }
 
 /// Follows a job whose supervisor is our child.
-pub async fn follow_child(p: Shared, id: String, mut child: tokio::process::Child) {
+pub async fn follow_child(p: Arc<LocalPlugin>, id: String, mut child: tokio::process::Child) {
     let dir = p.job_dir(&id);
     let mut delay = Duration::from_millis(5);
     loop {
@@ -199,7 +200,7 @@ pub async fn follow_child(p: Shared, id: String, mut child: tokio::process::Chil
 }
 
 /// Follows a job found on disk whose supervisor is not our child (the plugin restarted).
-pub async fn follow_recovered(p: Shared, id: String) {
+pub async fn follow_recovered(p: Arc<LocalPlugin>, id: String) {
     let dir = p.job_dir(&id);
     let mut first = true;
     loop {
@@ -249,7 +250,7 @@ pub async fn follow_recovered(p: Shared, id: String) {
 
 /// Loads every job on disk that the table does not know yet, and follows the unfinished ones.
 /// Called at start-up and on Bootstrap; never starts anything.
-pub async fn recover(p: &Shared) -> usize {
+pub async fn recover(p: &Arc<LocalPlugin>) -> usize {
     let _upkeep = p.upkeep.lock().await;
     let jobs_dir = p.layout.jobs();
     let recs = tokio::task::spawn_blocking(move || crate::state::load_records(&jobs_dir))
@@ -286,7 +287,7 @@ pub async fn recover(p: &Shared) -> usize {
 /// Whether a job record read from disk can be believed: once the supervisor has handed the job
 /// directory to the job's user, that user could have rewritten the record, so a record naming
 /// another uid than the directory's owner is not the plugin's.
-fn trustworthy(p: &Shared, rec: &JobRecord) -> bool {
+fn trustworthy(p: &Arc<LocalPlugin>, rec: &JobRecord) -> bool {
     match crate::files::owner(&p.job_dir(rec.id())) {
         Ok(owner) => owner == p.ident.uid || Some(owner) == rec.uid,
         Err(_) => false,
@@ -305,7 +306,7 @@ pub fn expired(rec: &JobRecord, cutoff: time::OffsetDateTime) -> bool {
 }
 
 /// Removes terminal jobs older than `job-expiry-hours` (their state, not their output files).
-pub async fn expire(p: &Shared) {
+pub async fn expire(p: &Arc<LocalPlugin>) {
     let hours = p.cfg.options.job_expiry_hours;
     if hours == 0 {
         return;

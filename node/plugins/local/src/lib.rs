@@ -40,7 +40,7 @@ use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::Config;
-use crate::state::{Outbox, Plugin, SupervisorCommand};
+use crate::state::{LocalPlugin, Outbox, SupervisorCommand};
 
 /// Environment variable naming a program to start supervisors through (`<wrapper> <exe>
 /// supervise <dir>`; it must exec the rest). For debugging (strace) and tests.
@@ -157,7 +157,7 @@ where
 {
     let _lock = s.lock;
     let (out, rx) = Outbox::new(256);
-    let p = Arc::new(Plugin::new(cfg, s.ident, s.namespace, s.supervisor, out));
+    let p = Arc::new(LocalPlugin::new(cfg, s.ident, s.namespace, s.supervisor, out));
     let n = follow::recover(&p).await;
     if n > 0 {
         tracing::info!(jobs = n, "following unfinished jobs found on disk");

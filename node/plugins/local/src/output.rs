@@ -4,6 +4,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use launcher_plugin_api::envelope::ResponseType;
@@ -15,7 +16,7 @@ use launcher_plugin_api::userfs::Creds;
 use crate::error::RequestError;
 use crate::files::OutputFileError;
 use crate::record::JobRecord;
-use crate::state::Shared;
+use crate::state::LocalPlugin;
 
 /// How often files of a running job are looked at again.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -54,7 +55,7 @@ pub fn sources(rec: &JobRecord, t: OutputType) -> Vec<(PathBuf, &'static str)> {
 /// Sends everything new in one file of the job's user (`creds`). Returns whether the file
 /// exists.
 async fn drain(
-    p: &Shared,
+    p: &Arc<LocalPlugin>,
     request_id: u64,
     s: &mut Source,
     chunk: usize,
@@ -83,7 +84,7 @@ async fn drain(
     }
 }
 
-async fn send_text(p: &Shared, request_id: u64, label: &str, text: &str, chunk: usize) {
+async fn send_text(p: &Arc<LocalPlugin>, request_id: u64, label: &str, text: &str, chunk: usize) {
     for piece in split_at_chars(text, chunk) {
         let msg = JobOutputResponse {
             output: piece.to_string(),
@@ -96,7 +97,7 @@ async fn send_text(p: &Shared, request_id: u64, label: &str, text: &str, chunk: 
 
 /// The credentials the plugin reads a job's output with: its user's (the plugin's own for a
 /// record without a uid written by a plugin that does not switch users).
-async fn job_creds(p: &Shared, rec: &JobRecord) -> Result<Creds, RequestError> {
+async fn job_creds(p: &Arc<LocalPlugin>, rec: &JobRecord) -> Result<Creds, RequestError> {
     let uid = rec
         .uid
         .or((!p.ident.switch_user).then_some(p.ident.uid))
@@ -109,7 +110,7 @@ async fn job_creds(p: &Shared, rec: &JobRecord) -> Result<Creds, RequestError> {
 }
 
 /// Streams a job's output until it is complete (the job ended and all was sent).
-pub async fn stream(p: Shared, request_id: u64, req: JobOutputRequest) -> Result<(), RequestError> {
+pub async fn stream(p: Arc<LocalPlugin>, request_id: u64, req: JobOutputRequest) -> Result<(), RequestError> {
     let t = OutputType::from_number(req.output_type)
         .ok_or_else(|| RequestError::Invalid(format!("unknown outputType {}", req.output_type)))?;
     let rec = p.get_visible(&req.job_id, &req.username).await?;

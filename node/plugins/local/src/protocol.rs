@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::error::RequestError;
 use crate::query::{project, JobFilter};
-use crate::state::{Outgoing, Shared};
+use crate::state::{LocalPlugin, Outgoing};
 use crate::streams::Target;
 
 /// How long shutdown waits for requests being handled and for the writer.
@@ -73,7 +73,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(rx: mpsc::Receiver<Outgoing>, w: 
 /// Serves the Plugin API on `input`/`output` until the input ends or `shutdown` completes;
 /// then lets requests being handled finish and writes what is queued. Jobs keep running.
 pub async fn serve<R, W>(
-    p: Shared,
+    p: Arc<LocalPlugin>,
     out_rx: mpsc::Receiver<Outgoing>,
     mut input: R,
     output: W,
@@ -156,7 +156,7 @@ pub async fn serve<R, W>(
 }
 
 /// Dispatches one request.
-async fn dispatch(p: &Shared, body: Vec<u8>, inflight: &InFlight) {
+async fn dispatch(p: &Arc<LocalPlugin>, body: Vec<u8>, inflight: &InFlight) {
     let (t, rid) = match envelope::parse_request(&body) {
         Ok(x) => x,
         Err(e) => {
@@ -211,7 +211,7 @@ async fn dispatch(p: &Shared, body: Vec<u8>, inflight: &InFlight) {
     }
 }
 
-async fn status_stream(p: &Shared, rid: u64, body: &[u8]) -> Result<(), RequestError> {
+async fn status_stream(p: &Arc<LocalPlugin>, rid: u64, body: &[u8]) -> Result<(), RequestError> {
     let req: JobStreamRequest = match decode(RequestType::GetJobStatus, body) {
         Ok(req) => req,
         Err(e) => {
@@ -231,7 +231,7 @@ async fn status_stream(p: &Shared, rid: u64, body: &[u8]) -> Result<(), RequestE
     p.open_status_stream(rid, target, &req.username).await
 }
 
-fn output_stream(p: &Shared, rid: u64, body: &[u8]) -> Result<(), RequestError> {
+fn output_stream(p: &Arc<LocalPlugin>, rid: u64, body: &[u8]) -> Result<(), RequestError> {
     let req = decode::<JobOutputRequest>(RequestType::GetJobOutput, body);
     let mut tasks = p.output_tasks.lock().expect("output task table");
     if let Some(old) = tasks.remove(&rid) {
@@ -254,7 +254,7 @@ fn output_stream(p: &Shared, rid: u64, body: &[u8]) -> Result<(), RequestError> 
 }
 
 /// Handles a request that gets exactly one answer.
-async fn handle(p: &Shared, t: RequestType, rid: u64, body: &[u8]) -> Result<(), RequestError> {
+async fn handle(p: &Arc<LocalPlugin>, t: RequestType, rid: u64, body: &[u8]) -> Result<(), RequestError> {
     match t {
         RequestType::Bootstrap => {
             let req: BootstrapRequest = decode(t, body)?;

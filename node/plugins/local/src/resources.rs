@@ -2,6 +2,7 @@
 //! in its process group, to every open stream on that job (multiplexed like statuses); one
 //! final message with `complete: true` when the job ends.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use launcher_plugin_api::envelope::{RequestType, ResponseType};
@@ -10,7 +11,7 @@ use launcher_plugin_api::messages::{JobStreamRequest, ResourceUtilResponse};
 use crate::error::RequestError;
 use crate::procfs::{clock_ticks_per_second, group_usage, page_size, GroupUsage};
 use crate::record::Status;
-use crate::state::Shared;
+use crate::state::LocalPlugin;
 
 const MB: f64 = 1024.0 * 1024.0;
 
@@ -44,7 +45,7 @@ async fn sample(pgrp: i32) -> (GroupUsage, Instant) {
 }
 
 /// Opens a resource stream on one job.
-pub async fn open(p: &Shared, request_id: u64, req: JobStreamRequest) -> Result<(), RequestError> {
+pub async fn open(p: &Arc<LocalPlugin>, request_id: u64, req: JobStreamRequest) -> Result<(), RequestError> {
     launcher_plugin_api::request::one_job(RequestType::GetJobResourceUtil, &req.job_id)?;
     let rec = p.get_visible(&req.job_id, &req.username).await?;
     if rec.status().is_terminal() {
@@ -64,12 +65,12 @@ pub async fn open(p: &Shared, request_id: u64, req: JobStreamRequest) -> Result<
 }
 
 /// Closes a resource stream.
-pub async fn close(p: &Shared, request_id: u64) -> bool {
+pub async fn close(p: &Arc<LocalPlugin>, request_id: u64) -> bool {
     p.resources.lock().await.close(request_id)
 }
 
 /// Sends one report to every stream on the job; false when none is left (the poller stops).
-async fn send(p: &Shared, job_id: &str, mut msg: ResourceUtilResponse, last: bool) -> bool {
+async fn send(p: &Arc<LocalPlugin>, job_id: &str, mut msg: ResourceUtilResponse, last: bool) -> bool {
     let mut r = p.resources.lock().await;
     msg.sequences = if last { r.finish(job_id) } else { r.report(job_id) };
     msg.complete = last;
@@ -82,7 +83,7 @@ async fn send(p: &Shared, job_id: &str, mut msg: ResourceUtilResponse, last: boo
 }
 
 /// The poller of one job's resource streams.
-async fn poll(p: Shared, job_id: String) {
+async fn poll(p: Arc<LocalPlugin>, job_id: String) {
     let interval = p.cfg.resource_poll;
     let final_empty = ResourceUtilResponse::default();
     let Some(mut watch) = p.subscribe(&job_id).await else {

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use launcher_plugin_api::envelope::ResponseType;
 use launcher_plugin_api::messages::JobStatusResponse;
@@ -99,7 +98,7 @@ struct Table {
 }
 
 /// Everything the request handlers and job tasks share.
-pub struct Plugin {
+pub struct LocalPlugin {
     pub cfg: Config,
     pub ident: Identity,
     /// Whether jobs get a mount namespace (probed once at start-up).
@@ -123,7 +122,7 @@ async fn persist(dir: PathBuf, rec: JobRecord) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?
 }
 
-impl Plugin {
+impl LocalPlugin {
     /// The shared state of a plugin.
     pub fn new(
         cfg: Config,
@@ -131,8 +130,8 @@ impl Plugin {
         namespace: bool,
         supervisor: SupervisorCommand,
         out: Outbox,
-    ) -> Plugin {
-        Plugin {
+    ) -> LocalPlugin {
+        LocalPlugin {
             layout: Layout {
                 root: cfg.scratch_path.clone(),
             },
@@ -403,6 +402,3 @@ pub fn load_records(jobs_dir: &Path) -> Vec<JobRecord> {
     }
     out
 }
-
-/// A handle shared by all tasks.
-pub type Shared = Arc<Plugin>;

@@ -8,6 +8,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use launcher_plugin_api::envelope::ResponseType;
 use launcher_plugin_api::messages::{Job, JobStateResponse, SubmitJobRequest};
@@ -17,7 +18,7 @@ use crate::error::RequestError;
 use crate::host::{Identity, UserInfo};
 use crate::record::{now, JobRecord, Status, Transition};
 use crate::spec::{BindMount, LaunchSpec, SPEC_FILE, SUPERVISOR_LOG};
-use crate::state::{Shared, SupervisorCommand};
+use crate::state::{LocalPlugin, SupervisorCommand};
 
 /// The parts of a job that the checks turn into launch settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,7 +227,11 @@ pub fn spawn_supervisor(cmd: &SupervisorCommand, dir: &Path) -> std::io::Result<
 }
 
 /// Handles SubmitJob; the reply (JobState) is sent here, before the job's follower starts.
-pub async fn submit(p: &Shared, request_id: u64, req: SubmitJobRequest) -> Result<(), RequestError> {
+pub async fn submit(
+    p: &Arc<LocalPlugin>,
+    request_id: u64,
+    req: SubmitJobRequest,
+) -> Result<(), RequestError> {
     let job = req.job;
     let checked = check_job(&job, &p.cfg, p.namespace)?;
     let acting = launcher_plugin_api::request::acting_for(&req.username, &req.request_username);
@@ -284,7 +289,7 @@ pub async fn submit(p: &Shared, request_id: u64, req: SubmitJobRequest) -> Resul
 
 /// Resolves the output files and writes the launch spec and the Pending record.
 async fn prepare(
-    p: &Shared,
+    p: &Arc<LocalPlugin>,
     id: &str,
     dir: &Path,
     job: Job,
@@ -369,7 +374,14 @@ async fn prepare(
 }
 
 /// Starts the supervisor of a prepared job, adds the job to the table, answers, and follows it.
-async fn launch(p: &Shared, request_id: u64, id: String, dir: PathBuf, mut rec: JobRecord, spec: LaunchSpec) {
+async fn launch(
+    p: &Arc<LocalPlugin>,
+    request_id: u64,
+    id: String,
+    dir: PathBuf,
+    mut rec: JobRecord,
+    spec: LaunchSpec,
+) {
     let child = match spawn_supervisor(&p.supervisor, &dir) {
         Ok(c) => {
             let pid = c.id().map(|x| x as i32);

@@ -104,7 +104,7 @@ impl Env {
     }
 
     /// Starts a plugin on this scratch path and config.
-    fn start(&self, args: &[&str], env: &[(&str, &str)]) -> Plugin {
+    fn start(&self, args: &[&str], env: &[(&str, &str)]) -> PluginUnderTest {
         self.start_as(&[], &self.scratch(), args, env)
     }
 
@@ -115,7 +115,7 @@ impl Env {
         scratch: &std::path::Path,
         args: &[&str],
         env: &[(&str, &str)],
-    ) -> Plugin {
+    ) -> PluginUnderTest {
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = tokio::process::Command::new(first);
@@ -145,7 +145,7 @@ impl Env {
                 }
             }
         });
-        Plugin {
+        PluginUnderTest {
             child,
             stdin,
             rx,
@@ -187,7 +187,7 @@ impl Drop for Env {
 }
 
 /// A running plugin and the launcher's side of its pipes.
-struct Plugin {
+struct PluginUnderTest {
     child: Child,
     stdin: ChildStdin,
     rx: mpsc::UnboundedReceiver<Value>,
@@ -197,7 +197,7 @@ struct Plugin {
     last_response: u64,
 }
 
-impl Plugin {
+impl PluginUnderTest {
     async fn send_raw(&mut self, bytes: &[u8]) {
         self.stdin.write_all(bytes).await.unwrap();
         self.stdin.flush().await.unwrap();
@@ -557,7 +557,7 @@ fn group(pgid: i64) -> Vec<(i32, char)> {
 
 /// Submits a job whose shell leads a group of three (it and two sleeping children, orphaned when
 /// it dies) and waits until all three run; returns its id and process group.
-async fn submit_group_of_three(p: &mut Plugin, env: &Env, prelude: &str) -> (String, i64) {
+async fn submit_group_of_three(p: &mut PluginUnderTest, env: &Env, prelude: &str) -> (String, i64) {
     let id = p
         .submit_command(&format!(
             "{prelude}sleep 300 & sleep 301 & touch \"$TMPDIR/ready\"; wait"
@@ -1009,7 +1009,7 @@ async fn heartbeats_and_a_clean_stop_that_leaves_jobs_running() {
         .await;
     assert!(m["responseId"].as_u64().unwrap() > 0);
     let j = p.wait_job_status(&id, "Running").await;
-    let Plugin { mut child, stdin, .. } = p;
+    let PluginUnderTest { mut child, stdin, .. } = p;
     drop(stdin);
     let status = tokio::time::timeout(DEADLINE, child.wait())
         .await

@@ -9,6 +9,7 @@
 //! `scancel` was sent. A job that Slurm has not ended within [`END_WAIT`] is answered with
 //! `operationComplete: false`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use launcher_plugin_api::messages::{ControlJobRequest, ControlJobResponse, ControlOperation};
@@ -16,14 +17,14 @@ use launcher_plugin_api::messages::{ControlJobRequest, ControlJobResponse, Contr
 use crate::error::RequestError;
 use crate::parse::Status;
 use crate::slurm::{As, SlurmError};
-use crate::state::{Entry, Shared};
+use crate::state::{Entry, SlurmPlugin};
 
 /// How long a stop, kill or cancel waits for Slurm to end the job (a stop may take Slurm's
 /// `KillWait` and more).
 pub const END_WAIT: Duration = Duration::from_secs(60);
 
 /// Waits until job `id` has a terminal status; false at the deadline.
-async fn wait_ended(p: &Shared, id: &str) -> bool {
+async fn wait_ended(p: &Arc<SlurmPlugin>, id: &str) -> bool {
     let Some(mut watch) = p.subscribe(id).await else {
         return true;
     };
@@ -41,7 +42,7 @@ async fn wait_ended(p: &Shared, id: &str) -> bool {
 }
 
 /// The answer to a stop, kill or cancel that Slurm carried out: complete once the job ended.
-async fn answer_end(p: &Shared, id: &str, done: &str, sent: &str) -> ControlJobResponse {
+async fn answer_end(p: &Arc<SlurmPlugin>, id: &str, done: &str, sent: &str) -> ControlJobResponse {
     p.update(id, |e| {
         if !e.status().is_terminal() {
             e.judged.message = format!("{sent}; Slurm is ending the job");
@@ -75,7 +76,10 @@ fn control_error(e: SlurmError) -> RequestError {
 }
 
 /// Handles ControlJob.
-pub async fn control(p: &Shared, req: ControlJobRequest) -> Result<ControlJobResponse, RequestError> {
+pub async fn control(
+    p: &Arc<SlurmPlugin>,
+    req: ControlJobRequest,
+) -> Result<ControlJobResponse, RequestError> {
     let op = ControlOperation::from_number(req.operation)
         .ok_or_else(|| RequestError::Invalid(format!("unknown control operation {}", req.operation)))?;
     let e = p.find(&req.job_id).await?;
@@ -203,7 +207,7 @@ mod tests {
     use launcher_plugin_api::outbox::Outbox;
 
     use super::*;
-    use crate::state::Plugin;
+    use crate::state::SlurmPlugin;
 
     fn script(dir: &Path, name: &str, body: &str) {
         let path = dir.join(name);
@@ -257,7 +261,7 @@ echo '{{"errors":[],"jobs":[{{"batch_host":"n1","comment":"rstudio-launcher;clus
         let mut cfg = crate::config::load(opts, dir).unwrap();
         cfg.slurm_bin_path = Some(dir.to_path_buf());
         let (out, _rx) = Outbox::new(64);
-        let p = Arc::new(Plugin::new(cfg, out, false, "root".into()));
+        let p = Arc::new(SlurmPlugin::new(cfg, out, false, "root".into()));
         p.refresh().await.unwrap();
         assert_eq!(p.find("7").await.unwrap().status(), Status::Running);
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::Config;
-use crate::state::{Outbox, Plugin};
+use crate::state::{Outbox, SlurmPlugin};
 
 /// Runs the plugin on `input`/`output` until the input ends or `shutdown` completes.
 pub async fn run<R, W>(cfg: Config, input: R, output: W, shutdown: impl Future<Output = ()>)
@@ -49,7 +49,7 @@ where
     }
     tracing::info!(scratch = %cfg.scratch_path.display(), switch_user, "Slurm plugin starting");
     let (out, rx) = Outbox::new(256);
-    let p = Arc::new(Plugin::new(cfg, out, switch_user, own_user));
+    let p = Arc::new(SlurmPlugin::new(cfg, out, switch_user, own_user));
     protocol::serve(p, rx, input, output, shutdown).await;
 }
 

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use launcher_plugin_api::envelope::ResponseType;
@@ -11,7 +12,7 @@ use launcher_plugin_api::messages::{JobOutputRequest, JobOutputResponse, OutputT
 use launcher_plugin_api::output::{sources, split_at_chars, Utf8Decoder};
 
 use crate::error::RequestError;
-use crate::state::Shared;
+use crate::state::SlurmPlugin;
 
 /// How often the files of a running job are looked at again.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -55,7 +56,7 @@ struct Source {
     seen: bool,
 }
 
-async fn send_text(p: &Shared, rid: u64, label: &str, text: &str, chunk: usize) {
+async fn send_text(p: &Arc<SlurmPlugin>, rid: u64, label: &str, text: &str, chunk: usize) {
     for piece in split_at_chars(text, chunk) {
         let msg = JobOutputResponse {
             output: piece.to_string(),
@@ -68,7 +69,7 @@ async fn send_text(p: &Shared, rid: u64, label: &str, text: &str, chunk: usize) 
 
 /// Sends everything new in one file.
 async fn drain(
-    p: &Shared,
+    p: &Arc<SlurmPlugin>,
     rid: u64,
     s: &mut Source,
     chunk: usize,
@@ -94,7 +95,7 @@ async fn drain(
 }
 
 /// Streams a job's output until it is complete.
-pub async fn stream(p: Shared, rid: u64, req: JobOutputRequest) -> Result<(), RequestError> {
+pub async fn stream(p: Arc<SlurmPlugin>, rid: u64, req: JobOutputRequest) -> Result<(), RequestError> {
     let t = OutputType::from_number(req.output_type)
         .ok_or_else(|| RequestError::Invalid(format!("unknown outputType {}", req.output_type)))?;
     let e = p.find_visible(&req.job_id, &req.username).await?;

@@ -5,6 +5,7 @@
 //! with it), so a cancel the plugin could not read never leaves a stream running.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use launcher_plugin_api::envelope::{self, EnvelopeError, RequestType, ResponseType};
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::error::RequestError;
 use crate::parse::Status;
-use crate::state::{Entry, Outgoing, Shared, Target};
+use crate::state::{Entry, Outgoing, SlurmPlugin, Target};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,7 +35,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(rx: mpsc::Receiver<Outgoing>, w: 
 
 /// Serves the Plugin API until the input ends or `shutdown` completes. Jobs live on in Slurm.
 pub async fn serve<R, W>(
-    p: Shared,
+    p: Arc<SlurmPlugin>,
     out_rx: mpsc::Receiver<Outgoing>,
     mut input: R,
     output: W,
@@ -98,7 +99,7 @@ pub async fn serve<R, W>(
     }
 }
 
-async fn dispatch(p: &Shared, body: Vec<u8>, handlers: &mut tokio::task::JoinSet<()>) {
+async fn dispatch(p: &Arc<SlurmPlugin>, body: Vec<u8>, handlers: &mut tokio::task::JoinSet<()>) {
     let (t, rid) = match envelope::parse_request(&body) {
         Ok(x) => x,
         Err(e) => {
@@ -188,7 +189,7 @@ async fn dispatch(p: &Shared, body: Vec<u8>, handlers: &mut tokio::task::JoinSet
     }
 }
 
-fn output_stream(p: &Shared, rid: u64, body: &[u8]) -> Result<(), RequestError> {
+fn output_stream(p: &Arc<SlurmPlugin>, rid: u64, body: &[u8]) -> Result<(), RequestError> {
     let req = decode::<JobOutputRequest>(RequestType::GetJobOutput, body);
     let mut tasks = p.output_tasks.lock().expect("output task table");
     if let Some(old) = tasks.remove(&rid) {
@@ -240,7 +241,7 @@ fn matches(e: &Entry, req: &GetJobRequest, statuses: &[Status]) -> Result<bool, 
     Ok(true)
 }
 
-async fn handle(p: &Shared, t: RequestType, rid: u64, body: &[u8]) -> Result<(), RequestError> {
+async fn handle(p: &Arc<SlurmPlugin>, t: RequestType, rid: u64, body: &[u8]) -> Result<(), RequestError> {
     match t {
         RequestType::Bootstrap => {
             let req: BootstrapRequest = decode(t, body)?;
@@ -377,7 +378,7 @@ pub fn limit_seconds(s: &str) -> Option<u64> {
 }
 
 /// Partitions as queues (the default first) and the largest limits they and their nodes allow.
-async fn cluster_info(p: &Shared) -> Result<ClusterInfoResponse, RequestError> {
+async fn cluster_info(p: &Arc<SlurmPlugin>) -> Result<ClusterInfoResponse, RequestError> {
     let err = |e| RequestError::Internal(format!("Slurm: {e}"));
     let parts = p.slurm.show("partition").await.map_err(err)?;
     let nodes = p.slurm.show("node").await.map_err(err)?;

@@ -9,6 +9,7 @@
 //! `jobacct_gather/none`, and only every `JobAcctGatherFrequency`; CPU time comes in whole
 //! seconds.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use launcher_plugin_api::envelope::{RequestType, ResponseType};
@@ -17,7 +18,7 @@ use launcher_plugin_api::messages::{JobStreamRequest, ResourceUtilResponse, Sequ
 use crate::error::RequestError;
 use crate::parse::{Status, Usage};
 use crate::slurm::SlurmError;
-use crate::state::Shared;
+use crate::state::SlurmPlugin;
 
 const MB: f64 = 1024.0 * 1024.0;
 
@@ -47,7 +48,7 @@ pub fn report(prev: Option<(Usage, Instant)>, now: (Usage, Instant)) -> Resource
 
 /// Opens a resource stream on one job (registered in `opening` by the reader; an error is
 /// answered only while it still is).
-pub async fn open(p: &Shared, rid: u64, req: JobStreamRequest) -> Result<(), RequestError> {
+pub async fn open(p: &Arc<SlurmPlugin>, rid: u64, req: JobStreamRequest) -> Result<(), RequestError> {
     launcher_plugin_api::request::one_job(RequestType::GetJobResourceUtil, &req.job_id)?;
     let e = p.find_visible(&req.job_id, &req.username).await?;
     let id = e.sj.id.clone();
@@ -73,14 +74,14 @@ pub async fn open(p: &Shared, rid: u64, req: JobStreamRequest) -> Result<(), Req
 }
 
 /// Closes a resource stream, or keeps one being opened from opening.
-pub async fn close(p: &Shared, rid: u64) -> bool {
+pub async fn close(p: &Arc<SlurmPlugin>, rid: u64) -> bool {
     let mut r = p.resources.lock().await;
     p.opening.lock().expect("opening").remove(&rid);
     r.close(rid)
 }
 
 /// The whole use of an ended job, as one final message, when Slurm's accounting has it.
-async fn ended(p: &Shared, rid: u64, id: &str, status: Status) -> Result<(), RequestError> {
+async fn ended(p: &Arc<SlurmPlugin>, rid: u64, id: &str, status: Status) -> Result<(), RequestError> {
     let not_running =
         |why: String| RequestError::JobNotRunning(format!("job {id} has ended ({}): {why}", status.as_str()));
     match p.slurm.accounted_usage(id).await {
@@ -104,7 +105,7 @@ async fn ended(p: &Shared, rid: u64, id: &str, status: Status) -> Result<(), Req
 }
 
 /// Sends one report to every stream on the job; false when none is left (the poller stops).
-async fn send(p: &Shared, id: &str, mut msg: ResourceUtilResponse, last: bool) -> bool {
+async fn send(p: &Arc<SlurmPlugin>, id: &str, mut msg: ResourceUtilResponse, last: bool) -> bool {
     let mut r = p.resources.lock().await;
     msg.sequences = if last { r.finish(id) } else { r.report(id) };
     msg.complete = last;
@@ -118,7 +119,7 @@ async fn send(p: &Shared, id: &str, mut msg: ResourceUtilResponse, last: bool) -
 
 /// The poller of one job's resource streams: samples while the job runs, reports each sample,
 /// and sends the last one as final when the job ends.
-async fn poll(p: Shared, id: String) {
+async fn poll(p: Arc<SlurmPlugin>, id: String) {
     let every = p.cfg.resource_poll;
     let Some(mut watch) = p.subscribe(&id).await else {
         send(&p, &id, ResourceUtilResponse::default(), true).await;

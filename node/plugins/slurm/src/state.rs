@@ -139,7 +139,7 @@ struct Table {
 }
 
 /// Everything the request handlers and the poller share.
-pub struct Plugin {
+pub struct SlurmPlugin {
     pub cfg: Config,
     pub slurm: Slurm,
     pub out: Outbox,
@@ -162,9 +162,6 @@ pub struct Plugin {
     pub opening: std::sync::Mutex<HashSet<u64>>,
 }
 
-/// A handle shared by all tasks.
-pub type Shared = Arc<Plugin>;
-
 /// The current time in the launcher's format.
 pub fn now() -> String {
     let t = time::OffsetDateTime::now_utc();
@@ -178,10 +175,10 @@ fn slurm_error(e: SlurmError) -> RequestError {
     RequestError::Internal(format!("Slurm: {e}"))
 }
 
-impl Plugin {
+impl SlurmPlugin {
     /// The shared state.
-    pub fn new(cfg: Config, out: Outbox, switch_user: bool, own_user: String) -> Plugin {
-        Plugin {
+    pub fn new(cfg: Config, out: Outbox, switch_user: bool, own_user: String) -> SlurmPlugin {
+        SlurmPlugin {
             slurm: Slurm {
                 bin: cfg.slurm_bin_path.clone(),
                 conf: cfg.slurm_conf.clone(),
@@ -589,7 +586,7 @@ const BURST: (Duration, Duration) = (Duration::from_secs(3), Duration::from_mill
 /// Polls Slurm every `poll` until the task is dropped. A poke (a submit, a control) polls at
 /// once and then every 150 ms for 3 s: Slurm starts and ends short jobs within a second, and
 /// the launcher should hear of it without waiting a whole `poll-seconds`.
-pub async fn poller(p: Shared) {
+pub async fn poller(p: Arc<SlurmPlugin>) {
     let mut failing = false;
     let mut fast_until = Instant::now();
     loop {

@@ -6,6 +6,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use launcher_plugin_api::envelope::ResponseType;
 use launcher_plugin_api::messages::{Job, JobStateResponse, SubmitJobRequest};
@@ -13,7 +14,7 @@ use launcher_plugin_api::messages::{Job, JobStateResponse, SubmitJobRequest};
 use crate::error::RequestError;
 use crate::parse::{self, SlurmJob};
 use crate::slurm::{As, SlurmError, UserInfo};
-use crate::state::Shared;
+use crate::state::SlurmPlugin;
 
 fn invalid(msg: impl Into<String>) -> RequestError {
     RequestError::Invalid(msg.into())
@@ -138,7 +139,7 @@ pub fn batch(
 /// The account a job runs as: the job's `user`, else the user the request acts for
 /// (`username`, else `requestUsername`, unless `*`), else the plugin's own. Root only with
 /// `allow-root-jobs`; an unprivileged plugin only as itself.
-fn job_user(p: &Shared, job: &Job, acting_for: Option<&str>) -> Result<String, RequestError> {
+fn job_user(p: &Arc<SlurmPlugin>, job: &Job, acting_for: Option<&str>) -> Result<String, RequestError> {
     let user = given(&job.user).or(acting_for).unwrap_or(&p.own_user).to_string();
     if !p.switch_user && user != p.own_user {
         return Err(invalid(format!(
@@ -189,7 +190,7 @@ fn ensure_output_dir(scratch: &Path, user: &UserInfo, chown: bool) -> std::io::R
 }
 
 /// Handles SubmitJob.
-pub async fn submit(p: &Shared, rid: u64, req: SubmitJobRequest) -> Result<(), RequestError> {
+pub async fn submit(p: &Arc<SlurmPlugin>, rid: u64, req: SubmitJobRequest) -> Result<(), RequestError> {
     let job = req.job;
     let acting = launcher_plugin_api::request::acting_for(&req.username, &req.request_username);
     let name = job_user(p, &job, acting)?;
