@@ -338,3 +338,32 @@ mod tests {
         );
     }
 }
+
+/// Why the gateway could not start, or stopped: for the operator to act on (the binary prints
+/// it and exits non-zero). Requests' own failures are [`ApiError`]s.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration, the key or the TLS files cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// A listener could not be bound or failed while serving.
+    #[error(transparent)]
+    Listen(#[from] crate::listeners::ListenError),
+    /// Giving up root for `server-user` failed.
+    #[error("{0}")]
+    Privileges(String),
+    /// The gateway stopped unexpectedly.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Why the health probe (`launcher-gateway health`) got no HTTP status from the gateway.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProbeError(pub String);
+
+impl From<std::io::Error> for ProbeError {
+    fn from(e: std::io::Error) -> Self {
+        ProbeError(format!("talking to the gateway: {e}"))
+    }
+}

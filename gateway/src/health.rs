@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::ProbeError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -31,42 +31,45 @@ pub fn local_target(config: &GatewayConfig) -> String {
 }
 
 /// Sends `GET /status` to the local gateway and returns the HTTP status code, within `limit`.
-pub async fn probe(config: &GatewayConfig, limit: Duration) -> anyhow::Result<u16> {
+pub async fn probe(config: &GatewayConfig, limit: Duration) -> Result<u16, ProbeError> {
     if !config.tcp {
         let path = config
             .unix_socket
             .as_ref()
-            .context("the gateway serves neither TCP nor a unix socket")?;
+            .ok_or_else(|| ProbeError("the gateway serves neither TCP nor a unix socket".into()))?;
         let probe = async {
-            let s = UnixStream::connect(path)
-                .await
-                .with_context(|| format!("cannot connect to the gateway at {}", path.display()))?;
+            let s = UnixStream::connect(path).await.map_err(|e| {
+                ProbeError(format!(
+                    "cannot connect to the gateway at {}: {e}",
+                    path.display()
+                ))
+            })?;
             get_status(s).await
         };
         return tokio::time::timeout(limit, probe).await.map_err(|_| {
-            anyhow::anyhow!(
+            ProbeError(format!(
                 "the gateway at {} did not answer within {limit:?}",
                 path.display()
-            )
+            ))
         })?;
     }
     let target = local_target(config);
     tokio::time::timeout(limit, probe_inner(config, &target))
         .await
-        .map_err(|_| anyhow::anyhow!("the gateway at {target} did not answer within {limit:?}"))?
+        .map_err(|_| ProbeError(format!("the gateway at {target} did not answer within {limit:?}")))?
 }
 
-async fn probe_inner(config: &GatewayConfig, target: &str) -> anyhow::Result<u16> {
+async fn probe_inner(config: &GatewayConfig, target: &str) -> Result<u16, ProbeError> {
     let tcp = TcpStream::connect(target)
         .await
-        .with_context(|| format!("cannot connect to the gateway at {target}"))?;
+        .map_err(|e| ProbeError(format!("cannot connect to the gateway at {target}: {e}")))?;
     if !config.enable_ssl {
         return get_status(tcp).await;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("TLS client set-up")?
+        .map_err(|e| ProbeError(format!("TLS client set-up: {e}")))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
@@ -75,11 +78,11 @@ async fn probe_inner(config: &GatewayConfig, target: &str) -> anyhow::Result<u16
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(name, tcp)
         .await
-        .with_context(|| format!("TLS handshake with the gateway at {target} failed"))?;
+        .map_err(|e| ProbeError(format!("TLS handshake with the gateway at {target} failed: {e}")))?;
     get_status(stream).await
 }
 
-async fn get_status<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> anyhow::Result<u16> {
+async fn get_status<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<u16, ProbeError> {
     s.write_all(
         b"GET /status HTTP/1.1\r\nHost: localhost\r\nUser-Agent: launcher-gateway-health\r\n\
           Connection: close\r\n\r\n",
@@ -95,7 +98,7 @@ async fn get_status<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> anyhow::Resu
         .strip_prefix("HTTP/1.")
         .and_then(|rest| rest.get(2..5))
         .and_then(|c| c.parse().ok())
-        .with_context(|| format!("not an HTTP answer: {:?}", line.trim_end()))?;
+        .ok_or_else(|| ProbeError(format!("not an HTTP answer: {:?}", line.trim_end())))?;
     Ok(code)
 }
 

@@ -176,7 +176,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!("stopping: no new requests; in-flight ones finish");
             stopper.send_replace(true);
         });
-        handle.wait().await
+        Ok(handle.wait().await?)
     })
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::StartError;
 use axum::extract::DefaultBodyLimit;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,19 +28,23 @@ pub struct GatewayHandle {
     pub unix_socket: Option<PathBuf>,
     pub pool: Arc<Pool>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), StartError>>,
 }
 
 impl GatewayHandle {
     /// Stops accepting, lets in-flight requests finish (bounded), and returns.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) -> Result<(), StartError> {
         self.stop.send_replace(true);
-        self.task.await.context("gateway task panicked")?
+        self.task
+            .await
+            .map_err(|e| StartError::Fatal(format!("gateway task panicked: {e}")))?
     }
 
     /// Waits until the gateway stops.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await.context("gateway task panicked")?
+    pub async fn wait(self) -> Result<(), StartError> {
+        self.task
+            .await
+            .map_err(|e| StartError::Fatal(format!("gateway task panicked: {e}")))?
     }
 
     /// A sender that asks the gateway to stop.
@@ -97,7 +101,7 @@ fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
 /// Loads the key and the TLS files, binds every listener, checks the nodes once, and serves until
 /// stopped, with the caller's privileges. The binary uses [`start_with`] and
 /// [`drop_privileges`] instead.
-pub async fn start(config: GatewayConfig) -> anyhow::Result<GatewayHandle> {
+pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, StartError> {
     start_with(config, |_| Ok(())).await
 }
 
@@ -106,9 +110,9 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<GatewayHandle> {
 /// that no request is ever served with it. Its failure closes the listeners and is returned.
 pub async fn start_with(
     config: GatewayConfig,
-    before_serving: impl FnOnce(&GatewayConfig) -> anyhow::Result<()>,
-) -> anyhow::Result<GatewayHandle> {
-    let key = load_key(&config.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
+    before_serving: impl FnOnce(&GatewayConfig) -> Result<(), StartError>,
+) -> Result<GatewayHandle, StartError> {
+    let key = load_key(&config.secure_cookie_key_file).map_err(StartError::Config)?;
     // The TLS files are read here, once (no reload): before privileges are dropped.
     let tls = listeners::tls_acceptor(
         config.enable_ssl,
@@ -121,7 +125,10 @@ pub async fn start_with(
         None
     };
     let addr = match &tcp {
-        Some(l) => Some(l.local_addr().context("the TCP listener has no local address")?),
+        Some(l) => Some(
+            l.local_addr()
+                .ok_or_else(|| StartError::Fatal("the TCP listener has no local address".into()))?,
+        ),
         None => None,
     };
     let unix = match &config.unix_socket {
@@ -130,7 +137,9 @@ pub async fn start_with(
     };
     let unix_socket = config.unix_socket.clone();
     if tcp.is_none() && unix.is_none() {
-        anyhow::bail!("[server] nothing to listen on: set port, or unix-socket with port=0");
+        return Err(StartError::Config(
+            "[server] nothing to listen on: set port, or unix-socket with port=0".into(),
+        ));
     }
     before_serving(&config)?;
     let pool = Pool::new(&config.nodes, &internal_credential(&key));
@@ -164,7 +173,7 @@ pub async fn start_with(
         }
         health.abort();
         match panicked {
-            Some(e) => Err(anyhow::anyhow!("a listener failed: {e}")),
+            Some(e) => Err(StartError::Fatal(format!("a listener failed: {e}"))),
             None => Ok(()),
         }
     });
@@ -184,7 +193,8 @@ pub async fn start_with(
 /// The unix socket is handed to `server-user` and its primary group first, so that with mode
 /// 0660 that group may connect. Not for the in-process test gateway: it would drop the whole
 /// test process's privileges.
-pub fn drop_privileges(config: &GatewayConfig) -> anyhow::Result<()> {
+pub fn drop_privileges(config: &GatewayConfig) -> Result<(), StartError> {
+    let failed = |what: String| move |e: nix::Error| StartError::Privileges(format!("{what}: {e}"));
     use nix::unistd::{self, Uid, User};
     if !unistd::geteuid().is_root() {
         tracing::debug!("not running as root: keeping the current user");
@@ -192,35 +202,43 @@ pub fn drop_privileges(config: &GatewayConfig) -> anyhow::Result<()> {
     }
     let name = config.server_user.trim();
     let user = User::from_name(name)
-        .with_context(|| format!("[server] server-user {name}: cannot look the user up"))?
+        .map_err(failed(format!(
+            "[server] server-user {name}: cannot look the user up"
+        )))?
         .ok_or_else(|| {
-            anyhow::anyhow!(
+            StartError::Privileges(format!(
                 "[server] server-user {name}: no such user; create it, or name an existing \
                  unprivileged user in server-user (server-user=root keeps root)"
-            )
+            ))
         })?;
     if user.uid.is_root() {
         tracing::warn!("server-user is root: the gateway keeps root privileges");
         return Ok(());
     }
     if let Some(socket) = &config.unix_socket {
-        unistd::chown(socket.as_path(), Some(user.uid), Some(user.gid)).with_context(|| {
-            format!(
-                "[server] unix-socket {}: cannot hand it to {name}",
-                socket.display()
-            )
-        })?;
+        unistd::chown(socket.as_path(), Some(user.uid), Some(user.gid)).map_err(failed(format!(
+            "[server] unix-socket {}: cannot hand it to {name}",
+            socket.display()
+        )))?;
     }
-    let cname = std::ffi::CString::new(name).context("[server] server-user: contains a NUL byte")?;
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| StartError::Privileges("[server] server-user: contains a NUL byte".into()))?;
     // Supplementary groups first, then the group, then the user: afterwards none can change.
-    unistd::initgroups(&cname, user.gid)
-        .with_context(|| format!("[server] server-user {name}: cannot set its groups"))?;
-    unistd::setgid(user.gid)
-        .with_context(|| format!("[server] server-user {name}: cannot switch to group {}", user.gid))?;
-    unistd::setuid(user.uid)
-        .with_context(|| format!("[server] server-user {name}: cannot switch to uid {}", user.uid))?;
+    unistd::initgroups(&cname, user.gid).map_err(failed(format!(
+        "[server] server-user {name}: cannot set its groups"
+    )))?;
+    unistd::setgid(user.gid).map_err(failed(format!(
+        "[server] server-user {name}: cannot switch to group {}",
+        user.gid
+    )))?;
+    unistd::setuid(user.uid).map_err(failed(format!(
+        "[server] server-user {name}: cannot switch to uid {}",
+        user.uid
+    )))?;
     if unistd::setuid(Uid::from_raw(0)).is_ok() {
-        anyhow::bail!("[server] server-user {name}: root privileges could be regained after setuid");
+        return Err(StartError::Privileges(format!(
+            "[server] server-user {name}: root privileges could be regained after setuid"
+        )));
     }
     tracing::info!(user = name, uid = %user.uid, gid = %user.gid, "dropped root privileges");
     Ok(())

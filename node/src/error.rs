@@ -107,3 +107,60 @@ mod tests {
         );
     }
 }
+
+/// Why a node could not start, or stopped: each variant is for the operator to act on, and its
+/// message says what is wrong and where (the binary prints it and exits non-zero). The
+/// services' own errors are [`NodeError`]s; this is the edge of [`crate::server::start`].
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration, a filter file or the key cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// The data directory or the Raft storage in it cannot be used.
+    #[error("{0}")]
+    Storage(String),
+    /// The node could not form or join the cluster, or the cluster removed it.
+    #[error("{0}")]
+    Cluster(String),
+    /// A configured plugin could not be started.
+    #[error("{0}")]
+    Plugin(String),
+    /// Giving up root (privilege separation) failed.
+    #[error("{0}")]
+    Privileges(String),
+    /// Raft or the storage failed while the node ran.
+    #[error("{0}")]
+    Fatal(String),
+    /// An operating-system call failed while doing `what`.
+    /// (The error is in the message, not a `source()`: printed with its chain it would show twice.)
+    #[error("{what}: {error}")]
+    Io { what: String, error: std::io::Error },
+}
+
+impl StartError {
+    /// An I/O failure while doing `what`.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+        let what = what.into();
+        move |error| StartError::Io { what, error }
+    }
+}
+
+/// The result of starting or running a node.
+pub type StartResult<T> = Result<T, StartError>;
+
+/// Storage failures while opening or checking the data dir.
+macro_rules! storage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StartError {
+            fn from(e: $t) -> Self {
+                StartError::Storage(format!("storage: {e}"))
+            }
+        }
+    )*};
+}
+storage_errors!(
+    openraft::StorageError<launcher_storage::NodeId>,
+    launcher_storage::table::ApplyError,
+    launcher_storage::engine::EngineError,
+    serde_json::Error
+);

@@ -138,7 +138,9 @@ async fn run_node(
         None => launcher_node::start(config, opts).await?,
         Some(p) => {
             launcher_node::server::start_with(config, opts, |config| {
-                let (launcher, client) = p.finish(config)?;
+                let (launcher, client) = p
+                    .finish(config)
+                    .map_err(|e| launcher_node::error::StartError::Privileges(format!("{e:#}")))?;
                 spawner = Some(client);
                 Ok(launcher)
             })
@@ -182,7 +184,7 @@ async fn run_node(
     if spawner_lost.load(Ordering::SeqCst) {
         anyhow::bail!("the privileged plugin spawner exited: the node stopped; start it again");
     }
-    result
+    Ok(result?)
 }
 
 fn node_addr(config: &Config, node: Option<String>) -> String {

@@ -135,15 +135,16 @@ async fn try_join(
     addr: &str,
     configured_id: Option<NodeId>,
     advertise: &str,
-) -> anyhow::Result<Option<Formed>> {
+) -> crate::error::StartResult<Option<Formed>> {
     match join_via(peers, addr, configured_id, advertise).await {
         Ok(identity) => Ok(Some(Formed {
             identity,
             initial_voters: None,
         })),
-        Err(e) if e.code == ErrorCode::InvalidRequest => {
-            anyhow::bail!("the cluster refused this node: {}", e.message)
-        }
+        Err(e) if e.code == ErrorCode::InvalidRequest => Err(crate::error::StartError::Cluster(format!(
+            "the cluster refused this node: {}",
+            e.message
+        ))),
         Err(e) => {
             tracing::info!(via = %addr, error = %e, "join attempt failed; retrying");
             Ok(None)
@@ -159,7 +160,7 @@ pub async fn form(
     advertise: &str,
     peers: &Peers,
     mut give_up: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Formed> {
+) -> crate::error::StartResult<Formed> {
     match how {
         Formation::Init => {
             let node_id = configured_id.unwrap_or(1);
@@ -176,7 +177,9 @@ pub async fn form(
             })
         }
         Formation::Join(join) | Formation::BootstrapExpect { join, .. } if join.is_empty() => {
-            anyhow::bail!("join is empty: set [node] join to the addresses of other nodes")
+            Err(crate::error::StartError::Cluster(
+                "join is empty: set [node] join to the addresses of other nodes".into(),
+            ))
         }
         Formation::Join(join) => loop {
             for addr in resolve(&join).await.into_iter().filter(|a| a != advertise) {
@@ -215,7 +218,7 @@ pub async fn form(
                         })
                         .collect();
                     if voters.len() != expect {
-                        anyhow::bail!("bootstrap-expect={expect}: the discovered nodes have duplicate node ids {chosen:?}");
+                        return Err(crate::error::StartError::Cluster(format!("bootstrap-expect={expect}: the discovered nodes have duplicate node ids {chosen:?}")));
                     }
                     let node_id = voters
                         .iter()
@@ -250,13 +253,17 @@ pub async fn form(
 async fn wait_or_give_up(
     give_up: &mut tokio::sync::watch::Receiver<bool>,
     d: Duration,
-) -> anyhow::Result<()> {
+) -> crate::error::StartResult<()> {
     if *give_up.borrow() {
-        anyhow::bail!("stopped while forming the cluster");
+        return Err(crate::error::StartError::Cluster(
+            "stopped while forming the cluster".into(),
+        ));
     }
     let _ = tokio::time::timeout(d, give_up.changed()).await;
     if *give_up.borrow() {
-        anyhow::bail!("stopped while forming the cluster");
+        return Err(crate::error::StartError::Cluster(
+            "stopped while forming the cluster".into(),
+        ));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::{StartError, StartResult};
 use launcher_proto::launcher::launcher_server::LauncherServer;
 use launcher_proto::raft::raft_server::RaftServer;
 use launcher_storage::command::HostedCluster;
@@ -53,7 +53,7 @@ pub struct NodeHandle {
     pub advertise: String,
     cell: Arc<NodeCell>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<StartResult<()>>,
 }
 
 impl NodeHandle {
@@ -68,14 +68,18 @@ impl NodeHandle {
     }
 
     /// Graceful stop: stop serving, drain, stop Raft, flush storage. Keeps membership.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) -> StartResult<()> {
         let _ = self.stop.send_replace(true);
-        self.task.await.context("node task panicked")?
+        self.task
+            .await
+            .map_err(|e| StartError::Fatal(format!("node task panicked: {e}")))?
     }
 
     /// Waits until the node stops (after a fatal error or a stop request).
-    pub async fn wait(&mut self) -> anyhow::Result<()> {
-        (&mut self.task).await.context("node task panicked")?
+    pub async fn wait(&mut self) -> StartResult<()> {
+        (&mut self.task)
+            .await
+            .map_err(|e| StartError::Fatal(format!("node task panicked: {e}")))?
     }
 
     /// A sender that asks the node to stop gracefully.
@@ -112,7 +116,7 @@ fn advertise_for(config: &Config, bound: SocketAddr) -> String {
     bound.to_string()
 }
 
-fn openraft_config(config: &Config, cluster_id: &str) -> anyhow::Result<openraft::Config> {
+fn openraft_config(config: &Config, cluster_id: &str) -> StartResult<openraft::Config> {
     let n = &config.node;
     let c = openraft::Config {
         cluster_name: cluster_id.to_string(),
@@ -128,47 +132,49 @@ fn openraft_config(config: &Config, cluster_id: &str) -> anyhow::Result<openraft
         max_in_snapshot_log_to_keep: n.snapshot_log_entries.min(1000),
         ..Default::default()
     };
-    Ok(c.validate()?)
+    c.validate()
+        .map_err(|e| StartError::Config(format!("invalid Raft timers: {e}")))
 }
 
 /// Opens storage, checking that the data dir is usable and consistent with its identity.
 fn open_storage(
     config: &Config,
-) -> anyhow::Result<(SledEngine, LogStore<SledEngine>, StateMachine<SledEngine>)> {
+) -> StartResult<(SledEngine, LogStore<SledEngine>, StateMachine<SledEngine>)> {
     let dir = &config.node.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(StartError::io(format!(
+        "cannot create the data dir {}",
+        dir.display()
+    )))?;
     let (db, snaps) = data_paths(dir);
     let opts = SledOptions {
         cache_capacity_bytes: config.node.cache_capacity_mb * 1024 * 1024,
     };
     let engine = SledEngine::open(&db, &opts).map_err(|e| {
-        anyhow::anyhow!(
+        StartError::Storage(format!(
             "{e}. The data dir {} may be corrupt, truncated or in use by another launcher-node; \
              it is not reset automatically: restore it from a backup or wipe it to rejoin under a new id",
             dir.display()
-        )
+        ))
     })?;
-    let log =
-        LogStore::open(engine.clone()).map_err(|e| anyhow::anyhow!("data dir {}: {e}", dir.display()))?;
+    let log = LogStore::open(engine.clone())
+        .map_err(|e| StartError::Storage(format!("data dir {}: {e}", dir.display())))?;
     let sm = StateMachine::open(engine.clone(), snaps)
-        .map_err(|e| anyhow::anyhow!("data dir {}: {e}", dir.display()))?;
+        .map_err(|e| StartError::Storage(format!("data dir {}: {e}", dir.display())))?;
     Ok((engine, log, sm))
 }
 
-async fn bind_grpc(config: &Config) -> anyhow::Result<TcpListener> {
+async fn bind_grpc(config: &Config) -> StartResult<TcpListener> {
     TcpListener::bind(&config.node.grpc_address)
         .await
-        .with_context(|| format!("cannot listen on grpc-address {}", config.node.grpc_address))
+        .map_err(StartError::io(format!(
+            "cannot listen on grpc-address {}",
+            config.node.grpc_address
+        )))
 }
 
 /// Starts a node: binds its gRPC port and brings it into its cluster in the background.
-pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHandle> {
-    start_inner(
-        config,
-        opts,
-        None::<fn(&Config) -> anyhow::Result<ProcessLauncher>>,
-    )
-    .await
+pub async fn start(config: Config, opts: StartOptions) -> StartResult<NodeHandle> {
+    start_inner(config, opts, None::<fn(&Config) -> StartResult<ProcessLauncher>>).await
 }
 
 /// Like [`start`], but binds the gRPC port before storage is opened, then runs `before_storage`
@@ -178,23 +184,23 @@ pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<NodeHan
 pub async fn start_with(
     config: Config,
     opts: StartOptions,
-    before_storage: impl FnOnce(&Config) -> anyhow::Result<ProcessLauncher>,
-) -> anyhow::Result<NodeHandle> {
+    before_storage: impl FnOnce(&Config) -> StartResult<ProcessLauncher>,
+) -> StartResult<NodeHandle> {
     start_inner(config, opts, Some(before_storage)).await
 }
 
 async fn start_inner(
     config: Config,
     opts: StartOptions,
-    before_storage: Option<impl FnOnce(&Config) -> anyhow::Result<ProcessLauncher>>,
-) -> anyhow::Result<NodeHandle> {
+    before_storage: Option<impl FnOnce(&Config) -> StartResult<ProcessLauncher>>,
+) -> StartResult<NodeHandle> {
     config
         .validate()
-        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    let key = load_key(&config.server.secure_cookie_key_file).map_err(anyhow::Error::msg)?;
+        .map_err(|e| StartError::Config(format!("invalid configuration:\n{e}")))?;
+    let key = load_key(&config.server.secure_cookie_key_file).map_err(StartError::Config)?;
     let filters = Arc::new(
         crate::filters::FilterFiles::load(&config.dir)
-            .map_err(|e| anyhow::anyhow!("invalid filter file: {e}"))?,
+            .map_err(|e| StartError::Config(format!("invalid filter file: {e}")))?,
     );
     // Without a hook the port is bound only once the node can serve, as it always was: until
     // then peers (and fast failover's probe) see it refuse.
@@ -208,29 +214,31 @@ async fn start_inner(
     let (engine, log, sm) = open_storage(&config)?;
     // Every plugin must bootstrap before the node serves anything (docs/plugin-protocol.md).
     let plugins = Plugins::start_with(&config, launcher).await?;
-    let identity = Identity::load(&config.node.data_dir).map_err(anyhow::Error::msg)?;
+    let identity = Identity::load(&config.node.data_dir).map_err(StartError::Storage)?;
     let mut log_probe = log.clone();
     let has_raft_data = log_probe.read_vote().await?.is_some() || sm.applied()?.is_some();
     if identity.is_none() && has_raft_data {
-        anyhow::bail!(
+        return Err(StartError::Storage(format!(
             "the data dir {} holds Raft data but no identity.json: it is damaged; restore it or wipe it",
             config.node.data_dir.display()
-        );
+        )));
     }
     if let (Some(id), Some(want)) = (&identity, &config.node.cluster_id) {
         if &id.cluster_id != want {
-            anyhow::bail!(
+            return Err(StartError::Config(format!(
                 "the data dir {} belongs to cluster {}, but the configuration names cluster {want}: refusing to start",
                 config.node.data_dir.display(),
                 id.cluster_id
-            );
+            )));
         }
     }
     let listener = match early_listener {
         Some(l) => l,
         None => bind_grpc(&config).await?,
     };
-    let addr = listener.local_addr()?;
+    let addr = listener
+        .local_addr()
+        .map_err(StartError::io("cannot read the bound gRPC address"))?;
     let advertise = advertise_for(&config, addr);
     let auth = InternalAuth::new(
         &key,
@@ -253,7 +261,8 @@ async fn start_inner(
     let (stop, stop_rx) = watch::channel(false);
     let server = {
         let mut stop_rx = serve_stop_rx;
-        let rpc_metrics = crate::metrics::RpcMetrics::new()?;
+        let rpc_metrics = crate::metrics::RpcMetrics::new()
+            .map_err(|e| StartError::Fatal(format!("cannot register the RPC metrics: {e}")))?;
         let raft_svc = RaftServer::new(RaftService::new(cell.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
@@ -305,7 +314,7 @@ async fn start_inner(
     // Scripts and test harnesses that asked for port 0 learn the real address here.
     let addr_file = config.node.data_dir.join(ADDR_FILE);
     std::fs::write(&addr_file, format!("{addr}\n"))
-        .with_context(|| format!("cannot write {}", addr_file.display()))?;
+        .map_err(StartError::io(format!("cannot write {}", addr_file.display())))?;
     let config = Arc::new(config);
     let task = {
         let cell = cell.clone();
@@ -380,7 +389,7 @@ async fn run(
     filters: Arc<crate::filters::FilterFiles>,
     mut stop_rx: watch::Receiver<bool>,
     stopping: Stopping<'_>,
-) -> anyhow::Result<()> {
+) -> StartResult<()> {
     let listen_ip = config
         .node
         .grpc_address
@@ -415,11 +424,11 @@ async fn run(
             } else if !config.node.join.is_empty() {
                 Formation::Join(config.node.join.clone())
             } else {
-                anyhow::bail!(
+                return Err(StartError::Config(format!(
                     "the data dir {} is empty and there is no way to form a cluster: start with --init, \
                      or set [node] bootstrap-expect or join",
                     config.node.data_dir.display()
-                );
+                )));
             };
             let formed = form(
                 how,
@@ -434,7 +443,7 @@ async fn run(
             formed
                 .identity
                 .store(&config.node.data_dir)
-                .map_err(anyhow::Error::msg)?;
+                .map_err(StartError::Storage)?;
             (formed.identity, formed.initial_voters)
         }
     };
@@ -449,7 +458,7 @@ async fn run(
         sm.clone(),
     )
     .await
-    .context("cannot start Raft")?;
+    .map_err(|e| StartError::Fatal(format!("cannot start Raft: {e}")))?;
     if let Some(voters) = initial_voters {
         match raft.initialize(voters).await {
             Ok(()) => tracing::info!(cluster = %identity.cluster_id, "initialised a new cluster"),
@@ -495,29 +504,29 @@ async fn run(
     // Created once: re-creating it on every metrics change would restart its clock.
     let removed = wait_removed(shared.clone());
     tokio::pin!(removed);
-    let fatal = |metrics: &watch::Receiver<openraft::RaftMetrics<_, _>>| -> Option<anyhow::Error> {
+    let fatal = |metrics: &watch::Receiver<openraft::RaftMetrics<_, _>>| -> Option<StartError> {
         match &metrics.borrow().running_state {
-            Err(fatal) => Some(anyhow::anyhow!(
+            Err(fatal) => Some(StartError::Fatal(format!(
                 "Raft stopped with a fatal error: {fatal}. If the disk is full, free space and restart the \
                  node: acknowledged data is intact"
-            )),
+            ))),
             Ok(()) => None,
         }
     };
-    let outcome: anyhow::Result<()> = loop {
+    let outcome: StartResult<()> = loop {
         if let Some(e) = fatal(&metrics) {
             break Err(e);
         }
         tokio::select! {
             _ = stop_rx.wait_for(|s| *s) => break Ok(()),
             changed = metrics.changed() => if changed.is_err() {
-                break Err(fatal(&metrics).unwrap_or_else(|| anyhow::anyhow!("Raft stopped unexpectedly")));
+                break Err(fatal(&metrics).unwrap_or_else(|| StartError::Fatal("Raft stopped unexpectedly".into())));
             },
             r = &mut removed => break r,
-            what = shared.storage_failed.wait() => break Err(anyhow::anyhow!(
+            what = shared.storage_failed.wait() => break Err(StartError::Fatal(format!(
                 "storage failed with a fatal error: {what}. If the disk is full, free space and restart the \
                  node: acknowledged data is intact"
-            )),
+            ))),
         }
     };
     tracing::info!("stopping: requests, background duties, job driver, plugins, Raft, storage");
@@ -548,7 +557,7 @@ const MARK_TREE: &str = "node_identity";
 
 /// Records the identity inside the store too, durably. sled recovers a damaged log by
 /// truncating it, which can silently hand back an empty or older store; the mark tells.
-fn mark_store(engine: &SledEngine, id: &Identity) -> anyhow::Result<()> {
+fn mark_store(engine: &SledEngine, id: &Identity) -> StartResult<()> {
     use launcher_storage::engine::{KvTree, WriteBatch};
     let tree = engine.open_tree(MARK_TREE)?;
     let mut b = WriteBatch::default();
@@ -558,19 +567,19 @@ fn mark_store(engine: &SledEngine, id: &Identity) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_store_mark(engine: &SledEngine, id: &Identity, dir: &Path) -> anyhow::Result<()> {
+fn check_store_mark(engine: &SledEngine, id: &Identity, dir: &Path) -> StartResult<()> {
     use launcher_storage::engine::KvTree;
     let stored = engine.open_tree(MARK_TREE)?.get(b"identity")?;
     let stored: Option<Identity> = stored.and_then(|b| serde_json::from_slice(&b).ok());
     if stored.as_ref() != Some(id) {
-        anyhow::bail!(
+        return Err(StartError::Storage(format!(
             "the data dir {} says it is node {} of cluster {}, but its Raft store does not carry that identity \
              (found {stored:?}): the store was lost or damaged. Refusing to start rather than run on a reset store; \
              restore the data dir from a backup, or wipe it so the node rejoins under a new id",
             dir.display(),
             id.node_id,
             id.cluster_id
-        );
+        )));
     }
     Ok(())
 }
@@ -582,7 +591,7 @@ async fn refuse_foreign_cluster(
     join: &[String],
     advertise: &str,
     peers: &Peers,
-) -> anyhow::Result<()> {
+) -> StartResult<()> {
     for addr in crate::membership::resolve(join)
         .await
         .into_iter()
@@ -590,12 +599,12 @@ async fn refuse_foreign_cluster(
     {
         if let Some(reply) = crate::membership::discover(peers, &addr).await {
             if !reply.cluster_id.is_empty() && reply.cluster_id != id.cluster_id {
-                anyhow::bail!(
+                return Err(StartError::Cluster(format!(
                     "this data dir belongs to cluster {}, but the node at {addr} (from [node] join) belongs to cluster {}: \
                      refusing to start. Point join at this node's own cluster, or wipe the data dir to join the other one",
                     id.cluster_id,
                     reply.cluster_id
-                );
+                )));
             }
         }
     }
@@ -603,7 +612,7 @@ async fn refuse_foreign_cluster(
 }
 
 /// Ends with an error if this node learns it was removed from the cluster.
-async fn wait_removed(shared: Arc<NodeState>) -> anyhow::Result<()> {
+async fn wait_removed(shared: Arc<NodeState>) -> StartResult<()> {
     loop {
         tokio::time::sleep(TICK).await;
         let id = shared.id;
@@ -611,9 +620,9 @@ async fn wait_removed(shared: Arc<NodeState>) -> anyhow::Result<()> {
             .table(move |sm| Ok(sm.nodes()?.iter().any(|n| n.id == id && n.removed)))
             .await;
         if tombstone.unwrap_or(false) || shared.removed.load(std::sync::atomic::Ordering::SeqCst) {
-            anyhow::bail!(
+            return Err(StartError::Cluster(format!(
                 "this node (id {id}) was removed from the cluster; wipe its data dir to join again under a new id"
-            );
+            )));
         }
     }
 }
@@ -641,18 +650,18 @@ async fn duties(shared: Arc<NodeState>, clusters: Vec<HostedCluster>, stop_rx: w
 
 /// Loads a snapshot file into an empty data dir and prepares a fresh one-node cluster from it
 /// (`recover --from FILE --force-new-cluster`). The node then starts with `--init`.
-pub fn recover_into(config: &Config, from: &Path) -> anyhow::Result<()> {
+pub fn recover_into(config: &Config, from: &Path) -> StartResult<()> {
     let dir = &config.node.data_dir;
-    if Identity::load(dir).map_err(anyhow::Error::msg)?.is_some() {
-        anyhow::bail!(
+    if Identity::load(dir).map_err(StartError::Storage)?.is_some() {
+        return Err(StartError::Storage(format!(
             "the data dir {} already belongs to a cluster; recovery needs an empty data dir (move the old one away)",
             dir.display()
-        );
+        )));
     }
     let (engine, _log, sm) = open_storage(config)?;
     let meta = sm
         .import_for_recovery(from)
-        .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", from.display()))?;
+        .map_err(|e| StartError::Storage(format!("cannot load {}: {e}", from.display())))?;
     engine.flush()?;
     tracing::warn!(
         snapshot = %meta.snapshot_id,

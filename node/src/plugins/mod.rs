@@ -128,7 +128,10 @@ impl Plugins {
     /// Starts (through `launcher`) and bootstraps every configured plugin; any failure stops
     /// the others and names the cluster and what went wrong (the node must not start then,
     /// DESIGN §5).
-    pub async fn start_with(config: &Config, launcher: ProcessLauncher) -> anyhow::Result<Plugins> {
+    pub async fn start_with(
+        config: &Config,
+        launcher: ProcessLauncher,
+    ) -> crate::error::StartResult<Plugins> {
         let starts = config.clusters.iter().map(|c| {
             let mut spec = plugin_spec(config, c);
             // What the spawner was given is what runs; the log and errors name that.
@@ -159,10 +162,10 @@ impl Plugins {
         }
         if !errors.is_empty() {
             plugins.shutdown().await;
-            anyhow::bail!(
+            return Err(crate::error::StartError::Plugin(format!(
                 "plugins failed to start, so the node does not start:\n  {}",
                 errors.join("\n  ")
-            );
+            )));
         }
         Ok(plugins)
     }

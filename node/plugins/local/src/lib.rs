@@ -36,7 +36,6 @@ pub mod supervisor;
 use std::future::Future;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::Config;
@@ -58,13 +57,24 @@ pub struct Startup {
 
 /// An exclusive lock on `<scratch-path>/plugin.lock`: two plugins following the same jobs would
 /// judge them twice. Released by the kernel when the plugin ends, however it ends.
+/// Why the plugin cannot start: a message for the operator (the binary prints it and exits).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+impl StartError {
+    fn io(what: String) -> impl FnOnce(std::io::Error) -> StartError {
+        move |e| StartError(format!("{what}: {e}"))
+    }
+}
+
 pub struct ScratchLock {
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl ScratchLock {
     /// Takes the lock of a scratch path, or says who holds it.
-    pub fn take(scratch: &std::path::Path) -> anyhow::Result<ScratchLock> {
+    pub fn take(scratch: &std::path::Path) -> Result<ScratchLock, StartError> {
         let path = scratch.join("plugin.lock");
         let file = match std::fs::OpenOptions::new()
             .read(true)
@@ -76,22 +86,22 @@ impl ScratchLock {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => std::fs::File::open(&path),
             other => other,
         }
-        .with_context(|| format!("cannot open {}", path.display()))?;
+        .map_err(StartError::io(format!("cannot open {}", path.display())))?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(ScratchLock { _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(anyhow::anyhow!(
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StartError(format!(
                 "another plugin is running on the scratch path {}: stop it first, or give this one its own --scratch-path",
                 scratch.display()
-            )),
-            Err((_, e)) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
+            ))),
+            Err((_, e)) => Err(StartError(format!("cannot lock {}: {e}", path.display()))),
         }
     }
 }
 
 /// Checks the machine once: who we are, whether mount namespaces work (said once in the log
 /// when they do not), where the supervisor binary is; prepares the scratch directory.
-pub fn start_up(cfg: &Config) -> anyhow::Result<Startup> {
-    let ident = host::Identity::current(cfg.options.unprivileged).map_err(anyhow::Error::msg)?;
+pub fn start_up(cfg: &Config) -> Result<Startup, StartError> {
+    let ident = host::Identity::current(cfg.options.unprivileged).map_err(StartError)?;
     let namespace = match host::probe_mount_namespace() {
         Ok(()) => true,
         Err(why) => {
@@ -104,25 +114,28 @@ pub fn start_up(cfg: &Config) -> anyhow::Result<Startup> {
     if namespace {
         // Jobs write their output and TMPDIR under the scratch path: hidden, every job would fail.
         if let Some(m) = cfg.masked_paths.iter().find(|m| cfg.scratch_path.starts_with(m)) {
-            anyhow::bail!(
+            return Err(StartError(format!(
                 "scratch-path {} lies inside masked path {}: jobs could not reach their output or TMPDIR. \
                  Move scratch-path out of it, or set masked-paths in launcher.{}.conf",
                 cfg.scratch_path.display(),
                 m.display(),
                 cfg.options.plugin_name
-            );
+            )));
         }
     }
-    let exe = std::env::current_exe().context("cannot find the plugin's own binary to run supervisors")?;
+    let exe = std::env::current_exe().map_err(StartError::io(
+        "cannot find the plugin's own binary to run supervisors".into(),
+    ))?;
     let wrapper = std::env::var_os(SUPERVISOR_WRAPPER_ENV)
         .filter(|w| !w.is_empty())
         .map(Into::into);
     let layout = state::Layout {
         root: cfg.scratch_path.clone(),
     };
-    layout
-        .prepare()
-        .with_context(|| format!("cannot prepare the scratch path {}", cfg.scratch_path.display()))?;
+    layout.prepare().map_err(StartError::io(format!(
+        "cannot prepare the scratch path {}",
+        cfg.scratch_path.display()
+    )))?;
     let lock = ScratchLock::take(&cfg.scratch_path)?;
     tracing::info!(
         user = %ident.user,

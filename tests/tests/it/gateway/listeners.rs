@@ -556,7 +556,9 @@ async fn unix_socket_only_and_the_hook_before_serving() -> anyhow::Result<()> {
             std::fs::symlink_metadata(&socket).is_ok(),
             "bound before the hook"
         );
-        anyhow::bail!("no such user")
+        Err(launcher_gateway::error::StartError::Privileges(
+            "no such user".into(),
+        ))
     })
     .await;
     let err = format!("{:#}", refused.err().expect("the hook's failure stops the start"));
