@@ -55,12 +55,14 @@ use crate::state::NodeState;
 /// How long the probe of a leader's port may take. A refusal comes back at once; a port that
 /// does not answer at all proves nothing (a partition or a paused host looks the same).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Between two rounds of election for a silent leader: how long it may take to answer again.
+const STILL_PROBE: Duration = Duration::from_millis(100);
 /// Pause before opening a watch again after it ended while the leader still answers.
 const REOPEN_PAUSE: Duration = Duration::from_millis(100);
 /// Pause when the leader cannot serve a watch (it no longer leads, or is an older version).
 const REFUSED_PAUSE: Duration = Duration::from_secs(1);
 /// Rounds of fast election at most, before the ordinary timers take over.
-const ROUNDS: u32 = 6;
+const ROUNDS: u32 = 10;
 /// A round that elected nobody is followed by the next after a pause drawn from this range.
 /// A round on loopback takes a few milliseconds (two vote fsyncs); one still running when the
 /// next starts costs a term, not a leader: from the second round on only one survivor stands.
@@ -108,14 +110,16 @@ impl Out {
     async fn still(self, shared: &NodeState, addr: &str) -> bool {
         match self {
             Out::Gone => is_gone(addr, shared.peers.source()).await,
-            Out::Silent => !answers(shared, addr).await,
+            // Between rounds only a short look: the leader already failed the full probe, and
+            // a full one per round would add half a second to every round.
+            Out::Silent => !answers(shared, addr, STILL_PROBE).await,
         }
     }
 }
 
-/// Whether the node at `addr` answers `Discover` within [`PROBE_TIMEOUT`].
-async fn answers(shared: &NodeState, addr: &str) -> bool {
-    crate::membership::discover_within(&shared.peers, addr, PROBE_TIMEOUT)
+/// Whether the node at `addr` answers `Discover` within `within`.
+async fn answers(shared: &NodeState, addr: &str, within: Duration) -> bool {
+    crate::membership::discover_within(&shared.peers, addr, within)
         .await
         .is_some()
 }
@@ -279,7 +283,7 @@ enum Silence {
 /// does not answer either and no other follower hears it, calls an election as for a dead
 /// leader; else the watch goes on.
 async fn replace_silent(shared: &NodeState, leader: NodeId, term: u64, addr: &str) -> Silence {
-    if answers(shared, addr).await {
+    if answers(shared, addr, PROBE_TIMEOUT).await {
         return Silence::Answers;
     }
     if following(shared.id, &shared.raft.metrics().borrow()) != Some((leader, term)) {

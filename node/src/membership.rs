@@ -100,7 +100,14 @@ pub(crate) async fn discover_within(peers: &Peers, addr: &str, deadline: Duratio
         from_address: String::new(),
     });
     req.set_timeout(deadline);
-    peers.raft(addr).discover(req).await.ok().map(|r| r.into_inner())
+    // The header tells the callee; the caller must enforce the deadline itself: over a
+    // connection that went silent (a paused or cut-off peer) the call would otherwise wait
+    // for HTTP/2 keep-alive to give up, seconds later.
+    let mut client = peers.raft(addr);
+    match tokio::time::timeout(deadline, client.discover(req)).await {
+        Ok(Ok(r)) => Some(r.into_inner()),
+        _ => None,
+    }
 }
 
 /// Asks `addr` to let this node join; returns the identity to adopt.
