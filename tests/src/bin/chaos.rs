@@ -271,7 +271,10 @@ async fn main() -> anyhow::Result<()> {
         if let Err(e) = inject(&mut run, fault, &mut lone, &mut failovers).await {
             // The nodes' logs and data are what a finding is diagnosed from: keep them.
             let kept = std::mem::replace(&mut run.cluster.root, tempfile::TempDir::new()?).keep();
-            eprintln!("chaos: the cluster's directory (logs, data) is kept in {}", kept.display());
+            eprintln!(
+                "chaos: the cluster's directory (logs, data) is kept in {}",
+                kept.display()
+            );
             return Err(e);
         }
         *counts.entry(fault).or_default() += 1;

@@ -48,6 +48,8 @@ const SCAN_EVERY: Duration = Duration::from_secs(1);
 const CONTROLS_EVERY: Duration = Duration::from_secs(5);
 /// How soon a worker tries again a control request its plugin could not take.
 const CONTROL_RETRY: Duration = Duration::from_secs(2);
+/// Times an update the table ignored for an old sequence number is sent again.
+const UPDATE_ATTEMPTS: usize = 3;
 /// Answers a worker keeps for callers that come after their request was carried out.
 const ANSWERS_KEPT: usize = 32;
 
@@ -593,34 +595,50 @@ impl Worker {
         self.send_update(update).await;
     }
 
-    /// Proposes an update with this owner's epoch and the next sequence number.
+    /// Proposes an update with this owner's epoch and the next sequence number. An update the
+    /// table ignores although this node still owns the job in this epoch carried a sequence
+    /// number the table had already seen (this worker started from a lagging table, or another
+    /// worker of the job wrote meanwhile): it is sent again with a number past the table's,
+    /// never dropped, since the plugin reports each change once.
     async fn send_update(&mut self, mut u: JobUpdate) {
         u.id = self.id.clone();
         u.node = self.shared.id;
         u.epoch = self.meta.epoch;
-        u.seq = self.seq;
-        self.seq += 1;
         let status = u.status;
         let exit = u.exit_code;
-        match self.propose(CommandV1::Update(u)).await {
-            Some(Response::Applied { changed, .. }) => {
-                if let Some(s) = status {
-                    self.reported = Some((s, exit.or(self.reported.and_then(|r| r.1))));
-                }
-                if !changed {
-                    // Ignored: stale epoch (the job was taken from us) or an older sequence.
-                    self.reload().await;
-                    if self.meta.owner != self.shared.id || self.job.status().is_terminal() {
-                        self.reported = Some((self.job.status(), self.job.exit_code));
+        for _ in 0..UPDATE_ATTEMPTS {
+            u.seq = self.seq;
+            self.seq += 1;
+            match self.propose(CommandV1::Update(u.clone())).await {
+                Some(Response::Applied { changed: true, .. }) => {
+                    if let Some(s) = status {
+                        self.reported = Some((s, exit.or(self.reported.and_then(|r| r.1))));
                     }
+                    return;
                 }
+                Some(Response::Applied { .. }) => {
+                    // Ignored: a stale epoch (the job was taken from us), an ended job, a status
+                    // the job cannot move to from where it is, or an old sequence number.
+                    self.reload().await;
+                    let current = self.job.status();
+                    let taken = self.meta.owner != self.shared.id || self.meta.epoch != u.epoch;
+                    let backwards = status.is_some_and(|next| next != current && !current.may_become(next));
+                    if taken || current.is_terminal() || backwards {
+                        self.reported = Some((current, self.job.exit_code));
+                        return;
+                    }
+                    tracing::info!(job_id = %self.id, seq = u.seq, table_seq = self.meta.seq,
+                        "update ignored for an old sequence number; sending it again");
+                }
+                Some(Response::Error { code, message }) => {
+                    tracing::warn!(job_id = %self.id, ?code, %message, "update refused");
+                    self.reported = Some((JobStatus::Failed, None));
+                    return;
+                }
+                _ => return,
             }
-            Some(Response::Error { code, message }) => {
-                tracing::warn!(job_id = %self.id, ?code, %message, "update refused");
-                self.reported = Some((JobStatus::Failed, None));
-            }
-            _ => {}
         }
+        tracing::warn!(job_id = %self.id, "update ignored {UPDATE_ATTEMPTS} times; the next report or reconcile carries it");
     }
 
     /// Proposes through Raft, retrying while the cluster has no leader; None when stopping.

@@ -9,3 +9,4 @@ mod metrics;
 mod privsep;
 mod replication;
 mod security;
+mod updates;
