@@ -592,7 +592,9 @@ impl ProcessCluster {
             async move {
                 let mut asks: futures::stream::FuturesUnordered<_> = clients
                     .iter()
-                    .map(|c| tokio::time::timeout(std::time::Duration::from_secs(1), c.status()))
+                    // Short: a paused or cut-off node never answers, and a round waits for
+                    // every ask, so a long timeout here would be measured as failover time.
+                    .map(|c| tokio::time::timeout(std::time::Duration::from_millis(250), c.status()))
                     .collect();
                 while let Some(answer) = asks.next().await {
                     if let Ok(Ok(st)) = answer {
