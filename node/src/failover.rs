@@ -29,7 +29,7 @@
 //! only slow (or an older version that sends no pulse), and one that another follower still
 //! hears is cut off from this node alone (a partial partition): its majority goes on, and an
 //! election here would only raise terms. So a paused or cut-off leader is replaced within
-//! seconds of falling silent (about 2.2 s measured, see `docs/reports/`) instead of after the
+//! seconds of falling silent (elected 1.2–1.4 s after it, see `docs/reports/`) instead of after the
 //! lease plus an election timeout (4.5–6 s, and more when votes split).
 //!
 //! A leader that is already elected must not be deposed by a higher term. So the first round
