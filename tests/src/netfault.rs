@@ -7,7 +7,7 @@
 //! a minority leader keeps taking writes it cannot commit. Packets are dropped, not refused, as
 //! on a real network that failed: connects and calls hang until their deadlines.
 //!
-//! The rules live in a chain of their own (`LAUNCHER-NET-<pid>`), reached from `OUTPUT` only
+//! The rules live in a chain of their own (`LAUNCHER-NET-<pid>-<n>`, one per firewall), reached from `OUTPUT` only
 //! for traffic inside 127.0.0.0/8, and are removed when the [`Firewall`] is dropped; chains left
 //! behind by a test process that died are removed by the next one. Needs root and iptables (the
 //! machines of this project have both); without them the test fails with that message.
@@ -71,7 +71,12 @@ impl Firewall {
             let Some(chain) = line.strip_prefix("-N ") else {
                 continue;
             };
-            let Some(pid) = chain.strip_prefix(PREFIX).and_then(|p| p.parse::<i32>().ok()) else {
+            // `<PREFIX><pid>-<n>`: one chain per firewall, several per test process.
+            let Some(pid) = chain
+                .strip_prefix(PREFIX)
+                .and_then(|p| p.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
                 continue;
             };
             let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
@@ -79,7 +84,10 @@ impl Firewall {
                 remove_chain(chain);
             }
         }
-        let chain = format!("{PREFIX}{}", std::process::id());
+        // Tests of one process (`cargo test` runs them on threads) each get a chain of their own.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let chain = format!("{PREFIX}{}-{n}", std::process::id());
         remove_chain(&chain);
         iptables(&["-N", &chain])?;
         let fw = Firewall {
