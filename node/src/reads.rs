@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use launcher_proto::raft::ReadIndexRequest;
+use launcher_storage::ErrorCode;
 
 use crate::error::{NodeError, NodeResult};
 use crate::state::NodeState;
@@ -33,20 +36,43 @@ impl NodeState {
     }
 
     /// The index a linearizable read must see: the leader's confirmed commit index.
+    ///
+    /// A follower asks the leader it knows. If that leader is replaced while the question waits
+    /// there (paused, cut off), the answer would come only at the deadline, so the follower asks
+    /// the new leader at once; a read changes nothing, so asking again is always safe.
     pub async fn read_index(&self) -> NodeResult<u64> {
-        if self.is_leader() {
-            return self.leader_read_index().await;
+        let deadline = Instant::now() + READ_DEADLINE;
+        let mut metrics = self.raft.metrics();
+        loop {
+            if self.is_leader() {
+                return self.leader_read_index().await;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (leader, addr) = self.await_leader_addr(left).await?;
+            let mut req = tonic::Request::new(ReadIndexRequest {});
+            req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            let mut watch = self.raft.metrics();
+            let replaced = async { watch.wait_for(|m| m.current_leader != Some(leader)).await.is_ok() };
+            let mut client = self.peers.raft(&addr);
+            tokio::select! {
+                r = client.read_index(req) => match r {
+                    Ok(reply) => return Ok(reply.into_inner().read_index),
+                    Err(s) => {
+                        let e = NodeError::from(&s);
+                        if e.code != ErrorCode::Unavailable || Instant::now() >= deadline {
+                            return Err(e);
+                        }
+                        // The leader moved or is not reachable: wait for the next change of
+                        // Raft state, bounded, and ask whoever leads then.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await;
+                    }
+                },
+                seen = replaced => if !seen {
+                    return Err(NodeError::unavailable("this node is stopping"));
+                },
+            }
         }
-        let (_, addr) = self.await_leader_addr(READ_DEADLINE).await?;
-        let mut req = tonic::Request::new(ReadIndexRequest {});
-        req.set_timeout(READ_DEADLINE);
-        let reply = self
-            .peers
-            .raft(&addr)
-            .read_index(req)
-            .await
-            .map_err(|s| NodeError::from(&s))?;
-        Ok(reply.into_inner().read_index)
     }
 
     /// On the leader: confirm leadership with a quorum and return the read log index.

@@ -147,8 +147,9 @@ async fn a_gracefully_stopped_leader_is_replaced_without_waiting_for_the_timers(
 /// notice on their leader watches, get no answer from it, learn from each other that neither
 /// hears it, and elect one of themselves long before an election timer could fire. A write that
 /// a follower had forwarded to the paused leader is answered as soon as the new leader is known
-/// (without an Idempotency-Key its outcome is unknown: 503), not at its 60 s deadline; keyed
-/// writes go on through the new leader; the old leader, resumed, follows it with every job.
+/// (without an Idempotency-Key its outcome is unknown: 503), not at its 60 s deadline; a
+/// linearizable read waiting there for its read index is asked again of the new leader and
+/// answered, not failed at its 5 s deadline; keyed writes go on through the new leader; the old leader, resumed, follows it with every job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_replaced_without_waiting_for_the_timers() -> anyhow::Result<()> {
     init_tracing();
@@ -170,10 +171,24 @@ async fn a_paused_leader_is_replaced_without_waiting_for_the_timers() -> anyhow:
         let c = cluster.client(followers[0]);
         tokio::spawn(async move { c.submit(&job("waiting", &["ff"])).await })
     };
+    // A linearizable read on the other follower asks the paused node for its read index too.
+    let reading = {
+        let c = cluster.client(followers[1]);
+        tokio::spawn(async move { c.list_all().await })
+    };
     let new = cluster
         .wait_for_new_leader_within(old, FAST)
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
+    let (_, listed) = tokio::time::timeout(FAST, reading)
+        .await
+        .map_err(|_| anyhow::anyhow!("the read waiting at the paused leader never ended"))?
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map_err(|s| anyhow::anyhow!("the read was not re-asked of the new leader {new}: {s:?}"))?;
+    assert!(
+        listed.iter().any(|j| job_id(j) == before),
+        "the read after the pause misses job {before}"
+    );
     let answer = tokio::time::timeout(FAST, waiting)
         .await
         .map_err(|_| anyhow::anyhow!("the write forwarded to the paused leader waits for its deadline"))??;
