@@ -5,7 +5,7 @@
 //!
 //! A TCP connection's peer address reaches the handlers as `ConnectInfo<SocketAddr>`. A
 //! unix-socket connection has no such address and gets no `ConnectInfo` at all, so the client key
-//! falls back to the `launcher-node` cookie or the fixed key of unix-socket clients (`api.rs`).
+//! falls back to the `launcher-node` cookie or the fixed key of unix-socket clients (`context.rs`).
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
-//! `GET /metrics`: the gateway's own figures in the Prometheus text format (docs/api.md), kept in
-//! one registry per gateway so that several gateways in one process (tests) never mix.
+//! The gateway's own figures in the Prometheus text format (docs/api.md; `api` serves them at
+//! `GET /metrics`), kept in one registry per gateway so that several gateways in one process
+//! (tests) never mix.
 //!
 //! * `launcher_gateway_requests_total{route,method,code}` and
 //!   `launcher_gateway_request_duration_seconds{route,method}`: every answer, by route template
@@ -13,14 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::api::AppState;
 
 /// The gateway's metrics.
 pub struct Metrics {
@@ -149,7 +147,7 @@ impl Drop for StreamGuard {
 }
 
 /// Middleware counting every answer by route template, method and status.
-pub async fn record(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn record(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -158,35 +156,15 @@ pub async fn record(State(s): State<Arc<AppState>>, req: Request, next: Next) ->
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
     let resp = next.run(req).await;
-    s.metrics
+    metrics
         .duration
         .with_label_values(&[&route, &method])
         .observe(started.elapsed().as_secs_f64());
-    s.metrics
+    metrics
         .requests
         .with_label_values(&[&route, &method, resp.status().as_str()])
         .inc();
     resp
-}
-
-/// `GET /metrics`, unauthenticated; 404 when `enable-metrics=0`.
-pub async fn serve(State(s): State<Arc<AppState>>) -> Response {
-    if !s.config.metrics_enabled {
-        return crate::error::ApiError::new(
-            crate::error::code::NOT_FOUND,
-            "metrics are disabled on this gateway (enable-metrics=0)",
-        )
-        .into_response();
-    }
-    let nodes = s.pool.nodes();
-    let healthy = nodes.iter().filter(|n| n.healthy).count();
-    let text = s.metrics.render(healthy, nodes.len() - healthy);
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -11,9 +11,10 @@ use axum::extract::DefaultBodyLimit;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{router, AppState};
+use crate::api::router;
 use crate::auth::{internal_credential, load_key, Admins};
 use crate::config::GatewayConfig;
+use crate::context::AppState;
 use crate::listeners;
 use crate::routing::Pool;
 
@@ -60,17 +61,17 @@ fn app(state: Arc<AppState>) -> axum::Router {
         // Counts every answer by route template (inside the router, where the template is
         // known), including the index header and body-limit answers below.
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             crate::metrics::record,
         ))
         // Every answer carries X-Launcher-Index (docs/api.md), also those no handler made.
         .layer(axum::middleware::map_response_with_state(
             state,
-            crate::api::index_header,
+            crate::context::index_header,
         ))
         // Bodies taken by axum's own extractors are read up to one byte past the limit, so a
         // large body is refused (413) without being buffered whole; the job, control and login
-        // bodies go through `api::body_bytes`, which also drains an oversize body first.
+        // bodies go through `context::body_bytes`, which also drains an oversize body first.
         .layer(DefaultBodyLimit::max(limit + 1))
         // One span per request with method, path and request id, for the logs...
         .layer(
@@ -92,7 +93,7 @@ fn app(state: Arc<AppState>) -> axum::Router {
 fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
     let id = req
         .headers()
-        .get(crate::api::REQUEST_ID_HEADER)
+        .get(crate::context::REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)

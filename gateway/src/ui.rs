@@ -11,16 +11,15 @@
 //! `?v=<hash of its bytes>`, and an asset asked for with its current hash may be cached for a
 //! year, so an upgraded gateway is never shown with stale scripts.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::api::{AppState, Ctx};
 use crate::auth::{self, TOKEN_COOKIE};
+use crate::context::{over_tls, request_token, AppState, Ctx};
 use crate::error::{code, ApiError};
 
 /// The policy of every answer of the page: nothing but this origin's own files, no inline
@@ -193,14 +192,6 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Whether the request came over TLS: the TCP listener is HTTPS when `enable-ssl` is on; the unix
-/// socket (no peer address) is always plain.
-/// Whether the request came over TLS: with `enable-ssl` every TCP connection is TLS, and only
-/// TCP connections carry a peer address (the unix socket is plain).
-pub(crate) fn over_tls(s: &AppState, ext: &Extensions) -> bool {
-    s.config.enable_ssl && ext.get::<ConnectInfo<SocketAddr>>().is_some()
-}
-
 fn now_unix() -> u64 {
     time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
 }
@@ -244,22 +235,6 @@ fn with_cookie(mut resp: Response, cookie: &str) -> Result<Response, ApiError> {
     Ok(resp)
 }
 
-/// The token a request carries as the API reads it: `Authorization: Bearer`, else the cookie.
-pub(crate) fn request_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(auth::bearer)
-        .map(str::to_string)
-        .or_else(|| {
-            headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(auth::token_from_cookies)
-        })
-}
-
 /// `POST /ui/login`: checks a token as the API does and keeps it in the `launcher-token` cookie
 /// (HttpOnly, SameSite=Strict, Path=/, Secure over TLS) until the token expires. The token is the
 /// body's (`{"token":..}` as JSON, or the form field `token`); a request without a body (and so
@@ -272,7 +247,7 @@ pub async fn login(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    let body = crate::api::body_bytes(&s, body).await?;
+    let body = crate::context::body_bytes(&s, body).await?;
     let kind = body_kind(&headers);
     let token = match kind {
         None if body.is_empty() && !headers.contains_key(header::CONTENT_TYPE) => request_token(&headers)
