@@ -81,20 +81,12 @@ pub fn pulse(config: &crate::config::Config) -> Duration {
     Duration::from_millis(config.node.heartbeat_ms.max(10))
 }
 
-/// When this node last heard from the leader it follows, on the leader watch.
-#[derive(Debug, Default)]
-pub struct Heard(std::sync::Mutex<Option<(NodeId, std::time::Instant)>>);
-
-impl Heard {
-    fn record(&self, leader: NodeId) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader, std::time::Instant::now()));
-    }
-
-    /// Whether this node heard from `leader` within the last two heartbeat periods.
-    pub fn hears(&self, leader: NodeId, config: &crate::config::Config) -> bool {
-        let heard = *self.0.lock().unwrap_or_else(|p| p.into_inner());
-        heard.is_some_and(|(l, at)| l == leader && at.elapsed() < pulse(config) * HEARS_PERIODS)
-    }
+/// Whether this node heard from `leader` on its leader watch within the last two heartbeat
+/// periods (what a `Discover` answer's `hears_leader` tells other followers).
+pub fn hears(shared: &NodeState, leader: NodeId) -> bool {
+    shared
+        .leader_watch
+        .within(leader, pulse(&shared.config) * HEARS_PERIODS)
 }
 
 /// Why a follower gave up on its leader.

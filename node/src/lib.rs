@@ -9,6 +9,8 @@ pub mod admission;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod counters;
+pub mod driver;
 pub mod error;
 pub mod failover;
 pub mod faults;

@@ -2,12 +2,11 @@
 //! with `enable-metrics=0`): Raft state, stored jobs by cluster and status, plugin restarts,
 //! forwarded requests and the gRPC calls served, in the Prometheus text format.
 //!
-//! Counters are plain atomics where the events happen ([`Counters`]) or live in the node's own
+//! Counters are plain atomics where the events happen (`crate::counters`) or live in the node's own
 //! [`RpcMetrics`] registry; everything else is read when scraped, into a registry built for that
 //! one answer, so nothing here is process-global (several in-process nodes in one test never
 //! mix).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,56 +16,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::counters::Forward;
 use crate::state::NodeState;
-
-/// Kinds of request a node forwards: to the job's owner, or a write to the leader.
-#[derive(Debug, Clone, Copy)]
-pub enum Forward {
-    Control,
-    Network,
-    Output,
-    ResourceUse,
-    Write,
-}
-
-impl Forward {
-    const ALL: [Forward; 5] = [
-        Forward::Control,
-        Forward::Network,
-        Forward::Output,
-        Forward::ResourceUse,
-        Forward::Write,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Forward::Control => "control",
-            Forward::Network => "network",
-            Forward::Output => "output",
-            Forward::ResourceUse => "resource_use",
-            Forward::Write => "write_to_leader",
-        }
-    }
-}
-
-/// Event counters of one node.
-#[derive(Debug, Default)]
-pub struct Counters {
-    forwarded: [AtomicU64; 5],
-    fast_elections: AtomicU64,
-}
-
-impl Counters {
-    /// Counts one request forwarded to another node.
-    pub fn forwarded(&self, kind: Forward) {
-        self.forwarded[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one election this node called because its leader's process was gone.
-    pub fn fast_election(&self) {
-        self.fast_elections.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 fn gauge(registry: &Registry, name: &str, help: &str, value: i64) -> prometheus::Result<()> {
     let g = IntGauge::new(name, help)?;
@@ -381,7 +332,7 @@ pub async fn render(shared: &NodeState, rpc: &RpcMetrics) -> prometheus::Result<
     for kind in Forward::ALL {
         forwarded
             .with_label_values(&[kind.label()])
-            .inc_by(shared.counters.forwarded[kind as usize].load(Ordering::Relaxed));
+            .inc_by(shared.counters.forwarded_count(kind));
     }
     registry.register(Box::new(forwarded))?;
 
@@ -389,7 +340,7 @@ pub async fn render(shared: &NodeState, rpc: &RpcMetrics) -> prometheus::Result<
         "launcher_node_fast_elections_total",
         "Elections this node called at once because its leader's port refused connections (fast-failover)",
     )?;
-    fast.inc_by(shared.counters.fast_elections.load(Ordering::Relaxed));
+    fast.inc_by(shared.counters.fast_elections_count());
     registry.register(Box::new(fast))?;
 
     // Group commit: commands per Raft entry is the ratio of these two.

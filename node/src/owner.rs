@@ -2,7 +2,7 @@
 //! Any node accepts them; the job's owner carries them out with its plugin, and every other
 //! node forwards them to the owner over gRPC, marked so they are never forwarded twice.
 
-use crate::metrics::Forward;
+use crate::counters::Forward;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,7 +149,7 @@ impl NodeState {
     ) -> NodeResult<ControlJobReply> {
         match self.route(&req.id, was_forwarded).await? {
             Route::Here { .. } => {
-                let r = crate::plugins::driver::control(self, &req.id, op, committed_at).await?;
+                let r = crate::driver::control(self, &req.id, op, committed_at).await?;
                 Ok(ControlJobReply {
                     status_message: r.status_message,
                     operation_complete: r.operation_complete,

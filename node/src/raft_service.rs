@@ -203,7 +203,7 @@ impl RaftApi for RaftService {
                 let last = s.raft.data_metrics().borrow().last_log;
                 let last = serde_json::to_vec(&last).map_err(|e| Status::internal(e.to_string()))?;
                 let leader = s.leader();
-                let hears = leader.is_some_and(|l| s.leader_watch.hears(l, &s.config));
+                let hears = leader.is_some_and(|l| crate::failover::hears(s, l));
                 (true, leader.unwrap_or(0), last, hears)
             }
             None => (false, 0, vec![], false),

@@ -498,7 +498,7 @@ async fn run(
     let duties = tokio::spawn(duties(shared.clone(), clusters, stop_rx.clone()));
     let failover = tokio::spawn(crate::failover::run(shared.clone(), stop_rx.clone()));
     let (driver_stop, driver_stop_rx) = watch::channel(false);
-    let driver = tokio::spawn(crate::plugins::driver::run(shared.clone(), driver_stop_rx));
+    let driver = tokio::spawn(crate::driver::run(shared.clone(), driver_stop_rx));
 
     let mut metrics = raft.metrics();
     // Created once: re-creating it on every metrics change would restart its clock.

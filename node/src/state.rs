@@ -140,15 +140,15 @@ pub struct NodeState {
     /// This node's plugins, one per `[cluster]`.
     pub plugins: crate::plugins::Plugins,
     /// The job driver's bookkeeping (workers, plugin job ids).
-    pub jobs: crate::plugins::driver::Bookkeeping,
+    pub jobs: crate::plugins::bookkeeping::Bookkeeping,
     /// launcher-mounts, launcher-env, launcher-ports: applied by the leader at submit.
     pub filters: Arc<crate::filters::FilterFiles>,
     /// Event counters for `GET /metrics`.
-    pub counters: crate::metrics::Counters,
+    pub counters: crate::counters::Counters,
     /// The leader's proposal queue (group commit).
     pub proposer: crate::proposer::Proposer,
     /// When this node last heard from its leader on the leader watch (fast failover).
-    pub leader_watch: crate::failover::Heard,
+    pub leader_watch: Heard,
 }
 
 /// The first storage failure seen by a read, which stops the node like a Raft storage error.
@@ -308,6 +308,24 @@ impl NodeState {
             }
             Err(e) => Err(NodeError::internal(e)),
         }
+    }
+}
+
+/// When this node last heard from the leader it follows, on the leader watch (`failover`
+/// records it and judges it).
+#[derive(Debug, Default)]
+pub struct Heard(Mutex<Option<(NodeId, Instant)>>);
+
+impl Heard {
+    /// Notes a notice from `leader` now.
+    pub fn record(&self, leader: NodeId) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader, Instant::now()));
+    }
+
+    /// Whether the last notice came from `leader` less than `window` ago.
+    pub fn within(&self, leader: NodeId, window: Duration) -> bool {
+        let heard = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        heard.is_some_and(|(l, at)| l == leader && at.elapsed() < window)
     }
 }
 

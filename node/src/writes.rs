@@ -216,7 +216,7 @@ impl NodeState {
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1)),
         );
-        self.counters.forwarded(crate::metrics::Forward::Write);
+        self.counters.forwarded(crate::counters::Forward::Write);
         match self.peers.raft(&addr).client_write(call).await {
             Ok(reply) => {
                 let reply = reply.into_inner();

@@ -1,14 +1,13 @@
-//! The plugin host (DESIGN §5): the node's plugins, one per `[cluster]`, and the job driver that
-//! uses them for the jobs this node owns.
+//! The plugin host (DESIGN §5): the node's plugins, one per `[cluster]`, which the job driver
+//! (`crate::driver`) uses for the jobs this node owns.
 //!
 //! * [`host`]: one plugin process, its protocol, heartbeats and restarts.
 //! * [`launcher`]: how a plugin process is started and stopped: directly, or through the
 //!   privileged [`spawner`] when the node has given root up for `server-user`.
-//! * [`driver`]: launches the jobs the replicated state assigns to this node (at most once),
-//!   turns what the plugin reports into Raft updates, reconciles after restarts, fences jobs the
-//!   cluster took away from this node.
+//! * [`bookkeeping`]: the driver's in-memory record of the jobs it drives, held by the node's
+//!   state.
 
-pub mod driver;
+pub mod bookkeeping;
 pub mod host;
 pub mod launcher;
 pub mod spawner;

@@ -6,5 +6,6 @@ mod cluster;
 mod ctl;
 mod deploy;
 mod gateway;
+mod layers;
 mod plugins;
 mod security;

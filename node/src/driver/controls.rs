@@ -27,12 +27,7 @@ pub async fn control(
             .contains_key(id);
     if op == ControlOp::Cancel && launching {
         // Its worker is busy launching it: the cancel is carried out as soon as the plugin has it.
-        shared
-            .jobs
-            .cancel_requested
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string());
+        shared.jobs.request_cancel(id);
         return Ok(ControlJobResponse {
             status_message:
                 "Cancel requested: the job is being launched and will be canceled as soon as it is".into(),

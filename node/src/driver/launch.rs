@@ -209,12 +209,7 @@ impl Worker {
     }
 
     pub(super) fn take_cancel(&self) -> bool {
-        self.shared
-            .jobs
-            .cancel_requested
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id)
+        self.shared.jobs.take_cancel(&self.id)
     }
 
     /// Re-reads the job from the plugin (after a restart, or when taking it over).
