@@ -1,28 +1,31 @@
 //! The gateway's view of `launcher.conf` (docs/configuration.md).
 //!
 //! Gateways and nodes share one file. The gateway reads only `[server]` and skips the nodes'
-//! `[node]` and `[cluster]` sections, but judges the file's syntax like the node does (same line
-//! rules, same value grammar), so a file that one side accepts the other does not reject for
-//! reasons it cannot see. Lines are `key=value` (whitespace around both trimmed), full-line
-//! comments starting with `#` or `;`, or blank; everything after the first `=` is the value.
+//! `[node]` and `[cluster]` sections, but its lines go through the same reader as the node's
+//! (`launcher-config`: same line rules, same value grammar, same problem reports), so a file
+//! that one side accepts the other does not reject for reasons it cannot see.
 //!
-//! Every problem is collected into one [`ConfigError`], each naming file, line and key, so an
+//! Every problem is collected into one [`ConfigErrors`], each naming file, line and key, so an
 //! operator fixes the file in one pass. Containers override a few keys from `LAUNCHER_*`
 //! environment variables ([`ENV_OVERRIDES`]); errors they cause name the variable.
-//!
-//! The gateway does not depend on `launcher-node` (CONVENTIONS: it depends only on
-//! `launcher-proto`), hence this smaller parser rather than the node's.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Environment variable naming the configuration directory, as RStudio itself uses it.
-pub const CONFIG_DIR_ENV: &str = "RSTUDIO_CONFIG_DIR";
-/// Configuration directory used when [`CONFIG_DIR_ENV`] is unset or empty.
-pub const DEFAULT_CONFIG_DIR: &str = "/etc/rstudio";
-/// Name of the launcher's configuration file inside the configuration directory.
-pub const CONFIG_FILE_NAME: &str = "launcher.conf";
+use launcher_config::values::{
+    check_host_port, opt_path, parse_bool, parse_list, parse_port, parse_uint, path, set, show_bool,
+    show_opt_path,
+};
+pub use launcher_config::{
+    config_dir, config_dir_from, ConfigError, ConfigErrors, CONFIG_DIR_ENV, CONFIG_FILE_NAME,
+    DEFAULT_CONFIG_DIR,
+};
+use launcher_config::{KeySpec, Open, Sections};
+
+/// The one section the gateway reads, `[server]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Server;
+
+type Origins = launcher_config::Origins<Server>;
 
 /// Environment overrides for containers: `(variable, [server] key)`; a set, non-blank variable
 /// replaces the key's value from the file.
@@ -33,25 +36,98 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("LAUNCHER_UNIX_SOCKET", "unix-socket"),
 ];
 
-/// `[server]` keys the gateway uses, in dump order.
-pub const GATEWAY_KEYS: &[&str] = &[
-    "address",
-    "port",
-    "unix-socket",
-    "enable-ssl",
-    "certificate-file",
-    "certificate-key-file",
-    "server-user",
-    "authorization-enabled",
-    "admin-group",
-    "admin-users",
-    "secure-cookie-key-file",
-    "max-token-lifetime-seconds",
-    "max-request-body-bytes",
-    "request-timeout-seconds",
-    "enable-debug-logging",
-    "nodes",
-    "enable-metrics",
+/// The `[server]` keys the gateway uses, in dump order: how each is set and shown.
+pub const GATEWAY_KEYS: &[KeySpec<GatewayConfig>] = &[
+    KeySpec {
+        name: "address",
+        set: |c, v| set(&mut c.address, v.to_string()),
+        get: |c| c.address.clone(),
+    },
+    KeySpec {
+        name: "port",
+        set: |c, v| set(&mut c.port, parse_port(v)?),
+        get: |c| c.port.to_string(),
+    },
+    KeySpec {
+        name: "unix-socket",
+        set: |c, v| set(&mut c.unix_socket, opt_path(v)),
+        get: |c| show_opt_path(&c.unix_socket),
+    },
+    KeySpec {
+        name: "enable-ssl",
+        set: |c, v| set(&mut c.enable_ssl, parse_bool(v)?),
+        get: |c| show_bool(c.enable_ssl),
+    },
+    KeySpec {
+        name: "certificate-file",
+        set: |c, v| set(&mut c.certificate_file, opt_path(v)),
+        get: |c| show_opt_path(&c.certificate_file),
+    },
+    KeySpec {
+        name: "certificate-key-file",
+        set: |c, v| set(&mut c.certificate_key_file, opt_path(v)),
+        get: |c| show_opt_path(&c.certificate_key_file),
+    },
+    KeySpec {
+        name: "server-user",
+        set: |c, v| set(&mut c.server_user, v.to_string()),
+        get: |c| c.server_user.clone(),
+    },
+    KeySpec {
+        name: "authorization-enabled",
+        set: |c, v| set(&mut c.authorization_enabled, parse_bool(v)?),
+        get: |c| show_bool(c.authorization_enabled),
+    },
+    KeySpec {
+        name: "admin-group",
+        set: |c, v| set(&mut c.admin_group, (!v.is_empty()).then(|| v.to_string())),
+        get: |c| c.admin_group.clone().unwrap_or_default(),
+    },
+    KeySpec {
+        name: "admin-users",
+        set: |c, v| set(&mut c.admin_users, parse_list(v)),
+        get: |c| c.admin_users.join(","),
+    },
+    KeySpec {
+        name: "secure-cookie-key-file",
+        set: |c, v| set(&mut c.secure_cookie_key_file, path(v)?),
+        get: |c| c.secure_cookie_key_file.display().to_string(),
+    },
+    KeySpec {
+        name: "max-token-lifetime-seconds",
+        set: |c, v| set(&mut c.max_token_lifetime_seconds, parse_uint(v, u64::MAX)?),
+        get: |c| c.max_token_lifetime_seconds.to_string(),
+    },
+    KeySpec {
+        name: "max-request-body-bytes",
+        set: |c, v| {
+            set(
+                &mut c.max_request_body_bytes,
+                parse_uint(v, usize::MAX as u64)? as usize,
+            )
+        },
+        get: |c| c.max_request_body_bytes.to_string(),
+    },
+    KeySpec {
+        name: "request-timeout-seconds",
+        set: |c, v| set(&mut c.request_timeout_seconds, parse_uint(v, u64::MAX)?),
+        get: |c| c.request_timeout_seconds.to_string(),
+    },
+    KeySpec {
+        name: "enable-debug-logging",
+        set: |c, v| set(&mut c.enable_debug_logging, parse_bool(v)?),
+        get: |c| show_bool(c.enable_debug_logging),
+    },
+    KeySpec {
+        name: "nodes",
+        set: |c, v| set(&mut c.nodes, parse_list(v)),
+        get: |c| c.nodes.join(","),
+    },
+    KeySpec {
+        name: "enable-metrics",
+        set: |c, v| set(&mut c.metrics_enabled, parse_bool(v)?),
+        get: |c| show_bool(c.metrics_enabled),
+    },
 ];
 
 /// `[server]` keys of docs/configuration.md that only nodes use: accepted (one file serves both) and ignored.
@@ -62,19 +138,6 @@ const NODE_ONLY_KEYS: &[&str] = &[
     "job-expiry-hours",
     "scratch-path",
 ];
-
-/// The configuration directory: `$RSTUDIO_CONFIG_DIR`, or `/etc/rstudio` when unset or empty.
-pub fn config_dir() -> PathBuf {
-    config_dir_from(|name| std::env::var(name).ok())
-}
-
-/// [`config_dir`] reading variables through `env`, so tests need not touch the process environment.
-pub fn config_dir_from(env: impl Fn(&str) -> Option<String>) -> PathBuf {
-    match env(CONFIG_DIR_ENV) {
-        Some(dir) if !dir.trim().is_empty() => PathBuf::from(dir.trim()),
-        _ => PathBuf::from(DEFAULT_CONFIG_DIR),
-    }
-}
 
 /// The `[server]` settings the gateway runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,9 +211,9 @@ impl GatewayConfig {
     }
 
     /// Checks values and cross-field constraints of a configuration built in code.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
         let file = self.dir.join(CONFIG_FILE_NAME).display().to_string();
-        ConfigError::result(check(self, &Origins::new(file)))
+        ConfigErrors::result(check(self, &Origins::new(file)))
     }
 
     /// The effective configuration as a `[server]` section (every key the gateway uses, defaults
@@ -161,139 +224,56 @@ impl GatewayConfig {
             self.dir.display()
         );
         for key in GATEWAY_KEYS {
-            out.push_str(&format!("{key}={}\n", self.get(key)));
+            out.push_str(&format!("{}={}\n", key.name, (key.get)(self)));
         }
         out
     }
+}
 
-    fn get(&self, key: &str) -> String {
-        fn opt_path(p: &Option<PathBuf>) -> String {
-            p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+impl Sections for GatewayConfig {
+    type Id = Server;
+
+    fn open(&mut self, name: &str) -> Option<Open<Server>> {
+        match name {
+            "server" => Some(Open::Keys {
+                section: Server,
+                repeat: false,
+            }),
+            // The nodes' business.
+            "node" | "cluster" => Some(Open::Skip),
+            _ => None,
         }
-        fn flag(b: bool) -> String {
-            if b { "1" } else { "0" }.to_string()
-        }
-        match key {
-            "address" => self.address.clone(),
-            "port" => self.port.to_string(),
-            "unix-socket" => opt_path(&self.unix_socket),
-            "enable-ssl" => flag(self.enable_ssl),
-            "certificate-file" => opt_path(&self.certificate_file),
-            "certificate-key-file" => opt_path(&self.certificate_key_file),
-            "server-user" => self.server_user.clone(),
-            "authorization-enabled" => flag(self.authorization_enabled),
-            "admin-group" => self.admin_group.clone().unwrap_or_default(),
-            "admin-users" => self.admin_users.join(","),
-            "secure-cookie-key-file" => self.secure_cookie_key_file.display().to_string(),
-            "max-token-lifetime-seconds" => self.max_token_lifetime_seconds.to_string(),
-            "max-request-body-bytes" => self.max_request_body_bytes.to_string(),
-            "request-timeout-seconds" => self.request_timeout_seconds.to_string(),
-            "enable-debug-logging" => flag(self.enable_debug_logging),
-            "nodes" => self.nodes.join(","),
-            "enable-metrics" => flag(self.metrics_enabled),
-            _ => String::new(),
-        }
+    }
+
+    fn name(&self, _: Server) -> &'static str {
+        "server"
+    }
+
+    fn known_key(&self, _: Server, key: &str) -> Option<&'static str> {
+        self.key_names(Server).into_iter().find(|k| *k == key)
+    }
+
+    fn key_names(&self, _: Server) -> Vec<&'static str> {
+        let mut names = KeySpec::names(GATEWAY_KEYS);
+        names.extend(NODE_ONLY_KEYS);
+        names
     }
 
     /// Sets one `[server]` key from its text; node-only keys are accepted and ignored.
-    fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
-        match key {
-            "address" => self.address = v.to_string(),
-            "port" => self.port = parse_port(v)?,
-            "unix-socket" => self.unix_socket = opt_path(v),
-            "enable-ssl" => self.enable_ssl = parse_bool(v)?,
-            "certificate-file" => self.certificate_file = opt_path(v),
-            "certificate-key-file" => self.certificate_key_file = opt_path(v),
-            "server-user" => self.server_user = v.to_string(),
-            "authorization-enabled" => self.authorization_enabled = parse_bool(v)?,
-            "admin-group" => self.admin_group = (!v.is_empty()).then(|| v.to_string()),
-            "admin-users" => self.admin_users = parse_list(v),
-            "secure-cookie-key-file" => self.secure_cookie_key_file = path(v)?,
-            "max-token-lifetime-seconds" => self.max_token_lifetime_seconds = parse_uint(v, u64::MAX)?,
-            "max-request-body-bytes" => {
-                self.max_request_body_bytes = parse_uint(v, usize::MAX as u64)? as usize
-            }
-            "request-timeout-seconds" => self.request_timeout_seconds = parse_uint(v, u64::MAX)?,
-            "enable-debug-logging" => self.enable_debug_logging = parse_bool(v)?,
-            "nodes" => self.nodes = parse_list(v),
-            "enable-metrics" => self.metrics_enabled = parse_bool(v)?,
-            k if NODE_ONLY_KEYS.contains(&k) => {}
-            _ => return Err("unknown key".to_string()),
-        }
-        Ok(())
-    }
-}
-
-/// One problem in the configuration, with where it was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// The file (or `environment variable NAME`) the problem is in.
-    pub file: String,
-    /// 1-based line, when the problem is tied to one.
-    pub line: Option<usize>,
-    /// Section name (`server`, ...); empty when the problem is outside any section.
-    pub section: String,
-    /// The key concerned, if any.
-    pub key: Option<String>,
-    /// What is wrong and, where possible, what to do.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        f.write_str(":")?;
-        if !self.section.is_empty() {
-            write!(f, " [{}]", self.section)?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, " {key}:")?;
-        }
-        write!(f, " {}", self.message)
-    }
-}
-
-/// Every problem found in the configuration, in line order; displayed one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The problems; never empty when returned as an error.
-    pub problems: Vec<ConfigProblem>,
-}
-
-impl ConfigError {
-    fn result(mut problems: Vec<ConfigProblem>) -> Result<(), ConfigError> {
-        if problems.is_empty() {
+    fn set(&mut self, _: Server, key: &'static str, value: &str) -> Result<(), String> {
+        if NODE_ONLY_KEYS.contains(&key) {
             return Ok(());
         }
-        // Stable sort: problems without a line (environment, cross-field) stay last, in order.
-        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
-        Err(ConfigError { problems })
+        KeySpec::apply(GATEWAY_KEYS, self, key, value)
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Reads `path` (normally `<config dir>/launcher.conf`), applies [`ENV_OVERRIDES`] read through
 /// `env`, and validates; `dir` becomes the file's directory.
-pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<GatewayConfig, ConfigError> {
+pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<GatewayConfig, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        problems: vec![ConfigProblem {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::from(ConfigError {
             file: file.clone(),
             line: None,
             section: String::new(),
@@ -301,7 +281,7 @@ pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Gateway
             message: format!(
                 "cannot read the configuration file: {e}; set {CONFIG_DIR_ENV} to the directory holding {CONFIG_FILE_NAME}"
             ),
-        }],
+        })
     })?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -318,303 +298,20 @@ pub fn parse(
     file: &str,
     dir: &Path,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<GatewayConfig, ConfigError> {
+) -> Result<GatewayConfig, ConfigErrors> {
     let mut config = GatewayConfig::new(dir.to_path_buf());
-    let mut origins = Origins::new(file.to_string());
-    let mut problems = parse_text(&mut config, &mut origins, text);
-    problems.extend(apply_env(&mut config, &mut origins, &env));
+    let mut origins = Origins::new(file);
+    let mut problems = launcher_config::read(text, &mut origins, &mut config);
+    let overrides = ENV_OVERRIDES.iter().map(|&(var, key)| (var, Server, key));
+    problems.extend(launcher_config::apply_env(
+        overrides,
+        &env,
+        &mut origins,
+        &mut config,
+    ));
     problems.extend(check(&config, &origins));
     config.tcp = !(config.port == 0 && config.unix_socket.is_some());
-    ConfigError::result(problems).map(|()| config)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Where each value came from, so checks on the typed config can point at a line or variable.
-
-#[derive(Debug, Clone, Copy)]
-enum Origin {
-    Line(usize),
-    Env(&'static str),
-}
-
-struct Origins {
-    file: String,
-    /// Line of the `[server]` header.
-    header: Option<usize>,
-    keys: HashMap<&'static str, Origin>,
-    /// Keys whose value did not parse (already reported): checks involving them are skipped.
-    bad: HashSet<&'static str>,
-}
-
-impl Origins {
-    fn new(file: String) -> Self {
-        Origins {
-            file,
-            header: None,
-            keys: HashMap::new(),
-            bad: HashSet::new(),
-        }
-    }
-
-    fn at(&self, line: usize, section: &str, key: Option<&str>, message: String) -> ConfigProblem {
-        ConfigProblem {
-            file: self.file.clone(),
-            line: Some(line),
-            section: section.to_string(),
-            key: key.map(str::to_string),
-            message,
-        }
-    }
-}
-
-fn known_key(key: &str) -> Option<&'static str> {
-    GATEWAY_KEYS
-        .iter()
-        .chain(NODE_ONLY_KEYS)
-        .find(|k| **k == key)
-        .copied()
-}
-
-enum Current {
-    /// Before the first section header.
-    Start,
-    /// `[node]`, `[cluster]` (the nodes' business) or an unknown section (already reported).
-    Skip,
-    Server,
-}
-
-fn parse_text(config: &mut GatewayConfig, origins: &mut Origins, text: &str) -> Vec<ConfigProblem> {
-    let mut problems = Vec::new();
-    let mut current = Current::Start;
-    for (index, raw) in text.lines().enumerate() {
-        let n = index + 1;
-        let line = if index == 0 {
-            raw.trim_start_matches('\u{feff}')
-        } else {
-            raw
-        }
-        .trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix('[') {
-            let Some(name) = rest.strip_suffix(']').map(str::trim) else {
-                let message = format!("malformed section header '{line}': expected [name]");
-                problems.push(origins.at(n, "", None, message));
-                current = Current::Skip;
-                continue;
-            };
-            current = match name {
-                "server" => {
-                    if let Some(first) = origins.header {
-                        let message = format!("section appears twice (first on line {first}); merge them");
-                        problems.push(origins.at(n, "server", None, message));
-                    } else {
-                        origins.header = Some(n);
-                    }
-                    Current::Server
-                }
-                "node" | "cluster" => Current::Skip,
-                other => {
-                    let lower = other.to_ascii_lowercase();
-                    let hint = if ["server", "node", "cluster"].contains(&lower.as_str()) {
-                        format!("section names are lowercase: use [{lower}]")
-                    } else {
-                        "expected [server], [node] or [cluster]".to_string()
-                    };
-                    let message = format!("unknown section [{other}]; {hint}");
-                    problems.push(origins.at(n, "", None, message));
-                    Current::Skip
-                }
-            };
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            let message = format!("expected key=value, a [section] header or a # comment; got '{line}'");
-            problems.push(origins.at(n, "", None, message));
-            continue;
-        };
-        let (key, value) = (key.trim(), value.trim());
-        match current {
-            Current::Start => {
-                let message = "key before any section header; put it under [server], [node] or [cluster]";
-                problems.push(origins.at(n, "", Some(key), message.to_string()));
-                continue;
-            }
-            Current::Skip => continue,
-            Current::Server => {}
-        }
-        if key.is_empty() {
-            let message = format!("missing key before '=' in '{line}'");
-            problems.push(origins.at(n, "server", None, message));
-            continue;
-        }
-        let Some(key) = known_key(key) else {
-            problems.push(origins.at(n, "server", Some(key), unknown_key_message(key)));
-            continue;
-        };
-        if let Some(Origin::Line(first)) = origins.keys.get(key) {
-            let message =
-                format!("duplicate key (first set on line {first}); each key may appear once per section");
-            problems.push(origins.at(n, "server", Some(key), message));
-            continue;
-        }
-        origins.keys.insert(key, Origin::Line(n));
-        if let Err(message) = config.set(key, value) {
-            problems.push(origins.at(n, "server", Some(key), message));
-            origins.bad.insert(key);
-        }
-    }
-    problems
-}
-
-fn unknown_key_message(key: &str) -> String {
-    let wanted = key.to_ascii_lowercase().replace('_', "-");
-    let best = GATEWAY_KEYS
-        .iter()
-        .chain(NODE_ONLY_KEYS)
-        .map(|k| (edit_distance(&wanted, k), *k))
-        .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d);
-    match best {
-        Some((_, k)) => format!("unknown key; did you mean '{k}'?"),
-        None => format!(
-            "unknown key; [server] accepts: {}",
-            GATEWAY_KEYS
-                .iter()
-                .chain(NODE_ONLY_KEYS)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-fn apply_env(
-    config: &mut GatewayConfig,
-    origins: &mut Origins,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Vec<ConfigProblem> {
-    let mut problems = Vec::new();
-    for &(var, key) in ENV_OVERRIDES {
-        let Some(value) = env(var) else { continue };
-        let value = value.trim();
-        if value.is_empty() {
-            continue;
-        }
-        origins.keys.insert(key, Origin::Env(var));
-        origins.bad.remove(key);
-        if let Err(message) = config.set(key, value) {
-            problems.push(ConfigProblem {
-                file: format!("environment variable {var}"),
-                line: None,
-                section: "server".to_string(),
-                key: Some(key.to_string()),
-                message,
-            });
-            origins.bad.insert(key);
-        }
-    }
-    problems
-}
-
-// ---------------------------------------------------------------------------------------------
-// Value parsers (the node's grammar). An empty value means "unset" for optional keys and lists.
-
-fn parse_bool(v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" => Ok(true),
-        "0" | "false" | "no" => Ok(false),
-        _ => Err(format!("expected a boolean (1/0, true/false, yes/no), got '{v}'")),
-    }
-}
-
-fn parse_uint(v: &str, max: u64) -> Result<u64, String> {
-    if v.is_empty() {
-        return Err("value is empty; expected a whole number".to_string());
-    }
-    let digits = v.strip_prefix('+').unwrap_or(v);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return match digits.parse::<u64>() {
-            Ok(n) if n <= max => Ok(n),
-            _ => Err(format!("{v} is out of range (0 to {max})")),
-        };
-    }
-    let negative = v
-        .strip_prefix('-')
-        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
-    if negative {
-        Err(format!("must not be negative, got '{v}'"))
-    } else {
-        Err(format!("expected a whole number, got '{v}'"))
-    }
-}
-
-fn parse_port(v: &str) -> Result<u16, String> {
-    parse_uint(v, u16::MAX.into()).map(|n| n as u16)
-}
-
-fn opt_path(v: &str) -> Option<PathBuf> {
-    (!v.is_empty()).then(|| PathBuf::from(v))
-}
-
-fn path(v: &str) -> Result<PathBuf, String> {
-    if v.is_empty() {
-        Err("value is empty; expected a path".to_string())
-    } else {
-        Ok(PathBuf::from(v))
-    }
-}
-
-fn parse_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Checks a dialable `host:port` (IPv6 in brackets, no scheme), as the node checks `nodes`.
-fn check_host_port(v: &str) -> Result<(), String> {
-    if v.contains("://") {
-        return Err(format!("expected host:port without a scheme, got '{v}'"));
-    }
-    if v.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "expected host:port, got '{v}' (lists are comma separated)"
-        ));
-    }
-    let Some((host, port)) = v.rsplit_once(':') else {
-        return Err(format!("expected host:port, got '{v}'"));
-    };
-    if host.is_empty() {
-        return Err(format!("missing host in '{v}'"));
-    }
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(format!(
-            "IPv6 addresses need brackets, as in [::1]:5560; got '{v}'"
-        ));
-    }
-    match port.parse::<u16>() {
-        Ok(0) => Err(format!("port 0 cannot be dialled, got '{v}'")),
-        Ok(_) => Ok(()),
-        Err(_) => Err(format!("bad port in '{v}' (expected 1 to 65535)")),
-    }
+    ConfigErrors::result(problems).map(|()| config)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -622,33 +319,20 @@ fn check_host_port(v: &str) -> Result<(), String> {
 
 struct Checker<'a> {
     origins: &'a Origins,
-    problems: Vec<ConfigProblem>,
+    problems: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
     /// True when none of `keys` failed to parse (their error is already reported).
-    fn usable(&self, keys: &[&'static str]) -> bool {
-        keys.iter().all(|k| !self.origins.bad.contains(k))
+    fn usable(&self, keys: &[&str]) -> bool {
+        self.origins.usable(Server, keys)
     }
 
     /// Reports `message` about `key` at the line (or variable) of the first of `key` and
     /// `related` that was set, else at the `[server]` header.
     fn report(&mut self, key: &'static str, related: &[&'static str], message: String) {
-        let origin = std::iter::once(&key)
-            .chain(related)
-            .find_map(|k| self.origins.keys.get(k));
-        let (file, line) = match origin {
-            Some(Origin::Line(n)) => (self.origins.file.clone(), Some(*n)),
-            Some(Origin::Env(var)) => (format!("environment variable {var}"), None),
-            None => (self.origins.file.clone(), self.origins.header),
-        };
-        self.problems.push(ConfigProblem {
-            file,
-            line,
-            section: "server".to_string(),
-            key: Some(key.to_string()),
-            message,
-        });
+        let problem = self.origins.about(Server, "server", key, related, message);
+        self.problems.push(problem);
     }
 
     fn at_least(&mut self, key: &'static str, value: u64, min: u64) {
@@ -658,7 +342,7 @@ impl Checker<'_> {
     }
 }
 
-fn check(config: &GatewayConfig, origins: &Origins) -> Vec<ConfigProblem> {
+fn check(config: &GatewayConfig, origins: &Origins) -> Vec<ConfigError> {
     let mut c = Checker {
         origins,
         problems: Vec::new(),
@@ -695,7 +379,7 @@ fn check(config: &GatewayConfig, origins: &Origins) -> Vec<ConfigProblem> {
         c.report("nodes", &[], message.to_string());
     }
     for node in &config.nodes {
-        if let Err(message) = check_host_port(node) {
+        if let Err(message) = check_host_port(node, false) {
             c.report("nodes", &[], message);
         }
     }
@@ -723,7 +407,7 @@ mod tests {
         parse(text, "launcher.conf", Path::new(DIR), no_env).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn parse_err(text: &str) -> ConfigError {
+    fn parse_err(text: &str) -> ConfigErrors {
         parse(text, "launcher.conf", Path::new(DIR), no_env).unwrap_err()
     }
 
@@ -732,6 +416,27 @@ mod tests {
     }
 
     const MINIMAL: &str = "[server]\nnodes=127.0.0.1:5560\n";
+
+    /// The gateway accepts exactly the `[server]` keys docs/configuration.md lists (the ones it
+    /// uses, and the nodes' it ignores), and its overrides are documented.
+    #[test]
+    fn the_configuration_reference_lists_exactly_the_server_keys() {
+        let doc = include_str!("../../docs/configuration.md");
+        let rows = |heading: &str| launcher_config::documented_keys(doc, heading);
+        let mut documented = rows("## [server]\n");
+        let mut accepted: Vec<String> = GatewayConfig::new(PathBuf::from(DIR))
+            .key_names(Server)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        documented.sort();
+        accepted.sort();
+        assert_eq!(documented, accepted);
+        let documented = rows("## Environment overrides\n");
+        for (var, _) in ENV_OVERRIDES {
+            assert!(documented.iter().any(|d| d == var), "{var} is not documented");
+        }
+    }
 
     #[test]
     fn defaults_are_documented_ones() {
@@ -803,7 +508,7 @@ mod tests {
     fn unknown_section_and_key_are_errors_with_file_line_and_key() {
         let e = parse_err("[server]\nnodes=n:1\nprot=5559\nbogus-key=1\n[Server]\n[extra]\nx=1\n");
         let text = e.to_string();
-        assert_eq!(e.problems.len(), 4, "{text}");
+        assert_eq!(e.errors.len(), 4, "{text}");
         assert!(
             text.contains("launcher.conf:3: [server] prot: unknown key; did you mean 'port'?"),
             "{text}"
@@ -826,7 +531,7 @@ mod tests {
     #[test]
     fn syntax_errors_are_reported_everywhere() {
         let e = parse_err("port=1\n[server]\nnodes=n:1\njust words\n=3\n[node]\nnot a pair\n[oops\n");
-        let lines: Vec<_> = e.problems.iter().map(|p| p.line).collect();
+        let lines: Vec<_> = e.errors.iter().map(|p| p.line).collect();
         assert_eq!(lines, [Some(1), Some(4), Some(5), Some(7), Some(8)], "{e}");
         assert!(e
             .to_string()
@@ -841,7 +546,7 @@ mod tests {
              max-request-body-bytes=lots\nenable-metrics=2\nport=1\n",
         );
         let text = e.to_string();
-        assert_eq!(e.problems.len(), 6, "{text}");
+        assert_eq!(e.errors.len(), 6, "{text}");
         assert!(
             text.contains(":3: [server] port: 70000 is out of range (0 to 65535)"),
             "{text}"
@@ -898,7 +603,7 @@ mod tests {
 
         let env = env_of(&[("LAUNCHER_PORT", "http"), ("LAUNCHER_NODES", "   ")]);
         let e = parse(MINIMAL, "f", Path::new(DIR), env).unwrap_err();
-        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.errors.len(), 1, "{e}");
         assert_eq!(
             e.to_string(),
             "environment variable LAUNCHER_PORT: [server] port: expected a whole number, got 'http'"
@@ -935,7 +640,7 @@ mod tests {
     fn ssl_requires_both_certificate_files() {
         let e = parse_err("[server]\nnodes=n:1\nenable-ssl=1\n");
         let text = e.to_string();
-        assert_eq!(e.problems.len(), 2, "{text}");
+        assert_eq!(e.errors.len(), 2, "{text}");
         assert!(
             text.contains(":3: [server] certificate-file: required when enable-ssl is on"),
             "{text}"
@@ -945,8 +650,8 @@ mod tests {
             "{text}"
         );
         let e = parse_err("[server]\nnodes=n:1\nenable-ssl=1\ncertificate-file=/c.pem\n");
-        assert_eq!(e.problems.len(), 1);
-        assert_eq!(e.problems[0].key.as_deref(), Some("certificate-key-file"));
+        assert_eq!(e.errors.len(), 1);
+        assert_eq!(e.errors[0].key.as_deref(), Some("certificate-key-file"));
         parse_ok("[server]\nnodes=n:1\nenable-ssl=1\ncertificate-file=/c\ncertificate-key-file=/k\n");
     }
 
@@ -961,11 +666,11 @@ mod tests {
         assert!(text.contains("nodes=127.0.0.1:5560,127.0.0.1:5561"), "{text}");
         // No [server] section at all: no line to point at.
         let e = parse_err("");
-        assert_eq!(e.problems[0].line, None);
+        assert_eq!(e.errors[0].line, None);
         assert!(e.to_string().starts_with("launcher.conf: [server] nodes:"), "{e}");
         let e = parse_err("[server]\nnodes=a:1,b,c:0,::1:5,[::1]:5560\n");
-        assert_eq!(e.problems.len(), 3, "{e}");
-        assert!(e.problems.iter().all(|p| p.line == Some(2)));
+        assert_eq!(e.errors.len(), 3, "{e}");
+        assert!(e.errors.iter().all(|p| p.line == Some(2)));
     }
 
     #[test]
@@ -975,7 +680,7 @@ mod tests {
              request-timeout-seconds=0\n",
         );
         let text = e.to_string();
-        assert_eq!(e.problems.len(), 3, "{text}");
+        assert_eq!(e.errors.len(), 3, "{text}");
         assert!(
             text.contains(":3: [server] max-token-lifetime-seconds: must be at least 1"),
             "{text}"
@@ -995,8 +700,8 @@ mod tests {
     fn validate_on_programmatic_config() {
         let mut c = GatewayConfig::new(PathBuf::from(DIR));
         let e = c.validate().unwrap_err();
-        assert_eq!(e.problems.len(), 1);
-        assert_eq!(e.problems[0].file, format!("{DIR}/launcher.conf"));
+        assert_eq!(e.errors.len(), 1);
+        assert_eq!(e.errors[0].file, format!("{DIR}/launcher.conf"));
         c.nodes.push("127.0.0.1:5560".into());
         c.validate().unwrap();
     }

@@ -254,9 +254,9 @@ proptest! {
                 let _ = c.validate();
             }
             Err(e) => {
-                prop_assert!(!e.problems.is_empty());
+                prop_assert!(!e.errors.is_empty());
                 let lines = text.lines().count();
-                for p in &e.problems {
+                for p in &e.errors {
                     prop_assert!(
                         p.line.is_none_or(|l| (1..=lines).contains(&l)),
                         "problem at line {:?} of a {lines}-line file: {p}", p.line
@@ -280,7 +280,10 @@ fn conf_line() -> impl Strategy<Value = String> {
         "[]",
     ]);
     // The gateway's own keys, a node-only key, and near misses.
-    let mut fields: Vec<&str> = launcher_gateway::config::GATEWAY_KEYS.to_vec();
+    let mut fields: Vec<&str> = launcher_gateway::config::GATEWAY_KEYS
+        .iter()
+        .map(|k| k.name)
+        .collect();
     fields.extend(["id", "grpc-address", "Port", "bogus", ""]);
     let keys = prop::sample::select(fields);
     let values = prop::sample::select(vec![

@@ -5,27 +5,32 @@
 //! trimmed), full-line comments starting with `#` or `;`, or blank. There are no inline comments,
 //! quotes or escapes: everything after the first `=` is the value.
 //!
-//! The file is read by a small line parser rather than `rust-ini`: rust-ini keeps no line numbers
-//! for keys and silently merges duplicate keys, and an operator editing a file by hand deserves
-//! `launcher.conf:12: [node] heartbeat-ms: ...` for every problem at once, not the first one.
+//! The lines are read by `launcher-config`, which the gateway shares, against the key tables
+//! below (one entry per key: parsing, environment overrides and `dump` use the same table). An
+//! operator editing a file by hand gets `launcher.conf:12: [node] heartbeat-ms: ...` for every
+//! problem at once, not the first one.
 //!
 //! Every problem is collected into [`ConfigErrors`]: syntax, unknown sections and keys, duplicate
 //! keys, bad values and cross-field constraints. Container deployments override a few keys from
 //! `LAUNCHER_*` environment variables (see [`ENV_OVERRIDES`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use launcher_config::values::{
+    check_host_port, opt, opt_path, opt_string, parse_bool, parse_list, parse_port, parse_u64, parse_uint,
+    parse_usize, path, set, show_bool, show_opt, show_opt_path,
+};
+pub use launcher_config::{
+    config_dir, config_dir_from, ConfigError, ConfigErrors, CONFIG_DIR_ENV, CONFIG_FILE_NAME,
+    DEFAULT_CONFIG_DIR,
+};
+use launcher_config::{KeySpec, Open, Origin, Sections};
 use serde::Serialize;
 
-/// Environment variable naming the configuration directory, as RStudio itself uses it.
-pub const CONFIG_DIR_ENV: &str = "RSTUDIO_CONFIG_DIR";
-/// Configuration directory used when [`CONFIG_DIR_ENV`] is unset or empty.
-pub const DEFAULT_CONFIG_DIR: &str = "/etc/rstudio";
-/// Name of the launcher's configuration file inside the configuration directory.
-pub const CONFIG_FILE_NAME: &str = "launcher.conf";
+type Origins = launcher_config::Origins<Sect>;
 
 /// Environment overrides for containers: `(variable, section, key)`; a set, non-blank variable
 /// replaces the key's value from the file.
@@ -39,19 +44,6 @@ pub const ENV_OVERRIDES: &[(&str, &str, &str)] = &[
     ("LAUNCHER_PORT", "server", "port"),
     ("LAUNCHER_ADDRESS", "server", "address"),
 ];
-
-/// The configuration directory: `$RSTUDIO_CONFIG_DIR`, or `/etc/rstudio` when unset or empty.
-pub fn config_dir() -> PathBuf {
-    config_dir_from(|name| std::env::var(name).ok())
-}
-
-/// [`config_dir`] reading variables through `env`, so tests need not touch the process environment.
-pub fn config_dir_from(env: impl Fn(&str) -> Option<String>) -> PathBuf {
-    match env(CONFIG_DIR_ENV) {
-        Some(dir) if !dir.trim().is_empty() => PathBuf::from(dir.trim()),
-        _ => PathBuf::from(DEFAULT_CONFIG_DIR),
-    }
-}
 
 /// Reads and checks the file at `path`; `Config::dir` becomes the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -136,13 +128,13 @@ impl Config {
 
     /// Runs the cross-field and value checks on a configuration built in code.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
-        ConfigErrors::result(check(self, &Origins::new(&self.default_file_name())))
+        ConfigErrors::result(check(self, &Origins::new(self.default_file_name())))
     }
 
     /// Applies [`ENV_OVERRIDES`] read through `env`, then checks the result. Values that do not
     /// parse are reported and leave the key unchanged; blank variables are ignored.
     pub fn apply_env_overrides(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigErrors> {
-        let mut origins = Origins::new(&self.default_file_name());
+        let mut origins = Origins::new(self.default_file_name());
         let mut errors = apply_env(self, &mut origins, &env);
         errors.extend(check(self, &origins));
         ConfigErrors::result(errors)
@@ -152,10 +144,10 @@ impl Config {
     /// debug logs; parsing it again gives the same configuration.
     pub fn dump(&self) -> String {
         let mut out = format!("# effective configuration (config dir: {})\n", self.dir.display());
-        write_section(&mut out, "server", SERVER_KEYS, &self.server);
-        write_section(&mut out, "node", NODE_KEYS, &self.node);
+        KeySpec::write_section(&mut out, "server", SERVER_KEYS, &self.server);
+        KeySpec::write_section(&mut out, "node", NODE_KEYS, &self.node);
         for cluster in &self.clusters {
-            write_section(&mut out, "cluster", CLUSTER_KEYS, cluster);
+            KeySpec::write_section(&mut out, "cluster", CLUSTER_KEYS, cluster);
         }
         out
     }
@@ -439,110 +431,8 @@ impl ClusterConfig {
     }
 }
 
-/// One problem in the configuration, with where it was found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConfigError {
-    /// The file (or `environment variable NAME`) the problem is in.
-    pub file: String,
-    /// 1-based line, when the problem is tied to one.
-    pub line: Option<usize>,
-    /// Section label (`server`, `node`, `cluster`, or `cluster "name"` without a line); may be empty.
-    pub section: String,
-    /// The key concerned, if any.
-    pub key: Option<String>,
-    /// What is wrong and, where possible, what to do.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        f.write_str(":")?;
-        if !self.section.is_empty() {
-            write!(f, " [{}]", self.section)?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, " {key}:")?;
-        }
-        write!(f, " {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Every problem found, in line order; displayed one per line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConfigErrors {
-    /// The problems, never empty when returned as an error.
-    pub errors: Vec<ConfigError>,
-}
-
-impl ConfigErrors {
-    /// Number of problems.
-    pub fn len(&self) -> usize {
-        self.errors.len()
-    }
-
-    /// True when there are no problems.
-    pub fn is_empty(&self) -> bool {
-        self.errors.is_empty()
-    }
-
-    /// The problems in order.
-    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
-        self.errors.iter()
-    }
-
-    fn result(mut errors: Vec<ConfigError>) -> Result<(), ConfigErrors> {
-        if errors.is_empty() {
-            return Ok(());
-        }
-        // Stable: problems without a line keep their order after those with one.
-        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-        Err(ConfigErrors { errors })
-    }
-}
-
-impl<'a> IntoIterator for &'a ConfigErrors {
-    type Item = &'a ConfigError;
-    type IntoIter = std::slice::Iter<'a, ConfigError>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.errors.iter()
-    }
-}
-
-impl From<ConfigError> for ConfigErrors {
-    fn from(error: ConfigError) -> Self {
-        ConfigErrors { errors: vec![error] }
-    }
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
 // ---------------------------------------------------------------------------------------------
 // Key tables: one entry per key, so parsing, env overrides and dump cannot drift apart.
-
-struct KeySpec<T> {
-    name: &'static str,
-    set: fn(&mut T, &str) -> Result<(), String>,
-    get: fn(&T) -> String,
-}
 
 const SERVER_KEYS: &[KeySpec<ServerConfig>] = &[
     KeySpec {
@@ -808,94 +698,6 @@ const CLUSTER_KEYS: &[KeySpec<ClusterConfig>] = &[
     },
 ];
 
-fn set<T>(slot: &mut T, value: T) -> Result<(), String> {
-    *slot = value;
-    Ok(())
-}
-
-fn write_section<T>(out: &mut String, name: &str, keys: &[KeySpec<T>], value: &T) {
-    out.push_str(&format!("\n[{name}]\n"));
-    for key in keys {
-        out.push_str(&format!("{}={}\n", key.name, (key.get)(value)));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Value parsers. An empty value means "unset" for optional keys and lists.
-
-fn parse_bool(v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" => Ok(true),
-        "0" | "false" | "no" => Ok(false),
-        _ => Err(format!("expected a boolean (1/0, true/false, yes/no), got '{v}'")),
-    }
-}
-
-fn parse_uint(v: &str, max: u64) -> Result<u64, String> {
-    let digits = v.strip_prefix('+').unwrap_or(v);
-    if v.is_empty() {
-        return Err("value is empty; expected a whole number".to_string());
-    }
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return match digits.parse::<u64>() {
-            Ok(n) if n <= max => Ok(n),
-            _ => Err(format!("{v} is out of range (0 to {max})")),
-        };
-    }
-    let negative = v
-        .strip_prefix('-')
-        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
-    if negative {
-        Err(format!("must not be negative, got '{v}'"))
-    } else {
-        Err(format!("expected a whole number, got '{v}'"))
-    }
-}
-
-fn parse_u64(v: &str) -> Result<u64, String> {
-    parse_uint(v, u64::MAX)
-}
-
-fn parse_usize(v: &str) -> Result<usize, String> {
-    parse_uint(v, usize::MAX as u64).map(|n| n as usize)
-}
-
-fn parse_port(v: &str) -> Result<u16, String> {
-    parse_uint(v, u16::MAX.into()).map(|n| n as u16)
-}
-
-fn opt<T>(v: &str, parse: fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
-    if v.is_empty() {
-        Ok(None)
-    } else {
-        parse(v).map(Some)
-    }
-}
-
-fn opt_string(v: &str) -> Option<String> {
-    (!v.is_empty()).then(|| v.to_string())
-}
-
-fn opt_path(v: &str) -> Option<PathBuf> {
-    (!v.is_empty()).then(|| PathBuf::from(v))
-}
-
-fn path(v: &str) -> Result<PathBuf, String> {
-    if v.is_empty() {
-        Err("value is empty; expected a path".to_string())
-    } else {
-        Ok(PathBuf::from(v))
-    }
-}
-
-fn parse_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// A list of absolute directories without `.` or `..` components (`{USER}` allowed).
 fn parse_mount_sources(v: &str) -> Result<Vec<String>, String> {
     let list = parse_list(v);
@@ -927,46 +729,6 @@ fn parse_cluster_type(v: &str) -> Result<ClusterType, String> {
     v.parse().map_err(|e: UnknownClusterType| e.to_string())
 }
 
-fn show_bool(b: bool) -> String {
-    if b { "1" } else { "0" }.to_string()
-}
-
-fn show_opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map(T::to_string).unwrap_or_default()
-}
-
-fn show_opt_path(v: &Option<PathBuf>) -> String {
-    v.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-}
-
-/// Checks `host:port` (IPv6 in brackets, no scheme); the port may be 0 only when `allow_port_0`.
-fn check_host_port(v: &str, allow_port_0: bool) -> Result<(), String> {
-    if v.contains("://") {
-        return Err(format!("expected host:port without a scheme, got '{v}'"));
-    }
-    if v.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "expected host:port, got '{v}' (lists are comma separated)"
-        ));
-    }
-    let Some((host, port)) = v.rsplit_once(':') else {
-        return Err(format!("expected host:port, got '{v}'"));
-    };
-    if host.is_empty() {
-        return Err(format!("missing host in '{v}'"));
-    }
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(format!(
-            "IPv6 addresses need brackets, as in [::1]:5560; got '{v}'"
-        ));
-    }
-    match port.parse::<u16>() {
-        Ok(0) if !allow_port_0 => Err(format!("port 0 cannot be dialled, got '{v}'")),
-        Ok(_) => Ok(()),
-        Err(_) => Err(format!("bad port in '{v}' (expected 1 to 65535)")),
-    }
-}
-
 fn is_wildcard_host(addr: &str) -> bool {
     matches!(
         addr.rsplit_once(':').map(|(h, _)| h),
@@ -995,15 +757,17 @@ fn is_file_name_safe(name: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Where each value came from, so that checks on the typed config can still point at a line.
 
+/// A section of the file: `[server]`, `[node]`, or the `i`-th `[cluster]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Sect {
+pub enum Sect {
     Server,
     Node,
     Cluster(usize),
 }
 
 impl Sect {
-    fn kind(self) -> &'static str {
+    /// The section's name in the file.
+    pub fn kind(self) -> &'static str {
         match self {
             Sect::Server => "server",
             Sect::Node => "node",
@@ -1012,245 +776,83 @@ impl Sect {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Origin {
-    Line(usize),
-    Env(&'static str),
-}
+impl Sections for Config {
+    type Id = Sect;
 
-struct Origins {
-    file: String,
-    /// Line of each section header.
-    sections: HashMap<Sect, usize>,
-    /// Where each key that was set came from.
-    keys: HashMap<(Sect, &'static str), Origin>,
-    /// Keys whose value did not parse (already reported): checks involving them are skipped.
-    bad: HashSet<(Sect, &'static str)>,
-}
-
-impl Origins {
-    fn new(file: &str) -> Self {
-        Origins {
-            file: file.to_string(),
-            sections: HashMap::new(),
-            keys: HashMap::new(),
-            bad: HashSet::new(),
+    fn open(&mut self, name: &str) -> Option<Open<Sect>> {
+        match name {
+            "server" => Some(Open::Keys {
+                section: Sect::Server,
+                repeat: false,
+            }),
+            "node" => Some(Open::Keys {
+                section: Sect::Node,
+                repeat: false,
+            }),
+            "cluster" => {
+                // Placeholder values; `finish_clusters` fills in what the section leaves unset.
+                self.clusters.push(ClusterConfig::new("", ClusterType::Local));
+                Some(Open::Keys {
+                    section: Sect::Cluster(self.clusters.len() - 1),
+                    repeat: true,
+                })
+            }
+            _ => None,
         }
     }
-}
 
-fn error_at(file: &str, line: usize, section: &str, key: Option<&str>, message: String) -> ConfigError {
-    ConfigError {
-        file: file.to_string(),
-        line: Some(line),
-        section: section.to_string(),
-        key: key.map(str::to_string),
-        message,
+    fn name(&self, id: Sect) -> &'static str {
+        id.kind()
+    }
+
+    fn known_key(&self, id: Sect, key: &str) -> Option<&'static str> {
+        known_key(id.kind(), key)
+    }
+
+    fn key_names(&self, id: Sect) -> Vec<&'static str> {
+        key_names(id.kind())
+    }
+
+    fn home_of(&self, id: Sect, key: &str) -> Option<&'static str> {
+        launcher_config::SECTION_NAMES
+            .into_iter()
+            .find(|s| *s != id.kind() && known_key(s, key).is_some())
+    }
+
+    fn set(&mut self, id: Sect, key: &'static str, value: &str) -> Result<(), String> {
+        match id {
+            Sect::Server => KeySpec::apply(SERVER_KEYS, &mut self.server, key, value),
+            Sect::Node => KeySpec::apply(NODE_KEYS, &mut self.node, key, value),
+            Sect::Cluster(i) => KeySpec::apply(CLUSTER_KEYS, &mut self.clusters[i], key, value),
+        }
     }
 }
 
 /// Known key name in `'static` form, if `key` belongs to `section`.
 fn known_key(section: &str, key: &str) -> Option<&'static str> {
-    fn find<T>(keys: &[KeySpec<T>], key: &str) -> Option<&'static str> {
-        keys.iter().find(|k| k.name == key).map(|k| k.name)
-    }
-    match section {
-        "server" => find(SERVER_KEYS, key),
-        "node" => find(NODE_KEYS, key),
-        "cluster" => find(CLUSTER_KEYS, key),
+    let found = match section {
+        "server" => KeySpec::find(SERVER_KEYS, key).map(|k| k.name),
+        "node" => KeySpec::find(NODE_KEYS, key).map(|k| k.name),
+        "cluster" => KeySpec::find(CLUSTER_KEYS, key).map(|k| k.name),
         _ => None,
-    }
+    };
+    found
 }
 
+/// The keys `section` accepts, in table order.
 fn key_names(section: &str) -> Vec<&'static str> {
     match section {
-        "server" => SERVER_KEYS.iter().map(|k| k.name).collect(),
-        "node" => NODE_KEYS.iter().map(|k| k.name).collect(),
-        "cluster" => CLUSTER_KEYS.iter().map(|k| k.name).collect(),
+        "server" => KeySpec::names(SERVER_KEYS),
+        "node" => KeySpec::names(NODE_KEYS),
+        "cluster" => KeySpec::names(CLUSTER_KEYS),
         _ => Vec::new(),
     }
-}
-
-fn set_key(config: &mut Config, sect: Sect, key: &str, value: &str) -> Result<(), String> {
-    fn apply<T>(keys: &[KeySpec<T>], target: &mut T, key: &str, value: &str) -> Result<(), String> {
-        match keys.iter().find(|k| k.name == key) {
-            Some(spec) => (spec.set)(target, value),
-            None => Err("unknown key".to_string()),
-        }
-    }
-    match sect {
-        Sect::Server => apply(SERVER_KEYS, &mut config.server, key, value),
-        Sect::Node => apply(NODE_KEYS, &mut config.node, key, value),
-        Sect::Cluster(i) => apply(CLUSTER_KEYS, &mut config.clusters[i], key, value),
-    }
-}
-
-fn unknown_key_message(section: &str, key: &str) -> String {
-    if let Some(home) = ["server", "node", "cluster"]
-        .into_iter()
-        .find(|s| *s != section && known_key(s, key).is_some())
-    {
-        return format!("unknown key in [{section}]; it belongs in [{home}]");
-    }
-    let wanted = key.to_ascii_lowercase().replace('_', "-");
-    let best = key_names(section)
-        .into_iter()
-        .map(|k| (edit_distance(&wanted, k), k))
-        .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d);
-    match best {
-        Some((_, k)) => format!("unknown key; did you mean '{k}'?"),
-        None => format!(
-            "unknown key; [{section}] accepts: {}",
-            key_names(section).join(", ")
-        ),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-// ---------------------------------------------------------------------------------------------
-// The line parser.
-
-enum Current {
-    /// Before the first section header.
-    Start,
-    /// Inside an unknown or malformed section: its keys are skipped (the header was reported).
-    Skip,
-    In(Sect),
 }
 
 fn parse_text(text: &str, file: &str, dir: &Path) -> (Config, Origins, Vec<ConfigError>) {
     let mut config = Config::new(dir.to_path_buf());
     let mut origins = Origins::new(file);
-    let mut errors = Vec::new();
-    let mut current = Current::Start;
-
-    for (index, raw) in text.lines().enumerate() {
-        let n = index + 1;
-        let line = if index == 0 {
-            raw.trim_start_matches('\u{feff}')
-        } else {
-            raw
-        }
-        .trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix('[') {
-            let Some(name) = rest.strip_suffix(']').map(str::trim) else {
-                errors.push(error_at(
-                    file,
-                    n,
-                    "",
-                    None,
-                    format!("malformed section header '{line}': expected [name]"),
-                ));
-                current = Current::Skip;
-                continue;
-            };
-            current = match name {
-                "server" | "node" => {
-                    let sect = if name == "server" {
-                        Sect::Server
-                    } else {
-                        Sect::Node
-                    };
-                    if let Some(first) = origins.sections.get(&sect) {
-                        let message = format!("section appears twice (first on line {first}); merge them");
-                        errors.push(error_at(file, n, name, None, message));
-                    } else {
-                        origins.sections.insert(sect, n);
-                    }
-                    Current::In(sect)
-                }
-                "cluster" => {
-                    // Placeholder values; `finish_clusters` fills in what the section leaves unset.
-                    config.clusters.push(ClusterConfig::new("", ClusterType::Local));
-                    let sect = Sect::Cluster(config.clusters.len() - 1);
-                    origins.sections.insert(sect, n);
-                    Current::In(sect)
-                }
-                other => {
-                    let lower = other.to_ascii_lowercase();
-                    let hint = if ["server", "node", "cluster"].contains(&lower.as_str()) {
-                        format!("section names are lowercase: use [{lower}]")
-                    } else {
-                        "expected [server], [node] or [cluster]".to_string()
-                    };
-                    errors.push(error_at(
-                        file,
-                        n,
-                        "",
-                        None,
-                        format!("unknown section [{other}]; {hint}"),
-                    ));
-                    Current::Skip
-                }
-            };
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            let message = format!("expected key=value, a [section] header or a # comment; got '{line}'");
-            errors.push(error_at(file, n, "", None, message));
-            continue;
-        };
-        let (key, value) = (key.trim(), value.trim());
-        let sect = match current {
-            Current::Start => {
-                let message = "key before any section header; put it under [server], [node] or [cluster]";
-                errors.push(error_at(file, n, "", Some(key), message.to_string()));
-                continue;
-            }
-            Current::Skip => continue,
-            Current::In(sect) => sect,
-        };
-        let section = sect.kind();
-        if key.is_empty() {
-            errors.push(error_at(
-                file,
-                n,
-                section,
-                None,
-                format!("missing key before '=' in '{line}'"),
-            ));
-            continue;
-        }
-        let Some(key) = known_key(section, key) else {
-            errors.push(error_at(
-                file,
-                n,
-                section,
-                Some(key),
-                unknown_key_message(section, key),
-            ));
-            continue;
-        };
-        if let Some(Origin::Line(first)) = origins.keys.get(&(sect, key)) {
-            let message =
-                format!("duplicate key (first set on line {first}); each key may appear once per section");
-            errors.push(error_at(file, n, section, Some(key), message));
-            continue;
-        }
-        origins.keys.insert((sect, key), Origin::Line(n));
-        if let Err(message) = set_key(&mut config, sect, key, value) {
-            errors.push(error_at(file, n, section, Some(key), message));
-            origins.bad.insert((sect, key));
-        }
-    }
+    let mut errors = launcher_config::read(text, &mut origins, &mut config);
     finish_clusters(&mut config, &mut origins, &mut errors);
     (config, origins, errors)
 }
@@ -1263,7 +865,7 @@ fn finish_clusters(config: &mut Config, origins: &mut Origins, errors: &mut Vec<
         for (key, what) in [("name", "the cluster's name"), ("type", "Local, Slurm or Plugin")] {
             if !origins.keys.contains_key(&(sect, key)) {
                 let message = format!("missing required key '{key}' ({what})");
-                errors.push(error_at(&origins.file, header, "cluster", Some(key), message));
+                errors.push(origins.at(header, "cluster", Some(key), message));
                 origins.bad.insert((sect, key));
             }
         }
@@ -1284,32 +886,15 @@ fn apply_env(
     origins: &mut Origins,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    for &(var, section, key) in ENV_OVERRIDES {
-        let Some(value) = env(var) else { continue };
-        let value = value.trim();
-        if value.is_empty() {
-            continue;
-        }
+    let overrides = ENV_OVERRIDES.iter().map(|&(var, section, key)| {
         let sect = if section == "server" {
             Sect::Server
         } else {
             Sect::Node
         };
-        origins.keys.insert((sect, key), Origin::Env(var));
-        origins.bad.remove(&(sect, key));
-        if let Err(message) = set_key(config, sect, key, value) {
-            errors.push(ConfigError {
-                file: format!("environment variable {var}"),
-                line: None,
-                section: section.to_string(),
-                key: Some(key.to_string()),
-                message,
-            });
-            origins.bad.insert((sect, key));
-        }
-    }
-    errors
+        (var, sect, key)
+    });
+    launcher_config::apply_env(overrides, env, origins, config)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2182,6 +1767,26 @@ type=Local
         assert_eq!(key_names("cluster").len(), 12);
         for (var, section, key) in ENV_OVERRIDES {
             assert!(known_key(section, key).is_some(), "{var}");
+        }
+    }
+
+    /// docs/configuration.md's reference lists exactly the keys of each table, and its
+    /// environment table exactly the node's overrides (and the gateway's, marked so): the tables
+    /// are the one declaration of the keys.
+    #[test]
+    fn the_configuration_reference_lists_exactly_the_tables_keys() {
+        let doc = include_str!("../../docs/configuration.md");
+        let rows = |heading: &str| launcher_config::documented_keys(doc, heading);
+        for section in ["server", "node", "cluster"] {
+            let mut documented = rows(&format!("## [{section}]\n"));
+            let mut declared: Vec<String> = key_names(section).into_iter().map(String::from).collect();
+            documented.sort();
+            declared.sort();
+            assert_eq!(documented, declared, "[{section}]");
+        }
+        let documented = rows("## Environment overrides\n");
+        for (var, _, _) in ENV_OVERRIDES {
+            assert!(documented.iter().any(|d| d == var), "{var} is not documented");
         }
     }
 
