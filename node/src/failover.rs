@@ -44,7 +44,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use launcher_proto::raft::WatchLeaderRequest;
+use launcher_proto::raft::{DiscoverReply, WatchLeaderRequest};
 use launcher_storage::{Node, NodeId};
 use openraft::{LogId, RaftMetrics, ServerState};
 use rand::Rng;
@@ -282,7 +282,7 @@ async fn replace_silent(shared: &NodeState, leader: NodeId, term: u64, addr: &st
     if following(shared.id, &shared.raft.metrics().borrow()) != Some((leader, term)) {
         return Silence::Acted;
     }
-    let others = survey(shared, leader).await;
+    let others = survey(shared, leader, term).await;
     if others.hears || others.leader {
         return Silence::HeardByOthers;
     }
@@ -309,7 +309,7 @@ fn ranks_before(theirs: (Option<LogId<NodeId>>, NodeId), mine: (Option<LogId<Nod
     theirs.0 > mine.0 || (theirs.0 == mine.0 && theirs.1 > mine.1)
 }
 
-async fn survey(shared: &NodeState, dead: NodeId) -> Survey {
+async fn survey(shared: &NodeState, dead: NodeId, dead_term: u64) -> Survey {
     let mine = (shared.raft.data_metrics().borrow().last_log, shared.id);
     let (voters, _) = shared.members();
     let asks = voters
@@ -318,12 +318,7 @@ async fn survey(shared: &NodeState, dead: NodeId) -> Survey {
         .filter_map(|v| shared.addr_of(v).map(|a| (v, a)))
         .map(|(id, addr)| async move {
             let reply = crate::membership::discover_within(&shared.peers, &addr, PROBE_TIMEOUT).await?;
-            let last: Option<LogId<NodeId>> = serde_json::from_slice(&reply.last_log_id).ok()?;
-            Some(Survey {
-                leader: reply.leader_id != 0 && reply.leader_id != dead,
-                ahead: ranks_before((last, id), mine),
-                hears: reply.hears_leader && reply.leader_id == dead,
-            })
+            judge(&reply, id, (dead, dead_term), mine)
         });
     let replies = futures::future::join_all(asks).await;
     replies
@@ -334,6 +329,27 @@ async fn survey(shared: &NodeState, dead: NodeId) -> Survey {
             ahead: a.ahead || b.ahead,
             hears: a.hears || b.hears,
         })
+}
+
+/// What the `Discover` answer of voter `id` says about the silent leader `dead` (leading in
+/// `dead_term`), for this node with `mine` (log, id). A node naming a leader counts as knowing
+/// a new one only in a later term: a leader deposed by the silent one's election (cut off
+/// until just now, its replication still backing off) still names itself for a while, and
+/// taking that for news held every survivor's election off while the real leader was paused.
+/// A term of 0 comes from a version that does not send it: trusted as before.
+fn judge(
+    reply: &DiscoverReply,
+    id: NodeId,
+    (dead, dead_term): (NodeId, u64),
+    mine: (Option<LogId<NodeId>>, NodeId),
+) -> Option<Survey> {
+    let last: Option<LogId<NodeId>> = serde_json::from_slice(&reply.last_log_id).ok()?;
+    let newer = reply.term == 0 || reply.term > dead_term;
+    Some(Survey {
+        leader: reply.leader_id != 0 && reply.leader_id != dead && newer,
+        ahead: ranks_before((last, id), mine),
+        hears: reply.hears_leader && reply.leader_id == dead,
+    })
 }
 
 /// Whether the process serving `addr` is gone: its port refuses connections. The probe leaves
@@ -387,7 +403,7 @@ async fn elect(shared: &NodeState, dead: NodeId, term: u64, addr: &str, out: Out
             // here, and a higher term would depose it), and only the survivor that ranks first
             // stands: two candidates raising terms against each other can depose the one that
             // just won, and one with a shorter log cannot win at all.
-            let others = survey(shared, dead).await;
+            let others = survey(shared, dead, term).await;
             if others.leader
                 || metrics
                     .borrow_and_update()
@@ -439,6 +455,35 @@ mod tests {
 
     fn log(term: u64, leader: NodeId, index: u64) -> Option<LogId<NodeId>> {
         Some(LogId::new(openraft::CommittedLeaderId::new(term, leader), index))
+    }
+
+    fn reply(leader_id: NodeId, term: u64, hears_leader: bool) -> DiscoverReply {
+        DiscoverReply {
+            leader_id,
+            term,
+            hears_leader,
+            last_log_id: serde_json::to_vec(&log(7, 2, 100)).expect("json"),
+            ..Default::default()
+        }
+    }
+
+    /// A survivor that names a leader counts as knowing a new one only when it names it in a
+    /// term after the silent leader's: a deposed leader that still names itself is no news.
+    #[test]
+    fn a_deposed_leader_naming_itself_is_no_new_leader() {
+        let mine = (log(7, 2, 100), 1);
+        let silent = (3, 8);
+        let judged = |r: DiscoverReply| judge(&r, 2, silent, mine).expect("a readable reply");
+        // Node 2 led in term 7, was cut off while node 3 won term 8, and has not heard so yet.
+        assert!(!judged(reply(2, 7, false)).leader);
+        // Node 2 follows a leader elected after the silent one: news.
+        assert!(judged(reply(1, 9, false)).leader);
+        assert!(judged(reply(2, 9, false)).leader);
+        // An older version sends no term: trusted as before.
+        assert!(judged(reply(2, 0, false)).leader);
+        // Still hearing the silent leader is what a partial partition looks like.
+        let hearing = judged(reply(3, 8, true));
+        assert!(hearing.hears && !hearing.leader);
     }
 
     /// Exactly one of two survivors ranks first: the longer log, else the higher id.

@@ -198,15 +198,16 @@ impl RaftApi for RaftService {
 
     async fn discover(&self, req: Request<DiscoverRequest>) -> Result<Response<DiscoverReply>, Status> {
         self.cell.auth.check_credential(&req)?;
-        let (initialized, leader_id, last_log_id, hears_leader) = match self.cell.shared.get() {
+        let (initialized, leader_id, last_log_id, hears_leader, term) = match self.cell.shared.get() {
             Some(s) => {
                 let last = s.raft.data_metrics().borrow().last_log;
                 let last = serde_json::to_vec(&last).map_err(|e| Status::internal(e.to_string()))?;
                 let leader = s.leader();
                 let hears = leader.is_some_and(|l| crate::failover::hears(s, l));
-                (true, leader.unwrap_or(0), last, hears)
+                let term = s.raft.metrics().borrow().current_term;
+                (true, leader.unwrap_or(0), last, hears, term)
             }
-            None => (false, 0, vec![], false),
+            None => (false, 0, vec![], false, 0),
         };
         Ok(Response::new(DiscoverReply {
             address: self.cell.advertise.clone(),
@@ -222,6 +223,7 @@ impl RaftApi for RaftService {
             leader_id,
             last_log_id,
             hears_leader,
+            term,
         }))
     }
 }
