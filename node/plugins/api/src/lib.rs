@@ -8,7 +8,8 @@
 //! * [`messages`]: the payload of every request and response, and the job object plugins see.
 //! * For plugins: [`error`] (the request error type and its codes), [`options`] (the standard
 //!   plugin options and the config-file format), [`output`] (job output as text chunks),
-//!   [`outbox`] (the queue and writer of responses), [`request`] (decoding requests),
+//!   [`outbox`] (the queue and writer of responses), [`serve`] (the request loop: framing,
+//!   dispatch in arrival order, heartbeats, draining at shutdown), [`request`] (decoding requests),
 //!   [`status`] (job statuses), [`signal`] (shutdown signals), [`streams`] (resource streams).
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod options;
 pub mod outbox;
 pub mod output;
 pub mod request;
+pub mod serve;
 pub mod signal;
 pub mod status;
 pub mod streams;

@@ -1,5 +1,4 @@
-//! The Plugin API loop: frames in from stdin, each request dispatched concurrently, one writer
-//! putting responses on stdout with increasing `responseId`s, the plugin's own heartbeats.
+//! The Local plugin's requests, under the shared Plugin API loop (`launcher_plugin_api::serve`).
 //!
 //! Stream opens and cancels are handled in the reader, in arrival order, so a cancel always
 //! finds the stream it closes; everything else runs in its own task. A stream request that
@@ -8,206 +7,95 @@
 //! must not leave output flowing.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use launcher_plugin_api::envelope::{self, EnvelopeError, RequestType, ResponseType};
-use launcher_plugin_api::framing::{self, FrameError};
+use launcher_plugin_api::envelope::{RequestType, ResponseType};
 use launcher_plugin_api::messages::{
     self, BootstrapRequest, BootstrapResponse, ClusterInfoRequest, ClusterInfoResponse, ControlJobRequest,
-    Empty, GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
+    GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
     ResourceLimitInfo, SubmitJobRequest, API_VERSION,
 };
-use launcher_plugin_api::request::{check_version, decode, one_job, request_id_of};
+use launcher_plugin_api::request::{check_version, decode, one_job};
+use launcher_plugin_api::serve::{Plugin, Settings};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::error::RequestError;
 use crate::query::{project, JobFilter};
-use crate::state::{LocalPlugin, Outgoing};
+use crate::state::{LocalPlugin, Outbox, Outgoing};
 use crate::streams::Target;
 
-/// How long shutdown waits for requests being handled and for the writer.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Counts requests being handled, so shutdown can let them finish.
-#[derive(Default, Clone)]
-struct InFlight(Arc<(AtomicUsize, Notify)>);
-
-struct InFlightGuard(InFlight);
-
-impl InFlight {
-    fn enter(&self) -> InFlightGuard {
-        self.0 .0.fetch_add(1, Ordering::SeqCst);
-        InFlightGuard(self.clone())
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.0 .1.notified();
-            if self.0 .0.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if self.0 .0 .0.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0 .0 .1.notify_waiters();
-        }
-    }
-}
-
-/// Writes queued messages in order, numbering responses from 1, until told to finish or stdout
-/// fails.
-pub async fn write_loop<W: AsyncWrite + Unpin>(rx: mpsc::Receiver<Outgoing>, w: W) {
-    if let Err(e) = launcher_plugin_api::outbox::write_loop(rx, w).await {
-        tracing::warn!(error = %e, "cannot write to stdout; the launcher is gone");
-    }
-}
-
-/// Serves the Plugin API on `input`/`output` until the input ends or `shutdown` completes;
-/// then lets requests being handled finish and writes what is queued. Jobs keep running.
+/// Serves the Plugin API on `input`/`output` until the input ends or `shutdown` completes
+/// (the shared loop of `launcher_plugin_api::serve`), expiring old jobs meanwhile. Jobs keep
+/// running.
 pub async fn serve<R, W>(
     p: Arc<LocalPlugin>,
     out_rx: mpsc::Receiver<Outgoing>,
-    mut input: R,
+    input: R,
     output: W,
     shutdown: impl Future<Output = ()>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let writer = tokio::spawn(write_loop(out_rx, output));
-    let mut background = Vec::new();
-    let every = p.cfg.options.heartbeat_interval_seconds;
-    if every > 0 {
+    let settings = Settings {
+        heartbeat_interval_seconds: p.cfg.options.heartbeat_interval_seconds,
+        max_message_size: p.cfg.options.max_message_size,
+    };
+    let expiry = {
         let p = p.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(every));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                p.out.send(ResponseType::Heartbeat, 0, &Empty {}).await;
-            }
-        }));
-    }
-    {
-        let p = p.clone();
-        background.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
                 crate::follow::expire(&p).await;
                 tokio::time::sleep(Duration::from_secs(60)).await;
             }
-        }));
-    }
-
-    let inflight = InFlight::default();
-    let cap = p.cfg.options.max_message_size;
-    tokio::pin!(shutdown);
-    loop {
-        let frame = tokio::select! {
-            f = framing::read_message_limited(&mut input, cap) => f,
-            _ = &mut shutdown => { tracing::info!("asked to stop"); break; }
-        };
-        match frame {
-            Ok(Some(body)) => dispatch(&p, body, &inflight).await,
-            Ok(None) => {
-                tracing::info!("stdin closed: the launcher is gone");
-                break;
-            }
-            Err(FrameError::TooLarge { len, max }) => {
-                tracing::warn!(len, max, "refused an oversize message");
-                let msg = format!("message of {len} bytes refused: the limit is {max} bytes");
-                p.out.error(0, RequestError::Invalid(msg)).await;
-                let skipped = tokio::select! {
-                    r = framing::discard(&mut input, len) => r,
-                    _ = &mut shutdown => { tracing::info!("asked to stop"); break; }
-                };
-                if let Err(e) = skipped {
-                    tracing::info!(error = %e, "stdin ended inside a refused message");
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read from stdin; stopping");
-                break;
-            }
-        }
-    }
-    for b in background {
-        b.abort();
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, inflight.wait_idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still being handled at shutdown are abandoned");
-    }
-    // Bounded: a launcher that stopped reading must not keep the plugin from ending.
-    if tokio::time::timeout(DRAIN_TIMEOUT, p.out.finish()).await.is_ok() {
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, writer).await;
-    }
+        })
+    };
+    launcher_plugin_api::serve::serve(p, out_rx, input, output, settings, vec![expiry], shutdown).await;
 }
 
-/// Dispatches one request.
-async fn dispatch(p: &Arc<LocalPlugin>, body: Vec<u8>, inflight: &InFlight) {
-    let (t, rid) = match envelope::parse_request(&body) {
-        Ok(x) => x,
-        Err(e) => {
-            let rid = request_id_of(&body);
-            let err = match e {
-                EnvelopeError::Malformed(m) => RequestError::Invalid(format!("malformed request: {m}")),
-                EnvelopeError::UnknownType(n) => {
-                    RequestError::NotSupported(format!("request type {n} is not supported"))
+impl Plugin for LocalPlugin {
+    fn outbox(&self) -> &Outbox {
+        &self.out
+    }
+
+    async fn dispatch(
+        p: &Arc<Self>,
+        t: RequestType,
+        rid: u64,
+        body: Vec<u8>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<(), RequestError> {
+        match t {
+            RequestType::GetJobStatus => status_stream(p, rid, &body).await,
+            RequestType::GetJobResourceUtil => match decode::<JobStreamRequest>(t, &body) {
+                Ok(req) if req.cancel => {
+                    crate::resources::close(p, rid).await;
+                    Ok(())
                 }
-            };
-            p.out.error(rid, err).await;
-            return;
-        }
-    };
-    tracing::debug!(request_id = rid, kind = ?t, "request");
-    let r = match t {
-        RequestType::Heartbeat => {
-            p.out.send(ResponseType::Heartbeat, rid, &Empty {}).await;
-            Ok(())
-        }
-        RequestType::GetJobStatus => status_stream(p, rid, &body).await,
-        RequestType::GetJobResourceUtil => match decode::<JobStreamRequest>(t, &body) {
-            Ok(req) if req.cancel => {
-                crate::resources::close(p, rid).await;
+                Ok(req) => crate::resources::open(p, rid, req).await,
+                Err(e) => {
+                    crate::resources::close(p, rid).await;
+                    Err(e)
+                }
+            },
+            RequestType::GetJobOutput => output_stream(p, rid, &body),
+            RequestType::SetLoadBalancerNodes | RequestType::ConfigReload | RequestType::Metrics => Err(
+                RequestError::NotSupported(format!("{t:?} is not supported by the Local plugin")),
+            ),
+            _ => {
+                let p = p.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = handle(&p, t, rid, &body).await {
+                        tracing::debug!(request_id = rid, error = %e, "request refused");
+                        p.out.error(rid, e).await;
+                    }
+                });
                 Ok(())
             }
-            Ok(req) => crate::resources::open(p, rid, req).await,
-            Err(e) => {
-                crate::resources::close(p, rid).await;
-                Err(e)
-            }
-        },
-        RequestType::GetJobOutput => output_stream(p, rid, &body),
-        RequestType::SetLoadBalancerNodes | RequestType::ConfigReload | RequestType::Metrics => Err(
-            RequestError::NotSupported(format!("{t:?} is not supported by the Local plugin")),
-        ),
-        _ => {
-            let (p, guard) = (p.clone(), inflight.enter());
-            tokio::spawn(async move {
-                if let Err(e) = handle(&p, t, rid, &body).await {
-                    tracing::debug!(request_id = rid, error = %e, "request refused");
-                    p.out.error(rid, e).await;
-                }
-                drop(guard);
-            });
-            Ok(())
         }
-    };
-    if let Err(e) = r {
-        tracing::debug!(request_id = rid, error = %e, "request refused");
-        p.out.error(rid, e).await;
     }
 }
 

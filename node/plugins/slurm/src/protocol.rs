@@ -1,191 +1,126 @@
-//! The Plugin API loop: frames in from stdin, requests dispatched concurrently, one writer
-//! numbering responses, the plugin's own heartbeats. Stream opens and cancels are handled in
-//! arrival order in the reader, so a cancel always finds the stream it closes. A stream request
+//! The Slurm plugin's requests, under the shared Plugin API loop (`launcher_plugin_api::serve`).
+//! Stream opens and cancels are handled in arrival order in the reader, so a cancel always
+//! finds the stream it closes. A stream request
 //! that cannot be read still closes the stream open under its `requestId` (the launcher is done
 //! with it), so a cancel the plugin could not read never leaves a stream running.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use launcher_plugin_api::envelope::{self, EnvelopeError, RequestType, ResponseType};
-use launcher_plugin_api::framing::{self, FrameError};
+use launcher_plugin_api::envelope::{RequestType, ResponseType};
 use launcher_plugin_api::messages::{
     self, BootstrapRequest, BootstrapResponse, ClusterInfoRequest, ClusterInfoResponse, ControlJobRequest,
-    Empty, GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
+    GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
     ResourceLimitInfo, SubmitJobRequest, API_VERSION,
 };
-use launcher_plugin_api::request::{check_version, decode, one_job, project, request_id_of};
+use launcher_plugin_api::request::{check_version, decode, one_job, project};
+use launcher_plugin_api::serve::{Plugin, Settings};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::error::RequestError;
 use crate::parse::Status;
-use crate::state::{Entry, Outgoing, SlurmPlugin, Target};
+use crate::state::{Entry, Outbox, Outgoing, SlurmPlugin, Target};
 
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Writes queued messages in order, numbering responses from 1, until told to finish or stdout
-/// fails.
-pub async fn write_loop<W: AsyncWrite + Unpin>(rx: mpsc::Receiver<Outgoing>, w: W) {
-    if let Err(e) = launcher_plugin_api::outbox::write_loop(rx, w).await {
-        tracing::warn!(error = %e, "cannot write to stdout; the launcher is gone");
-    }
-}
-
-/// Serves the Plugin API until the input ends or `shutdown` completes. Jobs live on in Slurm.
+/// Serves the Plugin API until the input ends or `shutdown` completes (the shared loop of
+/// `launcher_plugin_api::serve`), polling Slurm meanwhile. Jobs live on in Slurm.
 pub async fn serve<R, W>(
     p: Arc<SlurmPlugin>,
     out_rx: mpsc::Receiver<Outgoing>,
-    mut input: R,
+    input: R,
     output: W,
     shutdown: impl Future<Output = ()>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let writer = tokio::spawn(write_loop(out_rx, output));
-    let mut background = vec![tokio::spawn(crate::state::poller(p.clone()))];
-    let every = p.cfg.options.heartbeat_interval_seconds;
-    if every > 0 {
-        let p = p.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(every));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                p.out.send(ResponseType::Heartbeat, 0, &Empty {}).await;
-            }
-        }));
-    }
-    let mut handlers = tokio::task::JoinSet::new();
-    let cap = p.cfg.options.max_message_size;
-    tokio::pin!(shutdown);
-    loop {
-        let frame = tokio::select! {
-            f = framing::read_message_limited(&mut input, cap) => f,
-            _ = &mut shutdown => { tracing::info!("asked to stop"); break; }
-        };
-        match frame {
-            Ok(Some(body)) => dispatch(&p, body, &mut handlers).await,
-            Ok(None) => {
-                tracing::info!("stdin closed: the launcher is gone");
-                break;
-            }
-            Err(FrameError::TooLarge { len, max }) => {
-                let msg = format!("message of {len} bytes refused: the limit is {max} bytes");
-                p.out.error(0, RequestError::Invalid(msg)).await;
-                if framing::discard(&mut input, len).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read from stdin; stopping");
-                break;
-            }
-        }
-        while handlers.try_join_next().is_some() {}
-    }
-    for b in background {
-        b.abort();
-    }
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while handlers.join_next().await.is_some() {}
-    })
-    .await;
-    if tokio::time::timeout(DRAIN_TIMEOUT, p.out.finish()).await.is_ok() {
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, writer).await;
-    }
+    let settings = Settings {
+        heartbeat_interval_seconds: p.cfg.options.heartbeat_interval_seconds,
+        max_message_size: p.cfg.options.max_message_size,
+    };
+    let poller = tokio::spawn(crate::state::poller(p.clone()));
+    launcher_plugin_api::serve::serve(p, out_rx, input, output, settings, vec![poller], shutdown).await;
 }
 
-async fn dispatch(p: &Arc<SlurmPlugin>, body: Vec<u8>, handlers: &mut tokio::task::JoinSet<()>) {
-    let (t, rid) = match envelope::parse_request(&body) {
-        Ok(x) => x,
-        Err(e) => {
-            let err = match e {
-                EnvelopeError::Malformed(m) => RequestError::Invalid(format!("malformed request: {m}")),
-                EnvelopeError::UnknownType(n) => {
-                    RequestError::NotSupported(format!("request type {n} is not supported"))
+impl Plugin for SlurmPlugin {
+    fn outbox(&self) -> &Outbox {
+        &self.out
+    }
+
+    async fn dispatch(
+        p: &Arc<Self>,
+        t: RequestType,
+        rid: u64,
+        body: Vec<u8>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<(), RequestError> {
+        match t {
+            RequestType::GetJobStatus => match decode::<JobStreamRequest>(t, &body) {
+                Err(e) => {
+                    p.close_status_stream(rid).await;
+                    Err(e)
                 }
-            };
-            p.out.error(request_id_of(&body), err).await;
-            return;
-        }
-    };
-    tracing::debug!(request_id = rid, kind = ?t, "request");
-    let r = match t {
-        RequestType::Heartbeat => {
-            p.out.send(ResponseType::Heartbeat, rid, &Empty {}).await;
-            Ok(())
-        }
-        RequestType::GetJobStatus => match decode::<JobStreamRequest>(t, &body) {
-            Err(e) => {
-                p.close_status_stream(rid).await;
-                Err(e)
-            }
-            Ok(req) if req.cancel => {
-                p.close_status_stream(rid).await;
-                Ok(())
-            }
-            Ok(req) => {
-                // Opening may ask Slurm about the job: off the reader, but registered in order.
-                p.opening.lock().expect("opening").insert(rid);
+                Ok(req) if req.cancel => {
+                    p.close_status_stream(rid).await;
+                    Ok(())
+                }
+                Ok(req) => {
+                    // Opening may ask Slurm about the job: off the reader, but registered in order.
+                    p.opening.lock().expect("opening").insert(rid);
+                    let p = p.clone();
+                    tasks.spawn(async move {
+                        let target = if req.job_id == messages::ALL_JOBS {
+                            Target::All
+                        } else {
+                            Target::Job(req.job_id.clone())
+                        };
+                        if let Err(e) = p.open_status_stream(rid, target, &req.username).await {
+                            p.still_opening(rid);
+                            p.out.error(rid, e).await;
+                        }
+                    });
+                    Ok(())
+                }
+            },
+            RequestType::GetJobResourceUtil => match decode::<JobStreamRequest>(t, &body) {
+                Err(e) => {
+                    crate::resources::close(p, rid).await;
+                    Err(e)
+                }
+                Ok(req) if req.cancel => {
+                    crate::resources::close(p, rid).await;
+                    Ok(())
+                }
+                Ok(req) => {
+                    // Opening asks Slurm about the job: off the reader, registered as opening so a
+                    // cancel that overtakes it still closes it.
+                    p.opening.lock().expect("opening").insert(rid);
+                    let p = p.clone();
+                    tasks.spawn(async move {
+                        if let Err(e) = crate::resources::open(&p, rid, req).await {
+                            p.still_opening(rid);
+                            p.out.error(rid, e).await;
+                        }
+                    });
+                    Ok(())
+                }
+            },
+            RequestType::GetJobOutput => output_stream(p, rid, &body),
+            RequestType::SetLoadBalancerNodes | RequestType::ConfigReload | RequestType::Metrics => Err(
+                RequestError::NotSupported(format!("{t:?} is not supported by the Slurm plugin")),
+            ),
+            _ => {
                 let p = p.clone();
-                handlers.spawn(async move {
-                    let target = if req.job_id == messages::ALL_JOBS {
-                        Target::All
-                    } else {
-                        Target::Job(req.job_id.clone())
-                    };
-                    if let Err(e) = p.open_status_stream(rid, target, &req.username).await {
-                        p.still_opening(rid);
+                tasks.spawn(async move {
+                    if let Err(e) = handle(&p, t, rid, &body).await {
+                        tracing::debug!(request_id = rid, error = %e, "request refused");
                         p.out.error(rid, e).await;
                     }
                 });
                 Ok(())
             }
-        },
-        RequestType::GetJobResourceUtil => match decode::<JobStreamRequest>(t, &body) {
-            Err(e) => {
-                crate::resources::close(p, rid).await;
-                Err(e)
-            }
-            Ok(req) if req.cancel => {
-                crate::resources::close(p, rid).await;
-                Ok(())
-            }
-            Ok(req) => {
-                // Opening asks Slurm about the job: off the reader, registered as opening so a
-                // cancel that overtakes it still closes it.
-                p.opening.lock().expect("opening").insert(rid);
-                let p = p.clone();
-                handlers.spawn(async move {
-                    if let Err(e) = crate::resources::open(&p, rid, req).await {
-                        p.still_opening(rid);
-                        p.out.error(rid, e).await;
-                    }
-                });
-                Ok(())
-            }
-        },
-        RequestType::GetJobOutput => output_stream(p, rid, &body),
-        RequestType::SetLoadBalancerNodes | RequestType::ConfigReload | RequestType::Metrics => Err(
-            RequestError::NotSupported(format!("{t:?} is not supported by the Slurm plugin")),
-        ),
-        _ => {
-            let p = p.clone();
-            handlers.spawn(async move {
-                if let Err(e) = handle(&p, t, rid, &body).await {
-                    tracing::debug!(request_id = rid, error = %e, "request refused");
-                    p.out.error(rid, e).await;
-                }
-            });
-            Ok(())
         }
-    };
-    if let Err(e) = r {
-        p.out.error(rid, e).await;
     }
 }
 
