@@ -146,12 +146,15 @@ async fn clusters(State(s): State<Arc<AppState>>, ctx: Ctx) -> Result<Response, 
     let t = s.timeout();
     let reply = s
         .call(&ctx, true, |mut c| {
-            let r = request(
-                ClusterInfoRequest {
-                    caller: ctx.caller(),
-                    cluster: String::new(),
-                },
-                Some(t),
+            let r = for_request(
+                &ctx,
+                request(
+                    ClusterInfoRequest {
+                        caller: ctx.caller(),
+                        cluster: String::new(),
+                    },
+                    Some(t),
+                ),
             );
             async move { c.cluster_info(r).await }
         })
@@ -186,13 +189,16 @@ async fn submit_job(
     let t = s.timeout();
     let reply = s
         .call(&ctx, true, |mut c| {
-            let r = request(
-                SubmitJobRequest {
-                    caller: ctx.caller(),
-                    job: job.clone(),
-                    idempotency_key: key.clone(),
-                },
-                Some(t),
+            let r = for_request(
+                &ctx,
+                request(
+                    SubmitJobRequest {
+                        caller: ctx.caller(),
+                        job: job.clone(),
+                        idempotency_key: key.clone(),
+                    },
+                    Some(t),
+                ),
             );
             async move { c.submit_job(r).await }
         })

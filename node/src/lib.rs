@@ -23,6 +23,7 @@ pub mod plugins;
 pub mod proposer;
 pub mod raft_service;
 pub mod reads;
+pub mod request_id;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -45,34 +45,9 @@ const OUTPUT_SNAPSHOT_IDLE: Duration = Duration::from_millis(500);
 /// A stream of replies for the gateway.
 pub type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// The request id header the gateway sets and nodes pass on.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
 /// Whether a request was forwarded by another node.
 pub fn is_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().get(FORWARDED_HEADER).is_some()
-}
-
-tokio::task_local! {
-    /// The gateway's `x-request-id` of the call being served, if it had one.
-    static REQUEST_ID: String;
-}
-
-/// Middleware: serves the call with its `x-request-id` at hand, so that a request this node
-/// forwards to a job's owner carries it on.
-pub async fn scope_request_id(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    match id {
-        Some(id) => REQUEST_ID.scope(id, next.run(req)).await,
-        None => next.run(req).await,
-    }
 }
 
 /// Marks a request as forwarded (and passes the request id on).
@@ -80,9 +55,7 @@ fn forwarded<T>(msg: T, timeout: Option<Duration>) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut()
         .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
-    if let Ok(Ok(v)) = REQUEST_ID.try_with(|id| tonic::metadata::MetadataValue::try_from(id.as_str())) {
-        r.metadata_mut().insert(REQUEST_ID_HEADER, v);
-    }
+    crate::request_id::pass_on(&mut r);
     if let Some(t) = timeout {
         r.set_timeout(t);
     }

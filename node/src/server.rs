@@ -94,7 +94,7 @@ impl NodeHandle {
 fn rpc_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
     match req
         .headers()
-        .get(crate::owner::REQUEST_ID_HEADER)
+        .get(crate::request_id::REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
     {
         Some(id) => tracing::info_span!("rpc", path = %req.uri().path(), request_id = %id),
@@ -279,7 +279,7 @@ async fn start_inner(
         let mut router = tonic::service::Routes::new(raft_svc)
             .add_service(launcher_svc)
             .into_axum_router()
-            .layer(axum::middleware::from_fn(crate::owner::scope_request_id))
+            .layer(axum::middleware::from_fn(crate::request_id::scope))
             .layer(axum::middleware::from_fn_with_state(
                 rpc_metrics.clone(),
                 crate::metrics::RpcMetrics::layer,

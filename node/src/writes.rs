@@ -210,6 +210,7 @@ impl NodeState {
         })?;
         let body = serde_json::to_vec(req).map_err(|e| (NodeError::internal(e), Sent::Never))?;
         let mut call = tonic::Request::new(ForwardedWrite { request: body });
+        crate::request_id::pass_on(&mut call);
         // The leader gives up no later than this node: the caller's deadline holds end to end.
         call.set_timeout(
             deadline
@@ -382,7 +383,10 @@ impl NodeState {
         .await
         .map_err(NodeError::internal)??;
         let owner = self.place(&job.cluster).await?;
-        job.id = Some(uuid::Uuid::now_v7().to_string());
+        let id = uuid::Uuid::now_v7().to_string();
+        // Inside the call's span: ties the gateway's request id to the job id (runbook).
+        tracing::debug!(job_id = %id, user = %user, owner, cluster = %job.cluster, "submit stamped");
+        job.id = Some(id);
         job.submission_time = Some(now.to_string());
         job.last_update_time = Some(now.to_string());
         Ok((job, owner, idempotency))

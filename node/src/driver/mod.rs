@@ -24,6 +24,7 @@ use launcher_storage::command::{ControlOp, JobUpdate};
 use launcher_storage::table::{ControlRecord, JobMeta};
 use launcher_storage::{CommandV1, ErrorCode, Job, JobStatus, NodeId, Response};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use crate::error::{NodeError, NodeResult};
 use crate::plugins::bookkeeping::op_label;
@@ -114,7 +115,9 @@ async fn scan(shared: &Arc<NodeState>, stop: &watch::Receiver<bool>) -> NodeResu
         }
         let (tx, rx) = mpsc::unbounded_channel();
         workers.insert(id.clone(), tx.clone());
-        tokio::spawn(worker(shared.clone(), id, tx, rx, stop.clone()));
+        // Every line the worker logs names the job and this node (runbook: one job's story).
+        let span = tracing::info_span!("job", job_id = %id, node = shared.id);
+        tokio::spawn(worker(shared.clone(), id, tx, rx, stop.clone()).instrument(span));
     }
     Ok(())
 }

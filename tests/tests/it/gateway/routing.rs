@@ -218,6 +218,42 @@ async fn request_ids_follow_forwarded_calls_to_the_owner() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A submit's request id follows it to the leader, whichever node took it: submitting through
+/// each of the three nodes under its own `x-request-id`, the leader logs the stamping of every
+/// submit under that id, next to the job id it gave, and each job's worker on its owner logs
+/// under the job id (one grep of a request id or a job id over all logs tells its story).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submits_request_id_reaches_the_leader_and_names_its_job() -> anyhow::Result<()> {
+    use launcher_proto::launcher::SubmitJobRequest;
+    init_tracing();
+    let opts = ClusterOpts {
+        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
+        log_filter: Some("info,openraft=warn,launcher_node::writes=debug".into()),
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(3, opts).await?;
+    let leader = cluster.wait_one_leader().await? as usize;
+    for i in 1..=3 {
+        let mut req = tonic::Request::new(SubmitJobRequest {
+            caller: Some(launcher_tests::client::admin()),
+            job: serde_json::to_vec(&launcher_tests::job(&format!("traced-{i}"), &[]))?,
+            idempotency_key: format!("traced-{i}"),
+        });
+        req.metadata_mut()
+            .insert("x-request-id", format!("sub-{i}").parse().expect("ascii"));
+        let reply = cluster.client(i).rpc().submit_job(req).await?.into_inner();
+        let id = launcher_tests::client::job_id(&reply.job);
+        let log = cluster.log(leader);
+        assert!(
+            log.lines().any(|l| l.contains("submit stamped")
+                && l.contains(&format!("request_id=sub-{i}"))
+                && l.contains(&id)),
+            "the leader ({leader}) did not log the submit through node {i} under its request id:\n{log}"
+        );
+    }
+    Ok(())
+}
+
 /// Gateways keep only soft state, so two of them side by side pin each client key to the same
 /// node and give the same answers, and a gateway restarted in place of one of them serves the
 /// same clients as before: same node, and the `launcher-index` cookie a client got from the old
