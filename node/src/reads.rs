@@ -65,7 +65,11 @@ impl NodeState {
                         // The leader moved or is not reachable: wait for the next change of
                         // Raft state, bounded, and ask whoever leads then.
                         let left = deadline.saturating_duration_since(Instant::now());
-                        let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await;
+                        if let Ok(Err(_)) =
+                            tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await
+                        {
+                            return Err(NodeError::unavailable("this node is stopping"));
+                        }
                     }
                 },
                 seen = replaced => if !seen {

@@ -277,11 +277,15 @@ impl NodeState {
                 Err(_) => {
                     // Woken by the next change of Raft state, or after a bounded wait (the
                     // leader's address may arrive with the log, not with a metrics change).
-                    let _ = tokio::time::timeout_at(
+                    let waited = tokio::time::timeout_at(
                         deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)),
                         metrics.changed(),
                     )
                     .await;
+                    if let Ok(Err(_)) = waited {
+                        // Raft has shut down: no leader will be learned here.
+                        return Err(NodeError::unavailable("this node is stopping"));
+                    }
                 }
             }
         }

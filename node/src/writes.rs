@@ -86,6 +86,11 @@ pub fn decode_submission(body: &str, limit: usize) -> NodeResult<Job> {
     Ok(job)
 }
 
+/// The answer to a write while this node's Raft is shut down: no change of leader will come.
+fn stopping() -> NodeError {
+    NodeError::unavailable("this node is stopping; retry on another node")
+}
+
 impl NodeState {
     /// Applies `req` through Raft, from any node. Returns the state machine's response and the
     /// log index it was applied at.
@@ -104,7 +109,13 @@ impl NodeState {
                     // A leader that is replaced while the write waits there (paused, cut off)
                     // will not answer before the deadline: give up on it at once.
                     let mut watch = self.raft.metrics();
-                    let replaced = watch.wait_for(|m| m.current_leader.is_some_and(|n| n != l));
+                    // False when Raft has shut down.
+                    let replaced = async {
+                        watch
+                            .wait_for(|m| m.current_leader.is_some_and(|n| n != l))
+                            .await
+                            .is_ok()
+                    };
                     tokio::select! {
                         r = self.forward(l, &req, deadline) => match r {
                             Ok(r) => return Ok(r),
@@ -112,7 +123,9 @@ impl NodeState {
                             Err((e, _)) if e.code != ErrorCode::Unavailable => return Err(e),
                             Err(_) => {}
                         },
-                        _ = replaced => if !req.retry_safe() {
+                        running = replaced => if !running {
+                            return Err(stopping());
+                        } else if !req.retry_safe() {
                             return Err(NodeError::unavailable(format!(
                                 "leader {l} was replaced while this write waited there: its outcome \
                                  is unknown; read before retrying, or send an Idempotency-Key so a \
@@ -130,7 +143,12 @@ impl NodeState {
                     "no leader accepted the write in time: the cluster has no quorum or is electing; retry",
                 ));
             }
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await;
+            if let Ok(Err(_)) =
+                tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await
+            {
+                // Raft has shut down: no change will come (this used to spin to the deadline).
+                return Err(stopping());
+            }
         }
     }
 

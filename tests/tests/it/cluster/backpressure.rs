@@ -112,3 +112,42 @@ async fn a_leader_without_a_quorum_answers_every_write_by_its_deadline() -> anyh
     );
     Ok(())
 }
+
+/// A write on a node whose Raft has shut down (the node is stopping) is answered at once with
+/// "stopping", whatever leader it last knew: it used to wait out its whole deadline (the Raft
+/// metrics channel, closed, woke the wait loop at once and forever) and then blame the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_a_stopping_node_is_answered_at_once() -> anyhow::Result<()> {
+    use launcher_node::writes::WriteRequest;
+    use launcher_storage::command::ControlOp;
+    init_tracing();
+    let mut c = launcher_tests::inproc::InProcCluster::start(3).await?;
+    let leader = c.wait_for_leader(1).await? as usize;
+    let follower = (1..=3).find(|&i| i != leader).expect("a follower");
+    for i in (1..=3).filter(|&i| i != follower) {
+        c.kill(i).await?;
+    }
+    let state = c.shared(follower);
+    state.raft.shutdown().await?;
+    for req in [
+        WriteRequest::Control {
+            id: "no-such-job".into(),
+            operation: ControlOp::Kill,
+        },
+        WriteRequest::Submit {
+            caller: launcher_node::writes::Caller {
+                user: "admin".into(),
+                admin: true,
+            },
+            job: serde_json::to_string(&job("late", &[]))?,
+            idempotency_key: Some("late".into()),
+        },
+    ] {
+        let e = state
+            .write(req)
+            .await
+            .expect_err("no write succeeds on a stopped node");
+        assert!(e.message.contains("stopping"), "{e:?}");
+    }
+    Ok(())
+}
