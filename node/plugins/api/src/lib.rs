@@ -7,7 +7,7 @@
 //!   `responseId`), the type numbers, and the Error message.
 //! * [`messages`]: the payload of every request and response, and the job object plugins see.
 //! * For plugins: [`error`] (the request error type and its codes), [`options`] (the standard
-//!   plugin options and the config-file format), [`output`] (job output as text chunks),
+//!   plugin options and the config-file format), [`logging`] (where a plugin's logs go), [`output`] (job output as text chunks),
 //!   [`outbox`] (the queue and writer of responses), [`serve`] (the request loop: framing,
 //!   dispatch in arrival order, heartbeats, draining at shutdown), [`request`] (decoding requests),
 //!   [`status`] (job statuses), [`signal`] (shutdown signals), [`streams`] (resource streams).
@@ -16,6 +16,7 @@
 pub mod envelope;
 pub mod error;
 pub mod framing;
+pub mod logging;
 pub mod messages;
 pub mod options;
 pub mod outbox;

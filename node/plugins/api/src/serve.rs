@@ -8,20 +8,21 @@
 //! (bounded). On shutdown, or when stdin ends, the loop stops reading, lets the requests being
 //! handled finish, writes what is queued and returns; the jobs live on.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use crate::envelope::{self, EnvelopeError, RequestType, ResponseType};
 use crate::error::RequestError;
 use crate::framing::{self, FrameError};
-use crate::messages::Empty;
+use crate::messages::{Empty, JobOutputRequest};
 use crate::outbox::{Outbox, Outgoing};
-use crate::request::request_id_of;
+use crate::request::{decode, request_id_of};
 
 /// How long shutdown waits for the requests being handled, and for the writer.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,5 +169,57 @@ async fn dispatch<P: Plugin>(plugin: &Arc<P>, body: Vec<u8>, tasks: &mut JoinSet
     if let Err(e) = P::dispatch(plugin, t, rid, body, tasks).await {
         tracing::debug!(request_id = rid, error = %e, "request refused");
         plugin.outbox().error(rid, e).await;
+    }
+}
+
+/// The GetJobOutput streams a plugin is serving, by request id. A request under an id closes
+/// the stream open under it (a cancel only closes it); a stream ends by itself when its
+/// output is complete or it fails, answering its error.
+#[derive(Debug, Default, Clone)]
+pub struct OutputStreams(Arc<Mutex<HashMap<u64, AbortHandle>>>);
+
+impl OutputStreams {
+    /// Handles GetJobOutput request `rid` (`body`): closes the stream open under `rid`; unless
+    /// the request cancels, runs `stream(request)` in its place, answering its error on `outbox`.
+    /// A request that cannot be read still closes the stream (the launcher is done with it).
+    pub fn request<Fut>(
+        &self,
+        outbox: &Outbox,
+        rid: u64,
+        body: &[u8],
+        stream: impl FnOnce(JobOutputRequest) -> Fut,
+    ) -> Result<(), RequestError>
+    where
+        Fut: Future<Output = Result<(), RequestError>> + Send + 'static,
+    {
+        let req = decode::<JobOutputRequest>(RequestType::GetJobOutput, body);
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = open.remove(&rid) {
+            old.abort();
+        }
+        let req = req?;
+        if req.cancel {
+            return Ok(());
+        }
+        let (outbox, streams, running) = (outbox.clone(), self.clone(), stream(req));
+        // The task removes itself when done; it cannot before it is inserted (the lock is held).
+        let task = tokio::spawn(async move {
+            if let Err(e) = running.await {
+                outbox.error(rid, e).await;
+            }
+            streams.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&rid);
+        });
+        open.insert(rid, task.abort_handle());
+        Ok(())
+    }
+
+    /// How many streams are open.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no stream is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

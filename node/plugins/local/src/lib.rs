@@ -3,11 +3,11 @@
 //! stdin/stdout, so any launcher that speaks that API can drive it.
 //!
 //! * [`config`]: the standard plugin options and `launcher.<plugin-name>.conf`.
-//! * [`protocol`]: the request loop (framing, dispatch, the writer, heartbeats, shutdown).
+//! * [`protocol`]: its requests, under the plugin API's shared request loop.
 //! * [`state`]: the job table, status streams, outgoing queue and scratch layout.
 //! * [`submit`], [`control`], [`output`], [`resources`], [`query`]: the requests about jobs.
 //! * [`follow`]: following jobs to their end, recovery after a restart, expiry.
-//! * [`record`], [`streams`], [`procfs`], [`files`], [`host`], [`error`], [`logging`]: the pieces
+//! * [`record`], [`streams`], [`procfs`], [`files`], [`host`], [`error`]: the pieces
 //!   they use.
 //! * [`spec`]: the files through which the plugin and a job's supervisor talk.
 //! * [`supervisor`]: the supervisor (`launcher-local-plugin supervise <job-dir>`): sandbox,
@@ -20,7 +20,6 @@ pub mod error;
 pub mod files;
 pub mod follow;
 pub mod host;
-pub mod logging;
 pub mod output;
 pub mod procfs;
 pub mod protocol;

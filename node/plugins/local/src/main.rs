@@ -21,7 +21,7 @@ fn main() {
     }
     let options = config::parse_args(args.into_iter().skip(1)).unwrap_or_else(|e| fail(e));
     let cfg = config::load(options, &config::config_dir_from_env()).unwrap_or_else(|e| fail(e));
-    launcher_local_plugin::logging::init(&cfg).unwrap_or_else(|e| fail(e));
+    launcher_plugin_api::logging::init(&cfg.options).unwrap_or_else(|e| fail(e));
     tracing::debug!(config = ?cfg, "effective configuration");
     let startup = launcher_local_plugin::start_up(&cfg).unwrap_or_else(|e| {
         tracing::error!("{e:#}");

@@ -13,8 +13,8 @@ use std::time::Duration;
 use launcher_plugin_api::envelope::{RequestType, ResponseType};
 use launcher_plugin_api::messages::{
     self, BootstrapRequest, BootstrapResponse, ClusterInfoRequest, ClusterInfoResponse, ControlJobRequest,
-    GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
-    ResourceLimitInfo, SubmitJobRequest, API_VERSION,
+    GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobStreamRequest, ResourceLimitInfo,
+    SubmitJobRequest, API_VERSION,
 };
 use launcher_plugin_api::request::{check_version, decode, one_job};
 use launcher_plugin_api::serve::{Plugin, Settings};
@@ -81,7 +81,11 @@ impl Plugin for LocalPlugin {
                     Err(e)
                 }
             },
-            RequestType::GetJobOutput => output_stream(p, rid, &body),
+            RequestType::GetJobOutput => {
+                let stream = p.clone();
+                p.output_streams
+                    .request(&p.out, rid, &body, |req| crate::output::stream(stream, rid, req))
+            }
             RequestType::SetLoadBalancerNodes | RequestType::ConfigReload | RequestType::Metrics => Err(
                 RequestError::NotSupported(format!("{t:?} is not supported by the Local plugin")),
             ),
@@ -117,28 +121,6 @@ async fn status_stream(p: &Arc<LocalPlugin>, rid: u64, body: &[u8]) -> Result<()
         Target::Job(req.job_id)
     };
     p.open_status_stream(rid, target, &req.username).await
-}
-
-fn output_stream(p: &Arc<LocalPlugin>, rid: u64, body: &[u8]) -> Result<(), RequestError> {
-    let req = decode::<JobOutputRequest>(RequestType::GetJobOutput, body);
-    let mut tasks = p.output_tasks.lock().expect("output task table");
-    if let Some(old) = tasks.remove(&rid) {
-        old.abort();
-    }
-    let req = req?;
-    if req.cancel {
-        return Ok(());
-    }
-    let p2 = p.clone();
-    // The task removes itself when done; it cannot before it is inserted (the lock is held).
-    let h = tokio::spawn(async move {
-        if let Err(e) = crate::output::stream(p2.clone(), rid, req).await {
-            p2.out.error(rid, e).await;
-        }
-        p2.output_tasks.lock().expect("output task table").remove(&rid);
-    });
-    tasks.insert(rid, h.abort_handle());
-    Ok(())
 }
 
 /// Handles a request that gets exactly one answer.

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use launcher_plugin_api::envelope::ResponseType;
 use launcher_plugin_api::messages::JobStatusResponse;
 use tokio::sync::{watch, Mutex};
-use tokio::task::AbortHandle;
 
 use crate::config::Config;
 use crate::error::RequestError;
@@ -109,7 +108,7 @@ pub struct LocalPlugin {
     pub out: Outbox,
     table: Mutex<Table>,
     /// Open GetJobOutput streams by request id.
-    pub output_tasks: std::sync::Mutex<HashMap<u64, AbortHandle>>,
+    pub output_streams: launcher_plugin_api::serve::OutputStreams,
     pub resources: Mutex<ResourceStreams>,
     /// Held by recovery and expiry, so a job being expired is never loaded back from disk.
     pub upkeep: Mutex<()>,
@@ -142,7 +141,7 @@ impl LocalPlugin {
             supervisor,
             out,
             table: Mutex::new(Table::default()),
-            output_tasks: std::sync::Mutex::new(HashMap::new()),
+            output_streams: Default::default(),
             resources: Mutex::new(ResourceStreams::default()),
             upkeep: Mutex::new(()),
         }

@@ -54,24 +54,3 @@ where
 }
 
 pub use launcher_plugin_api::signal::termination;
-
-/// Installs the log subscriber: stderr or `<logging-dir>/<plugin-name>.log`, never stdout.
-pub fn init_logging(cfg: &Config) -> Result<(), String> {
-    let builder = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_target(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(cfg.log_directive()));
-    match &cfg.options.logging_dir {
-        Some(dir) => {
-            let (_, file) = launcher_plugin_api::options::open_log_file(dir, &cfg.options.plugin_name)?;
-            builder
-                .with_writer(std::sync::Mutex::new(file))
-                .try_init()
-                .map_err(|e| e.to_string())
-        }
-        None => builder
-            .with_writer(std::io::stderr)
-            .try_init()
-            .map_err(|e| e.to_string()),
-    }
-}

@@ -12,7 +12,7 @@ fn fail(msg: impl std::fmt::Display) -> ! {
 fn main() {
     let options = config::parse_args(std::env::args().skip(1)).unwrap_or_else(|e| fail(e));
     let cfg = config::load(options, &config::config_dir_from_env()).unwrap_or_else(|e| fail(e));
-    launcher_slurm_plugin::init_logging(&cfg).unwrap_or_else(|e| fail(e));
+    launcher_plugin_api::logging::init(&cfg.options).unwrap_or_else(|e| fail(e));
     tracing::debug!(config = ?cfg, "effective configuration");
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = cfg.options.thread_pool_size {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use launcher_plugin_api::envelope::{RequestType, ResponseType};
 use launcher_plugin_api::messages::{
     self, BootstrapRequest, BootstrapResponse, ClusterInfoRequest, ClusterInfoResponse, ControlJobRequest,
-    GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobOutputRequest, JobStreamRequest,
-    ResourceLimitInfo, SubmitJobRequest, API_VERSION,
+    GetJobRequest, JobNetworkRequest, JobNetworkResponse, JobStreamRequest, ResourceLimitInfo,
+    SubmitJobRequest, API_VERSION,
 };
 use launcher_plugin_api::request::{check_version, decode, one_job, project};
 use launcher_plugin_api::serve::{Plugin, Settings};
@@ -106,7 +106,11 @@ impl Plugin for SlurmPlugin {
                     Ok(())
                 }
             },
-            RequestType::GetJobOutput => output_stream(p, rid, &body),
+            RequestType::GetJobOutput => {
+                let stream = p.clone();
+                p.output_streams
+                    .request(&p.out, rid, &body, |req| crate::output::stream(stream, rid, req))
+            }
             RequestType::SetLoadBalancerNodes | RequestType::ConfigReload | RequestType::Metrics => Err(
                 RequestError::NotSupported(format!("{t:?} is not supported by the Slurm plugin")),
             ),
@@ -122,27 +126,6 @@ impl Plugin for SlurmPlugin {
             }
         }
     }
-}
-
-fn output_stream(p: &Arc<SlurmPlugin>, rid: u64, body: &[u8]) -> Result<(), RequestError> {
-    let req = decode::<JobOutputRequest>(RequestType::GetJobOutput, body);
-    let mut tasks = p.output_tasks.lock().expect("output task table");
-    if let Some(old) = tasks.remove(&rid) {
-        old.abort();
-    }
-    let req = req?;
-    if req.cancel {
-        return Ok(());
-    }
-    let p2 = p.clone();
-    let h = tokio::spawn(async move {
-        if let Err(e) = crate::output::stream(p2.clone(), rid, req).await {
-            p2.out.error(rid, e).await;
-        }
-        p2.output_tasks.lock().expect("output task table").remove(&rid);
-    });
-    tasks.insert(rid, h.abort_handle());
-    Ok(())
 }
 
 /// Whether a job passes GetJob's filters.

@@ -153,7 +153,7 @@ pub struct SlurmPlugin {
     /// Asks the poller for a refresh now (after a submit or a control).
     pub poke: Notify,
     /// Open GetJobOutput streams by request id.
-    pub output_tasks: std::sync::Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    pub output_streams: launcher_plugin_api::serve::OutputStreams,
     /// Open GetJobResourceUtil streams, by job.
     pub resources: Mutex<launcher_plugin_api::streams::ResourceStreams>,
     /// Status and resource streams being opened (their job is looked up off the reader): a
@@ -191,7 +191,7 @@ impl SlurmPlugin {
             table: Mutex::new(Table::default()),
             refreshing: Mutex::new(()),
             poke: Notify::new(),
-            output_tasks: std::sync::Mutex::new(HashMap::new()),
+            output_streams: Default::default(),
             resources: Mutex::new(Default::default()),
             opening: std::sync::Mutex::new(HashSet::new()),
         }
