@@ -11,7 +11,8 @@ code with this repository, so tests can prove that the node drives plugins it di
   submit), ``launch-log`` (file that gets ``<plugin job id> <launcher-job tag>`` per launch) and
   ``run-seconds`` (default running time of a job, 0.5), ``pending-seconds`` (how long a job
   stays Pending before it runs), ``submit-answer-delay`` (seconds between accepting a submit
-  and answering it);
+  and answering it), ``keep-ended-jobs`` (ended jobs kept, 500: older ones are forgotten, as job
+  expiry would, so that the state file, rewritten on every change, stays small in long runs);
 * 4-byte big-endian length + UTF-8 JSON on stdin/stdout, logs on stderr only;
 * a request missing a field it expects is a fatal protocol error (log, exit 1), as in SDK plugins.
 
@@ -56,7 +57,15 @@ STANDARD_OPTIONS = (
     "server-user",
     "unprivileged",
 )
-OWN_CONF_KEYS = ("never-answer", "exit-after-submits", "launch-log", "run-seconds", "pending-seconds", "submit-answer-delay")
+OWN_CONF_KEYS = (
+    "never-answer",
+    "exit-after-submits",
+    "launch-log",
+    "run-seconds",
+    "pending-seconds",
+    "submit-answer-delay",
+    "keep-ended-jobs",
+)
 
 # Request types.
 HEARTBEAT, BOOTSTRAP, SUBMIT, GET_JOB, GET_STATUS, CONTROL, GET_OUTPUT, GET_UTIL, GET_NETWORK, GET_INFO = range(10)
@@ -204,6 +213,7 @@ class Settings:
                 except ValueError:
                     die(1, f"never-answer must list request type numbers, got '{part.strip()}'")
         self.exit_after_submits = as_int(options, "exit-after-submits", 0)
+        self.keep_ended_jobs = as_int(options, "keep-ended-jobs", 500)
         self.launch_log = options.get("launch-log") or None
         try:
             self.run_seconds = float(options.get("run-seconds") or 0.5)
@@ -317,6 +327,14 @@ class Plugin:
         log("info", f"recovered {len(self.order)} jobs from {self.state_path}")
 
     def save(self):
+        # Forget the oldest ended jobs beyond keep-ended-jobs: the launcher no longer asks about
+        # them, and each save rewrites every job kept.
+        ended = [i for i in self.order if self.jobs[i]["job"]["status"] in TERMINAL]
+        if len(ended) > self.settings.keep_ended_jobs:
+            gone = set(ended[: len(ended) - self.settings.keep_ended_jobs])
+            for i in gone:
+                del self.jobs[i]
+            self.order = [i for i in self.order if i not in gone]
         state = {"counter": self.counter, "jobs": [self.jobs[i] for i in self.order]}
         tmp = self.state_path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:

@@ -307,6 +307,26 @@ class ScriptedPluginTest(unittest.TestCase):
         fresh = self.submit(q, "exit 0")
         self.assertNotIn(fresh["id"], (done["id"], running["id"]))
 
+    def test_only_the_latest_ended_jobs_are_kept(self):
+        self.conf("keep-ended-jobs=2\n")
+        p = self.start()
+        self.bootstrap(p)
+        ended = [self.submit(p, "exit 0", name=f"e{i}") for i in range(4)]
+        running = self.submit(p, "sleep 30", name="running")
+        deadline = time.time() + DEADLINE
+        while time.time() < deadline:
+            r = p.call(3, **job_request(ended[-1]["id"]))
+            if r.get("jobs") and r["jobs"][0]["status"] == "Finished":
+                break
+            time.sleep(0.05)
+        p.close()
+        q = self.start()
+        self.bootstrap(q)
+        r = q.call(3, **job_request("*"))
+        kept = sorted(j["name"] for j in r["jobs"])
+        self.assertEqual(kept, ["e2", "e3", "running"], r)
+        self.assertEqual(running["status"], "Pending")
+
     def test_conf_file_knobs(self):
         log_path = os.path.join(self.dir, "launches.log")
         self.conf(f"# test knobs\nnever-answer=9\nexit-after-submits=2\nlaunch-log={log_path}\n"
