@@ -174,6 +174,7 @@ async fn watch_leader(shared: &NodeState, leader: NodeId, term: u64) {
             let mut stream = stream.into_inner();
             let silence = pulse(&shared.config) * SILENT_PERIODS;
             let mut told = false;
+            let mut told_alone = false;
             let mut timer = TimerHold::new(shared);
             loop {
                 tokio::select! {
@@ -187,6 +188,17 @@ async fn watch_leader(shared: &NodeState, leader: NodeId, term: u64) {
                         Err(_) => match replace_silent(shared, leader, term, &addr).await {
                             Silence::Acted => return,
                             Silence::Answers => timer.release(),
+                            Silence::Alone => {
+                                timer.hold();
+                                if !told_alone {
+                                    tracing::info!(
+                                        leader,
+                                        "the leader is silent and too few voters answer to make a \
+                                         majority with this node: no election (this node is cut off)"
+                                    );
+                                    told_alone = true;
+                                }
+                            }
                             Silence::HeardByOthers => {
                                 timer.hold();
                                 if !told {
@@ -270,6 +282,10 @@ enum Silence {
     Answers,
     /// Another follower still hears it or knows a new leader: cut off from this node alone.
     HeardByOthers,
+    /// Too few voters answered to make a majority with this node: it is the one cut off, and
+    /// an election of its own could not succeed; it would only raise the term that deposes
+    /// the healthy leader once the cut heals.
+    Alone,
 }
 
 /// The leader has sent nothing on the watch for [`SILENT_PERIODS`] heartbeat periods. If it
@@ -286,6 +302,9 @@ async fn replace_silent(shared: &NodeState, leader: NodeId, term: u64, addr: &st
     if others.hears || others.leader {
         return Silence::HeardByOthers;
     }
+    if !others.majority {
+        return Silence::Alone;
+    }
     elect(shared, leader, term, addr, Out::Silent).await;
     Silence::Acted
 }
@@ -300,6 +319,8 @@ struct Survey {
     ahead: bool,
     /// One of them still hears the old leader on its watch.
     hears: bool,
+    /// Enough of them answered to make a majority of the voters with this node.
+    majority: bool,
 }
 
 /// Whether a voter with `theirs` (log, id) ranks before this node with `mine` as the one to
@@ -320,15 +341,31 @@ async fn survey(shared: &NodeState, dead: NodeId, dead_term: u64) -> Survey {
             let reply = crate::membership::discover_within(&shared.peers, &addr, PROBE_TIMEOUT).await?;
             judge(&reply, id, (dead, dead_term), mine)
         });
-    let replies = futures::future::join_all(asks).await;
-    replies
+    let majority = voters_majority(&shared.members().0);
+    let replies: Vec<Survey> = futures::future::join_all(asks)
+        .await
         .into_iter()
         .flatten()
-        .fold(Survey::default(), |a, b| Survey {
+        .collect();
+    // This node and those that answered.
+    let reachable = replies.len() + 1;
+    replies.into_iter().fold(
+        Survey {
+            majority: reachable >= majority,
+            ..Survey::default()
+        },
+        |a, b| Survey {
             leader: a.leader || b.leader,
             ahead: a.ahead || b.ahead,
             hears: a.hears || b.hears,
-        })
+            majority: a.majority,
+        },
+    )
+}
+
+/// How many of `voters` make a majority.
+fn voters_majority(voters: &[NodeId]) -> usize {
+    voters.len() / 2 + 1
 }
 
 /// What the `Discover` answer of voter `id` says about the silent leader `dead` (leading in
@@ -349,6 +386,7 @@ fn judge(
         leader: reply.leader_id != 0 && reply.leader_id != dead && newer,
         ahead: ranks_before((last, id), mine),
         hears: reply.hears_leader && reply.leader_id == dead,
+        majority: false,
     })
 }
 
@@ -404,6 +442,10 @@ async fn elect(shared: &NodeState, dead: NodeId, term: u64, addr: &str, out: Out
             // stands: two candidates raising terms against each other can depose the one that
             // just won, and one with a shorter log cannot win at all.
             let others = survey(shared, dead, term).await;
+            if !others.majority {
+                // Cut off from the others meanwhile: standing again only raises the term.
+                return;
+            }
             if others.leader
                 || metrics
                     .borrow_and_update()

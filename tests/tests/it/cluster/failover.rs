@@ -314,3 +314,89 @@ async fn a_leader_cut_from_one_follower_is_not_deposed() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A follower cut off from every other node finds its leader silent and, asking the other
+/// follower, gets no answer either: too few voters answer to make a majority with it, so it
+/// calls no election and holds its own election timer off (with the default timers it would
+/// stand after 4.5–6 s). Its term stays, so once the cut heals it follows the leader again
+/// without deposing it: the leader and the term are the same throughout and after, and the
+/// follower has every job acknowledged meanwhile. (Before, it ran its ten fast rounds and then
+/// its own timers, and its higher term cost the healthy leader an election.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_follower_does_not_depose_the_leader() -> anyhow::Result<()> {
+    init_tracing();
+    let opts = ClusterOpts {
+        plugin: TestPlugin::Scripted("pending-seconds=600\n".into()),
+        ..Default::default()
+    };
+    let mut cluster = ProcessCluster::start(3, opts).await?;
+    let leader = cluster.wait_one_leader().await?;
+    let term = cluster.client(leader as usize).status().await?.term;
+    let followers: Vec<usize> = (1..=3).filter(|&i| i as u64 != leader).collect();
+    let (alone, other) = (followers[0], followers[1]);
+    let host = |i: usize| cluster.nodes[i - 1].host.clone();
+    let mut firewall = Firewall::new()?;
+    firewall.cut(&host(leader as usize), &host(alone))?;
+    firewall.cut(&host(other), &host(alone))?;
+    let mut ids = Vec::new();
+    let window = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < window {
+        let reply = cluster
+            .client(leader as usize)
+            .submit(&job(&format!("alone-{}", ids.len()), &["ff"]))
+            .await?;
+        ids.push(job_id(&reply.job));
+        for i in [leader as usize, other] {
+            let st = cluster.client(i).status().await?;
+            assert_eq!(
+                (st.leader, st.term),
+                (leader, term),
+                "node {i} while {alone} is cut off"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = cluster.log(alone);
+    assert!(
+        log.contains("too few voters answer"),
+        "the isolated follower never looked into the silence:\n{log}"
+    );
+    assert!(
+        !log.contains("calling an election now"),
+        "the isolated follower called an election:\n{log}"
+    );
+    firewall.heal()?;
+    let deadline = Instant::now() + FAST;
+    loop {
+        let st = cluster.client(alone).status().await?;
+        anyhow::ensure!(
+            st.term == term,
+            "the term moved from {term} to {} across the cut: the leader was deposed",
+            st.term
+        );
+        if st.leader == leader {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node {alone} does not follow {leader} again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cluster.wait_one_leader().await?, leader);
+    assert_eq!(cluster.client(leader as usize).status().await?.term, term);
+    let deadline = Instant::now() + FAST;
+    loop {
+        let (_, jobs) = cluster.client(alone).list_all().await?;
+        let got: Vec<String> = jobs.iter().map(|j| job_id(j)).collect();
+        if ids.iter().all(|id| got.contains(id)) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node {alone} lacks acknowledged jobs after healing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
