@@ -280,39 +280,7 @@ async fn a_leader_cut_from_one_follower_is_not_deposed() -> anyhow::Result<()> {
     );
     firewall.heal()?;
     // Once the follower is heard from again, the leader still leads in the same term.
-    let deadline = Instant::now() + FAST;
-    loop {
-        let st = cluster.client(cut).status().await?;
-        anyhow::ensure!(
-            st.term == term,
-            "the term moved from {term} to {} across the cut: the leader was deposed",
-            st.term
-        );
-        if st.leader == leader {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "node {cut} does not follow {leader} again"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(cluster.wait_one_leader().await?, leader);
-    assert_eq!(cluster.client(leader as usize).status().await?.term, term);
-    let deadline = Instant::now() + FAST;
-    loop {
-        let (_, jobs) = cluster.client(cut).list_all().await?;
-        let got: Vec<String> = jobs.iter().map(|j| job_id(j)).collect();
-        if ids.iter().all(|id| got.contains(id)) {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "node {cut} lacks acknowledged jobs after healing"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
+    follows_again_with_every_job(&mut cluster, cut, leader, term, &ids).await
 }
 
 /// A follower cut off from every other node finds its leader silent and, asking the other
@@ -366,9 +334,22 @@ async fn an_isolated_follower_does_not_depose_the_leader() -> anyhow::Result<()>
         "the isolated follower called an election:\n{log}"
     );
     firewall.heal()?;
+    follows_again_with_every_job(&mut cluster, alone, leader, term, &ids).await
+}
+
+/// After a cut heals: node `node` follows `leader` again without the term ever moving from
+/// `term` (the leader was not deposed), the leader still leads in it, and `node` lists every
+/// job of `ids`.
+async fn follows_again_with_every_job(
+    cluster: &mut ProcessCluster,
+    node: usize,
+    leader: u64,
+    term: u64,
+    ids: &[String],
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + FAST;
     loop {
-        let st = cluster.client(alone).status().await?;
+        let st = cluster.client(node).status().await?;
         anyhow::ensure!(
             st.term == term,
             "the term moved from {term} to {} across the cut: the leader was deposed",
@@ -379,7 +360,7 @@ async fn an_isolated_follower_does_not_depose_the_leader() -> anyhow::Result<()>
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "node {alone} does not follow {leader} again"
+            "node {node} does not follow {leader} again"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -387,16 +368,15 @@ async fn an_isolated_follower_does_not_depose_the_leader() -> anyhow::Result<()>
     assert_eq!(cluster.client(leader as usize).status().await?.term, term);
     let deadline = Instant::now() + FAST;
     loop {
-        let (_, jobs) = cluster.client(alone).list_all().await?;
+        let (_, jobs) = cluster.client(node).list_all().await?;
         let got: Vec<String> = jobs.iter().map(|j| job_id(j)).collect();
         if ids.iter().all(|id| got.contains(id)) {
-            break;
+            return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "node {alone} lacks acknowledged jobs after healing"
+            "node {node} lacks acknowledged jobs after healing"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(())
 }
