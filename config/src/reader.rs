@@ -129,18 +129,15 @@ impl<S: Copy + Eq + Hash> Origins<S> {
         &self,
         id: S,
         section: &str,
-        key: &str,
+        key: &'static str,
         related: &[&'static str],
         message: String,
     ) -> ConfigError {
-        let origin = std::iter::once(key).chain(related.iter().copied()).find_map(|k| {
-            self.keys
-                .iter()
-                .find(|((s, n), _)| *s == id && *n == k)
-                .map(|(_, o)| *o)
-        });
+        let origin = std::iter::once(&key)
+            .chain(related)
+            .find_map(|k| self.keys.get(&(id, *k)));
         let (file, line) = match origin {
-            Some(Origin::Line(n)) => (self.file.clone(), Some(n)),
+            Some(Origin::Line(n)) => (self.file.clone(), Some(*n)),
             Some(Origin::Env(var)) => (format!("environment variable {var}"), None),
             None => (self.file.clone(), self.sections.get(&id).copied()),
         };
@@ -154,8 +151,8 @@ impl<S: Copy + Eq + Hash> Origins<S> {
     }
 
     /// Whether none of `keys` of section `id` failed to parse.
-    pub fn usable(&self, id: S, keys: &[&str]) -> bool {
-        !self.bad.iter().any(|(s, k)| *s == id && keys.contains(k))
+    pub fn usable(&self, id: S, keys: &[&'static str]) -> bool {
+        keys.iter().all(|k| !self.bad.contains(&(id, *k)))
     }
 }
 

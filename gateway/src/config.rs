@@ -324,7 +324,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     /// True when none of `keys` failed to parse (their error is already reported).
-    fn usable(&self, keys: &[&str]) -> bool {
+    fn usable(&self, keys: &[&'static str]) -> bool {
         self.origins.usable(Server, keys)
     }
 

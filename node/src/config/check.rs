@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use launcher_config::values::check_host_port;
-use launcher_config::{ConfigError, Origin};
+use launcher_config::ConfigError;
 
 use super::{ClusterType, Config, Origins, Sect};
 
@@ -29,7 +29,7 @@ struct Checker<'a> {
 impl Checker<'_> {
     /// True when none of `keys` failed to parse (their error is already reported).
     fn usable(&self, sect: Sect, keys: &[&'static str]) -> bool {
-        keys.iter().all(|k| !self.origins.bad.contains(&(sect, *k)))
+        self.origins.usable(sect, keys)
     }
 
     fn label(&self, sect: Sect) -> String {
@@ -49,25 +49,9 @@ impl Checker<'_> {
     /// Reports `message` about `key`, at the line (or variable) of the first of `key` and `related`
     /// that was set, else at the section header.
     fn report(&mut self, sect: Sect, key: &'static str, related: &[&'static str], message: String) {
-        let origin = std::iter::once(&key)
-            .chain(related)
-            .find_map(|k| self.origins.keys.get(&(sect, *k)));
-        let (file, line) = match origin {
-            Some(Origin::Line(n)) => (self.origins.file.clone(), Some(*n)),
-            Some(Origin::Env(var)) => (format!("environment variable {var}"), None),
-            None => (
-                self.origins.file.clone(),
-                self.origins.sections.get(&sect).copied(),
-            ),
-        };
         let section = self.label(sect);
-        self.errors.push(ConfigError {
-            file,
-            line,
-            section,
-            key: Some(key.to_string()),
-            message,
-        });
+        let error = self.origins.about(sect, &section, key, related, message);
+        self.errors.push(error);
     }
 
     fn positive(&mut self, sect: Sect, key: &'static str, value: u64) {

@@ -508,13 +508,12 @@ impl Sections for Config {
 
 /// Known key name in `'static` form, if `key` belongs to `section`.
 fn known_key(section: &str, key: &str) -> Option<&'static str> {
-    let found = match section {
+    match section {
         "server" => KeySpec::find(SERVER_KEYS, key).map(|k| k.name),
         "node" => KeySpec::find(NODE_KEYS, key).map(|k| k.name),
         "cluster" => KeySpec::find(CLUSTER_KEYS, key).map(|k| k.name),
         _ => None,
-    };
-    found
+    }
 }
 
 /// The keys `section` accepts, in table order.
