@@ -333,6 +333,8 @@ fn ranks_before(theirs: (Option<LogId<NodeId>>, NodeId), mine: (Option<LogId<Nod
 async fn survey(shared: &NodeState, dead: NodeId, dead_term: u64) -> Survey {
     let mine = (shared.raft.data_metrics().borrow().last_log, shared.id);
     let (voters, _) = shared.members();
+    // This node and those that answer must make a majority of the voters.
+    let majority = voters.len() / 2 + 1;
     let asks = voters
         .into_iter()
         .filter(|&v| v != dead && v != shared.id)
@@ -341,17 +343,14 @@ async fn survey(shared: &NodeState, dead: NodeId, dead_term: u64) -> Survey {
             let reply = crate::membership::discover_within(&shared.peers, &addr, PROBE_TIMEOUT).await?;
             judge(&reply, id, (dead, dead_term), mine)
         });
-    let majority = voters_majority(&shared.members().0);
     let replies: Vec<Survey> = futures::future::join_all(asks)
         .await
         .into_iter()
         .flatten()
         .collect();
-    // This node and those that answered.
-    let reachable = replies.len() + 1;
-    replies.into_iter().fold(
+    replies.iter().fold(
         Survey {
-            majority: reachable >= majority,
+            majority: replies.len() + 1 >= majority,
             ..Survey::default()
         },
         |a, b| Survey {
@@ -361,11 +360,6 @@ async fn survey(shared: &NodeState, dead: NodeId, dead_term: u64) -> Survey {
             majority: a.majority,
         },
     )
-}
-
-/// How many of `voters` make a majority.
-fn voters_majority(voters: &[NodeId]) -> usize {
-    voters.len() / 2 + 1
 }
 
 /// What the `Discover` answer of voter `id` says about the silent leader `dead` (leading in
