@@ -167,9 +167,30 @@ async fn dispatch<P: Plugin>(plugin: &Arc<P>, body: Vec<u8>, tasks: &mut JoinSet
         return;
     }
     if let Err(e) = P::dispatch(plugin, t, rid, body, tasks).await {
-        tracing::debug!(request_id = rid, error = %e, "request refused");
-        plugin.outbox().error(rid, e).await;
+        refuse(plugin.outbox(), rid, e).await;
     }
+}
+
+/// Answers request `rid` with its error.
+async fn refuse(outbox: &Outbox, rid: u64, e: RequestError) {
+    tracing::debug!(request_id = rid, error = %e, "request refused");
+    outbox.error(rid, e).await;
+}
+
+/// Runs request `rid`'s `work` in `tasks` (off the reader, drained at shutdown), answering its
+/// error; the work sends its own answer when it succeeds.
+pub fn in_background(
+    tasks: &mut JoinSet<()>,
+    outbox: &Outbox,
+    rid: u64,
+    work: impl Future<Output = Result<(), RequestError>> + Send + 'static,
+) {
+    let outbox = outbox.clone();
+    tasks.spawn(async move {
+        if let Err(e) = work.await {
+            refuse(&outbox, rid, e).await;
+        }
+    });
 }
 
 /// The GetJobOutput streams a plugin is serving, by request id. A request under an id closes

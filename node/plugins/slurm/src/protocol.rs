@@ -14,7 +14,7 @@ use launcher_plugin_api::messages::{
     SubmitJobRequest, API_VERSION,
 };
 use launcher_plugin_api::request::{check_version, decode, one_job, project};
-use launcher_plugin_api::serve::{Plugin, Settings};
+use launcher_plugin_api::serve::{in_background, Plugin, Settings};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -115,13 +115,13 @@ impl Plugin for SlurmPlugin {
                 RequestError::NotSupported(format!("{t:?} is not supported by the Slurm plugin")),
             ),
             _ => {
-                let p = p.clone();
-                tasks.spawn(async move {
-                    if let Err(e) = handle(&p, t, rid, &body).await {
-                        tracing::debug!(request_id = rid, error = %e, "request refused");
-                        p.out.error(rid, e).await;
-                    }
-                });
+                let plugin = p.clone();
+                in_background(
+                    tasks,
+                    &p.out,
+                    rid,
+                    async move { handle(&plugin, t, rid, &body).await },
+                );
                 Ok(())
             }
         }
