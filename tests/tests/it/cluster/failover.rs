@@ -251,24 +251,7 @@ async fn a_leader_cut_from_one_follower_is_not_deposed() -> anyhow::Result<()> {
     let mut firewall = Firewall::new()?;
     firewall.cut(&host(leader as usize), &host(cut))?;
     // Longer than the lease plus the longest election timeout (3 s + 3 s by default).
-    let mut ids = Vec::new();
-    let window = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < window {
-        let reply = cluster
-            .client(leader as usize)
-            .submit(&job(&format!("cut-{}", ids.len()), &["ff"]))
-            .await?;
-        ids.push(job_id(&reply.job));
-        for i in [leader as usize, other] {
-            let st = cluster.client(i).status().await?;
-            assert_eq!(
-                (st.leader, st.term),
-                (leader, term),
-                "node {i} while {cut} is cut off"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let ids = writes_through_the_cut(&cluster, leader, term, other, "cut").await?;
     let log = cluster.log(cut);
     assert!(
         log.contains("another follower still hears it"),
@@ -306,24 +289,7 @@ async fn an_isolated_follower_does_not_depose_the_leader() -> anyhow::Result<()>
     let mut firewall = Firewall::new()?;
     firewall.cut(&host(leader as usize), &host(alone))?;
     firewall.cut(&host(other), &host(alone))?;
-    let mut ids = Vec::new();
-    let window = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < window {
-        let reply = cluster
-            .client(leader as usize)
-            .submit(&job(&format!("alone-{}", ids.len()), &["ff"]))
-            .await?;
-        ids.push(job_id(&reply.job));
-        for i in [leader as usize, other] {
-            let st = cluster.client(i).status().await?;
-            assert_eq!(
-                (st.leader, st.term),
-                (leader, term),
-                "node {i} while {alone} is cut off"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let ids = writes_through_the_cut(&cluster, leader, term, other, "alone").await?;
     let log = cluster.log(alone);
     assert!(
         log.contains("too few voters answer"),
@@ -335,6 +301,33 @@ async fn an_isolated_follower_does_not_depose_the_leader() -> anyhow::Result<()>
     );
     firewall.heal()?;
     follows_again_with_every_job(&mut cluster, alone, leader, term, &ids).await
+}
+
+/// For 8 s (longer than the lease plus the longest election timeout, 3 s + 3 s by default):
+/// submits through `leader`, each acknowledged, while `leader` and the follower `other` both
+/// stay at `leader` in `term`. Returns the acknowledged job ids.
+async fn writes_through_the_cut(
+    cluster: &ProcessCluster,
+    leader: u64,
+    term: u64,
+    other: usize,
+    prefix: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let window = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < window {
+        let reply = cluster
+            .client(leader as usize)
+            .submit(&job(&format!("{prefix}-{}", ids.len()), &["ff"]))
+            .await?;
+        ids.push(job_id(&reply.job));
+        for i in [leader as usize, other] {
+            let st = cluster.client(i).status().await?;
+            assert_eq!((st.leader, st.term), (leader, term), "node {i} during the cut");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(ids)
 }
 
 /// After a cut heals: node `node` follows `leader` again without the term ever moving from
