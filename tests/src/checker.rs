@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::hash::Hash;
 
+use ustr::Ustr;
+
 use crate::history::{Call, Event, EventType, History, JobView, Launch, Note, Operation, Outcome};
 
 /// The invariant a violation breaks.
@@ -260,15 +262,17 @@ pub fn check_with(history: &History, budget: Budget) -> Report {
 }
 
 /// A job's status as one read saw it.
+///
+/// Kept small (48 bytes): a long run has one per job per listing, tens of millions. The times of
+/// the read are its operation's ([`Cx::ops`]).
 #[derive(Debug, Clone, Copy)]
-struct Obs<'a> {
-    op: usize,
-    status: &'a str,
+struct Obs {
+    /// The read, as an index into [`Cx::ops`].
+    op: u32,
+    linearizable: bool,
+    status: Ustr,
     exit_code: Option<i64>,
     index: Option<u64>,
-    linearizable: bool,
-    invoked: u64,
-    completed: u64,
 }
 
 /// Where a status stands in the forward order.
@@ -285,53 +289,154 @@ fn rank(status: &str) -> Option<u8> {
 struct Cx<'h> {
     history: &'h History,
     ops: &'h [Operation<'h>],
-    /// Per job id, every status observation.
-    obs: BTreeMap<&'h str, Vec<Obs<'h>>>,
+    /// Per job id, its status observations: every one made by a get or a status read, and of a
+    /// run of listings that showed it alike, the few that stand for the run (see [`Run`]).
+    obs: BTreeMap<&'h str, Vec<Obs>>,
     /// `ok` listings: (op, index, jobs).
     listings: Vec<(usize, u64, &'h [JobView])>,
+    /// Per listing (in the order of `listings`), the jobs it shows, by their number in `number`.
+    shown: Vec<Bits>,
+    /// The number of each job id that a listing shows.
+    number: HashMap<&'h str, u32>,
+}
+
+/// Consecutive listings that showed one job alike (same status and exit code, read the same
+/// way). Of such a run, four observations decide every check the others could: the status
+/// checks compare ranks, which are equal within the run, so only the extremes of applied index
+/// and of time matter (the lowest and highest index, the earliest end and the latest start). A
+/// long run lists every job hundreds of times alike, so this keeps the checker's memory to the
+/// size of the history.
+struct Run {
+    key: (Ustr, Option<i64>),
+    lowest: Obs,
+    highest: Obs,
+    first_end: (u64, Obs),
+    last_start: (u64, Obs),
+}
+
+impl Run {
+    fn new(o: Obs, invoked: u64, completed: u64) -> Run {
+        Run {
+            key: (o.status, o.exit_code),
+            lowest: o,
+            highest: o,
+            first_end: (completed, o),
+            last_start: (invoked, o),
+        }
+    }
+
+    /// Adds `o` when it is alike; gives it back otherwise.
+    fn add(&mut self, o: Obs, invoked: u64, completed: u64) -> Result<(), Obs> {
+        if self.key != (o.status, o.exit_code) {
+            return Err(o);
+        }
+        if o.index < self.lowest.index {
+            self.lowest = o;
+        }
+        if o.index > self.highest.index {
+            self.highest = o;
+        }
+        if completed < self.first_end.0 {
+            self.first_end = (completed, o);
+        }
+        if invoked > self.last_start.0 {
+            self.last_start = (invoked, o);
+        }
+        Ok(())
+    }
+
+    /// The observations that stand for the run, each once, in operation order.
+    fn into_obs(self) -> impl Iterator<Item = Obs> {
+        let mut kept = [self.lowest, self.highest, self.first_end.1, self.last_start.1];
+        kept.sort_by_key(|o| o.op);
+        let mut last = None;
+        kept.into_iter().filter(move |o| {
+            let new = last != Some(o.op);
+            last = Some(o.op);
+            new
+        })
+    }
 }
 
 impl<'h> Cx<'h> {
     fn new(history: &'h History, ops: &'h [Operation<'h>]) -> Self {
-        let mut obs: BTreeMap<&str, Vec<Obs<'_>>> = BTreeMap::new();
+        let mut obs: BTreeMap<&str, Vec<Obs>> = BTreeMap::new();
+        // The open run of each job's listing observations, per kind of read.
+        let mut runs: HashMap<(&str, bool), Run> = HashMap::new();
         let mut listings = Vec::new();
+        let mut number: HashMap<&str, u32> = HashMap::new();
         for (i, op) in ops.iter().enumerate() {
             let (Some(outcome), Some(completed)) = (op.ok(), op.completed_at()) else {
                 continue;
             };
             let linearizable = op.call.read().is_some_and(|r| r.is_linearizable());
-            let mut see = |id: &'h str, status: &'h str, exit_code: Option<i64>, index: Option<u64>| {
-                obs.entry(id).or_default().push(Obs {
-                    op: i,
-                    status,
-                    exit_code,
-                    index,
-                    linearizable,
-                    invoked: op.invoked_at(),
-                    completed,
-                })
+            let at = |status: Ustr, exit_code: Option<i64>, index: Option<u64>| Obs {
+                op: u32::try_from(i).expect("fewer than 2^32 operations"),
+                linearizable,
+                status,
+                exit_code,
+                index,
             };
             match (op.call, outcome) {
                 (Call::Get { .. }, Outcome::Got { job: Some(j), index }) => {
-                    see(&j.id, &j.status, j.exit_code, *index)
+                    obs.entry(j.id.as_str())
+                        .or_default()
+                        .push(at(j.status, j.exit_code, *index));
                 }
                 (Call::List { .. }, Outcome::Listed { index, jobs, .. }) => {
                     for j in jobs {
-                        see(&j.id, &j.status, j.exit_code, Some(*index));
+                        let id = j.id.as_str();
+                        let next = number.len() as u32;
+                        number.entry(id).or_insert(next);
+                        let o = at(j.status, j.exit_code, Some(*index));
+                        let invoked = op.invoked_at();
+                        match runs.entry((id, linearizable)) {
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(Run::new(o, invoked, completed));
+                            }
+                            std::collections::hash_map::Entry::Occupied(mut run) => {
+                                if let Err(o) = run.get_mut().add(o, invoked, completed) {
+                                    let done =
+                                        std::mem::replace(run.get_mut(), Run::new(o, invoked, completed));
+                                    obs.entry(id).or_default().extend(done.into_obs());
+                                }
+                            }
+                        }
                     }
                     listings.push((i, *index, jobs.as_slice()));
                 }
                 (Call::StatusRead { id, .. }, Outcome::Status { status, index }) => {
-                    see(id, status, None, Some(*index))
+                    obs.entry(id)
+                        .or_default()
+                        .push(at(Ustr::from(status), None, Some(*index)));
                 }
                 _ => {}
             }
         }
+        for ((id, _), run) in runs {
+            obs.entry(id).or_default().extend(run.into_obs());
+        }
+        for o in obs.values_mut() {
+            o.sort_by_key(|o| o.op);
+            o.shrink_to_fit();
+        }
+        let shown = listings
+            .iter()
+            .map(|(_, _, jobs)| {
+                let mut b = Bits::new(number.len());
+                for j in *jobs {
+                    b.set(number[j.id.as_str()]);
+                }
+                b
+            })
+            .collect();
         Cx {
             history,
             ops,
             obs,
             listings,
+            shown,
+            number,
         }
     }
 
@@ -442,19 +547,15 @@ impl<'h> Cx<'h> {
                 _ => {}
             }
         }
-        let sets: Vec<HashSet<&str>> = self
-            .listings
-            .iter()
-            .map(|(_, _, jobs)| jobs.iter().map(|j| j.id.as_str()).collect())
-            .collect();
         for (id, e) in &ev {
+            let number = self.number.get(id).copied();
             let mut missing = Vec::new();
-            for (&(l, index, _), set) in self.listings.iter().zip(&sets) {
+            for (&(l, index, _), shown) in self.listings.iter().zip(&self.shown) {
                 let op = &self.ops[l];
                 let linearizable = op.call.read().is_some_and(|r| r.is_linearizable());
                 let by_time = linearizable && op.invoked_at() > e.time;
                 let by_index = e.index.is_some_and(|(i, _)| index >= i);
-                if (by_time || by_index) && !set.contains(id) {
+                if (by_time || by_index) && !number.is_some_and(|n| shown.get(n)) {
                     missing.push((l, by_time, index));
                 }
             }
@@ -489,11 +590,11 @@ impl<'h> Cx<'h> {
     fn status_order(&self, out: &mut Vec<Violation>) {
         for (id, obs) in &self.obs {
             // Terminal status and exit code: every observation agrees with the first.
-            let first_terminal = obs.iter().find(|o| rank(o.status) == Some(2));
+            let first_terminal = obs.iter().find(|o| rank(&o.status) == Some(2));
             let first_exit = obs.iter().find(|o| o.exit_code.is_some());
             let changed_terminal = first_terminal.and_then(|t| {
                 obs.iter()
-                    .find(|o| rank(o.status) == Some(2) && o.status != t.status)
+                    .find(|o| rank(&o.status) == Some(2) && o.status != t.status)
                     .map(|o| (t, o))
             });
             let changed_exit = first_exit.and_then(|t| {
@@ -509,11 +610,11 @@ impl<'h> Cx<'h> {
                         "seen {} (exit code {:?}) and {} (exit code {:?})",
                         a.status, a.exit_code, b.status, b.exit_code
                     ),
-                    &[a.op, b.op],
+                    &[a.op as usize, b.op as usize],
                 ));
                 continue;
             }
-            if let Some((a, b, how)) = regression(obs) {
+            if let Some((a, b, how)) = regression(obs, self.ops) {
                 out.push(self.violation(
                     Invariant::StatusRegressed,
                     Some(id),
@@ -521,7 +622,7 @@ impl<'h> Cx<'h> {
                         "{} (index {:?}) then {} (index {:?}) {how}",
                         a.status, a.index, b.status, b.index
                     ),
-                    &[a.op, b.op],
+                    &[a.op as usize, b.op as usize],
                 ));
             }
         }
@@ -1036,55 +1137,57 @@ fn project(ops: &[LinOp<JobOp>], group: &[u32]) -> (Vec<LinOp<JobOp>>, Vec<usize
 }
 
 /// A pair of observations of one job that shows a regression, and how they are ordered.
-fn regression<'a>(obs: &[Obs<'a>]) -> Option<(Obs<'a>, Obs<'a>, &'static str)> {
+fn regression(obs: &[Obs], ops: &[Operation<'_>]) -> Option<(Obs, Obs, &'static str)> {
     // By applied index: nothing at a higher index may rank below something at a lower one.
-    let mut by_index: Vec<Obs<'a>> = obs
+    let mut by_index: Vec<Obs> = obs
         .iter()
-        .filter(|o| o.index.is_some() && rank(o.status).is_some())
+        .filter(|o| o.index.is_some() && rank(&o.status).is_some())
         .copied()
         .collect();
     by_index.sort_by_key(|o| o.index);
-    let mut best: Option<Obs<'a>> = None;
-    let mut group_best: Option<Obs<'a>> = None;
+    let mut best: Option<Obs> = None;
+    let mut group_best: Option<Obs> = None;
     let mut group_index = None;
     for o in &by_index {
         if group_index != Some(o.index) {
             if let Some(g) = group_best.take() {
-                if best.is_none_or(|b| rank(g.status) > rank(b.status)) {
+                if best.is_none_or(|b| rank(&g.status) > rank(&b.status)) {
                     best = Some(g);
                 }
             }
             group_index = Some(o.index);
         }
         if let Some(b) = best {
-            if rank(o.status) < rank(b.status) {
+            if rank(&o.status) < rank(&b.status) {
                 return Some((b, *o, "at a higher applied index"));
             }
         }
-        if group_best.is_none_or(|g| rank(o.status) > rank(g.status)) {
+        if group_best.is_none_or(|g| rank(&o.status) > rank(&g.status)) {
             group_best = Some(*o);
         }
     }
     // In real time, among linearizable reads: a read begun after another ended ranks no lower.
-    let mut lin: Vec<Obs<'a>> = obs
+    let invoked = |o: &Obs| ops[o.op as usize].invoked_at();
+    let completed = |o: &Obs| ops[o.op as usize].completed_at().unwrap_or(u64::MAX);
+    let mut lin: Vec<Obs> = obs
         .iter()
-        .filter(|o| o.linearizable && rank(o.status).is_some())
+        .filter(|o| o.linearizable && rank(&o.status).is_some())
         .copied()
         .collect();
     let mut ends = lin.clone();
-    ends.sort_by_key(|o| o.completed);
-    lin.sort_by_key(|o| o.invoked);
-    let mut best: Option<Obs<'a>> = None;
+    ends.sort_by_key(completed);
+    lin.sort_by_key(invoked);
+    let mut best: Option<Obs> = None;
     let mut k = 0;
     for o in &lin {
-        while k < ends.len() && ends[k].completed < o.invoked {
-            if best.is_none_or(|b| rank(ends[k].status) > rank(b.status)) {
+        while k < ends.len() && completed(&ends[k]) < invoked(o) {
+            if best.is_none_or(|b| rank(&ends[k].status) > rank(&b.status)) {
                 best = Some(ends[k]);
             }
             k += 1;
         }
         if let Some(b) = best {
-            if rank(o.status) < rank(b.status) {
+            if rank(&o.status) < rank(&b.status) {
                 return Some((b, *o, "in a linearizable read begun after the first ended"));
             }
         }
@@ -1501,7 +1604,7 @@ mod tests {
     fn view(id: &str, status: &str, exit_code: Option<i64>) -> JobView {
         JobView {
             id: id.into(),
-            name: Some(format!("name-{id}")),
+            name: Some(format!("name-{id}").as_str().into()),
             status: status.into(),
             exit_code,
         }
@@ -1724,6 +1827,81 @@ mod tests {
         let v = only(&check(&b.build()), Invariant::StatusRegressed);
         assert_eq!(v.job.as_deref(), Some("a"));
         assert_eq!(v.excerpt.len(), 4, "{v}");
+    }
+
+    /// Listings that show a job alike are kept as a few observations per run (the checker's
+    /// memory on long runs): a regression against any member of the run is still found, by
+    /// index and in real time.
+    #[test]
+    fn a_regression_against_the_middle_of_a_long_run_of_alike_listings_is_found() {
+        // By index: a stale listing at index 15 shows Running after Finished was listed at
+        // 10, 12, …, 30; only the run's lowest index (10) shows the regression.
+        let mut b = HistoryBuilder::new();
+        b.call(1, submit("name-a", None), Ok, submitted("a", 3));
+        for index in (10..=30).step_by(2) {
+            b.call(
+                2,
+                list(Read::stale(0)),
+                Ok,
+                listed("2", index, vec![view("a", "Finished", Some(0))]),
+            );
+        }
+        b.call(
+            3,
+            list(Read::stale(0)),
+            Ok,
+            listed("3", 15, vec![view("a", "Running", None)]),
+        );
+        let v = only(&check(&b.build()), Invariant::StatusRegressed);
+        assert!(v.message.contains("at a higher applied index"), "{v:?}");
+
+        // In real time: one linearizable listing shows Finished (index 45) and ends; four more
+        // begin and show Finished at other indexes, but end only after a linearizable listing
+        // begun meanwhile shows Running at index 39 (below all: no regression by index). Only
+        // the run's earliest end orders it before the Running one.
+        let mut b = HistoryBuilder::new();
+        b.call(1, submit("name-a", None), Ok, submitted("a", 3));
+        b.call(
+            2,
+            list(Read::linearizable()),
+            Ok,
+            listed("2", 45, vec![view("a", "Finished", Some(0))]),
+        );
+        let later: Vec<(u64, u64)> = [40, 50, 46, 47]
+            .into_iter()
+            .map(|index| (b.invoke(2, list(Read::linearizable())), index))
+            .collect();
+        b.call(
+            3,
+            list(Read::linearizable()),
+            Ok,
+            listed("3", 39, vec![view("a", "Running", None)]),
+        );
+        for (op, index) in later {
+            b.ok(op, listed("2", index, vec![view("a", "Finished", Some(0))]));
+        }
+        let report = check(&b.build());
+        assert!(
+            report
+                .of(Invariant::StatusRegressed)
+                .iter()
+                .any(|v| v.message.contains("linearizable read begun after")),
+            "{report}"
+        );
+
+        // Alike listings alone stay valid, however many.
+        let mut b = HistoryBuilder::new();
+        b.call(1, submit("name-a", None), Ok, submitted("a", 3));
+        for index in 10..=300 {
+            b.call(
+                2,
+                list(Read::stale(0)),
+                Ok,
+                listed("2", index, vec![view("a", "Finished", Some(0))]),
+            );
+        }
+        let report = check(&b.build());
+        assert!(report.is_valid(), "{report}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use ustr::Ustr;
 
 /// A client of the history (Jepsen's "process"); each runs one operation at a time.
 pub type Process = u32;
@@ -109,12 +110,16 @@ impl Call {
 }
 
 /// A job as a read saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its strings are interned ([`Ustr`]: one pointer each, the text kept once per process): a long
+/// run records every job of every listing, tens of millions of views that repeat a few thousand
+/// ids and a handful of statuses, and the whole history must fit in memory to be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobView {
-    pub id: String,
+    pub id: Ustr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub status: String,
+    pub name: Option<Ustr>,
+    pub status: Ustr,
     #[serde(default, rename = "exitCode", skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
 }
@@ -123,9 +128,9 @@ impl JobView {
     /// The view of a job from its JSON (`id`, `name`, `status`, `exitCode`).
     pub fn from_json(v: &serde_json::Value) -> Option<JobView> {
         Some(JobView {
-            id: v.get("id")?.as_str()?.to_string(),
-            name: v.get("name").and_then(|n| n.as_str()).map(str::to_string),
-            status: v.get("status")?.as_str()?.to_string(),
+            id: Ustr::from(v.get("id")?.as_str()?),
+            name: v.get("name").and_then(|n| n.as_str()).map(Ustr::from),
+            status: Ustr::from(v.get("status")?.as_str()?),
             exit_code: v.get("exitCode").and_then(|c| c.as_i64()),
         })
     }
@@ -133,6 +138,14 @@ impl JobView {
     /// The view of canonical job bytes.
     pub fn from_bytes(bytes: &[u8]) -> Option<JobView> {
         Self::from_json(&serde_json::from_slice(bytes).ok()?)
+    }
+
+    /// The views of a listing's jobs (those that have an id and a status), stored tight: a
+    /// history keeps every listing.
+    pub fn all<B: AsRef<[u8]>>(jobs: &[B]) -> Vec<JobView> {
+        let mut views: Vec<JobView> = jobs.iter().filter_map(|j| Self::from_bytes(j.as_ref())).collect();
+        views.shrink_to_fit();
+        views
     }
 }
 
@@ -261,13 +274,23 @@ pub struct Note {
 }
 
 /// One line of a history file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "line", rename_all = "snake_case")]
 enum Line {
     Meta { seed: u64 },
     Event(Event),
     Launch(Launch),
     Note(Note),
+}
+
+/// A [`Line`] to write, borrowing what it shows (a long history is written without a copy).
+#[derive(Serialize)]
+#[serde(tag = "line", rename_all = "snake_case")]
+enum LineRef<'a> {
+    Meta { seed: u64 },
+    Event(&'a Event),
+    Launch(&'a Launch),
+    Note(&'a Note),
 }
 
 /// A complete history.
@@ -349,22 +372,22 @@ impl History {
 
     /// The history as JSON lines: a meta line with the seed, then events, notes and launches.
     pub fn to_jsonl(&self) -> String {
-        let mut out = String::new();
-        let mut push = |line: &Line| {
-            out.push_str(&serde_json::to_string(line).expect("history lines serialize"));
-            out.push('\n');
-        };
-        push(&Line::Meta { seed: self.seed });
-        for e in &self.events {
-            push(&Line::Event(e.clone()));
+        let mut out = Vec::new();
+        self.write(&mut out).expect("writing to memory does not fail");
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// Writes the history as JSON lines (see [`History::to_jsonl`]) to `w`, one line at a time.
+    pub fn write(&self, mut w: impl std::io::Write) -> std::io::Result<()> {
+        let lines = std::iter::once(LineRef::Meta { seed: self.seed })
+            .chain(self.events.iter().map(LineRef::Event))
+            .chain(self.notes.iter().map(LineRef::Note))
+            .chain(self.launches.iter().map(LineRef::Launch));
+        for line in lines {
+            serde_json::to_writer(&mut w, &line)?;
+            w.write_all(b"\n")?;
         }
-        for n in &self.notes {
-            push(&Line::Note(n.clone()));
-        }
-        for l in &self.launches {
-            push(&Line::Launch(l.clone()));
-        }
-        out
+        w.flush()
     }
 
     /// Reads a history written by [`History::to_jsonl`].
@@ -395,7 +418,7 @@ impl History {
 
     /// Writes the history to `path`.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        std::fs::write(path, self.to_jsonl())?;
+        self.write(std::io::BufWriter::new(std::fs::File::create(path)?))?;
         Ok(())
     }
 
@@ -510,6 +533,20 @@ impl Recorder {
     /// A copy of the history so far.
     pub fn history(&self) -> History {
         self.lock().history.clone()
+    }
+
+    /// The history so far, moved out: what is recorded later starts a new one. The end of a long
+    /// run takes its history rather than copying it (it may hold gigabytes of listings).
+    pub fn take(&self) -> History {
+        let mut r = self.lock();
+        let seed = r.history.seed;
+        std::mem::replace(
+            &mut r.history,
+            History {
+                seed,
+                ..Default::default()
+            },
+        )
     }
 
     /// Microseconds since the recorder started.

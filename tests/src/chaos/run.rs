@@ -579,7 +579,9 @@ impl Chaos {
                 };
                 let mut finisher = finisher.lock().await;
                 for j in &jobs {
-                    if j.status == "Suspended" || (long.contains(&j.id) && !terminal(&j.status)) {
+                    if j.status == "Suspended"
+                        || (long.iter().any(|l| l == j.id.as_str()) && !terminal(&j.status))
+                    {
                         let _ = finisher.control_job(&j.id, "kill").await;
                     }
                 }
@@ -655,7 +657,8 @@ impl Chaos {
         self.shared
             .recorder
             .add_launch_log(&std::fs::read_to_string(&self.launch_log).unwrap_or_default());
-        let history = self.shared.recorder.history();
+        // The clients have stopped and the final listings are in: nothing more is recorded.
+        let history = self.shared.recorder.take();
         let checked = Instant::now();
         let report = checker::check(&history);
         let seed = self.seed;

@@ -282,9 +282,11 @@ impl Client {
         if let Some((node, _)) = self.node() {
             return match node.submit_as(admin(), body, key).await {
                 Ok(r) => {
-                    let id = JobView::from_bytes(&r.job).map(|v| v.id).ok_or_else(|| {
-                        Failure::Unknown(Outcome::error(None, "submit answer without an id"))
-                    })?;
+                    let id = JobView::from_bytes(&r.job)
+                        .map(|v| v.id.to_string())
+                        .ok_or_else(|| {
+                            Failure::Unknown(Outcome::error(None, "submit answer without an id"))
+                        })?;
                     Ok((id, r.applied_index, r.created))
                 }
                 Err(s) => {
@@ -317,7 +319,7 @@ impl Client {
             .map_err(|e| Failure::Unknown(Outcome::error(None, e)))?;
         if status == 201 {
             let id = JobView::from_bytes(&bytes)
-                .map(|v| v.id)
+                .map(|v| v.id.to_string())
                 .ok_or_else(|| Failure::Unknown(Outcome::error(None, "201 without a job id")))?;
             return Ok((id, index.unwrap_or(0), true));
         }
@@ -441,7 +443,7 @@ impl Client {
         Ok(Outcome::Listed {
             node,
             index: index.ok_or_else(|| Outcome::error(None, "listing without X-Launcher-Index"))?,
-            jobs: jobs.iter().filter_map(|j| JobView::from_bytes(j)).collect(),
+            jobs: JobView::all(&jobs),
             digest: Some(Outcome::digest(&jobs)),
             omitted: 0,
         })
@@ -587,7 +589,7 @@ pub async fn list_node(node: &NodeClient, label: &str, read: Read) -> Result<Out
         Ok((index, jobs)) => Ok(Outcome::Listed {
             node: Some(label.to_string()),
             index,
-            jobs: jobs.iter().filter_map(|j| JobView::from_bytes(j)).collect(),
+            jobs: JobView::all(&jobs),
             digest: Some(Outcome::digest(&jobs)),
             omitted: 0,
         }),
