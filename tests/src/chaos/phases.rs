@@ -58,6 +58,7 @@ pub async fn lost_follower(
     min_for: Duration,
 ) -> anyhow::Result<()> {
     let (leader, li) = run.leader().await?;
+    let term_before = run.status_of(li).await.map_or(0, |st| st.term);
     let followers: Vec<usize> = (1..=NODES).filter(|i| *i != li).collect();
     let mut by_node = Default::default();
     let mut candidates = Vec::new();
@@ -124,11 +125,13 @@ pub async fn lost_follower(
     .await?;
     let fenced = back.elapsed();
     run.wait_green().await?;
-    let (after, _) = run.leader().await?;
+    let (after, ai) = run.leader().await?;
+    // A needless election shows in the term even when the same node wins it back.
+    let term_after = run.status_of(ai).await.map_or(0, |st| st.term);
     run.figure(format!(
         "follower {fid} cut off ({}) {cut_for:.1?}: {during} submits acknowledged meanwhile; its {} long jobs \
          Failed \"node lost\" after {lost_after:.1?}; back, it fenced them within {fenced:.1?}; leader \
-         {leader} before, {after} after",
+         {leader} (term {term_before}) before, {after} (term {term_after}) after",
         cut.verb(),
         doomed.len()
     ));
