@@ -1,8 +1,18 @@
 //! Output of a job as text for JobOutput messages (shared by our plugins): bytes decoded to
-//! UTF-8 without splitting a character, text cut into chunks at character boundaries, and which
-//! file(s) an output type names.
+//! UTF-8 without splitting a character, text cut into chunks at character boundaries, which
+//! file(s) an output type names, and [`follow`]: a GetJobOutput stream from the files' start
+//! until the job ended and all was sent. A plugin gives only how it reads a file of the job's
+//! user (its own check of who may read it).
 
-use crate::messages::OutputType;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::envelope::ResponseType;
+use crate::error::RequestError;
+use crate::messages::{JobOutputResponse, OutputType};
+use crate::outbox::Outbox;
 
 /// Turns a byte stream into text: complete characters come out, an incomplete one at the end
 /// waits for its remaining bytes, invalid bytes become U+FFFD.
@@ -84,9 +94,225 @@ pub fn sources<P: Clone + PartialEq>(stdout: &P, stderr: &P, t: OutputType) -> V
     }
 }
 
+/// Where a GetJobOutput stream goes and how it reads.
+pub struct Following<'a> {
+    pub out: &'a Outbox,
+    pub request_id: u64,
+    /// The job (for the error when it left no output).
+    pub job_id: &'a str,
+    /// The most bytes read, and sent, at once.
+    pub chunk: usize,
+    /// How often the files of a running job are looked at again.
+    pub poll: Duration,
+}
+
+/// One file being streamed.
+struct Source {
+    path: PathBuf,
+    label: &'static str,
+    offset: u64,
+    decoder: Utf8Decoder,
+    seen: bool,
+}
+
+/// Streams the output files `files` (see [`sources`]) of a job of output type `t` until it is
+/// complete: everything the files hold, then whatever they gain while `watch` does not show the
+/// job `ended`, then `complete: true`. The job leaving the plugin's table (the watch closes)
+/// counts as ended. `read` reads up to `max` bytes from `offset` of a file, `None` when it does
+/// not exist (yet); it runs on a blocking thread and refuses what the job's user may not read.
+/// A job that ended without any of the files is answered `OutputNotFound`.
+pub async fn follow<T, R>(
+    how: Following<'_>,
+    files: Vec<(PathBuf, &'static str)>,
+    t: OutputType,
+    mut watch: watch::Receiver<T>,
+    ended: impl Fn(&T) -> bool,
+    read: R,
+) -> Result<(), RequestError>
+where
+    R: Fn(&Path, u64, usize) -> Result<Option<Vec<u8>>, RequestError> + Clone + Send + 'static,
+{
+    let label_all = match t {
+        OutputType::Stdout => "stdout",
+        OutputType::Stderr => "stderr",
+        OutputType::Both => "mixed",
+    };
+    let mut srcs: Vec<Source> = files
+        .into_iter()
+        .map(|(path, label)| Source {
+            path,
+            label,
+            offset: 0,
+            decoder: Utf8Decoder::default(),
+            seen: false,
+        })
+        .collect();
+    let mut gone = false;
+    loop {
+        // Look at the status before reading: output written before the job ended is then read.
+        let done = gone || ended(&watch.borrow_and_update());
+        for s in srcs.iter_mut() {
+            drain(&how, s, &read).await?;
+        }
+        if done {
+            if srcs.iter().all(|s| !s.seen) {
+                return Err(RequestError::OutputNotFound(format!(
+                    "job {} left no output files",
+                    how.job_id
+                )));
+            }
+            for s in srcs.iter_mut() {
+                let rest = s.decoder.finish();
+                send_text(&how, s.label, &rest).await;
+            }
+            let end = JobOutputResponse {
+                output: String::new(),
+                output_type: label_all.into(),
+                complete: true,
+            };
+            how.out.send(ResponseType::JobOutput, how.request_id, &end).await;
+            return Ok(());
+        }
+        tokio::select! {
+            r = watch.changed() => gone = r.is_err(),
+            _ = tokio::time::sleep(how.poll) => {}
+        }
+    }
+}
+
+/// Sends everything new in one file.
+async fn drain<R>(how: &Following<'_>, s: &mut Source, read: &R) -> Result<(), RequestError>
+where
+    R: Fn(&Path, u64, usize) -> Result<Option<Vec<u8>>, RequestError> + Clone + Send + 'static,
+{
+    let chunk = how.chunk;
+    loop {
+        let (path, offset, read) = (s.path.clone(), s.offset, read.clone());
+        let got = tokio::task::spawn_blocking(move || read(&path, offset, chunk))
+            .await
+            .map_err(|e| RequestError::Internal(e.to_string()))??;
+        let Some(bytes) = got else { return Ok(()) };
+        s.seen = true;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        s.offset += bytes.len() as u64;
+        let text = s.decoder.push(&bytes);
+        send_text(how, s.label, &text).await;
+        if bytes.len() < chunk {
+            return Ok(());
+        }
+    }
+}
+
+async fn send_text(how: &Following<'_>, label: &str, text: &str) {
+    for piece in split_at_chars(text, how.chunk) {
+        let msg = JobOutputResponse {
+            output: piece.to_string(),
+            output_type: label.to_string(),
+            complete: false,
+        };
+        how.out.send(ResponseType::JobOutput, how.request_id, &msg).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads a file as [`follow`] asks, without any check of who owns it.
+    fn plain(path: &Path, offset: u64, max: usize) -> Result<Option<Vec<u8>>, RequestError> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(b.into_iter().skip(offset as usize).take(max).collect())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RequestError::io("read", e)),
+        }
+    }
+
+    /// The JobOutput payloads queued for request 7: (output, outputType, complete).
+    async fn next_output(
+        rx: &mut tokio::sync::mpsc::Receiver<crate::outbox::Outgoing>,
+    ) -> (String, String, bool) {
+        match rx.recv().await.expect("a message") {
+            crate::outbox::Outgoing::Message {
+                request_id: 7,
+                payload,
+                ..
+            } => {
+                let m: JobOutputResponse = serde_json::from_value(payload).unwrap();
+                (m.output, m.output_type, m.complete)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_followed_file_is_sent_whole_in_chunks_until_the_job_ends() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("out");
+        std::fs::write(&f, "héllo ").unwrap();
+        let (out, mut rx) = Outbox::new(64);
+        let (ended_tx, watch) = watch::channel(false);
+        let how = Following {
+            out: &out,
+            request_id: 7,
+            job_id: "j",
+            chunk: 4,
+            poll: Duration::from_millis(10),
+        };
+        let following = follow(
+            how,
+            vec![(f.clone(), "stdout")],
+            OutputType::Stdout,
+            watch,
+            |e: &bool| *e,
+            plain,
+        );
+        let driver = async {
+            let mut text = String::new();
+            // What the file held, in pieces of at most 4 bytes, no character split.
+            while text != "héllo " {
+                let (piece, label, complete) = next_output(&mut rx).await;
+                assert!(piece.len() <= 4 && !complete && label == "stdout", "{piece:?}");
+                text.push_str(&piece);
+            }
+            // What it gains while the job runs, then the end.
+            std::fs::write(&f, "héllo wörld").unwrap();
+            ended_tx.send(true).unwrap();
+            loop {
+                let (piece, label, complete) = next_output(&mut rx).await;
+                assert_eq!(label, "stdout");
+                if complete {
+                    assert!(piece.is_empty());
+                    break;
+                }
+                text.push_str(&piece);
+            }
+            text
+        };
+        let (r, text) = tokio::join!(following, driver);
+        r.unwrap();
+        assert_eq!(text, "héllo wörld");
+    }
+
+    #[tokio::test]
+    async fn a_job_that_ended_without_its_files_has_no_output() {
+        let d = tempfile::tempdir().unwrap();
+        let (out, _rx) = Outbox::new(8);
+        let (_tx, watch) = watch::channel(true);
+        let how = Following {
+            out: &out,
+            request_id: 7,
+            job_id: "j",
+            chunk: 4,
+            poll: Duration::from_millis(10),
+        };
+        let files = vec![(d.path().join("o"), "stdout"), (d.path().join("e"), "stderr")];
+        let r = follow(how, files, OutputType::Both, watch, |e: &bool| *e, plain).await;
+        assert!(
+            matches!(r, Err(RequestError::OutputNotFound(m)) if m.contains("job j left no output files"))
+        );
+    }
 
     #[test]
     fn characters_split_across_reads_are_held_back() {

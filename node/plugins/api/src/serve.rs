@@ -53,6 +53,16 @@ pub struct Settings {
     pub max_message_size: usize,
 }
 
+/// The runtime a plugin serves on: multi-threaded, with `thread-pool-size` workers when the
+/// options set it.
+pub fn runtime(options: &crate::options::Options) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = options.thread_pool_size {
+        rt.worker_threads(n);
+    }
+    rt.enable_all().build()
+}
+
 /// Writes queued messages in order, numbering responses from 1, until told to finish or stdout
 /// fails.
 pub async fn write_loop<W: AsyncWrite + Unpin>(rx: mpsc::Receiver<Outgoing>, w: W) {

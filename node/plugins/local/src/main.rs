@@ -27,13 +27,7 @@ fn main() {
         tracing::error!("{e:#}");
         fail(format!("{e:#}"))
     });
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cfg.options.thread_pool_size {
-        rt.worker_threads(n);
-    }
-    let rt = rt
-        .enable_all()
-        .build()
+    let rt = launcher_plugin_api::serve::runtime(&cfg.options)
         .unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")));
     rt.block_on(launcher_local_plugin::run(
         cfg,

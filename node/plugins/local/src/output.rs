@@ -3,14 +3,12 @@
 //! character is never split across two messages.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use launcher_plugin_api::envelope::ResponseType;
-use launcher_plugin_api::messages::{JobOutputRequest, JobOutputResponse, OutputType};
-use launcher_plugin_api::output::{split_at_chars, Utf8Decoder};
-
+use launcher_plugin_api::messages::{JobOutputRequest, OutputType};
+use launcher_plugin_api::output::{follow, Following};
 use launcher_plugin_api::userfs::Creds;
 
 use crate::error::RequestError;
@@ -21,19 +19,10 @@ use crate::state::LocalPlugin;
 /// How often files of a running job are looked at again.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
-/// One file being streamed.
-struct Source {
-    path: PathBuf,
-    label: &'static str,
-    offset: u64,
-    decoder: Utf8Decoder,
-    seen: bool,
-}
-
 /// Reads up to `max` new bytes from `offset` of a file of the job's user, whose credentials are
 /// `creds`. `None` when the file does not exist or that user could not read it.
 fn read_from(
-    path: &std::path::Path,
+    path: &Path,
     offset: u64,
     max: usize,
     creds: &Creds,
@@ -52,49 +41,6 @@ pub fn sources(rec: &JobRecord, t: OutputType) -> Vec<(PathBuf, &'static str)> {
     launcher_plugin_api::output::sources(&rec.stdout_path, &rec.stderr_path, t)
 }
 
-/// Sends everything new in one file of the job's user (`creds`). Returns whether the file
-/// exists.
-async fn drain(
-    p: &Arc<LocalPlugin>,
-    request_id: u64,
-    s: &mut Source,
-    chunk: usize,
-    creds: &Creds,
-) -> Result<bool, RequestError> {
-    loop {
-        let (path, offset, creds) = (s.path.clone(), s.offset, creds.clone());
-        let got = tokio::task::spawn_blocking(move || read_from(&path, offset, chunk, &creds))
-            .await
-            .map_err(|e| RequestError::Internal(e.to_string()))?
-            .map_err(|e| match e {
-                OutputFileError::Io(e) => RequestError::io(format!("cannot read {}", s.path.display()), e),
-                refused => RequestError::OutputNotFound(format!("the output cannot be given: {refused}")),
-            })?;
-        let Some(bytes) = got else { return Ok(false) };
-        s.seen = true;
-        if bytes.is_empty() {
-            return Ok(true);
-        }
-        s.offset += bytes.len() as u64;
-        let text = s.decoder.push(&bytes);
-        send_text(p, request_id, s.label, &text, chunk).await;
-        if bytes.len() < chunk {
-            return Ok(true);
-        }
-    }
-}
-
-async fn send_text(p: &Arc<LocalPlugin>, request_id: u64, label: &str, text: &str, chunk: usize) {
-    for piece in split_at_chars(text, chunk) {
-        let msg = JobOutputResponse {
-            output: piece.to_string(),
-            output_type: label.to_string(),
-            complete: false,
-        };
-        p.out.send(ResponseType::JobOutput, request_id, &msg).await;
-    }
-}
-
 /// The credentials the plugin reads a job's output with: its user's (the plugin's own for a
 /// record without a uid written by a plugin that does not switch users).
 async fn job_creds(p: &Arc<LocalPlugin>, rec: &JobRecord) -> Result<Creds, RequestError> {
@@ -109,64 +55,32 @@ async fn job_creds(p: &Arc<LocalPlugin>, rec: &JobRecord) -> Result<Creds, Reque
         .ok_or_else(|| RequestError::OutputNotFound(format!("the job's user (uid {uid}) no longer exists")))
 }
 
-/// Streams a job's output until it is complete (the job ended and all was sent).
+/// Streams a job's output until it is complete (the job ended, or expired from the table, and
+/// all was sent), reading its files as the job's user.
 pub async fn stream(p: Arc<LocalPlugin>, request_id: u64, req: JobOutputRequest) -> Result<(), RequestError> {
     let t = OutputType::from_number(req.output_type)
         .ok_or_else(|| RequestError::Invalid(format!("unknown outputType {}", req.output_type)))?;
     let rec = p.get_visible(&req.job_id, &req.username).await?;
     let creds = job_creds(&p, &rec).await?;
-    let mut watch = p
+    let watch = p
         .subscribe(&req.job_id)
         .await
         .ok_or_else(|| RequestError::JobNotFound(req.job_id.clone()))?;
-    let label_all = if t == OutputType::Both {
-        "mixed"
-    } else {
-        sources(&rec, t)[0].1
-    };
-    let mut srcs: Vec<Source> = sources(&rec, t)
-        .into_iter()
-        .map(|(path, label)| Source {
-            path,
-            label,
-            offset: 0,
-            decoder: Utf8Decoder::default(),
-            seen: false,
+    let read = move |path: &Path, offset: u64, max: usize| {
+        read_from(path, offset, max, &creds).map_err(|e| match e {
+            OutputFileError::Io(e) => RequestError::io(format!("cannot read {}", path.display()), e),
+            refused => RequestError::OutputNotFound(format!("the output cannot be given: {refused}")),
         })
-        .collect();
-    let chunk = p.cfg.output_chunk_bytes;
-    // The job left the table (expired) while streaming: what the files hold is all there is.
-    let mut gone = false;
-    loop {
-        // Look at the status before reading: output written before the job ended is then read.
-        let ended = gone || watch.borrow_and_update().status().is_terminal();
-        for s in srcs.iter_mut() {
-            drain(&p, request_id, s, chunk, &creds).await?;
-        }
-        if ended {
-            if srcs.iter().all(|s| !s.seen) {
-                return Err(RequestError::OutputNotFound(format!(
-                    "job {} left no output files",
-                    req.job_id
-                )));
-            }
-            for s in srcs.iter_mut() {
-                let rest = s.decoder.finish();
-                send_text(&p, request_id, s.label, &rest, chunk).await;
-            }
-            let end = JobOutputResponse {
-                output: String::new(),
-                output_type: label_all.into(),
-                complete: true,
-            };
-            p.out.send(ResponseType::JobOutput, request_id, &end).await;
-            return Ok(());
-        }
-        tokio::select! {
-            r = watch.changed() => gone = r.is_err(),
-            _ = tokio::time::sleep(FOLLOW_POLL) => {}
-        }
-    }
+    };
+    let how = Following {
+        out: &p.out,
+        request_id,
+        job_id: &req.job_id,
+        chunk: p.cfg.output_chunk_bytes,
+        poll: FOLLOW_POLL,
+    };
+    let ended = |rec: &JobRecord| rec.status().is_terminal();
+    follow(how, sources(&rec, t), t, watch, ended, read).await
 }
 
 #[cfg(test)]

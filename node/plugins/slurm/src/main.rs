@@ -14,13 +14,7 @@ fn main() {
     let cfg = config::load(options, &config::config_dir_from_env()).unwrap_or_else(|e| fail(e));
     launcher_plugin_api::logging::init(&cfg.options).unwrap_or_else(|e| fail(e));
     tracing::debug!(config = ?cfg, "effective configuration");
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cfg.options.thread_pool_size {
-        rt.worker_threads(n);
-    }
-    let rt = rt
-        .enable_all()
-        .build()
+    let rt = launcher_plugin_api::serve::runtime(&cfg.options)
         .unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")));
     rt.block_on(launcher_slurm_plugin::run(
         cfg,

@@ -5,12 +5,12 @@
 //! the plugin of another node adopting the jobs of a dead one (DESIGN §1, shared scheduler),
 //! sees exactly the same jobs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use launcher_plugin_api::envelope::ResponseType;
-use launcher_plugin_api::messages::{Job, JobStatusResponse, Sequence};
+use launcher_plugin_api::messages::{Job, JobStatusResponse};
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::config::Config;
@@ -22,6 +22,8 @@ use crate::slurm::{Slurm, SlurmError};
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 pub use launcher_plugin_api::outbox::{Outbox, Outgoing};
+use launcher_plugin_api::streams::StatusStreams;
+pub use launcher_plugin_api::streams::Target;
 
 /// One launcher job in Slurm.
 #[derive(Debug, Clone)]
@@ -114,19 +116,6 @@ pub fn allowed(from: Status, to: Status) -> bool {
     }
 }
 
-/// What a status stream follows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    All,
-    Job(String),
-}
-
-struct Sub {
-    target: Target,
-    username: String,
-    next_seq: u64,
-}
-
 struct Known {
     entry: Entry,
     watch: watch::Sender<Status>,
@@ -135,7 +124,7 @@ struct Known {
 #[derive(Default)]
 struct Table {
     jobs: HashMap<String, Known>,
-    subs: BTreeMap<u64, Sub>,
+    subs: StatusStreams,
 }
 
 /// Everything the request handlers and the poller share.
@@ -312,29 +301,7 @@ impl SlurmPlugin {
 
     /// Sends a job's status to every stream it concerns (under the table lock).
     async fn publish(&self, t: &mut Table, e: &Entry) {
-        let terminal = e.status().is_terminal();
-        let mut seqs = Vec::new();
-        let mut ended = Vec::new();
-        for (rid, s) in t.subs.iter_mut() {
-            let concerned = match &s.target {
-                Target::All => s.username.is_empty() || s.username == "*" || s.username == e.sj.user,
-                Target::Job(id) => *id == e.sj.id,
-            };
-            if !concerned {
-                continue;
-            }
-            seqs.push(Sequence {
-                request_id: *rid,
-                seq_id: s.next_seq,
-            });
-            s.next_seq += 1;
-            if terminal && matches!(s.target, Target::Job(_)) {
-                ended.push(*rid);
-            }
-        }
-        for rid in ended {
-            t.subs.remove(&rid);
-        }
+        let seqs = t.subs.on_change(&e.sj.id, &e.sj.user, e.status().is_terminal());
         if !seqs.is_empty() {
             let msg = JobStatusResponse {
                 sequences: seqs,
@@ -544,24 +511,17 @@ impl SlurmPlugin {
         current.sort_by_key(|e| (e.sj.submit_time, e.sj.id.parse::<u64>().unwrap_or(0)));
         let one_terminal =
             matches!(target, Target::Job(_)) && current.first().is_some_and(|e| e.status().is_terminal());
-        let mut sub = Sub {
-            target,
-            username: username.to_string(),
-            next_seq: 1,
-        };
+        t.subs.open(rid, target, username);
         for e in &current {
+            let seq = t.subs.next(rid).expect("just opened");
             let msg = JobStatusResponse {
-                sequences: vec![Sequence {
-                    request_id: rid,
-                    seq_id: sub.next_seq,
-                }],
+                sequences: vec![seq],
                 ..e.status_message()
             };
-            sub.next_seq += 1;
             self.out.send(ResponseType::JobStatus, 0, &msg).await;
         }
-        if !one_terminal {
-            t.subs.insert(rid, sub);
+        if one_terminal {
+            t.subs.close(rid);
         }
         Ok(())
     }
@@ -570,7 +530,7 @@ impl SlurmPlugin {
     pub async fn close_status_stream(&self, rid: u64) {
         let mut t = self.table.lock().await;
         self.opening.lock().expect("opening").remove(&rid);
-        t.subs.remove(&rid);
+        t.subs.close(rid);
     }
 
     /// Whether the stream `rid`, being opened, is still wanted (no cancel came meanwhile); it
