@@ -6,7 +6,8 @@
 //! lines against those tables ([`read`]), applies `LAUNCHER_*` environment overrides
 //! ([`apply_env`]), remembers where every value came from ([`Origins`]) so later checks can
 //! point at a line, and reports every problem at once ([`ConfigErrors`]) with file, line,
-//! section, key and, for a misspelt key, the key that was probably meant.
+//! section, key and, for a misspelt key, the key that was probably meant. The `[server]`
+//! section, which both programs read, is declared here once ([`server`]).
 //!
 //! The file's grammar: `[section]` headers, `key=value` lines (whitespace around both trimmed;
 //! everything after the first `=` is the value), full-line comments starting with `#` or `;`,
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 
 mod problem;
 mod reader;
+pub mod server;
 pub mod values;
 
 pub use problem::{ConfigError, ConfigErrors};

@@ -77,7 +77,7 @@ async fn method_not_allowed(method: Method) -> Response {
 
 /// `GET /metrics`, unauthenticated; 404 when `enable-metrics=0`.
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
-    if !s.config.metrics_enabled {
+    if !s.config.server.enable_metrics {
         return ApiError::new(
             code::NOT_FOUND,
             "metrics are disabled on this gateway (enable-metrics=0)",
@@ -738,7 +738,7 @@ mod tests {
 
     fn state(nodes: &[String], request_timeout_seconds: u64) -> AppState {
         let mut config = GatewayConfig::new(std::path::PathBuf::from("/etc/rstudio"));
-        config.request_timeout_seconds = request_timeout_seconds;
+        config.server.request_timeout_seconds = request_timeout_seconds;
         AppState {
             config,
             key: vec![7; 32],

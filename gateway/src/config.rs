@@ -11,10 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use launcher_config::values::{
-    check_host_port, opt_path, parse_bool, parse_list, parse_port, parse_uint, path, set, show_bool,
-    show_opt_path,
-};
+pub use launcher_config::server::ServerConfig;
+use launcher_config::server::SERVER_KEYS;
 pub use launcher_config::{
     config_dir, config_dir_from, ConfigError, ConfigErrors, CONFIG_DIR_ENV, CONFIG_FILE_NAME,
     DEFAULT_CONFIG_DIR,
@@ -36,150 +34,15 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("LAUNCHER_UNIX_SOCKET", "unix-socket"),
 ];
 
-/// The `[server]` keys the gateway uses, in dump order: how each is set and shown.
-pub const GATEWAY_KEYS: &[KeySpec<GatewayConfig>] = &[
-    KeySpec {
-        name: "address",
-        set: |c, v| set(&mut c.address, v.to_string()),
-        get: |c| c.address.clone(),
-    },
-    KeySpec {
-        name: "port",
-        set: |c, v| set(&mut c.port, parse_port(v)?),
-        get: |c| c.port.to_string(),
-    },
-    KeySpec {
-        name: "unix-socket",
-        set: |c, v| set(&mut c.unix_socket, opt_path(v)),
-        get: |c| show_opt_path(&c.unix_socket),
-    },
-    KeySpec {
-        name: "enable-ssl",
-        set: |c, v| set(&mut c.enable_ssl, parse_bool(v)?),
-        get: |c| show_bool(c.enable_ssl),
-    },
-    KeySpec {
-        name: "certificate-file",
-        set: |c, v| set(&mut c.certificate_file, opt_path(v)),
-        get: |c| show_opt_path(&c.certificate_file),
-    },
-    KeySpec {
-        name: "certificate-key-file",
-        set: |c, v| set(&mut c.certificate_key_file, opt_path(v)),
-        get: |c| show_opt_path(&c.certificate_key_file),
-    },
-    KeySpec {
-        name: "server-user",
-        set: |c, v| set(&mut c.server_user, v.to_string()),
-        get: |c| c.server_user.clone(),
-    },
-    KeySpec {
-        name: "authorization-enabled",
-        set: |c, v| set(&mut c.authorization_enabled, parse_bool(v)?),
-        get: |c| show_bool(c.authorization_enabled),
-    },
-    KeySpec {
-        name: "admin-group",
-        set: |c, v| set(&mut c.admin_group, (!v.is_empty()).then(|| v.to_string())),
-        get: |c| c.admin_group.clone().unwrap_or_default(),
-    },
-    KeySpec {
-        name: "admin-users",
-        set: |c, v| set(&mut c.admin_users, parse_list(v)),
-        get: |c| c.admin_users.join(","),
-    },
-    KeySpec {
-        name: "secure-cookie-key-file",
-        set: |c, v| set(&mut c.secure_cookie_key_file, path(v)?),
-        get: |c| c.secure_cookie_key_file.display().to_string(),
-    },
-    KeySpec {
-        name: "max-token-lifetime-seconds",
-        set: |c, v| set(&mut c.max_token_lifetime_seconds, parse_uint(v, u64::MAX)?),
-        get: |c| c.max_token_lifetime_seconds.to_string(),
-    },
-    KeySpec {
-        name: "max-request-body-bytes",
-        set: |c, v| {
-            set(
-                &mut c.max_request_body_bytes,
-                parse_uint(v, usize::MAX as u64)? as usize,
-            )
-        },
-        get: |c| c.max_request_body_bytes.to_string(),
-    },
-    KeySpec {
-        name: "request-timeout-seconds",
-        set: |c, v| set(&mut c.request_timeout_seconds, parse_uint(v, u64::MAX)?),
-        get: |c| c.request_timeout_seconds.to_string(),
-    },
-    KeySpec {
-        name: "enable-debug-logging",
-        set: |c, v| set(&mut c.enable_debug_logging, parse_bool(v)?),
-        get: |c| show_bool(c.enable_debug_logging),
-    },
-    KeySpec {
-        name: "nodes",
-        set: |c, v| set(&mut c.nodes, parse_list(v)),
-        get: |c| c.nodes.join(","),
-    },
-    KeySpec {
-        name: "enable-metrics",
-        set: |c, v| set(&mut c.metrics_enabled, parse_bool(v)?),
-        get: |c| show_bool(c.metrics_enabled),
-    },
-];
-
-/// `[server]` keys of docs/configuration.md that only nodes use: accepted (one file serves both) and ignored.
-const NODE_ONLY_KEYS: &[&str] = &[
-    "thread-pool-size",
-    "bootstrap-timeout-seconds",
-    "heartbeat-interval-seconds",
-    "job-expiry-hours",
-    "scratch-path",
-];
-
-/// The `[server]` settings the gateway runs with.
+/// The settings the gateway runs with: the `[server]` section (the gateway uses the keys whose
+/// "used by" column in docs/configuration.md says gateway or both, and accepts the nodes' ones),
+/// and what follows from the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
-    /// HTTP listen address (`address`, default `0.0.0.0`).
-    pub address: String,
-    /// HTTP listen port (`port`, default 5559). In code 0 picks a free port; in the file 0 is
-    /// only allowed with `unix-socket` and turns TCP off (see [`GatewayConfig::tcp`]).
-    pub port: u16,
+    pub server: ServerConfig,
     /// Serve on TCP at all: false when the file sets `port=0` with `unix-socket`, so the
-    /// gateway answers only on the socket.
+    /// gateway answers only on the socket. (In code a port of 0 picks a free port.)
     pub tcp: bool,
-    /// Also listen on this unix socket (`unix-socket`).
-    pub unix_socket: Option<PathBuf>,
-    /// Serve HTTPS (`enable-ssl`, default off).
-    pub enable_ssl: bool,
-    /// PEM certificate chain (`certificate-file`), required with `enable-ssl`.
-    pub certificate_file: Option<PathBuf>,
-    /// PEM private key (`certificate-key-file`), required with `enable-ssl`.
-    pub certificate_key_file: Option<PathBuf>,
-    /// Check request tokens (`authorization-enabled`, default on).
-    pub authorization_enabled: bool,
-    /// Members of this group are launcher admins (`admin-group`).
-    pub admin_group: Option<String>,
-    /// Users who are launcher admins (`admin-users`, comma separated).
-    pub admin_users: Vec<String>,
-    /// Shared secret file (`secure-cookie-key-file`, default `<config dir>/secure-cookie-key`).
-    pub secure_cookie_key_file: PathBuf,
-    /// Longest accepted token lifetime (`max-token-lifetime-seconds`, default 86400).
-    pub max_token_lifetime_seconds: u64,
-    /// Largest accepted request body (`max-request-body-bytes`, default 1 MiB).
-    pub max_request_body_bytes: usize,
-    /// Deadline of a request to a node (`request-timeout-seconds`, default 120).
-    pub request_timeout_seconds: u64,
-    /// Seed node gRPC addresses, `host:port` (`nodes`, comma separated).
-    pub nodes: Vec<String>,
-    /// Debug logging (`enable-debug-logging`, default off).
-    pub enable_debug_logging: bool,
-    /// Unprivileged user the gateway runs as after binding (`server-user`, default `rstudio-server`).
-    pub server_user: String,
-    /// Serve `GET /metrics` (`enable-metrics`, default on).
-    pub metrics_enabled: bool,
     /// The configuration directory (holds the secure-cookie-key by default).
     pub dir: PathBuf,
 }
@@ -188,24 +51,8 @@ impl GatewayConfig {
     /// Documented defaults rooted in `dir`, with no nodes (so not valid until some are added).
     pub fn new(dir: PathBuf) -> Self {
         GatewayConfig {
-            address: "0.0.0.0".to_string(),
-            port: 5559,
+            server: ServerConfig::with_config_dir(&dir),
             tcp: true,
-            unix_socket: None,
-            enable_ssl: false,
-            certificate_file: None,
-            certificate_key_file: None,
-            authorization_enabled: true,
-            admin_group: None,
-            admin_users: Vec::new(),
-            secure_cookie_key_file: dir.join("secure-cookie-key"),
-            max_token_lifetime_seconds: 86_400,
-            max_request_body_bytes: 1_048_576,
-            request_timeout_seconds: 120,
-            nodes: Vec::new(),
-            enable_debug_logging: false,
-            server_user: "rstudio-server".to_string(),
-            metrics_enabled: true,
             dir,
         }
     }
@@ -216,16 +63,14 @@ impl GatewayConfig {
         ConfigErrors::result(check(self, &Origins::new(file)))
     }
 
-    /// The effective configuration as a `[server]` section (every key the gateway uses, defaults
-    /// included), for the debug log; parsing it again gives the same configuration.
+    /// The effective configuration as a `[server]` section (every key, defaults included), for
+    /// the debug log; parsing it again gives the same configuration.
     pub fn dump(&self) -> String {
         let mut out = format!(
-            "# effective gateway configuration (config dir: {})\n[server]\n",
+            "# effective gateway configuration (config dir: {})\n",
             self.dir.display()
         );
-        for key in GATEWAY_KEYS {
-            out.push_str(&format!("{}={}\n", key.name, (key.get)(self)));
-        }
+        KeySpec::write_section(&mut out, "server", SERVER_KEYS, &self.server);
         out
     }
 }
@@ -250,21 +95,16 @@ impl Sections for GatewayConfig {
     }
 
     fn known_key(&self, _: Server, key: &str) -> Option<&'static str> {
-        self.key_names(Server).into_iter().find(|k| *k == key)
+        KeySpec::find(SERVER_KEYS, key).map(|k| k.name)
     }
 
     fn key_names(&self, _: Server) -> Vec<&'static str> {
-        let mut names = KeySpec::names(GATEWAY_KEYS);
-        names.extend(NODE_ONLY_KEYS);
-        names
+        KeySpec::names(SERVER_KEYS)
     }
 
-    /// Sets one `[server]` key from its text; node-only keys are accepted and ignored.
+    /// Sets one `[server]` key from its text (the nodes' keys too: one file serves both).
     fn set(&mut self, _: Server, key: &'static str, value: &str) -> Result<(), String> {
-        if NODE_ONLY_KEYS.contains(&key) {
-            return Ok(());
-        }
-        KeySpec::apply(GATEWAY_KEYS, self, key, value)
+        KeySpec::apply(SERVER_KEYS, &mut self.server, key, value)
     }
 }
 
@@ -310,87 +150,33 @@ pub fn parse(
         &mut config,
     ));
     problems.extend(check(&config, &origins));
-    config.tcp = !(config.port == 0 && config.unix_socket.is_some());
+    config.tcp = !(config.server.port == 0 && config.server.unix_socket.is_some());
     ConfigErrors::result(problems).map(|()| config)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Checks on the typed configuration.
 
-struct Checker<'a> {
-    origins: &'a Origins,
-    problems: Vec<ConfigError>,
-}
-
-impl Checker<'_> {
-    /// True when none of `keys` failed to parse (their error is already reported).
-    fn usable(&self, keys: &[&'static str]) -> bool {
-        self.origins.usable(Server, keys)
-    }
-
-    /// Reports `message` about `key` at the line (or variable) of the first of `key` and
-    /// `related` that was set, else at the `[server]` header.
-    fn report(&mut self, key: &'static str, related: &[&'static str], message: String) {
-        let problem = self.origins.about(Server, "server", key, related, message);
-        self.problems.push(problem);
-    }
-
-    fn at_least(&mut self, key: &'static str, value: u64, min: u64) {
-        if value < min && self.usable(&[key]) {
-            self.report(key, &[], format!("must be at least {min}, got {value}"));
-        }
-    }
-}
-
+/// The shared checks of `[server]` (`launcher_config::server::check`), and the gateway's own:
+/// it needs nodes, and a port of 0 only turns TCP off next to a unix socket.
 fn check(config: &GatewayConfig, origins: &Origins) -> Vec<ConfigError> {
-    let mut c = Checker {
-        origins,
-        problems: Vec::new(),
+    let mut problems = Vec::new();
+    let usable = |keys: &[&'static str]| origins.usable(Server, keys);
+    let mut report = |key: &'static str, related: &[&'static str], message: String| {
+        problems.push(origins.about(Server, "server", key, related, message));
     };
-    if config.address.trim().is_empty() && c.usable(&["address"]) {
-        c.report(
-            "address",
-            &[],
-            "must not be empty (0.0.0.0 listens on every interface)".into(),
-        );
-    }
-    if config.port == 0 && config.unix_socket.is_none() && c.usable(&["port", "unix-socket"]) {
+    let server = &config.server;
+    launcher_config::server::check(server, usable, &mut report);
+    if server.port == 0 && server.unix_socket.is_none() && usable(&["port", "unix-socket"]) {
         let message = "must be 1 to 65535 (or set unix-socket to serve only on a unix socket)";
-        c.report("port", &[], message.to_string());
+        report("port", &[], message.to_string());
     }
-    if config.enable_ssl && c.usable(&["enable-ssl"]) {
-        for key in ["certificate-file", "certificate-key-file"] {
-            let missing = match key {
-                "certificate-file" => config.certificate_file.is_none(),
-                _ => config.certificate_key_file.is_none(),
-            };
-            if missing {
-                let message = "required when enable-ssl is on (a PEM file)".to_string();
-                c.report(key, &["enable-ssl"], message);
-            }
-        }
-    }
-    if config.server_user.trim().is_empty() && c.usable(&["server-user"]) {
-        c.report("server-user", &[], "must not be empty".to_string());
-    }
-    if config.nodes.is_empty() && c.usable(&["nodes"]) {
+    if server.nodes.is_empty() && usable(&["nodes"]) {
         let message = "no node addresses: the gateway needs at least one node's gRPC address, \
                        e.g. nodes=127.0.0.1:5560,127.0.0.1:5561 (or LAUNCHER_NODES)";
-        c.report("nodes", &[], message.to_string());
+        report("nodes", &[], message.to_string());
     }
-    for node in &config.nodes {
-        if let Err(message) = check_host_port(node, false) {
-            c.report("nodes", &[], message);
-        }
-    }
-    c.at_least("max-token-lifetime-seconds", config.max_token_lifetime_seconds, 1);
-    c.at_least(
-        "max-request-body-bytes",
-        config.max_request_body_bytes as u64,
-        1024,
-    );
-    c.at_least("request-timeout-seconds", config.request_timeout_seconds, 1);
-    c.problems
+    problems
 }
 
 #[cfg(test)]
@@ -442,17 +228,20 @@ mod tests {
     fn defaults_are_documented_ones() {
         let c = parse_ok(MINIMAL);
         let mut expected = GatewayConfig::new(PathBuf::from(DIR));
-        expected.nodes = vec!["127.0.0.1:5560".into()];
+        expected.server.nodes = vec!["127.0.0.1:5560".into()];
         assert_eq!(c, expected);
-        assert_eq!(c.address, "0.0.0.0");
-        assert_eq!(c.port, 5559);
-        assert!(c.authorization_enabled && c.metrics_enabled);
-        assert!(!c.enable_ssl && !c.enable_debug_logging);
-        assert_eq!(c.secure_cookie_key_file, Path::new(DIR).join("secure-cookie-key"));
-        assert_eq!(c.max_token_lifetime_seconds, 86_400);
-        assert_eq!(c.max_request_body_bytes, 1_048_576);
-        assert_eq!(c.request_timeout_seconds, 120);
-        assert_eq!(c.server_user, "rstudio-server");
+        assert_eq!(c.server.address, "0.0.0.0");
+        assert_eq!(c.server.port, 5559);
+        assert!(c.server.authorization_enabled && c.server.enable_metrics);
+        assert!(!c.server.enable_ssl && !c.server.enable_debug_logging);
+        assert_eq!(
+            c.server.secure_cookie_key_file,
+            Path::new(DIR).join("secure-cookie-key")
+        );
+        assert_eq!(c.server.max_token_lifetime_seconds, 86_400);
+        assert_eq!(c.server.max_request_body_bytes, 1_048_576);
+        assert_eq!(c.server.request_timeout_seconds, 120);
+        assert_eq!(c.server.server_user, "rstudio-server");
     }
 
     #[test]
@@ -473,23 +262,26 @@ mod tests {
             max-token-lifetime-seconds=60\nmax-request-body-bytes=2048\nrequest-timeout-seconds=5\n\
             enable-debug-logging=TRUE\nnodes=a:1, b:2\nenable-metrics=0\n";
         let c = parse_ok(text);
-        assert_eq!(c.address, "127.0.0.1");
-        assert_eq!(c.port, 8080);
-        assert_eq!(c.unix_socket.as_deref(), Some(Path::new("/run/l.sock")));
-        assert!(c.enable_ssl);
-        assert_eq!(c.certificate_file.as_deref(), Some(Path::new("/c.pem")));
-        assert_eq!(c.certificate_key_file.as_deref(), Some(Path::new("/k.pem")));
-        assert_eq!(c.server_user, "svc");
-        assert!(!c.authorization_enabled);
-        assert_eq!(c.admin_group.as_deref(), Some("wheel"));
-        assert_eq!(c.admin_users, ["alice", "bob"]);
-        assert_eq!(c.secure_cookie_key_file, Path::new("/s/key"));
-        assert_eq!(c.max_token_lifetime_seconds, 60);
-        assert_eq!(c.max_request_body_bytes, 2048);
-        assert_eq!(c.request_timeout_seconds, 5);
-        assert!(c.enable_debug_logging);
-        assert_eq!(c.nodes, ["a:1", "b:2"]);
-        assert!(!c.metrics_enabled);
+        assert_eq!(c.server.address, "127.0.0.1");
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.server.unix_socket.as_deref(), Some(Path::new("/run/l.sock")));
+        assert!(c.server.enable_ssl);
+        assert_eq!(c.server.certificate_file.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(
+            c.server.certificate_key_file.as_deref(),
+            Some(Path::new("/k.pem"))
+        );
+        assert_eq!(c.server.server_user, "svc");
+        assert!(!c.server.authorization_enabled);
+        assert_eq!(c.server.admin_group.as_deref(), Some("wheel"));
+        assert_eq!(c.server.admin_users, ["alice", "bob"]);
+        assert_eq!(c.server.secure_cookie_key_file, Path::new("/s/key"));
+        assert_eq!(c.server.max_token_lifetime_seconds, 60);
+        assert_eq!(c.server.max_request_body_bytes, 2048);
+        assert_eq!(c.server.request_timeout_seconds, 5);
+        assert!(c.server.enable_debug_logging);
+        assert_eq!(c.server.nodes, ["a:1", "b:2"]);
+        assert!(!c.server.enable_metrics);
         assert!(c.tcp);
         // The dump parses back to the same configuration.
         assert_eq!(parse_ok(&c.dump()), c);
@@ -501,7 +293,7 @@ mod tests {
             job-expiry-hours=24\nbootstrap-timeout-seconds=1\nheartbeat-interval-seconds=5\n\
             thread-pool-size=4\n[cluster]\nname=Local\ntype=Local\n[cluster]\nname=Other\n";
         let c = parse_ok(text);
-        assert_eq!(c.nodes, ["n:5560"]);
+        assert_eq!(c.server.nodes, ["n:5560"]);
     }
 
     #[test]
@@ -584,7 +376,7 @@ mod tests {
             ("no", false),
         ] {
             let c = parse_ok(&format!("[server]\nnodes=n:1\nenable-debug-logging={v}\n"));
-            assert_eq!(c.enable_debug_logging, want, "{v}");
+            assert_eq!(c.server.enable_debug_logging, want, "{v}");
         }
     }
 
@@ -597,9 +389,9 @@ mod tests {
             ("LAUNCHER_UNIX_SOCKET", "/run/g.sock"),
         ]);
         let c = parse("[server]\nport=1\n", "f", Path::new(DIR), env).unwrap();
-        assert_eq!((c.address.as_str(), c.port), ("10.0.0.1", 6000));
-        assert_eq!(c.nodes, ["x:1", "y:2"]);
-        assert_eq!(c.unix_socket.as_deref(), Some(Path::new("/run/g.sock")));
+        assert_eq!((c.server.address.as_str(), c.server.port), ("10.0.0.1", 6000));
+        assert_eq!(c.server.nodes, ["x:1", "y:2"]);
+        assert_eq!(c.server.unix_socket.as_deref(), Some(Path::new("/run/g.sock")));
 
         let env = env_of(&[("LAUNCHER_PORT", "http"), ("LAUNCHER_NODES", "   ")]);
         let e = parse(MINIMAL, "f", Path::new(DIR), env).unwrap_err();
@@ -629,7 +421,7 @@ mod tests {
         );
         let c = parse_ok("[server]\nnodes=n:1\nport=0\nunix-socket=/run/l.sock\n");
         assert_eq!(
-            (c.port, c.tcp),
+            (c.server.port, c.tcp),
             (0, false),
             "port=0 with a socket serves on the socket only"
         );
@@ -702,7 +494,7 @@ mod tests {
         let e = c.validate().unwrap_err();
         assert_eq!(e.errors.len(), 1);
         assert_eq!(e.errors[0].file, format!("{DIR}/launcher.conf"));
-        c.nodes.push("127.0.0.1:5560".into());
+        c.server.nodes.push("127.0.0.1:5560".into());
         c.validate().unwrap();
     }
 
@@ -713,7 +505,10 @@ mod tests {
         std::fs::write(&path, MINIMAL).unwrap();
         let c = load(&path, no_env).unwrap();
         assert_eq!(c.dir, dir.path());
-        assert_eq!(c.secure_cookie_key_file, dir.path().join("secure-cookie-key"));
+        assert_eq!(
+            c.server.secure_cookie_key_file,
+            dir.path().join("secure-cookie-key")
+        );
         let e = load(&dir.path().join("missing.conf"), no_env).unwrap_err();
         assert!(
             e.to_string().contains("cannot read the configuration file"),

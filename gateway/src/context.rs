@@ -109,12 +109,17 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let headers = &parts.headers;
         let token = request_token(headers);
-        let (user, admin) = if state.config.authorization_enabled {
+        let (user, admin) = if state.config.server.authorization_enabled {
             let token = token
                 .ok_or_else(|| ApiError::new(code::UNAUTHORIZED, auth::AuthError::Missing.to_string()))?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-            let user = auth::verify_token(&state.key, &token, now, state.config.max_token_lifetime_seconds)
-                .map_err(|e| ApiError::new(code::UNAUTHORIZED, e.to_string()))?;
+            let user = auth::verify_token(
+                &state.key,
+                &token,
+                now,
+                state.config.server.max_token_lifetime_seconds,
+            )
+            .map_err(|e| ApiError::new(code::UNAUTHORIZED, e.to_string()))?;
             let admin = state.admins.is_admin_async(&user).await;
             (user, admin)
         } else {
@@ -276,7 +281,7 @@ impl AppState {
     }
 
     pub(crate) fn timeout(&self) -> Duration {
-        Duration::from_secs(self.config.request_timeout_seconds)
+        Duration::from_secs(self.config.server.request_timeout_seconds)
     }
 }
 
@@ -382,7 +387,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Reads a request body of at most `max-request-body-bytes`: 413 beyond it (after draining up
 /// to [`DRAIN_BYTES`] of the rest), 400 when the body cannot be read.
 pub(crate) async fn body_bytes(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
-    let limit = s.config.max_request_body_bytes;
+    let limit = s.config.server.max_request_body_bytes;
     let mut body = body.into_data_stream();
     let mut buf = Vec::new();
     let read_error =
@@ -412,7 +417,7 @@ pub(crate) fn too_large(s: &AppState) -> ApiError {
         code::TOO_LARGE,
         format!(
             "the request body is larger than {} bytes (max-request-body-bytes)",
-            s.config.max_request_body_bytes
+            s.config.server.max_request_body_bytes
         ),
     )
 }
@@ -436,5 +441,5 @@ pub(crate) fn request_token(headers: &HeaderMap) -> Option<String> {
 /// Whether the request came over TLS: with `enable-ssl` every TCP connection is TLS, and only
 /// TCP connections carry a peer address (the unix socket is plain).
 pub(crate) fn over_tls(s: &AppState, ext: &Extensions) -> bool {
-    s.config.enable_ssl && ext.get::<ConnectInfo<SocketAddr>>().is_some()
+    s.config.server.enable_ssl && ext.get::<ConnectInfo<SocketAddr>>().is_some()
 }

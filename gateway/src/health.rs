@@ -21,19 +21,20 @@ const MAX_ANSWER: u64 = 64 * 1024;
 
 /// The address a local client reaches the TCP listener on: loopback for a wildcard bind.
 pub fn local_target(config: &GatewayConfig) -> String {
-    let host = match config.address.trim() {
+    let host = match config.server.address.trim() {
         "" | "0.0.0.0" | "*" => "127.0.0.1".to_string(),
         "::" | "[::]" => "[::1]".to_string(),
         a if a.contains(':') && !a.starts_with('[') => format!("[{a}]"),
         a => a.to_string(),
     };
-    format!("{host}:{}", config.port)
+    format!("{host}:{}", config.server.port)
 }
 
 /// Sends `GET /status` to the local gateway and returns the HTTP status code, within `limit`.
 pub async fn probe(config: &GatewayConfig, limit: Duration) -> Result<u16, ProbeError> {
     if !config.tcp {
         let path = config
+            .server
             .unix_socket
             .as_ref()
             .ok_or_else(|| ProbeError("the gateway serves neither TCP nor a unix socket".into()))?;
@@ -63,7 +64,7 @@ async fn probe_inner(config: &GatewayConfig, target: &str) -> Result<u16, ProbeE
     let tcp = TcpStream::connect(target)
         .await
         .map_err(|e| ProbeError(format!("cannot connect to the gateway at {target}: {e}")))?;
-    if !config.enable_ssl {
+    if !config.server.enable_ssl {
         return get_status(tcp).await;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -149,14 +150,14 @@ mod tests {
     #[test]
     fn wildcard_binds_are_probed_on_loopback() {
         let mut c = GatewayConfig::new(std::path::PathBuf::from("/etc/rstudio"));
-        c.port = 5559;
-        c.address = "0.0.0.0".into();
+        c.server.port = 5559;
+        c.server.address = "0.0.0.0".into();
         assert_eq!(local_target(&c), "127.0.0.1:5559");
-        c.address = "::".into();
+        c.server.address = "::".into();
         assert_eq!(local_target(&c), "[::1]:5559");
-        c.address = "10.1.2.3".into();
+        c.server.address = "10.1.2.3".into();
         assert_eq!(local_target(&c), "10.1.2.3:5559");
-        c.address = "fe80::1".into();
+        c.server.address = "fe80::1".into();
         assert_eq!(local_target(&c), "[fe80::1]:5559");
     }
 
@@ -164,8 +165,8 @@ mod tests {
     async fn reads_the_status_code_of_a_plain_answer() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut c = GatewayConfig::new(std::path::PathBuf::from("/etc/rstudio"));
-        c.address = "127.0.0.1".into();
-        c.port = listener.local_addr().unwrap().port();
+        c.server.address = "127.0.0.1".into();
+        c.server.port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];
@@ -186,7 +187,7 @@ mod tests {
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         let mut c = GatewayConfig::new(dir.path().to_path_buf());
         c.tcp = false;
-        c.unix_socket = Some(path);
+        c.server.unix_socket = Some(path);
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];
@@ -210,9 +211,9 @@ mod tests {
         let acceptor = tokio_rustls::TlsAcceptor::from(crate::listeners::tls_config(&cert, &key).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut c = GatewayConfig::new(dir.path().to_path_buf());
-        c.address = "0.0.0.0".into();
-        c.port = listener.local_addr().unwrap().port();
-        c.enable_ssl = true;
+        c.server.address = "0.0.0.0".into();
+        c.server.port = listener.local_addr().unwrap().port();
+        c.server.enable_ssl = true;
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
             let mut s = acceptor.accept(tcp).await.unwrap();

@@ -112,16 +112,21 @@ fn run(args: Args) -> anyhow::Result<()> {
             None
         };
         let (max, from) = match &loaded {
-            Some((path, cfg)) => (cfg.max_token_lifetime_seconds, format!("from {}", path.display())),
+            Some((path, cfg)) => (
+                cfg.server.max_token_lifetime_seconds,
+                format!("from {}", path.display()),
+            ),
             None => (
-                launcher_gateway::config::GatewayConfig::new(PathBuf::new()).max_token_lifetime_seconds,
+                launcher_gateway::config::GatewayConfig::new(PathBuf::new())
+                    .server
+                    .max_token_lifetime_seconds,
                 "the default; pass --config with the gateway's launcher.conf to use its value".to_string(),
             ),
         };
         check_ttl(ttl, max, &from)?;
         let key_file = key_file
             .clone()
-            .or(loaded.map(|(_, cfg)| cfg.secure_cookie_key_file))
+            .or(loaded.map(|(_, cfg)| cfg.server.secure_cookie_key_file))
             .context("give --key-file, or --config naming secure-cookie-key-file")?;
         let key = launcher_gateway::auth::load_key(&key_file).map_err(anyhow::Error::msg)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
@@ -136,7 +141,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Cmd::Health { timeout }) = &args.command {
         return health(&config, *timeout);
     }
-    let default = if config.enable_debug_logging {
+    let default = if config.server.enable_debug_logging {
         "debug"
     } else {
         "info"

@@ -56,7 +56,7 @@ impl GatewayHandle {
 
 /// The HTTP service with its middleware (outermost first).
 fn app(state: Arc<AppState>) -> axum::Router {
-    let limit = state.config.max_request_body_bytes;
+    let limit = state.config.server.max_request_body_bytes;
     router(state.clone())
         // Counts every answer by route template (inside the router, where the template is
         // known), including the index header and body-limit answers below.
@@ -113,15 +113,15 @@ pub async fn start_with(
     config: GatewayConfig,
     before_serving: impl FnOnce(&GatewayConfig) -> Result<(), StartError>,
 ) -> Result<GatewayHandle, StartError> {
-    let key = load_key(&config.secure_cookie_key_file).map_err(StartError::Config)?;
+    let key = load_key(&config.server.secure_cookie_key_file).map_err(StartError::Config)?;
     // The TLS files are read here, once (no reload): before privileges are dropped.
     let tls = listeners::tls_acceptor(
-        config.enable_ssl,
-        config.certificate_file.as_deref(),
-        config.certificate_key_file.as_deref(),
+        config.server.enable_ssl,
+        config.server.certificate_file.as_deref(),
+        config.server.certificate_key_file.as_deref(),
     )?;
     let tcp = if config.tcp {
-        Some(listeners::bind_tcp(&config.address, config.port, tls).await?)
+        Some(listeners::bind_tcp(&config.server.address, config.server.port, tls).await?)
     } else {
         None
     };
@@ -132,21 +132,21 @@ pub async fn start_with(
         ),
         None => None,
     };
-    let unix = match &config.unix_socket {
+    let unix = match &config.server.unix_socket {
         Some(path) => Some(listeners::bind_unix(path).await?),
         None => None,
     };
-    let unix_socket = config.unix_socket.clone();
+    let unix_socket = config.server.unix_socket.clone();
     if tcp.is_none() && unix.is_none() {
         return Err(StartError::Config(
             "[server] nothing to listen on: set port, or unix-socket with port=0".into(),
         ));
     }
     before_serving(&config)?;
-    let pool = Pool::new(&config.nodes, &internal_credential(&key));
+    let pool = Pool::new(&config.server.nodes, &internal_credential(&key));
     let admins = Arc::new(Admins::new(
-        config.admin_users.clone(),
-        config.admin_group.clone(),
+        config.server.admin_users.clone(),
+        config.server.admin_group.clone(),
     ));
     pool.refresh().await;
     let (stop, stop_rx) = watch::channel(false);
@@ -201,7 +201,7 @@ pub fn drop_privileges(config: &GatewayConfig) -> Result<(), StartError> {
         tracing::debug!("not running as root: keeping the current user");
         return Ok(());
     }
-    let name = config.server_user.trim();
+    let name = config.server.server_user.trim();
     let user = User::from_name(name)
         .map_err(failed(format!(
             "[server] server-user {name}: cannot look the user up"
@@ -216,7 +216,7 @@ pub fn drop_privileges(config: &GatewayConfig) -> Result<(), StartError> {
         tracing::warn!("server-user is root: the gateway keeps root privileges");
         return Ok(());
     }
-    if let Some(socket) = &config.unix_socket {
+    if let Some(socket) = &config.server.unix_socket {
         unistd::chown(socket.as_path(), Some(user.uid), Some(user.gid)).map_err(failed(format!(
             "[server] unix-socket {}: cannot hand it to {name}",
             socket.display()

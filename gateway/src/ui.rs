@@ -282,7 +282,7 @@ pub async fn login(
     };
     let token = token.trim();
     let now = now_unix();
-    let user = auth::verify_token(&s.key, token, now, s.config.max_token_lifetime_seconds)
+    let user = auth::verify_token(&s.key, token, now, s.config.server.max_token_lifetime_seconds)
         .map_err(|e| ApiError::new(code::UNAUTHORIZED, e.to_string()))?;
     let expiry = token_expiry(token).unwrap_or(now);
     if !cookie_safe(token) {
@@ -324,7 +324,7 @@ pub async fn logout(
 /// RFC 3339, null when authorization is off). 401 when the cookie (or header) is missing or bad.
 pub async fn session(State(s): State<Arc<AppState>>, ctx: Ctx, headers: HeaderMap) -> Response {
     let token = request_token(&headers);
-    let expires = if s.config.authorization_enabled {
+    let expires = if s.config.server.authorization_enabled {
         token
             .as_deref()
             .and_then(token_expiry)

@@ -31,7 +31,7 @@ const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 /// `max-request-body-bytes` of [`MAX_BODY`].
 fn app() -> axum::Router {
     let mut config = GatewayConfig::new(std::env::temp_dir());
-    config.max_request_body_bytes = MAX_BODY;
+    config.server.max_request_body_bytes = MAX_BODY;
     let state = Arc::new(AppState {
         config,
         key: KEY.to_vec(),
@@ -279,8 +279,8 @@ fn conf_line() -> impl Strategy<Value = String> {
         "[server",
         "[]",
     ]);
-    // The gateway's own keys, a node-only key, and near misses.
-    let mut fields: Vec<&str> = launcher_gateway::config::GATEWAY_KEYS
+    // The `[server]` keys, keys of the nodes' own section, and near misses.
+    let mut fields: Vec<&str> = launcher_config::server::SERVER_KEYS
         .iter()
         .map(|k| k.name)
         .collect();

@@ -21,11 +21,11 @@ impl TestGateway {
         tweak: impl FnOnce(&mut GatewayConfig),
     ) -> anyhow::Result<Self> {
         let mut cfg = GatewayConfig::new(cluster.root.path().to_path_buf());
-        cfg.address = crate::unique_loopback();
-        cfg.port = 0;
-        cfg.secure_cookie_key_file = cluster.key_path.clone();
-        cfg.nodes = cluster.nodes.iter().map(|n| n.addr()).collect();
-        cfg.admin_users = vec!["admin".into()];
+        cfg.server.address = crate::unique_loopback();
+        cfg.server.port = 0;
+        cfg.server.secure_cookie_key_file = cluster.key_path.clone();
+        cfg.server.nodes = cluster.nodes.iter().map(|n| n.addr()).collect();
+        cfg.server.admin_users = vec!["admin".into()];
         tweak(&mut cfg);
         let handle = launcher_gateway::start(cfg).await?;
         let addr = handle

@@ -74,39 +74,18 @@ impl Checker<'_> {
         }
     }
 
+    /// The checks every program makes of `[server]` (`launcher_config::server::check`).
     fn server(&mut self) {
         let s = Sect::Server;
-        let server = &self.config.server;
-        self.not_empty(s, "address", &server.address);
-        self.not_empty(s, "server-user", &server.server_user);
-        if server.enable_ssl && self.usable(s, &["enable-ssl"]) {
-            if server.certificate_file.is_none() {
-                self.report(
-                    s,
-                    "certificate-file",
-                    &["enable-ssl"],
-                    "required when enable-ssl is on".to_string(),
-                );
-            }
-            if server.certificate_key_file.is_none() {
-                let message = "required when enable-ssl is on".to_string();
-                self.report(s, "certificate-key-file", &["enable-ssl"], message);
-            }
+        let mut found = Vec::new();
+        launcher_config::server::check(
+            &self.config.server,
+            |keys| self.usable(s, keys),
+            |key, related, message| found.push((key, related.to_vec(), message)),
+        );
+        for (key, related, message) in found {
+            self.report(s, key, &related, message);
         }
-        self.positive(s, "max-token-lifetime-seconds", server.max_token_lifetime_seconds);
-        self.positive(s, "max-request-body-bytes", server.max_request_body_bytes as u64);
-        if server.thread_pool_size == Some(0) {
-            self.report(
-                s,
-                "thread-pool-size",
-                &[],
-                "must be at least 1 (leave it unset for one per CPU)".to_string(),
-            );
-        }
-        self.positive(s, "request-timeout-seconds", server.request_timeout_seconds);
-        self.positive(s, "bootstrap-timeout-seconds", server.bootstrap_timeout_seconds);
-        self.positive(s, "job-expiry-hours", server.job_expiry_hours);
-        self.addresses(s, "nodes", &server.nodes, false);
     }
 
     fn node(&mut self) {

@@ -1,127 +1,14 @@
-//! The key tables of `[server]`, `[node]` and `[cluster]`: one entry per key (name, how it is
+//! The key tables of `[node]` and `[cluster]` (`[server]`'s is `launcher_config::server`'s): one entry per key (name, how it is
 //! set from text, how it is shown), so that parsing, environment overrides, `dump` and the
 //! reference in docs/configuration.md (checked by a test) cannot drift apart.
 
 use launcher_config::values::{
-    opt, opt_path, opt_string, parse_bool, parse_list, parse_port, parse_u64, parse_uint, parse_usize, path,
-    set, show_bool, show_opt, show_opt_path,
+    opt, opt_path, opt_string, parse_bool, parse_list, parse_u64, parse_uint, parse_usize, path, set,
+    show_bool, show_opt, show_opt_path,
 };
 use launcher_config::KeySpec;
 
-use super::{ClusterConfig, ClusterType, NodeConfig, ServerConfig, UnknownClusterType};
-
-pub(super) const SERVER_KEYS: &[KeySpec<ServerConfig>] = &[
-    KeySpec {
-        name: "address",
-        set: |s, v| set(&mut s.address, v.to_string()),
-        get: |s| s.address.clone(),
-    },
-    KeySpec {
-        name: "port",
-        set: |s, v| set(&mut s.port, parse_port(v)?),
-        get: |s| s.port.to_string(),
-    },
-    KeySpec {
-        name: "unix-socket",
-        set: |s, v| set(&mut s.unix_socket, opt_path(v)),
-        get: |s| show_opt_path(&s.unix_socket),
-    },
-    KeySpec {
-        name: "enable-ssl",
-        set: |s, v| set(&mut s.enable_ssl, parse_bool(v)?),
-        get: |s| show_bool(s.enable_ssl),
-    },
-    KeySpec {
-        name: "certificate-file",
-        set: |s, v| set(&mut s.certificate_file, opt_path(v)),
-        get: |s| show_opt_path(&s.certificate_file),
-    },
-    KeySpec {
-        name: "certificate-key-file",
-        set: |s, v| set(&mut s.certificate_key_file, opt_path(v)),
-        get: |s| show_opt_path(&s.certificate_key_file),
-    },
-    KeySpec {
-        name: "server-user",
-        set: |s, v| set(&mut s.server_user, v.to_string()),
-        get: |s| s.server_user.clone(),
-    },
-    KeySpec {
-        name: "authorization-enabled",
-        set: |s, v| set(&mut s.authorization_enabled, parse_bool(v)?),
-        get: |s| show_bool(s.authorization_enabled),
-    },
-    KeySpec {
-        name: "admin-group",
-        set: |s, v| set(&mut s.admin_group, opt_string(v)),
-        get: |s| s.admin_group.clone().unwrap_or_default(),
-    },
-    KeySpec {
-        name: "admin-users",
-        set: |s, v| set(&mut s.admin_users, parse_list(v)),
-        get: |s| s.admin_users.join(","),
-    },
-    KeySpec {
-        name: "secure-cookie-key-file",
-        set: |s, v| set(&mut s.secure_cookie_key_file, path(v)?),
-        get: |s| s.secure_cookie_key_file.display().to_string(),
-    },
-    KeySpec {
-        name: "max-token-lifetime-seconds",
-        set: |s, v| set(&mut s.max_token_lifetime_seconds, parse_u64(v)?),
-        get: |s| s.max_token_lifetime_seconds.to_string(),
-    },
-    KeySpec {
-        name: "max-request-body-bytes",
-        set: |s, v| set(&mut s.max_request_body_bytes, parse_usize(v)?),
-        get: |s| s.max_request_body_bytes.to_string(),
-    },
-    KeySpec {
-        name: "thread-pool-size",
-        set: |s, v| set(&mut s.thread_pool_size, opt(v, parse_usize)?),
-        get: |s| show_opt(&s.thread_pool_size),
-    },
-    KeySpec {
-        name: "request-timeout-seconds",
-        set: |s, v| set(&mut s.request_timeout_seconds, parse_u64(v)?),
-        get: |s| s.request_timeout_seconds.to_string(),
-    },
-    KeySpec {
-        name: "bootstrap-timeout-seconds",
-        set: |s, v| set(&mut s.bootstrap_timeout_seconds, parse_u64(v)?),
-        get: |s| s.bootstrap_timeout_seconds.to_string(),
-    },
-    KeySpec {
-        name: "heartbeat-interval-seconds",
-        set: |s, v| set(&mut s.heartbeat_interval_seconds, parse_u64(v)?),
-        get: |s| s.heartbeat_interval_seconds.to_string(),
-    },
-    KeySpec {
-        name: "job-expiry-hours",
-        set: |s, v| set(&mut s.job_expiry_hours, parse_u64(v)?),
-        get: |s| s.job_expiry_hours.to_string(),
-    },
-    KeySpec {
-        name: "enable-debug-logging",
-        set: |s, v| set(&mut s.enable_debug_logging, parse_bool(v)?),
-        get: |s| show_bool(s.enable_debug_logging),
-    },
-    KeySpec {
-        name: "enable-metrics",
-        set: |s, v| set(&mut s.enable_metrics, parse_bool(v)?),
-        get: |s| show_bool(s.enable_metrics),
-    },
-    KeySpec {
-        name: "scratch-path",
-        set: |s, v| set(&mut s.scratch_path, path(v)?),
-        get: |s| s.scratch_path.display().to_string(),
-    },
-    KeySpec {
-        name: "nodes",
-        set: |s, v| set(&mut s.nodes, parse_list(v)),
-        get: |s| s.nodes.join(","),
-    },
-];
+use super::{ClusterConfig, ClusterType, NodeConfig, UnknownClusterType};
 
 pub(super) const NODE_KEYS: &[KeySpec<NodeConfig>] = &[
     KeySpec {

@@ -29,7 +29,9 @@ mod check;
 mod keys;
 
 use check::check;
-use keys::{CLUSTER_KEYS, NODE_KEYS, SERVER_KEYS};
+use keys::{CLUSTER_KEYS, NODE_KEYS};
+pub use launcher_config::server::ServerConfig;
+use launcher_config::server::SERVER_KEYS;
 
 type Origins = launcher_config::Origins<Sect>;
 
@@ -165,93 +167,6 @@ impl Config {
 
     fn default_file_name(&self) -> String {
         self.dir.join(CONFIG_FILE_NAME).display().to_string()
-    }
-}
-
-/// `[server]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServerConfig {
-    /// HTTP listen address (`address`, default `0.0.0.0`).
-    pub address: String,
-    /// HTTP listen port (`port`, default 5559; 0 picks a free port, for tests).
-    pub port: u16,
-    /// Also listen on this unix socket (`unix-socket`).
-    pub unix_socket: Option<PathBuf>,
-    /// Serve HTTPS (`enable-ssl`, default off).
-    pub enable_ssl: bool,
-    /// PEM certificate chain (`certificate-file`), required with `enable-ssl`.
-    pub certificate_file: Option<PathBuf>,
-    /// PEM private key (`certificate-key-file`), required with `enable-ssl`.
-    pub certificate_key_file: Option<PathBuf>,
-    /// Unprivileged user the services run as (`server-user`, default `rstudio-server`).
-    pub server_user: String,
-    /// Check request authorization (`authorization-enabled`, default on).
-    pub authorization_enabled: bool,
-    /// Members of this group are launcher admins (`admin-group`).
-    pub admin_group: Option<String>,
-    /// Users who are launcher admins (`admin-users`, comma separated).
-    pub admin_users: Vec<String>,
-    /// Shared secret file (`secure-cookie-key-file`, default `<config dir>/secure-cookie-key`).
-    pub secure_cookie_key_file: PathBuf,
-    /// Longest accepted token lifetime (`max-token-lifetime-seconds`, default 86400).
-    pub max_token_lifetime_seconds: u64,
-    /// Largest accepted request body (`max-request-body-bytes`, default 1 MiB).
-    pub max_request_body_bytes: usize,
-    /// Worker threads (`thread-pool-size`, default: the number of CPUs).
-    pub thread_pool_size: Option<usize>,
-    /// Deadline of every plugin request (`request-timeout-seconds`, default 120).
-    pub request_timeout_seconds: u64,
-    /// Deadline of a plugin's Bootstrap (`bootstrap-timeout-seconds`, default 120).
-    pub bootstrap_timeout_seconds: u64,
-    /// Plugin heartbeat period (`heartbeat-interval-seconds`, default 5; 0 disables).
-    pub heartbeat_interval_seconds: u64,
-    /// Finished jobs are removed after this long (`job-expiry-hours`, default 24).
-    pub job_expiry_hours: u64,
-    /// Debug logging for the launcher and its plugins (`enable-debug-logging`, default off).
-    pub enable_debug_logging: bool,
-    /// Serve `GET /metrics` (`enable-metrics`, default on): the gateway on its port, a node on
-    /// its gRPC port (HTTP/1.1).
-    pub enable_metrics: bool,
-    /// Working directory for plugins (`scratch-path`, default `/var/lib/rstudio-launcher`).
-    pub scratch_path: PathBuf,
-    /// Gateway only: seed node gRPC addresses (`nodes`, comma separated `host:port`).
-    pub nodes: Vec<String>,
-}
-
-impl Default for ServerConfig {
-    /// Documented defaults, with the secure-cookie-key under [`config_dir()`].
-    fn default() -> Self {
-        ServerConfig::with_config_dir(&config_dir())
-    }
-}
-
-impl ServerConfig {
-    /// Documented defaults, with the secure-cookie-key under `dir`.
-    pub fn with_config_dir(dir: &Path) -> Self {
-        ServerConfig {
-            address: "0.0.0.0".to_string(),
-            port: 5559,
-            unix_socket: None,
-            enable_ssl: false,
-            certificate_file: None,
-            certificate_key_file: None,
-            server_user: "rstudio-server".to_string(),
-            authorization_enabled: true,
-            admin_group: None,
-            admin_users: Vec::new(),
-            secure_cookie_key_file: dir.join("secure-cookie-key"),
-            max_token_lifetime_seconds: 86_400,
-            max_request_body_bytes: 1_048_576,
-            thread_pool_size: None,
-            request_timeout_seconds: 120,
-            bootstrap_timeout_seconds: 120,
-            heartbeat_interval_seconds: 5,
-            job_expiry_hours: 24,
-            enable_debug_logging: false,
-            enable_metrics: true,
-            scratch_path: PathBuf::from("/var/lib/rstudio-launcher"),
-            nodes: Vec::new(),
-        }
     }
 }
 
@@ -851,7 +766,7 @@ shared-scheduler=no
         // `address=` is empty: the only problem, on its own line.
         assert_eq!(
             lines(&errors),
-            ["launcher.conf:7: [server] address: must not be empty"]
+            ["launcher.conf:7: [server] address: must not be empty (0.0.0.0 listens on every interface)"]
         );
 
         let config = parse_ok(&text.replace("address=\r\n", ""));
@@ -931,7 +846,7 @@ shared-scheduler=no
             ("[node]\nadvertise-address=::1:5560\n", "launcher.conf:2: [node] advertise-address: IPv6 addresses need brackets, as in [::1]:5560; got '::1:5560'"),
             ("[node]\ndead-member-removal-seconds=10\n", "launcher.conf:2: [node] dead-member-removal-seconds: must be 0 (disabled) or at least node-lost-timeout-seconds (10 < 30)"),
             ("[node]\nsnapshot-log-entries=0\n", "launcher.conf:2: [node] snapshot-log-entries: must be at least 1"),
-            ("[server]\nenable-ssl=1\ncertificate-key-file=/k\n", "launcher.conf:2: [server] certificate-file: required when enable-ssl is on"),
+            ("[server]\nenable-ssl=1\ncertificate-key-file=/k\n", "launcher.conf:2: [server] certificate-file: required when enable-ssl is on (a PEM file)"),
             ("[server]\nthread-pool-size=0\n", "launcher.conf:2: [server] thread-pool-size: must be at least 1 (leave it unset for one per CPU)"),
             ("[server]\nnodes=a:1, b:0\n", "launcher.conf:2: [server] nodes: port 0 cannot be dialled, got 'b:0'"),
             ("[server]\nscratch-path=\n", "launcher.conf:2: [server] scratch-path: value is empty; expected a path"),

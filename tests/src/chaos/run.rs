@@ -178,7 +178,7 @@ impl Chaos {
         let started = Instant::now();
         let cluster = ProcessCluster::start(NODES, opts).await?;
         eprintln!("chaos {name}: cluster up in {:?}", started.elapsed());
-        let gw = TestGateway::start(&cluster, |c| c.request_timeout_seconds = 10).await?;
+        let gw = TestGateway::start(&cluster, |c| c.server.request_timeout_seconds = 10).await?;
         let shared = RunState::new(seed);
         let nodes: Vec<NodeClient> = (1..=NODES).map(|i| cluster.client(i)).collect();
         let mut clients = Vec::new();

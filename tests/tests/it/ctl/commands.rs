@@ -54,7 +54,7 @@ async fn launcherctl_against_a_cluster() -> anyhow::Result<()> {
     let cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
     let sock_dir = tempfile::tempdir()?;
     let socket = sock_dir.path().join("gw.sock");
-    let gw = TestGateway::start(&cluster, |c| c.unix_socket = Some(socket.clone())).await?;
+    let gw = TestGateway::start(&cluster, |c| c.server.unix_socket = Some(socket.clone())).await?;
     let ctl = Ctl::new(&gw.url)?;
     let key_file = cluster.key_path.to_str().expect("utf-8 path").to_string();
     let user = job_user();
@@ -420,14 +420,14 @@ async fn launcherctl_against_a_cluster() -> anyhow::Result<()> {
     let certs = tempfile::tempdir()?;
     let mut ca_file = certs.path().join("ca.pem");
     let tls_gw = TestGateway::start(&cluster, |c| {
-        let (cert, key) = self_signed(&[c.address.as_str()]).expect("certificate");
+        let (cert, key) = self_signed(&[c.server.address.as_str()]).expect("certificate");
         let (crt, key_path) = (certs.path().join("gw.crt"), certs.path().join("gw.key"));
         std::fs::write(&crt, &cert).expect("write certificate");
         std::fs::write(&key_path, key).expect("write key");
         ca_file = crt.clone();
-        c.enable_ssl = true;
-        c.certificate_file = Some(crt);
-        c.certificate_key_file = Some(key_path);
+        c.server.enable_ssl = true;
+        c.server.certificate_file = Some(crt);
+        c.server.certificate_key_file = Some(key_path);
     })
     .await?;
     let https = tls_gw.url.replacen("http://", "https://", 1);

@@ -21,7 +21,7 @@ fn terminal(j: &serde_json::Value) -> bool {
 async fn a_job_through_every_route() -> anyhow::Result<()> {
     init_tracing();
     let cluster = ProcessCluster::start(3, ClusterOpts::default()).await?;
-    let gw = TestGateway::start(&cluster, |c| c.max_request_body_bytes = 64 * 1024).await?;
+    let gw = TestGateway::start(&cluster, |c| c.server.max_request_body_bytes = 64 * 1024).await?;
     let admin = gw.client("admin");
     let user = job_user();
     let body = serde_json::json!({"name": "http", "cluster": "Local", "command": "echo via-http; exit 4", "user": user});
@@ -302,7 +302,7 @@ async fn streams_start_at_once_and_end_with_the_job() -> anyhow::Result<()> {
     );
     assert!(!text.contains(&id), "no job id in a label");
     gw.handle.shutdown().await?;
-    let quiet = TestGateway::start(&cluster, |c| c.metrics_enabled = false).await?;
+    let quiet = TestGateway::start(&cluster, |c| c.server.enable_metrics = false).await?;
     let r = reqwest::get(format!("{}/metrics", quiet.url)).await?;
     assert_eq!(r.status(), 404, "enable-metrics=0 turns /metrics off");
     quiet.handle.shutdown().await?;

@@ -17,7 +17,7 @@ fn now() -> u64 {
 async fn bad_tokens_are_refused() -> anyhow::Result<()> {
     init_tracing();
     let cluster = ProcessCluster::start(1, ClusterOpts::default()).await?;
-    let gw = TestGateway::start(&cluster, |c| c.max_token_lifetime_seconds = 3600).await?;
+    let gw = TestGateway::start(&cluster, |c| c.server.max_token_lifetime_seconds = 3600).await?;
     let (st, _) = gw.anonymous().get("/status").await?;
     assert_eq!(st, 200);
     let (st, e) = gw.anonymous().get("/jobs").await?;

@@ -28,9 +28,9 @@ fn enable_tls(cfg: &mut GatewayConfig, dir: &Path, cert: &str, key: &str) {
     let (cert_file, key_file) = (dir.join("gateway.crt"), dir.join("gateway.key"));
     std::fs::write(&cert_file, cert).expect("write certificate");
     std::fs::write(&key_file, key).expect("write key");
-    cfg.enable_ssl = true;
-    cfg.certificate_file = Some(cert_file);
-    cfg.certificate_key_file = Some(key_file);
+    cfg.server.enable_ssl = true;
+    cfg.server.certificate_file = Some(cert_file);
+    cfg.server.certificate_key_file = Some(key_file);
 }
 
 /// One HTTP/1.1 request over the unix socket at `socket`: status, headers, body.
@@ -79,7 +79,7 @@ async fn https_with_http1_and_h2() -> anyhow::Result<()> {
     let certs = tempfile::tempdir()?;
     let mut cert_pem = String::new();
     let gw = TestGateway::start(&cluster, |c| {
-        let (cert, key) = self_signed(&[c.address.as_str(), "localhost"]).expect("certificate");
+        let (cert, key) = self_signed(&[c.server.address.as_str(), "localhost"]).expect("certificate");
         enable_tls(c, certs.path(), &cert, &key);
         cert_pem = cert;
     })
@@ -201,15 +201,15 @@ async fn missing_certificate_file_fails_start() -> anyhow::Result<()> {
     init_tracing();
     let dir = tempfile::tempdir()?;
     let mut cfg = GatewayConfig::new(dir.path().to_path_buf());
-    cfg.address = unique_loopback();
-    cfg.port = 0;
-    write_key(&cfg.secure_cookie_key_file)?;
+    cfg.server.address = unique_loopback();
+    cfg.server.port = 0;
+    write_key(&cfg.server.secure_cookie_key_file)?;
     // Never contacted: start fails before it looks at the nodes.
-    cfg.nodes = vec!["127.0.0.1:1".into()];
+    cfg.server.nodes = vec!["127.0.0.1:1".into()];
     let (_, key) = self_signed(&["localhost"])?;
     enable_tls(&mut cfg, dir.path(), "unused", &key);
     let missing = dir.path().join("no-such-cert.pem");
-    cfg.certificate_file = Some(missing.clone());
+    cfg.server.certificate_file = Some(missing.clone());
     let err = match launcher_gateway::start(cfg.clone()).await {
         Ok(_) => anyhow::bail!("start succeeded without its certificate file"),
         Err(e) => format!("{e:#}"),
@@ -245,7 +245,7 @@ async fn unix_socket_serves_and_is_removed() -> anyhow::Result<()> {
     let cluster = ProcessCluster::start(1, ClusterOpts::default()).await?;
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("gateway.sock");
-    let gw = TestGateway::start(&cluster, |c| c.unix_socket = Some(socket.clone())).await?;
+    let gw = TestGateway::start(&cluster, |c| c.server.unix_socket = Some(socket.clone())).await?;
     assert_eq!(gw.handle.unix_socket.as_deref(), Some(socket.as_path()));
     let meta = std::fs::symlink_metadata(&socket)?;
     assert!(meta.file_type().is_socket(), "{meta:?}");

@@ -702,14 +702,14 @@ async fn the_page_and_its_login_answer_as_documented() -> anyhow::Result<()> {
     let certs = tempfile::tempdir()?;
     let mut cert_pem = String::new();
     let tls = TestGateway::start(&cluster, |c: &mut GatewayConfig| {
-        let ck = rcgen::generate_simple_self_signed(vec![c.address.clone()]).expect("certificate");
+        let ck = rcgen::generate_simple_self_signed(vec![c.server.address.clone()]).expect("certificate");
         let (cert, key) = (certs.path().join("gw.crt"), certs.path().join("gw.key"));
         cert_pem = ck.cert.pem();
         std::fs::write(&cert, &cert_pem).expect("write certificate");
         std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
-        c.enable_ssl = true;
-        c.certificate_file = Some(cert);
-        c.certificate_key_file = Some(key);
+        c.server.enable_ssl = true;
+        c.server.certificate_file = Some(cert);
+        c.server.certificate_key_file = Some(key);
     })
     .await?;
     let client = reqwest::Client::builder()
