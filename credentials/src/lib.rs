@@ -102,21 +102,26 @@ mod tests {
     fn the_key_file_is_checked() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key");
-        std::fs::write(&key, format!("{}\n", "k".repeat(40))).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(
-            load_key(&key).unwrap(),
-            vec![b'k'; 40],
-            "a final newline is not key"
+        let p = dir.path().join("k");
+        std::fs::write(&p, "short\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_key(&p).unwrap_err().contains("at least 32"));
+        // Trailing whitespace is not key.
+        std::fs::write(&p, format!("{} \n\n\t", "x".repeat(40))).unwrap();
+        assert_eq!(load_key(&p).unwrap(), "x".repeat(40).into_bytes());
+        // Nor does it count towards the 32 bytes.
+        std::fs::write(&p, format!("{}\n\n\n\n", "x".repeat(31))).unwrap();
+        assert!(load_key(&p).unwrap_err().contains("holds 31 bytes"));
+        std::fs::write(&p, "y".repeat(32)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_key(&p).unwrap_err();
+        assert!(err.contains("chmod 0600") && err.contains("mode 644"), "{err}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(load_key(&p).is_ok());
+        let err = load_key(&dir.path().join("missing")).unwrap_err();
+        assert!(
+            err.contains("cannot read") && err.contains("create it with 32+ random bytes"),
+            "{err}"
         );
-        std::fs::write(&key, "short\n").unwrap();
-        assert!(load_key(&key).unwrap_err().contains("at least 32"));
-        std::fs::write(&key, "k".repeat(40)).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(load_key(&key).unwrap_err().contains("chmod 0600"));
-        assert!(load_key(&dir.path().join("none"))
-            .unwrap_err()
-            .contains("cannot read"));
     }
 }

@@ -484,29 +484,6 @@ mod tests {
     }
 
     #[test]
-    fn key_file_rules() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k");
-        std::fs::write(&p, "short\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(load_key(&p).unwrap_err().contains("at least 32"));
-        std::fs::write(&p, format!("{} \n\n\t", "x".repeat(40))).unwrap();
-        assert_eq!(load_key(&p).unwrap(), "x".repeat(40).into_bytes());
-        // Whitespace does not count towards the 32 bytes.
-        std::fs::write(&p, format!("{}\n\n\n\n", "x".repeat(31))).unwrap();
-        assert!(load_key(&p).unwrap_err().contains("holds 31 bytes"));
-        std::fs::write(&p, "y".repeat(32)).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_key(&p).unwrap_err();
-        assert!(err.contains("chmod 0600") && err.contains("mode 644"), "{err}");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(load_key(&p).is_ok());
-        let err = load_key(&dir.path().join("missing")).unwrap_err();
-        assert!(err.contains("create it with 32+ random bytes"), "{err}");
-    }
-
-    #[test]
     fn admin_users_list() {
         let admins = Admins::new(vec!["alice".into(), "bob".into()], None);
         assert!(admins.is_admin("alice"));

@@ -133,19 +133,4 @@ mod tests {
         assert!(a.check(&unbound, false).is_err());
         assert!(a.check(&Request::new(()), true).is_err());
     }
-
-    #[test]
-    fn key_file_rules() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k");
-        std::fs::write(&p, "short\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(load_key(&p).unwrap_err().contains("at least 32"));
-        std::fs::write(&p, format!("{}\n\n", "x".repeat(40))).unwrap();
-        assert_eq!(load_key(&p).unwrap().len(), 40);
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(load_key(&p).unwrap_err().contains("chmod"));
-        assert!(load_key(&dir.path().join("missing")).is_err());
-    }
 }
