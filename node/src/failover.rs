@@ -131,8 +131,14 @@ pub async fn run(shared: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
         return;
     }
     let mut metrics = shared.raft.metrics();
+    // Held while this node is cut off from a leader the majority still has; kept across the
+    // watch breaking under the cut, released once that leader or term is no longer followed.
+    let mut timer = TimerHold::new(&shared);
     loop {
         let followed = following(shared.id, &metrics.borrow_and_update());
+        if timer.held_for.is_some() && timer.held_for != followed {
+            timer.release();
+        }
         let Some((leader, term)) = followed else {
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
@@ -141,15 +147,16 @@ pub async fn run(shared: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
             continue;
         };
         tokio::select! {
-            _ = watch_leader(&shared, leader, term) => {}
+            _ = watch_leader(&shared, leader, term, &mut timer) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
 }
 
 /// Watches `leader` while this node follows it in `term`; returns when that changes, or
-/// after the watch ended (having called an election if the leader's process is gone).
-async fn watch_leader(shared: &NodeState, leader: NodeId, term: u64) {
+/// after the watch ended (having called an election if the leader's process is gone). The
+/// election `timer` is held while the silence is this node's alone (see [`TimerHold`]).
+async fn watch_leader(shared: &NodeState, leader: NodeId, term: u64, timer: &mut TimerHold<'_>) {
     let mut metrics = shared.raft.metrics();
     let same = |m: &Metrics| following(shared.id, m) == Some((leader, term));
     let still_following = async {
@@ -165,17 +172,23 @@ async fn watch_leader(shared: &NodeState, leader: NodeId, term: u64) {
         follower_id: shared.id,
     };
     let mut client = shared.peers.raft(&addr);
+    let silence = pulse(&shared.config) * SILENT_PERIODS;
+    // While the timer is held nothing else would replace the leader: an open that hangs under
+    // the cut counts as more silence.
+    let open_within = if timer.held_for.is_some() {
+        silence
+    } else {
+        Duration::MAX
+    };
     let opened = tokio::select! {
-        r = client.watch_leader(req) => r,
+        r = tokio::time::timeout(open_within, client.watch_leader(req)) => r,
         _ = &mut still_following => return,
     };
     match opened {
-        Ok(stream) => {
+        Ok(Ok(stream)) => {
             let mut stream = stream.into_inner();
-            let silence = pulse(&shared.config) * SILENT_PERIODS;
             let mut told = false;
             let mut told_alone = false;
-            let mut timer = TimerHold::new(shared);
             loop {
                 tokio::select! {
                     m = tokio::time::timeout(silence, stream.message()) => match m {
@@ -189,7 +202,7 @@ async fn watch_leader(shared: &NodeState, leader: NodeId, term: u64) {
                             Silence::Acted => return,
                             Silence::Answers => timer.release(),
                             Silence::Alone => {
-                                timer.hold();
+                                timer.hold(leader, term);
                                 if !told_alone {
                                     tracing::info!(
                                         leader,
@@ -200,7 +213,7 @@ async fn watch_leader(shared: &NodeState, leader: NodeId, term: u64) {
                                 }
                             }
                             Silence::HeardByOthers => {
-                                timer.hold();
+                                timer.hold(leader, term);
                                 if !told {
                                     tracing::info!(
                                         leader,
@@ -218,51 +231,67 @@ async fn watch_leader(shared: &NodeState, leader: NodeId, term: u64) {
         }
         // A leader that cannot serve the watch: it stopped leading in `term` (this node
         // will hear of it), or it runs a version without fast failover.
-        Err(s) if s.code() != tonic::Code::Unavailable => {
+        Ok(Err(s)) if s.code() != tonic::Code::Unavailable => {
             tracing::debug!(leader, error = %s, "the leader does not serve a watch");
             let _ = tokio::time::timeout(REFUSED_PAUSE, &mut still_following).await;
             return;
         }
-        Err(_) => {}
+        Ok(Err(_)) | Err(_) => {}
     }
     if !same(&shared.raft.metrics().borrow()) {
         return;
     }
     if is_gone(&addr, shared.peers.source()).await {
         elect(shared, leader, term, &addr, Out::Gone).await;
-    } else {
-        let _ = tokio::time::timeout(REOPEN_PAUSE, &mut still_following).await;
+        return;
     }
+    if timer.held_for.is_some() {
+        // The watch broke under the cut (HTTP/2 keep-alive gives up after about 10 s), or
+        // could not be opened again. Look into the silence once more instead of letting go of
+        // the timer: its election would raise the term that deposes the healthy leader.
+        match replace_silent(shared, leader, term, &addr).await {
+            Silence::Acted => return,
+            Silence::Answers => timer.release(),
+            Silence::Alone | Silence::HeardByOthers => {}
+        }
+    }
+    let _ = tokio::time::timeout(REOPEN_PAUSE, &mut still_following).await;
 }
 
 /// Holds this node's Raft election timer off while the leader is silent here but another
-/// follower still hears it (a partial partition). openraft 0.9 has no pre-vote: after the lease
-/// and an election timeout this node would stand, and although the follower that hears the
-/// leader refuses the vote, the higher term this node then carries deposes the healthy leader
-/// as soon as the cut heals. The timer runs again as soon as the leader is heard or answers, the
-/// other followers stop hearing it, or the watch ends (also on drop, so no path leaves it off);
-/// an election this module calls itself does not depend on it.
+/// follower still hears it (a partial partition), or while too few voters answer to make a
+/// majority with this node (it is the one cut off). openraft 0.9 has no pre-vote: after the
+/// lease and an election timeout this node would stand, and although it cannot win, the
+/// higher term it then carries deposes the healthy leader as soon as the cut heals. The hold
+/// belongs to one leader and term and lasts through the watch breaking and being opened again
+/// under a long cut; the timer runs again as soon as the leader is heard or answers, the other
+/// followers stop hearing it, this node follows another leader or term, or the failover task
+/// ends (also on drop, so no path leaves it off). An election this module calls itself does
+/// not depend on it.
 struct TimerHold<'a> {
     shared: &'a NodeState,
-    held: bool,
+    /// The leader and term the timer is held for.
+    held_for: Option<(NodeId, u64)>,
 }
 
 impl<'a> TimerHold<'a> {
     fn new(shared: &'a NodeState) -> Self {
-        TimerHold { shared, held: false }
-    }
-
-    fn hold(&mut self) {
-        if !self.held {
-            self.shared.raft.runtime_config().elect(false);
-            self.held = true;
+        TimerHold {
+            shared,
+            held_for: None,
         }
     }
 
+    fn hold(&mut self, leader: NodeId, term: u64) {
+        if self.held_for.is_none() {
+            self.shared.raft.runtime_config().elect(false);
+        }
+        self.held_for = Some((leader, term));
+    }
+
     fn release(&mut self) {
-        if self.held {
+        if self.held_for.take().is_some() {
             self.shared.raft.runtime_config().elect(true);
-            self.held = false;
         }
     }
 }
