@@ -229,6 +229,17 @@ mod tests {
         }
     }
 
+    /// Request 7 of job `j`, in chunks of 4 bytes, files looked at every 10 ms.
+    fn following(out: &Outbox) -> Following<'_> {
+        Following {
+            out,
+            request_id: 7,
+            job_id: "j",
+            chunk: 4,
+            poll: Duration::from_millis(10),
+        }
+    }
+
     /// The JobOutput payloads queued for request 7: (output, outputType, complete).
     async fn next_output(
         rx: &mut tokio::sync::mpsc::Receiver<crate::outbox::Outgoing>,
@@ -253,13 +264,7 @@ mod tests {
         std::fs::write(&f, "héllo ").unwrap();
         let (out, mut rx) = Outbox::new(64);
         let (ended_tx, watch) = watch::channel(false);
-        let how = Following {
-            out: &out,
-            request_id: 7,
-            job_id: "j",
-            chunk: 4,
-            poll: Duration::from_millis(10),
-        };
+        let how = following(&out);
         let following = follow(
             how,
             vec![(f.clone(), "stdout")],
@@ -300,13 +305,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (out, _rx) = Outbox::new(8);
         let (_tx, watch) = watch::channel(true);
-        let how = Following {
-            out: &out,
-            request_id: 7,
-            job_id: "j",
-            chunk: 4,
-            poll: Duration::from_millis(10),
-        };
+        let how = following(&out);
         let files = vec![(d.path().join("o"), "stdout"), (d.path().join("e"), "stderr")];
         let r = follow(how, files, OutputType::Both, watch, |e: &bool| *e, plain).await;
         assert!(
