@@ -384,12 +384,12 @@ impl<'h> Cx<'h> {
                         .push(at(j.status, j.exit_code, *index));
                 }
                 (Call::List { .. }, Outcome::Listed { index, jobs, .. }) => {
+                    let invoked = op.invoked_at();
                     for j in jobs {
                         let id = j.id.as_str();
                         let next = number.len() as u32;
                         number.entry(id).or_insert(next);
                         let o = at(j.status, j.exit_code, Some(*index));
-                        let invoked = op.invoked_at();
                         match runs.entry((id, linearizable)) {
                             std::collections::hash_map::Entry::Vacant(v) => {
                                 v.insert(Run::new(o, invoked, completed));
