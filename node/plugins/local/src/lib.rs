@@ -7,7 +7,7 @@
 //! * [`state`]: the job table, status streams, outgoing queue and scratch layout.
 //! * [`submit`], [`control`], [`output`], [`resources`], [`query`]: the requests about jobs.
 //! * [`follow`]: following jobs to their end, recovery after a restart, expiry.
-//! * [`record`], [`streams`], [`procfs`], [`files`], [`host`], [`error`]: the pieces
+//! * [`record`], [`procfs`], [`files`], [`host`], [`error`]: the pieces
 //!   they use.
 //! * [`spec`]: the files through which the plugin and a job's supervisor talk.
 //! * [`supervisor`]: the supervisor (`launcher-local-plugin supervise <job-dir>`): sandbox,
@@ -28,7 +28,6 @@ pub mod record;
 pub mod resources;
 pub mod spec;
 pub mod state;
-pub mod streams;
 pub mod submit;
 pub mod supervisor;
 

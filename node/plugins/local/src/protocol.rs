@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use crate::error::RequestError;
 use crate::query::{project, JobFilter};
 use crate::state::{LocalPlugin, Outbox, Outgoing};
-use crate::streams::Target;
+use launcher_plugin_api::streams::Target;
 
 /// Serves the Plugin API on `input`/`output` until the input ends or `shutdown` completes
 /// (the shared loop of `launcher_plugin_api::serve`), expiring old jobs meanwhile. Jobs keep

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::RequestError;
 use crate::host::Identity;
 use crate::record::{allowed, now, JobRecord, Transition};
-use crate::streams::{ResourceStreams, StatusStreams, Target};
+use launcher_plugin_api::streams::{ResourceStreams, StatusStreams, Target};
 
 /// Name of the plugin's record in a job directory.
 pub const JOB_FILE: &str = "job.json";
